@@ -1,0 +1,28 @@
+"""The route table: every URL the server answers, gathered from the handler
+modules (each ends with its own `routes`). Read this to find any endpoint."""
+from __future__ import annotations
+
+from tornado import web
+
+from handlers import accounts, health
+from handlers.base import NotFoundHandler, log_request
+
+routes: list[tuple] = [
+    *health.routes,
+    *accounts.routes,
+]
+
+
+def make_app(services, extra_routes: list[tuple] | None = None) -> web.Application:
+    app = web.Application(
+        [*routes, *(extra_routes or [])],
+        services=services,
+        default_handler_class=NotFoundHandler,
+        log_function=log_request,
+        compress_response=True,
+        xsrf_cookies=False,
+        websocket_ping_interval=20,
+        websocket_ping_timeout=30,
+    )
+    app.inflight = 0
+    return app

@@ -1,0 +1,250 @@
+"""The HTTP edge shared by every API handler.
+
+`APIHandler` owns, once for all endpoints: body size and content-type checks,
+JSON parsing into strict models, authentication, rate limits, CORS, the
+request id, and the single error renderer (the contract's envelope, never an
+HTML page or a traceback).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from tornado import httputil, web
+
+from models.base import parse
+from services.db import is_unavailable
+from services.errors import ApiError, DatabaseUnavailable, Unauthorized
+from services.netutil import client_ip
+
+log = logging.getLogger("apranova.http")
+access_log = logging.getLogger("apranova.access")
+M = TypeVar("M", bound=BaseModel)
+
+JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json\s*(;.*)?$", re.I)
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+ALLOWED_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-Id"
+EXPOSED_HEADERS = ("X-Request-Id, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, "
+                   "X-RateLimit-Reset")
+
+
+@dataclass
+class Operation:
+    """What an endpoint method takes and returns; the OpenAPI document is
+    generated from these and the route table."""
+    summary: str
+    body: type[BaseModel] | None = None
+    responses: dict[int, Any] = field(default_factory=dict)  # status -> model or description
+    auth: bool = False
+    query: dict[str, str] = field(default_factory=dict)  # name -> description
+    tags: tuple[str, ...] = ()
+    description: str = ""
+
+
+
+@web.stream_request_body
+class APIHandler(web.RequestHandler):
+    operations: dict[str, Operation] = {}
+    rate_limited = True  # count the request against the anon/user limit
+
+    def initialize(self) -> None:
+        self.services = self.application.settings["services"]
+        self.config = self.services.settings
+        self.started = time.monotonic()
+        self.user: dict | None = None
+        self.user_id: int | None = None
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+
+    # -- headers, CORS, request id -------------------------------------------------
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        incoming = self.request.headers.get("X-Request-Id", "")
+        self.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        self.set_header("X-Request-Id", self.request_id)
+        origin = self.request.headers.get("Origin")
+        if origin and self.origin_allowed(origin):
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Expose-Headers", EXPOSED_HEADERS)
+            self.add_header("Vary", "Origin")
+
+    def origin_allowed(self, origin: str) -> bool:
+        origins = self.application.settings["services"].settings.cors_origins
+        return "*" in origins or origin in origins
+
+    def options(self, *args: Any) -> None:
+        """CORS preflight."""
+        if self.request.headers.get("Origin") and self.origin_allowed(self.request.headers["Origin"]):
+            self.set_header("Access-Control-Allow-Methods", ", ".join(sorted(self.allowed_methods())))
+            self.set_header("Access-Control-Allow-Headers", ALLOWED_HEADERS)
+            self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    def allowed_methods(self) -> set[str]:
+        methods = {m.upper() for m in self.operations} | {"OPTIONS"}
+        return methods
+
+    @property
+    def client_ip(self) -> str:
+        return client_ip(self.request.remote_ip or "", self.request.headers.get("X-Forwarded-For"),
+                         self.config.trusted_proxies)
+
+    # -- request body ------------------------------------------------------------
+    async def prepare(self) -> None:
+        self.application.inflight += 1
+        self._counted = True
+        limit = self.config.max_body_bytes
+        length = self.request.headers.get("Content-Length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise ApiError(413, "Payload too large", f"Request bodies are limited to {limit} bytes.")
+        has_body = (length not in (None, "0")) or "chunked" in self.request.headers.get("Transfer-Encoding", "")
+        if has_body and self.request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            content_type = self.request.headers.get("Content-Type", "")
+            if not JSON_TYPE.match(content_type):
+                raise ApiError(415, "Unsupported media type", "Send the body as application/json.")
+        if self.request.method != "OPTIONS" and self.rate_limited:
+            await self.apply_rate_limit()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self.config.max_body_bytes:
+            self._too_large = True
+            self._chunks = []
+        elif not self._too_large:
+            self._chunks.append(chunk)
+
+    @property
+    def raw_body(self) -> bytes:
+        if self._too_large:
+            raise ApiError(413, "Payload too large",
+                           f"Request bodies are limited to {self.config.max_body_bytes} bytes.")
+        return b"".join(self._chunks)
+
+    def json_body(self) -> Any:
+        raw = self.raw_body
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "Malformed JSON", "The request body is not valid JSON.") from None
+
+    def parse_body(self, model: type[M]) -> M:
+        return parse(model, self.json_body())
+
+    # -- authentication and limits ------------------------------------------------
+    def bearer_token(self) -> str | None:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return token.strip()
+
+    async def require_user(self) -> dict:
+        """The authenticated caller, as stored now. Raises 401."""
+        if self.user is None:
+            token = self.bearer_token()
+            if token is None:
+                raise Unauthorized("Authentication credentials were not provided.")
+            self.user = await self.services.accounts.authenticate(token)
+            self.user_id = self.user["_id"]
+        return self.user
+
+    async def apply_rate_limit(self) -> None:
+        token = self.bearer_token()
+        user_id = self.services.tokens.peek_user_id(token) if token else None
+        if user_id is not None:
+            decision = await self.services.ratelimits.hit("user", str(user_id))
+        else:
+            decision = await self.services.ratelimits.hit("anon", self.client_ip)
+        for name, value in decision.headers().items():
+            self.set_header(name, value)
+        decision.raise_if_denied()
+
+    # -- responses ---------------------------------------------------------------
+    def send(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(body, separators=(",", ":"), default=str))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """The one error renderer: every failure becomes the envelope."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.clear_header("Content-Type")
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        if isinstance(exc, ApiError):
+            error = exc
+        elif exc is not None and is_unavailable(exc):
+            error = DatabaseUnavailable()
+        elif isinstance(exc, web.HTTPError) and status_code < 500:
+            error = ApiError(status_code, httputil.responses.get(status_code, "Error"),
+                             exc.log_message or _DEFAULT_MESSAGES.get(status_code, "Request failed."))
+            if status_code == 405:
+                self.set_header("Allow", ", ".join(sorted(self.allowed_methods())))
+        else:
+            error = ApiError(500, "Internal server error",
+                             "Something went wrong on our side. Quote the request id when reporting it.",
+                             details={"request_id": getattr(self, "request_id", None)})
+        self.set_status(error.status)
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        self.finish(json.dumps(error.body(), separators=(",", ":"), default=str))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ApiError) or (isinstance(value, web.HTTPError) and value.status_code < 500):
+            return
+        if value is not None and is_unavailable(value):
+            log.warning("database unavailable: %s", type(value).__name__)
+            self.services.record_dependency_error("database")
+            return
+        log.error("unhandled error (request %s)", getattr(self, "request_id", "-"), exc_info=(typ, value, tb))
+
+    def on_finish(self) -> None:
+        if getattr(self, "_counted", False):
+            self.application.inflight -= 1
+            self._counted = False
+
+    def on_connection_close(self) -> None:
+        self.on_finish()
+
+
+_DEFAULT_MESSAGES = {
+    404: "The requested resource was not found.",
+    405: "This method is not allowed on this resource.",
+    400: "The request could not be understood.",
+}
+
+
+class NotFoundHandler(APIHandler):
+    """Catch-all: JSON 404 for any unknown path and method."""
+    rate_limited = False
+
+    def allowed_methods(self) -> set[str]:
+        return {"OPTIONS"}
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        raise ApiError(404, "Not found", f"No endpoint at {self.request.path}.")
+
+
+def log_request(handler: web.RequestHandler) -> None:
+    """One line per request: method, path (never the query: it may carry
+    secrets), status, milliseconds, user id, request id."""
+    status = handler.get_status()
+    ms = handler.request.request_time() * 1000
+    user_id = getattr(handler, "user_id", None)
+    request_id = getattr(handler, "request_id", "-")
+    level = logging.INFO if status < 500 else logging.ERROR
+    access_log.log(level, "%s %s %d %.1fms user=%s ip=%s rid=%s", handler.request.method, handler.request.path,
+                   status, ms, user_id if user_id is not None else "-", handler.request.remote_ip, request_id,
+                   extra={"method": handler.request.method, "path": handler.request.path, "status": status,
+                          "ms": round(ms, 1), "user_id": user_id, "request_id": request_id})

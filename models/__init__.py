@@ -1,0 +1,1 @@
+"""Request/response schemas (pydantic, strict) and document shapes. No I/O."""

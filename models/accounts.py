@@ -1,0 +1,145 @@
+"""Account request and response shapes."""
+from __future__ import annotations
+
+import re
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator
+
+from models.base import RequestModel, ResponseModel, iso
+
+# local@domain.tld; unicode letters allowed; no spaces; one @.
+EMAIL_RE = re.compile(r"^[^\s@]{1,64}@[^\s@.]+(\.[^\s@.]+)+$")
+ROLES = ("student", "trainer", "admin", "superadmin")
+SELF_SERVICE_ROLES = ("student", "trainer")
+
+
+def normalize_email(value: str) -> str:
+    value = value.strip()
+    if len(value) > 254 or not EMAIL_RE.match(value):
+        raise ValueError("Enter a valid email address.")
+    return value
+
+
+def email_key(email: str) -> str:
+    """The uniqueness key: the same address in any case is one account."""
+    return email.strip().casefold()
+
+
+class EmailField(RequestModel):
+    email: str = Field(max_length=254, description="Email address (trimmed; unique ignoring case).")
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return normalize_email(value)
+
+
+class RegisterRequest(EmailField):
+    name: str = Field(min_length=1, max_length=150)
+    password1: str = Field(max_length=1024)
+    password2: str = Field(max_length=1024)
+    role: str = "student"
+    track: Optional[str] = Field(default=None, max_length=32, description="One of the configured TRACKS codes.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("This field may not be blank.")
+        return value
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if value not in SELF_SERVICE_ROLES:
+            raise ValueError("Role must be 'student' or 'trainer'.")
+        return value
+
+
+class LoginRequest(RequestModel):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=1024)
+    role: Literal["student", "trainer", "admin", "superadmin"]
+
+
+class RefreshRequest(RequestModel):
+    refresh: str = Field(max_length=4096)
+
+
+class CheckEmailRequest(RequestModel):
+    email: str = Field(max_length=254)
+
+
+class ProfileUpdate(RequestModel):
+    name: Optional[str] = Field(default=None, min_length=1, max_length=150)
+    track: Optional[str] = Field(default=None, max_length=32)
+
+
+class UpdateRoleRequest(RequestModel):
+    role: Literal["student", "trainer", "admin", "superadmin"]
+    user_id: Optional[int] = Field(default=None, ge=1)
+
+
+class UserOut(ResponseModel):
+    id: int
+    email: str
+    name: str
+    role: str
+    track: Optional[str] = None
+
+
+class TokenPairOut(ResponseModel):
+    access: str
+    refresh: str
+
+
+class AuthOut(TokenPairOut):
+    user: UserOut
+
+
+class LoginOut(AuthOut):
+    redirect_url: str
+
+
+class ProfileOut(UserOut):
+    created_at: str
+    updated_at: str
+    enrollment_status: Optional[str] = None
+    payment_verified: bool = False
+
+
+class MessageOut(ResponseModel):
+    message: str
+
+
+class ExistsOut(ResponseModel):
+    exists: bool
+
+
+class RoleUpdateUser(ResponseModel):
+    id: int
+    role: str
+
+
+class RoleUpdateOut(ResponseModel):
+    message: str
+    user: RoleUpdateUser
+
+
+def user_model(user: dict) -> dict:
+    """The one place a stored user becomes the short `user` object."""
+    return {"id": user["_id"], "email": user["email"], "name": user["name"], "role": user["role"],
+            "track": user.get("track")}
+
+
+def profile_model(user: dict) -> dict:
+    model = user_model(user)
+    model.update({
+        "created_at": iso(user["created_at"]),
+        "updated_at": iso(user["updated_at"]),
+        "enrollment_status": user.get("enrollment_status", "NOT_ENROLLED"),
+        "payment_verified": bool(user.get("payment_verified", False)),
+    })
+    return model

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# What the tests need outside Python: a Docker engine with the local test
+# workspace image, and Debian's Chromium. Installs with apt-get when run as
+# root and something is missing; starts dockerd when none answers (its pid
+# goes to .ci/dockerd.pid so that .ci/run can stop what it started).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+need=()
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test-env: installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "test-env: missing ${need[*]} (install them, or run as root)" >&2
+  fi
+fi
+
+if command -v docker >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null; then
+    echo "test-env: starting dockerd"
+    mkdir -p "$ROOT/.ci"
+    nohup dockerd >"$ROOT/.ci/dockerd.log" 2>&1 &
+    echo $! >"$ROOT/.ci/dockerd.pid"
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  fi
+fi
+
+if docker info >/dev/null 2>&1; then
+  bash "$ROOT/workspace-image/build-test-image.sh"
+else
+  echo "test-env: no Docker engine answers; workspace tests will fail (CI) or skip (locally)" >&2
+fi

@@ -1,0 +1,157 @@
+"""Accounts: registration, login, profiles and role changes.
+
+Authorization rules live here, each in one function, and always read the
+role stored now (never one copied into a token).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from models.accounts import ROLES, email_key, normalize_email
+from services.errors import ApiError, Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from services.passwords import PasswordHasher, password_problems
+from services.tokens import TokenPair, TokenService, utcnow
+
+ADMIN_ROLES = ("admin", "superadmin")
+
+
+class InvalidCredentials(Unauthorized):
+    def __init__(self) -> None:
+        super().__init__("Email or password is incorrect", error="Invalid credentials")
+
+
+class AccountService:
+    def __init__(self, db: AsyncDatabase, tokens: TokenService, hasher: PasswordHasher, tracks: dict[str, str]):
+        self.db = db
+        self.users = db.users
+        self.tokens = tokens
+        self.hasher = hasher
+        self.tracks = tracks
+
+    async def next_user_id(self) -> int:
+        """Sequential integer ids, as the contract shows (`"id": 1`)."""
+        counter = await self.db.counters.find_one_and_update(
+            {"_id": "users"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER)
+        return int(counter["seq"])
+
+    def check_track(self, track: str | None, field: str = "track") -> None:
+        if track is not None and track not in self.tracks:
+            raise ValidationFailed({field: [f"Not a valid track. Choose one of: {', '.join(self.tracks)}."]})
+
+    async def create_user(self, *, email: str, name: str, role: str, password: str | None,
+                          track: str | None = None, check_password: bool = True, **extra: Any) -> dict:
+        """Insert a user. Raises ValidationFailed for a taken email."""
+        email = normalize_email(email)
+        if check_password and password is not None:
+            problems = password_problems(password, email=email, name=name)
+            if problems:
+                raise ValidationFailed({"password1": problems})
+        now = utcnow()
+        user = {
+            "email": email, "email_key": email_key(email), "name": name, "role": role, "track": track,
+            "password_hash": await self.hasher.hash(password) if password is not None else None,
+            "created_at": now, "updated_at": now, "enrollment_status": "NOT_ENROLLED",
+            "payment_verified": False, **extra,
+        }
+        if await self.users.find_one({"email_key": user["email_key"]}, {"_id": 1}):
+            raise ValidationFailed({"email": ["A user with this email already exists."]})
+        user["_id"] = await self.next_user_id()
+        try:
+            await self.users.insert_one(user)
+        except DuplicateKeyError:
+            raise ValidationFailed({"email": ["A user with this email already exists."]}) from None
+        return user
+
+    async def register(self, *, name: str, email: str, password1: str, password2: str, role: str,
+                       track: str | None) -> tuple[dict, TokenPair]:
+        errors: dict[str, list[str]] = {}
+        problems = password_problems(password1, email=email, name=name)
+        if problems:
+            errors["password1"] = problems
+        if password1 != password2:
+            errors["password2"] = ["The two password fields didn't match."]
+        if track is not None and track not in self.tracks:
+            errors["track"] = [f"Not a valid track. Choose one of: {', '.join(self.tracks)}."]
+        if errors:
+            raise ValidationFailed(errors)
+        user = await self.create_user(email=email, name=name, role=role, password=password1, track=track,
+                                      check_password=False)
+        return user, await self.tokens.start_session(user["_id"])
+
+    async def login(self, email: str, password: str, role: str) -> tuple[dict, TokenPair]:
+        """Check the password first, then the role: the role answer is only
+        given to someone who proved the password."""
+        user = await self.users.find_one({"email_key": email_key(email)})
+        if not await self.hasher.check(password, user.get("password_hash") if user else None):
+            raise InvalidCredentials()
+        assert user is not None
+        if user["role"] != role and user["role"] != "superadmin":
+            detail = f"You are registered as '{user['role']}' but tried to login as '{role}'"
+            raise ApiError(403, "Unauthorized role access", detail,
+                           extra={"detail": detail, "actual_role": user["role"]})
+        await self.users.update_one({"_id": user["_id"]}, {"$set": {"last_login_at": utcnow()}})
+        return user, await self.tokens.start_session(user["_id"])
+
+    async def email_exists(self, email: str) -> bool:
+        return await self.users.find_one({"email_key": email_key(email)}, {"_id": 1}) is not None
+
+    async def get(self, user_id: int) -> dict | None:
+        return await self.users.find_one({"_id": user_id}, {"password_hash": 0})
+
+    async def require(self, user_id: int) -> dict:
+        user = await self.get(user_id)
+        if user is None:
+            raise NotFound("User not found.")
+        return user
+
+    async def update_profile(self, user_id: int, changes: dict[str, Any]) -> dict:
+        changes = {key: value for key, value in changes.items() if value is not None and key in {"name", "track"}}
+        if "name" in changes:
+            changes["name"] = changes["name"].strip()
+            if not changes["name"]:
+                raise ValidationFailed({"name": ["This field may not be blank."]})
+        self.check_track(changes.get("track"))
+        changes["updated_at"] = utcnow()
+        user = await self.users.find_one_and_update({"_id": user_id}, {"$set": changes},
+                                                    projection={"password_hash": 0},
+                                                    return_document=ReturnDocument.AFTER)
+        if user is None:
+            raise NotFound("User not found.")
+        return user
+
+    async def change_role(self, actor: dict, target_id: int, new_role: str) -> dict:
+        """Who may change a role, in one place:
+
+        * only admins and superadmins change roles at all;
+        * only a superadmin grants or removes `admin` or `superadmin`;
+        * the last superadmin cannot demote themselves (nobody could undo it).
+        """
+        if new_role not in ROLES:
+            raise ValidationFailed({"role": ["Not a valid choice."]})
+        if actor["role"] not in ADMIN_ROLES:
+            raise Forbidden("Only administrators can change roles.")
+        target = actor if target_id == actor["_id"] else await self.get(target_id)
+        if target is None:
+            raise NotFound("User not found.")
+        touches_admin = new_role in ADMIN_ROLES or target["role"] in ADMIN_ROLES
+        if touches_admin and actor["role"] != "superadmin":
+            raise Forbidden("Only a superadmin can grant or remove the admin or superadmin role.")
+        if target["role"] == "superadmin" and new_role != "superadmin":
+            others = await self.users.count_documents({"role": "superadmin", "_id": {"$ne": target["_id"]}})
+            if others == 0:
+                raise Conflict("The last superadmin cannot be demoted.")
+        await self.users.update_one({"_id": target["_id"]}, {"$set": {"role": new_role, "updated_at": utcnow()}})
+        return {"id": target["_id"], "role": new_role}
+
+    async def authenticate(self, access_token: str) -> dict:
+        """The caller's current user document for an access token."""
+        claims = await self.tokens.authenticate(access_token)
+        user = await self.get(claims.user_id)
+        if user is None or user.get("disabled"):
+            raise Unauthorized("User no longer exists.", error="Invalid token")
+        user["_session_id"] = claims.session_id
+        return user

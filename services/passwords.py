@@ -1,0 +1,85 @@
+"""Password rules and hashing.
+
+bcrypt work runs in a thread pool: a 250 ms hash on the event loop would stall
+every other request and WebSocket.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+from difflib import SequenceMatcher
+from functools import lru_cache
+from pathlib import Path
+
+import bcrypt
+
+MIN_LENGTH = 8
+BCRYPT_MAX_BYTES = 72
+SIMILARITY = 0.7
+
+
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    path = Path(__file__).with_name("data") / "common_passwords.txt"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip().lower() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def _too_similar(password: str, value: str) -> bool:
+    value = value.lower()
+    lowered = password.lower()
+    parts = {value, *re.split(r"\W+", value)}
+    for part in parts:
+        if len(part) < 3:
+            continue
+        if part in lowered or SequenceMatcher(a=lowered, b=part).quick_ratio() >= SIMILARITY:
+            return True
+    return False
+
+
+def password_problems(password: str, email: str = "", name: str = "") -> list[str]:
+    """Every rule the password breaks, as messages for the `password1` field."""
+    problems = []
+    if len(password) < MIN_LENGTH:
+        problems.append(f"Password must be at least {MIN_LENGTH} characters.")
+    if len(password.encode("utf-8")) > BCRYPT_MAX_BYTES:
+        problems.append(f"Password must be at most {BCRYPT_MAX_BYTES} bytes long.")
+    if password.isdigit():
+        problems.append("Password cannot be entirely numeric.")
+    if password.lower() in common_passwords():
+        problems.append("This password is too common.")
+    local_part = email.split("@", 1)[0]
+    if any(value and _too_similar(password, value) for value in (email, local_part, name)):
+        problems.append("The password is too similar to the email or name.")
+    return problems
+
+
+def _hash(password: str, rounds: int) -> str:
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")
+
+
+def _check(password: str, hashed: str) -> bool:
+    encoded = password.encode("utf-8")
+    if len(encoded) > BCRYPT_MAX_BYTES:
+        return False
+    try:
+        return bcrypt.checkpw(encoded, hashed.encode("ascii"))
+    except ValueError:
+        return False
+
+
+class PasswordHasher:
+    """bcrypt with a fixed cost, run off the event loop."""
+
+    def __init__(self, rounds: int):
+        self.rounds = rounds
+        # Compared against when there is no stored hash (unknown email,
+        # OAuth-only account) so that the answer takes as long as a real one.
+        self._dummy = _hash("dummy-password-for-timing", rounds)
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.get_running_loop().run_in_executor(None, _hash, password, self.rounds)
+
+    async def check(self, password: str, hashed: str | None) -> bool:
+        matches = await asyncio.get_running_loop().run_in_executor(None, _check, password, hashed or self._dummy)
+        return matches and bool(hashed)

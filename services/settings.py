@@ -1,0 +1,268 @@
+"""All settings in one place.
+
+Every setting is read from an environment variable and may be overridden by a
+command-line flag of the same name (``PORT`` -> ``--port``). ``python server.py
+--help`` lists them all; the README's settings table is generated from the same
+list (``python server.py settings-table``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any, Callable
+
+DEFAULT_TRACKS = "DP=Data Professional,FSD=Full-Stack Developer"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message says which."""
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _rate(value: str) -> str:
+    if not re.fullmatch(r"\s*\d+\s*/\s*(second|minute|hour|day)s?\s*", value):
+        raise ValueError(f"not a rate like '100/hour': {value!r}")
+    return value.replace(" ", "")
+
+
+def _networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(part, strict=False) for part in _csv(value)]
+
+
+def _tracks(value: str) -> dict[str, str]:
+    tracks = {}
+    for part in _csv(value):
+        code, _, title = part.partition("=")
+        tracks[code.strip()] = (title or code).strip()
+    if not tracks:
+        raise ValueError("at least one track is needed")
+    return tracks
+
+
+def _prices(value: str) -> dict[str, str]:
+    prices = {}
+    for part in _csv(value):
+        code, _, price = part.partition("=")
+        prices[code.strip()] = price.strip()
+    return prices
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str  # environment variable name
+    default: str
+    help: str
+    parse: Callable[[str], Any] = str
+    secret: bool = False
+    group: str = "server"
+
+    @property
+    def attr(self) -> str:
+        return self.name.lower()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.lower().replace("_", "-")
+
+
+S = Setting
+SETTINGS: list[Setting] = [
+    # server
+    S("APRANOVA_ENV", "development", "'development' or 'production'. Production refuses a missing or weak JWT_SECRET."),
+    S("HOST", "0.0.0.0", "Address to listen on."),
+    S("PORT", "8000", "Port to listen on.", int),
+    S("DATA_DIR", "./data", "Directory for the embedded database and the development signing key."),
+    S("SHUTDOWN_TIMEOUT", "10", "Seconds SIGTERM waits for in-flight requests before closing.", float),
+    S("MAX_BODY_BYTES", "1048576", "Largest accepted request body (larger: 413).", int),
+    S("CORS_ORIGINS", "http://localhost:3000,http://localhost:8000,http://127.0.0.1:8000",
+      "Comma-separated origins allowed by CORS and by the WebSocket Origin check ('*' allows any).", _csv),
+    S("TRUSTED_PROXIES", "", "Comma-separated proxy networks whose X-Forwarded-For is believed (e.g. 10.0.0.0/8).", _networks),
+    S("LOG_LEVEL", "INFO", "Logging level."),
+    S("LOG_FORMAT", "text", "'text' or 'json' (one JSON object per line)."),
+    S("METRICS_ALLOWED_NETWORKS", "", "Comma-separated networks that may read /metrics (empty: anyone).", _networks),
+    # database
+    S("MONGODB_URI", "", "MongoDB URI. Empty: start the embedded nx-27017 server under DATA_DIR.", group="database"),
+    S("MONGODB_DB", "apranova", "Database name.", group="database"),
+    S("DB_TIMEOUT_MS", "2000", "How long a request waits for the database before answering 503.", int, group="database"),
+    # auth
+    S("JWT_SECRET", "", "HS256 signing key. Empty in development: generated once and kept in DATA_DIR.", secret=True, group="auth"),
+    S("JWT_ACCESS_MINUTES", "60", "Access-token lifetime in minutes.", int, group="auth"),
+    S("JWT_REFRESH_DAYS", "7", "Refresh-token lifetime in days.", int, group="auth"),
+    S("BCRYPT_ROUNDS", "12", "bcrypt cost factor (4-31).", int, group="auth"),
+    S("TRACKS", DEFAULT_TRACKS, "Comma-separated CODE=Title learning tracks.", _tracks, group="auth"),
+    # rate limits
+    S("RATE_LIMIT_ANON", "100/hour", "Requests per client IP without a token.", _rate, group="rate limits"),
+    S("RATE_LIMIT_USER", "1000/hour", "Requests per authenticated user.", _rate, group="rate limits"),
+    S("RATE_LIMIT_WORKSPACE", "10/hour", "Workspace creations per user.", _rate, group="rate limits"),
+    S("RATE_LIMIT_LOGIN_FAILURES", "10/hour", "Failed logins per account before login is refused.", _rate, group="rate limits"),
+    S("RATE_LIMIT_STORAGE", "memory", "'memory' (one process) or 'mongodb' (shared by several processes).", group="rate limits"),
+    # workspaces
+    S("DOCKER_HOST", "", "Docker Engine address, as the docker CLI reads it (empty: unix:///var/run/docker.sock).", group="workspaces"),
+    S("WORKSPACE_IMAGE", "apranova/workspace:latest", "Image of the per-user code-server container.", group="workspaces"),
+    S("WORKSPACE_PULL_POLICY", "if-not-present", "'if-not-present', 'always' or 'never'.", group="workspaces"),
+    S("WORKSPACE_CONTAINER_PORT", "8080", "The IDE's port inside the container.", int, group="workspaces"),
+    S("WORKSPACE_HOST_IP", "127.0.0.1", "Host address the IDE port is published on.", group="workspaces"),
+    S("WORKSPACE_PORT_RANGE", "8081-9999", "Host ports given to workspaces (first-last).", group="workspaces"),
+    S("WORKSPACE_URL_TEMPLATE", "http://localhost:{port}", "URL shown to the user; {port}, {host_ip}, {user_id} are filled in.", group="workspaces"),
+    S("WORKSPACE_CPUS", "1", "CPU limit per workspace.", float, group="workspaces"),
+    S("WORKSPACE_MEMORY", "2g", "Memory limit per workspace (bytes, or with k/m/g).", group="workspaces"),
+    S("WORKSPACE_PIDS", "512", "Process limit per workspace.", int, group="workspaces"),
+    S("WORKSPACE_NETWORK", "", "Docker network for workspaces (empty: the default bridge).", group="workspaces"),
+    S("WORKSPACE_CMD", "", "Command override for the container (empty: the image's own).", group="workspaces"),
+    S("WORKSPACE_READY_TIMEOUT", "120", "Seconds to wait for the IDE to answer HTTP before failing.", float, group="workspaces"),
+    S("WORKSPACE_WAIT_TIMEOUT", "180", "Longest a create with {\"wait\": true} waits.", float, group="workspaces"),
+    S("WORKSPACE_READY_HOST", "", "Host the readiness probe connects to (empty: WORKSPACE_HOST_IP, or 127.0.0.1 when that is 0.0.0.0).", group="workspaces"),
+    # payments
+    S("STRIPE_SECRET_KEY", "", "Stripe secret key (empty: payments answer 503).", secret=True, group="payments"),
+    S("STRIPE_PUBLISHABLE_KEY", "", "Stripe publishable key returned to clients.", group="payments"),
+    S("STRIPE_WEBHOOK_SECRET", "", "Signing secret of the Stripe webhook endpoint.", secret=True, group="payments"),
+    S("STRIPE_API_BASE", "https://api.stripe.com", "Stripe API base URL.", group="payments"),
+    S("PAYMENT_CURRENCIES", "usd", "Comma-separated allowed currencies.", _csv, group="payments"),
+    S("PAYMENT_MAX_AMOUNT", "10000", "Largest amount accepted, in major units.", group="payments"),
+    S("TRACK_PRICES", "DP=499.00,FSD=599.00", "Comma-separated TRACK=price in the first allowed currency.", _prices, group="payments"),
+    # oauth
+    S("GOOGLE_CLIENT_ID", "", "Google OAuth client id (empty: Google sign-in answers 503).", group="oauth"),
+    S("GOOGLE_CLIENT_SECRET", "", "Google OAuth client secret.", secret=True, group="oauth"),
+    S("GOOGLE_AUTHORIZE_URL", "https://accounts.google.com/o/oauth2/v2/auth", "Google authorization endpoint.", group="oauth"),
+    S("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token", "Google token endpoint.", group="oauth"),
+    S("GOOGLE_JWKS_URL", "https://www.googleapis.com/oauth2/v3/certs", "Google JWKS URL.", group="oauth"),
+    S("GOOGLE_ISSUER", "https://accounts.google.com", "Expected id_token issuer.", group="oauth"),
+    S("GITHUB_CLIENT_ID", "", "GitHub OAuth client id (empty: GitHub sign-in answers 503).", group="oauth"),
+    S("GITHUB_CLIENT_SECRET", "", "GitHub OAuth client secret.", secret=True, group="oauth"),
+    S("GITHUB_AUTHORIZE_URL", "https://github.com/login/oauth/authorize", "GitHub authorization endpoint.", group="oauth"),
+    S("GITHUB_TOKEN_URL", "https://github.com/login/oauth/access_token", "GitHub token endpoint.", group="oauth"),
+    S("GITHUB_API_BASE", "https://api.github.com", "GitHub API base URL.", group="oauth"),
+    S("OAUTH_REDIRECT_URIS", "http://localhost:3000/auth/callback,http://localhost:8000/auth/callback",
+      "Comma-separated redirect URIs that OAuth sign-in accepts.", _csv, group="oauth"),
+]
+del S
+
+WEAK_SECRETS = {"secret", "changeme", "change-me", "dev", "development", "jwt-secret", "your-secret-key"}
+
+
+class Settings:
+    """Parsed settings; attributes are the lower-case setting names."""
+
+    def __init__(self, values: dict[str, Any]):
+        self.__dict__.update(values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        values = dict(self.__dict__)
+        values.update(changes)
+        return Settings(values)
+
+    @property
+    def production(self) -> bool:
+        return self.apranova_env == "production"
+
+    def __repr__(self) -> str:  # never print secrets
+        shown = {s.attr: ("***" if s.secret and getattr(self, s.attr) else getattr(self, s.attr)) for s in SETTINGS}
+        return f"Settings({shown})"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; defaults come from the environment."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for setting in SETTINGS:
+        group = groups.setdefault(setting.group, parser.add_argument_group(setting.group))
+        shown_default = "(secret)" if setting.secret else (setting.default or "''")
+        group.add_argument(setting.flag, dest=setting.attr, default=None, metavar=setting.name,
+                           help=f"{setting.help} [env {setting.name}, default {shown_default}]")
+
+
+def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from defaults < environment < CLI flags < keyword overrides.
+
+    Keyword overrides take raw strings or already-parsed values (tests use them).
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.name, setting.default)
+        cli = getattr(args, setting.attr, None) if args is not None else None
+        if cli is not None:
+            raw = cli
+        if setting.attr in overrides:
+            raw = overrides.pop(setting.attr)
+        if isinstance(raw, str):
+            try:
+                values[setting.attr] = setting.parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{setting.name}: {exc}") from None
+        else:
+            values[setting.attr] = raw
+    if overrides:
+        raise SettingsError(f"unknown settings: {', '.join(sorted(overrides))}")
+    settings = Settings(values)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    if settings.apranova_env not in {"development", "production"}:
+        raise SettingsError("APRANOVA_ENV must be 'development' or 'production'")
+    if settings.log_format not in {"text", "json"}:
+        raise SettingsError("LOG_FORMAT must be 'text' or 'json'")
+    if settings.rate_limit_storage not in {"memory", "mongodb"}:
+        raise SettingsError("RATE_LIMIT_STORAGE must be 'memory' or 'mongodb'")
+    if settings.workspace_pull_policy not in {"if-not-present", "always", "never"}:
+        raise SettingsError("WORKSPACE_PULL_POLICY must be 'if-not-present', 'always' or 'never'")
+    if not 4 <= settings.bcrypt_rounds <= 31:
+        raise SettingsError("BCRYPT_ROUNDS must be between 4 and 31")
+    workspace_port_range(settings)
+    if settings.production:
+        secret = settings.jwt_secret
+        if not secret or secret.lower() in WEAK_SECRETS or len(secret) < 32:
+            raise SettingsError(
+                "refusing to start in production without JWT_SECRET set to a random value of at least 32 characters")
+
+
+def workspace_port_range(settings: Settings) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", settings.workspace_port_range)
+    if not match or not 1 <= int(match[1]) <= int(match[2]) <= 65535:
+        raise SettingsError("WORKSPACE_PORT_RANGE must look like 8081-9999")
+    return int(match[1]), int(match[2])
+
+
+def resolve_jwt_secret(settings: Settings) -> str:
+    """Return the signing key: the configured one, or (development only) one
+    generated once and kept in DATA_DIR so that tokens survive a restart."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    if settings.production:
+        raise SettingsError("JWT_SECRET is required in production")
+    path = Path(settings.data_dir) / "jwt_secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return path.read_text().strip()
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from SETTINGS."""
+    rows = ["| Variable | Flag | Default | Meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "" if s.secret else s.default
+        rows.append(f"| `{s.name}` | `{s.flag}` | `{default}` | {s.help.replace('|', '/')} |")
+    return "\n".join(rows)

@@ -1,0 +1,145 @@
+"""JWT access/refresh tokens with rotation, reuse detection and revocation.
+
+Each login starts a *session* (one document in ``sessions``). Every token of
+that login carries the session id (``sid``). The session stores the id of the
+one refresh token that may be used next (``current_jti``):
+
+* refreshing swaps ``current_jti`` by compare-and-set, so a used refresh token
+  is dead;
+* presenting a refresh token that is no longer current means it was copied:
+  the whole session is revoked (every access and refresh token of that login);
+* logout revokes the session.
+
+Revocations live in MongoDB and expire with the session (TTL index).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import jwt
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.errors import Forbidden, Unauthorized
+
+ALGORITHM = "HS256"
+ALGORITHMS = [ALGORITHM]  # pinned: never trust the token's own "alg"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access: str
+    refresh: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"access": self.access, "refresh": self.refresh}
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: int
+    session_id: str
+
+
+class TokenService:
+    def __init__(self, db: AsyncDatabase, secret: str, access_lifetime: dt.timedelta,
+                 refresh_lifetime: dt.timedelta):
+        self.sessions = db.sessions
+        self.secret = secret
+        self.access_lifetime = access_lifetime
+        self.refresh_lifetime = refresh_lifetime
+
+    def _encode(self, user_id: int, session_id: str, kind: str, jti: str, now: dt.datetime) -> str:
+        lifetime = self.access_lifetime if kind == "access" else self.refresh_lifetime
+        claims = {"sub": str(user_id), "sid": session_id, "type": kind, "jti": jti,
+                  "iat": now, "exp": now + lifetime}
+        return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
+
+    def decode(self, token: str, kind: str) -> dict:
+        """Verify signature, expiry and type. Raises Unauthorized."""
+        if not isinstance(token, str) or not token:
+            raise Unauthorized("Token is missing.", error="Invalid token")
+        try:
+            claims = jwt.decode(token, self.secret, algorithms=ALGORITHMS,
+                                options={"require": ["exp", "sub", "jti", "type", "sid"]})
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("Token has expired.", error="Token expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("Token is invalid.", error="Invalid token") from None
+        if claims.get("type") != kind:
+            raise Unauthorized(f"An {kind} token is required.", error="Invalid token")
+        if not str(claims["sub"]).isdigit() or not isinstance(claims["sid"], str):
+            raise Unauthorized("Token is invalid.", error="Invalid token")
+        return claims
+
+    def peek_user_id(self, token: str) -> int | None:
+        """The user id of a validly signed access token, without a database
+        round trip (rate limiting keys on it); None if it is not one."""
+        try:
+            return int(self.decode(token, "access")["sub"])
+        except Unauthorized:
+            return None
+
+    async def start_session(self, user_id: int) -> TokenPair:
+        now = utcnow()
+        session_id = uuid.uuid4().hex
+        refresh_jti = uuid.uuid4().hex
+        await self.sessions.insert_one({
+            "_id": session_id, "user_id": user_id, "current_jti": refresh_jti, "revoked": False,
+            "created_at": now, "refreshed_at": now, "expires_at": now + self.refresh_lifetime,
+        })
+        return TokenPair(self._encode(user_id, session_id, "access", uuid.uuid4().hex, now),
+                         self._encode(user_id, session_id, "refresh", refresh_jti, now))
+
+    async def rotate(self, refresh_token: str) -> TokenPair:
+        claims = self.decode(refresh_token, "refresh")
+        user_id, session_id, jti = int(claims["sub"]), claims["sid"], claims["jti"]
+        now = utcnow()
+        new_jti = uuid.uuid4().hex
+        swapped = await self.sessions.update_one(
+            {"_id": session_id, "user_id": user_id, "current_jti": jti, "revoked": False},
+            {"$set": {"current_jti": new_jti, "refreshed_at": now, "expires_at": now + self.refresh_lifetime}})
+        if swapped.modified_count != 1:
+            session = await self.sessions.find_one({"_id": session_id})
+            if session and not session.get("revoked"):
+                # A refresh token that was already rotated: someone kept a copy.
+                await self.revoke_session(session_id, reason="refresh token reuse")
+                raise Unauthorized("Refresh token was already used; this login has been revoked.",
+                                   error="Token reused")
+            raise Unauthorized("Refresh token has been revoked.", error="Token revoked")
+        return TokenPair(self._encode(user_id, session_id, "access", uuid.uuid4().hex, now),
+                         self._encode(user_id, session_id, "refresh", new_jti, now))
+
+    async def authenticate(self, access_token: str) -> AccessClaims:
+        """Verify an access token and that its login has not been revoked."""
+        claims = self.decode(access_token, "access")
+        session = await self.sessions.find_one({"_id": claims["sid"]}, {"revoked": 1, "user_id": 1})
+        if not session or session.get("revoked") or session.get("user_id") != int(claims["sub"]):
+            raise Unauthorized("Token has been revoked.", error="Token revoked")
+        return AccessClaims(int(claims["sub"]), claims["sid"])
+
+    async def logout(self, refresh_token: str, user_id: int) -> None:
+        """Revoke the login that a refresh token belongs to; it must be the caller's."""
+        try:
+            claims = jwt.decode(refresh_token, self.secret, algorithms=ALGORITHMS,
+                                options={"require": ["sub", "sid", "type"], "verify_exp": False})
+        except (jwt.PyJWTError, TypeError):
+            raise Unauthorized("Refresh token is invalid.", error="Invalid token") from None
+        if claims.get("type") != "refresh":
+            raise Unauthorized("A refresh token is required.", error="Invalid token")
+        if str(claims["sub"]) != str(user_id):
+            raise Forbidden("This refresh token belongs to another user.")
+        await self.revoke_session(claims["sid"], reason="logout")
+
+    async def revoke_session(self, session_id: str, reason: str) -> None:
+        await self.sessions.update_one({"_id": session_id},
+                                       {"$set": {"revoked": True, "revoked_at": utcnow(), "revoked_reason": reason}})
+
+    async def revoke_all(self, user_id: int, reason: str) -> None:
+        await self.sessions.update_many({"user_id": user_id, "revoked": False},
+                                        {"$set": {"revoked": True, "revoked_at": utcnow(), "revoked_reason": reason}})
