@@ -114,6 +114,8 @@ SETTINGS: list[Setting] = [
     S("RATE_LIMIT_LOGIN_FAILURES", "10/hour", "Failed logins per account before login is refused.", _rate, group="rate limits"),
     S("RATE_LIMIT_STORAGE", "memory", "'memory' (one process) or 'mongodb' (shared by several processes).", group="rate limits"),
     # workspaces
+    S("INSTANCE_NAME", "apranova", "Names this deployment: containers are '<name>-ws-<user id>' and carry it as a label; "
+      "start-up reconciliation only touches containers with this label.", group="workspaces"),
     S("DOCKER_HOST", "", "Docker Engine address, as the docker CLI reads it (empty: unix:///var/run/docker.sock).", group="workspaces"),
     S("WORKSPACE_IMAGE", "apranova/workspace:latest", "Image of the per-user code-server container.", group="workspaces"),
     S("WORKSPACE_PULL_POLICY", "if-not-present", "'if-not-present', 'always' or 'never'.", group="workspaces"),
