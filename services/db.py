@@ -104,8 +104,10 @@ class EmbeddedMongo:
         return f"mongodb://127.0.0.1:{self.port}/"
 
     def start(self, timeout: float = 30.0) -> str:
+        """Start the child (again on the same port after a stop) and wait
+        until it accepts connections."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = self.port or free_port()
         cmd = [sys.executable, "-m", "nx_27017.nx_27017", "--host", "127.0.0.1", "-p", str(self.port),
                "--data-dir", str(self.data_dir), "--log-file", str(self.data_dir / "nx-27017.log"),
                "--pid-file", str(self.data_dir / "nx-27017.pid")]

@@ -1,0 +1,215 @@
+"""`python server.py` as an operator runs it: a real process, its embedded
+database child, signals, the production guard, create-user, and what happens
+when the database goes away and comes back."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.db import EmbeddedMongo, free_port
+from services.settings import SETTINGS
+from tests.conftest import ROOT, auth, register
+
+PASSWORD = "Correct-Horse-42"
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if key not in {s.name for s in SETTINGS}}  # no stray settings from the caller
+    env.update({"BCRYPT_ROUNDS": "4", "LOG_LEVEL": "INFO"}, **extra)
+    return env
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.log = data_dir.parent / f"server-{self.port}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "server.py", "--port", str(self.port), "--host", "127.0.0.1",
+             "--data-dir", str(data_dir)],
+            cwd=ROOT, env=server_env(**env), stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.output()
+            try:
+                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("server did not become ready:\n" + self.output())
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def children_using(data_dir: Path) -> list[int]:
+    """Processes whose command line names this data dir (the embedded db)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "nx_27017" in cmdline and str(data_dir) in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture
+def process(tmp_path):
+    started: list[ServerProcess] = []
+
+    def start(**env: str) -> ServerProcess:
+        server = ServerProcess(tmp_path / "data", **env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def test_production_refuses_to_start_without_a_real_secret(tmp_path):
+    for secret in ("", "secret", "short-key"):
+        result = subprocess.run([sys.executable, "server.py", "--data-dir", str(tmp_path)], cwd=ROOT,
+                                env=server_env(APRANOVA_ENV="production", JWT_SECRET=secret),
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2
+        assert "JWT_SECRET" in result.stderr
+        assert secret == "" or secret not in result.stderr  # the value itself is never echoed
+
+
+def test_bad_setting_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "server.py", "--rate-limit-anon", "lots"], cwd=ROOT,
+                            env=server_env(), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "RATE_LIMIT_ANON" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_lists_every_setting():
+    result = subprocess.run([sys.executable, "server.py", "--help"], cwd=ROOT, env=server_env(),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    for setting in SETTINGS:
+        assert setting.flag in result.stdout and setting.name in result.stdout
+
+
+def test_embedded_database_lifecycle_and_persistent_dev_secret(process, tmp_path):
+    server = process()
+    server.wait_ready()
+    assert children_using(tmp_path / "data"), "the embedded database child should be running"
+    body = {"name": "Ada Lovelace", "email": "ada@example.com", "password1": PASSWORD, "password2": PASSWORD,
+            "role": "student"}
+    created = httpx.post(server.url + "/api/auth/registration/", json=body, timeout=10)
+    assert created.status_code == 201, created.text
+    assert server.stop() == 0
+    assert not children_using(tmp_path / "data"), "SIGTERM must stop the embedded database"
+    assert "Ada" not in server.output() and PASSWORD not in server.output()
+
+    again = process()
+    again.wait_ready()
+    # Same data and the same generated signing key: the old token still works.
+    profile = httpx.get(again.url + "/api/users/profile/", headers=auth(created.json()), timeout=10)
+    assert profile.status_code == 200 and profile.json()["email"] == "ada@example.com"
+    assert (tmp_path / "data" / "jwt_secret").stat().st_mode & 0o077 == 0
+    assert again.stop(signal.SIGINT) == 0
+    assert not children_using(tmp_path / "data")
+
+
+def test_sigterm_drains_in_flight_requests(process):
+    server = process(BCRYPT_ROUNDS="14")  # a login that takes about a second
+    server.wait_ready(timeout=60)
+    body = {"name": "Slow Hash", "email": "slow@example.com", "password1": PASSWORD, "password2": PASSWORD,
+            "role": "student"}
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=30) as client:
+            pending = asyncio.create_task(client.post(server.url + "/api/auth/registration/", json=body))
+            await asyncio.sleep(0.3)
+            server.proc.send_signal(signal.SIGTERM)
+            return await pending
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 201, response.text
+    assert server.proc.wait(30) == 0
+    assert "draining" in server.output()
+
+
+def test_create_user_makes_an_admin_who_can_log_in(process, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "server.py", "create-user", "--email", "root@example.com", "--role", "admin",
+         "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT, env=server_env(), input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "role admin" in result.stdout and PASSWORD not in result.stdout + result.stderr
+    weak = subprocess.run(
+        [sys.executable, "server.py", "create-user", "--email", "weak@example.com", "--role", "admin",
+         "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT, env=server_env(), input="12345678\n", capture_output=True, text=True, timeout=60)
+    assert weak.returncode == 1 and "password1" in weak.stderr
+
+    server = process()
+    server.wait_ready()
+    login = httpx.post(server.url + "/api/users/login/",
+                       json={"email": "root@example.com", "password": PASSWORD, "role": "admin"}, timeout=10)
+    assert login.status_code == 200, login.text
+    assert login.json()["redirect_url"] == "/admin/dashboard"
+
+
+def test_with_mongodb_uri_no_embedded_database_is_started(process, mongo, tmp_path):
+    server = process(MONGODB_URI=mongo.uri, MONGODB_DB="proc_uri")
+    server.wait_ready()
+    assert not children_using(tmp_path / "data")
+    assert not (tmp_path / "data" / "db").exists()
+    assert server.stop() == 0
+
+
+async def test_database_down_answers_503_quickly_and_recovers(start_server, tmp_path):
+    database = EmbeddedMongo(tmp_path / "own-db")
+    database.start()
+    try:
+        server = await start_server(mongodb_uri=database.uri, db_timeout_ms=1000)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            user = await register(client)
+            database.stop()
+            started = time.monotonic()
+            down = await client.get("/api/users/profile/", headers=auth(user))
+            elapsed = time.monotonic() - started
+            assert down.status_code == 503, down.text
+            assert down.json()["error"] == "Database unavailable" and "Traceback" not in down.text
+            assert elapsed < 5, f"took {elapsed:.1f}s: a down database must not hang requests"
+            ready = await client.get("/ready")
+            assert ready.status_code == 503 and ready.json()["details"]["database"] is False
+            assert (await client.get("/health")).status_code == 200
+
+            database.start()  # same port, same files
+            for _ in range(50):
+                again = await client.get("/api/users/profile/", headers=auth(user))
+                if again.status_code == 200:
+                    break
+                await asyncio.sleep(0.2)
+            assert again.status_code == 200, again.text
+            assert (await client.get("/ready")).status_code == 200
+    finally:
+        database.stop()
