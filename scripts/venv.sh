@@ -3,7 +3,17 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
 if [ ! -x "$ROOT/.venv/bin/python" ]; then
-  "$PY" -m venv "$ROOT/.venv"
+  if ! "$PY" -m venv "$ROOT/.venv" 2>/dev/null; then
+    # Debian splits venv out of python3; install it when we may.
+    rm -rf "$ROOT/.venv"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      "$PY" -m venv "$ROOT/.venv"
+    else
+      echo "python3 -m venv failed: install Debian's python3-venv (sudo apt-get install python3-venv)" >&2
+      exit 1
+    fi
+  fi
 fi
 stamp="$ROOT/.venv/.installed-$1"
 if [ ! -f "$stamp" ] || [ "$ROOT/setup.cfg" -nt "$stamp" ]; then
