@@ -65,6 +65,7 @@ class APIHandler(web.RequestHandler):
 
     # -- headers, CORS, request id -------------------------------------------------
     def set_default_headers(self) -> None:
+        self.clear_header("Server")  # no version banner for scanners
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
