@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Literal, Optional
 
 from pydantic import Field, field_validator
@@ -15,15 +16,16 @@ SELF_SERVICE_ROLES = ("student", "trainer")
 
 
 def normalize_email(value: str) -> str:
-    value = value.strip()
+    value = unicodedata.normalize("NFC", value.strip())
     if len(value) > 254 or not EMAIL_RE.match(value):
         raise ValueError("Enter a valid email address.")
     return value
 
 
 def email_key(email: str) -> str:
-    """The uniqueness key: the same address in any case is one account."""
-    return email.strip().casefold()
+    """The uniqueness key: the same address in any case, or with its accents
+    written as combining characters, is one account."""
+    return unicodedata.normalize("NFKC", email.strip()).casefold()
 
 
 class EmailField(RequestModel):
@@ -79,7 +81,7 @@ class ProfileUpdate(RequestModel):
 
 class UpdateRoleRequest(RequestModel):
     role: Literal["student", "trainer", "admin", "superadmin"]
-    user_id: Optional[int] = Field(default=None, ge=1)
+    user_id: Optional[int] = Field(default=None, ge=1, le=2**63 - 1)  # BSON int64
 
 
 class UserOut(ResponseModel):

@@ -17,6 +17,9 @@ from services.passwords import PasswordHasher, password_problems
 from services.tokens import TokenPair, TokenService, utcnow
 
 ADMIN_ROLES = ("admin", "superadmin")
+# "now" timestamps in updates use $currentDate: nx-27017 stores a top-level
+# datetime given to $set as a string (then `iso()` and TTL indexes fail).
+STAMP_UPDATED = {"$currentDate": {"updated_at": True}}
 
 
 class InvalidCredentials(Unauthorized):
@@ -93,7 +96,7 @@ class AccountService:
             detail = f"You are registered as '{user['role']}' but tried to login as '{role}'"
             raise ApiError(403, "Unauthorized role access", detail,
                            extra={"detail": detail, "actual_role": user["role"]})
-        await self.users.update_one({"_id": user["_id"]}, {"$set": {"last_login_at": utcnow()}})
+        await self.users.update_one({"_id": user["_id"]}, {"$currentDate": {"last_login_at": True}})
         return user, await self.tokens.start_session(user["_id"])
 
     async def email_exists(self, email: str) -> bool:
@@ -115,8 +118,7 @@ class AccountService:
             if not changes["name"]:
                 raise ValidationFailed({"name": ["This field may not be blank."]})
         self.check_track(changes.get("track"))
-        changes["updated_at"] = utcnow()
-        user = await self.users.find_one_and_update({"_id": user_id}, {"$set": changes},
+        user = await self.users.find_one_and_update({"_id": user_id}, {"$set": changes, **STAMP_UPDATED},
                                                     projection={"password_hash": 0},
                                                     return_document=ReturnDocument.AFTER)
         if user is None:
@@ -144,7 +146,7 @@ class AccountService:
             others = await self.users.count_documents({"role": "superadmin", "_id": {"$ne": target["_id"]}})
             if others == 0:
                 raise Conflict("The last superadmin cannot be demoted.")
-        await self.users.update_one({"_id": target["_id"]}, {"$set": {"role": new_role, "updated_at": utcnow()}})
+        await self.users.update_one({"_id": target["_id"]}, {"$set": {"role": new_role}, **STAMP_UPDATED})
         return {"id": target["_id"], "role": new_role}
 
     async def authenticate(self, access_token: str) -> dict:

@@ -26,13 +26,18 @@ def common_passwords() -> frozenset[str]:
 
 
 def _too_similar(password: str, value: str) -> bool:
-    value = value.lower()
+    """Like Django's UserAttributeSimilarityValidator (the value and each of
+    its words, by SequenceMatcher ratio), plus: the password may not contain
+    a word of 4+ letters of the value ("margaret1957" for margaret@...)."""
     lowered = password.lower()
-    parts = {value, *re.split(r"\W+", value)}
-    for part in parts:
+    value = value.lower()
+    for part in {value, *re.split(r"\W+", value)}:
         if len(part) < 3:
             continue
-        if part in lowered or SequenceMatcher(a=lowered, b=part).quick_ratio() >= SIMILARITY:
+        if len(part) >= 4 and part in lowered:
+            return True
+        matcher = SequenceMatcher(a=lowered, b=part)
+        if matcher.quick_ratio() >= SIMILARITY and matcher.ratio() >= SIMILARITY:
             return True
     return False
 
@@ -48,8 +53,11 @@ def password_problems(password: str, email: str = "", name: str = "") -> list[st
         problems.append("Password cannot be entirely numeric.")
     if password.lower() in common_passwords():
         problems.append("This password is too common.")
+    # The whole email by ratio; its words only from the local part, so that
+    # sharing "com" or "example" with the domain is not "similar".
     local_part = email.split("@", 1)[0]
-    if any(value and _too_similar(password, value) for value in (email, local_part, name)):
+    if (email and SequenceMatcher(a=password.lower(), b=email.lower()).ratio() >= SIMILARITY) or any(
+            value and _too_similar(password, value) for value in (local_part, name)):
         problems.append("The password is too similar to the email or name.")
     return problems
 

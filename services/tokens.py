@@ -46,6 +46,11 @@ class AccessClaims:
     session_id: str
 
 
+def revocation(reason: str) -> dict:
+    # $currentDate, not $set of a datetime: nx-27017 would store that as a string.
+    return {"$set": {"revoked": True, "revoked_reason": reason}, "$currentDate": {"revoked_at": True}}
+
+
 class TokenService:
     def __init__(self, db: AsyncDatabase, secret: str, access_lifetime: dt.timedelta,
                  refresh_lifetime: dt.timedelta):
@@ -103,7 +108,8 @@ class TokenService:
         new_jti = uuid.uuid4().hex
         swapped = await self.sessions.update_one(
             {"_id": session_id, "user_id": user_id, "current_jti": jti, "revoked": False},
-            {"$set": {"current_jti": new_jti, "refreshed_at": now, "expires_at": now + self.refresh_lifetime}})
+            {"$set": {"current_jti": new_jti, "expires_at": now + self.refresh_lifetime},
+             "$currentDate": {"refreshed_at": True}})
         if swapped.modified_count != 1:
             session = await self.sessions.find_one({"_id": session_id})
             if session and not session.get("revoked"):
@@ -137,9 +143,7 @@ class TokenService:
         await self.revoke_session(claims["sid"], reason="logout")
 
     async def revoke_session(self, session_id: str, reason: str) -> None:
-        await self.sessions.update_one({"_id": session_id},
-                                       {"$set": {"revoked": True, "revoked_at": utcnow(), "revoked_reason": reason}})
+        await self.sessions.update_one({"_id": session_id}, revocation(reason))
 
     async def revoke_all(self, user_id: int, reason: str) -> None:
-        await self.sessions.update_many({"user_id": user_id, "revoked": False},
-                                        {"$set": {"revoked": True, "revoked_at": utcnow(), "revoked_reason": reason}})
+        await self.sessions.update_many({"user_id": user_id, "revoked": False}, revocation(reason))
