@@ -51,7 +51,7 @@ class RefreshHandler(APIHandler):
 
     async def post(self) -> None:
         request = self.parse_body(RefreshRequest)
-        pair = await self.services.tokens.rotate(request.refresh)
+        pair = await self.services.accounts.refresh(request.refresh)
         self.send(pair.as_dict())
 
 

@@ -149,6 +149,14 @@ class AccountService:
         await self.users.update_one({"_id": target["_id"]}, {"$set": {"role": new_role}, **STAMP_UPDATED})
         return {"id": target["_id"], "role": new_role}
 
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Rotate a refresh token, only while its user still exists and is not
+        disabled (a deleted user takes effect on the next request)."""
+        user = await self.get(int(self.tokens.decode(refresh_token, "refresh")["sub"]))
+        if user is None or user.get("disabled"):
+            raise Unauthorized("User no longer exists.", error="Invalid token")
+        return await self.tokens.rotate(refresh_token)
+
     async def authenticate(self, access_token: str) -> dict:
         """The caller's current user document for an access token."""
         claims = await self.tokens.authenticate(access_token)

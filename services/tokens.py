@@ -78,7 +78,7 @@ class TokenService:
             raise Unauthorized("Token is invalid.", error="Invalid token") from None
         if claims.get("type") != kind:
             raise Unauthorized(f"An {kind} token is required.", error="Invalid token")
-        if not str(claims["sub"]).isdigit() or not isinstance(claims["sid"], str):
+        if not (str(claims["sub"]).isdigit() and int(claims["sub"]) < 2**63) or not isinstance(claims["sid"], str):
             raise Unauthorized("Token is invalid.", error="Invalid token")
         return claims
 
