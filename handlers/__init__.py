@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from tornado import web
 
-from handlers import accounts, health
+from handlers import accounts, health, workspaces
 from handlers.base import NotFoundHandler, log_request
 
 routes: list[tuple] = [
     *health.routes,
     *accounts.routes,
+    *workspaces.routes,
 ]
 
 

@@ -87,3 +87,6 @@ class Services:
 # Other features (workspaces, payments, OAuth) add an async `start(services)`
 # here so that this file needs no edit per feature beyond one line.
 STARTERS: list[Any] = []
+
+from services import workspaces as _workspaces  # noqa: E402 - feature starters, one line each
+STARTERS.append(_workspaces.start)

@@ -1,0 +1,207 @@
+"""Workspaces: REST lifecycle endpoints and the live status WebSocket."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from tornado import websocket
+
+from handlers.base import APIHandler, Operation
+from models.common import ErrorOut
+from models.workspaces import (CREATED_MSG, EXISTS_MSG, CreateWorkspaceIn, WorkspaceCreatedOut, WorkspaceDeletedOut,
+                               WorkspaceOut, event_message, snapshot_message, workspace_model)
+from services.errors import ApiError, NotFound, field_error
+
+log = logging.getLogger("apranova.workspaces")
+TAGS = ("workspaces",)
+AS_USER = {"user_id": "Admins only: act on this user's workspace."}
+COMMON = {401: ErrorOut, 403: ErrorOut, 503: ErrorOut}
+
+
+class WorkspaceBase(APIHandler):
+    async def target_user(self) -> int:
+        """The caller's id, or (admins) the ``?user_id=`` one."""
+        user = await self.require_user()
+        raw = self.get_query_argument("user_id", None)
+        if raw is None:
+            return user["_id"]
+        if not raw.isdigit():
+            raise field_error("user_id", "Must be an integer.")
+        target = self.services.workspaces.target_user(user, int(raw))
+        if target != user["_id"] and await self.services.accounts.get(target) is None:
+            raise NotFound("No user has this id.", error="User not found")
+        return target
+
+    def render(self, doc: dict, msg: str | None = None, status: int = 200) -> None:
+        self.send(workspace_model(doc, self.services.workspaces.url(doc), msg), status)
+
+
+class CreateWorkspaceHandler(WorkspaceBase):
+    operations = {"post": Operation(
+        "Create the caller's workspace, or start the existing one", body=CreateWorkspaceIn, auth=True,
+        query=AS_USER, tags=TAGS,
+        description="Answers at once; watch progress on the status WebSocket, or send {\"wait\": true} to wait "
+                    "(bounded by WORKSPACE_WAIT_TIMEOUT) for running or failed.",
+        responses={201: WorkspaceCreatedOut, 200: WorkspaceCreatedOut, 400: ErrorOut, 404: ErrorOut,
+                   409: ErrorOut, 429: ErrorOut, **COMMON})}
+
+    async def post(self) -> None:
+        target = await self.target_user()
+        request = self.parse_body(CreateWorkspaceIn)
+        (await self.services.ratelimits.hit("workspace", str(self.user_id))).raise_if_denied(
+            "Too many workspace creations. Try again later.")
+        doc, created = await self.services.workspaces.create(target, wait=request.wait)
+        self.render(doc, CREATED_MSG if created else EXISTS_MSG, 201 if created else 200)
+
+
+class WorkspaceHandler(WorkspaceBase):
+    operations = {
+        "get": Operation("The caller's workspace", auth=True, query=AS_USER, tags=TAGS,
+                         responses={200: WorkspaceOut, 404: ErrorOut, **COMMON}),
+        "delete": Operation("Delete the workspace container (the files volume stays unless purge=true)",
+                            auth=True, tags=TAGS, query={**AS_USER, "purge": "true: delete the files volume too."},
+                            responses={200: WorkspaceDeletedOut, 400: ErrorOut, 404: ErrorOut, **COMMON}),
+    }
+
+    async def get(self) -> None:
+        target = await self.target_user()
+        self.render(await self.services.workspaces.get(target))
+
+    async def delete(self) -> None:
+        target = await self.target_user()
+        raw = self.get_query_argument("purge", "false").lower()
+        if raw not in ("true", "false", "1", "0"):
+            raise field_error("purge", "Must be true or false.")
+        doc = await self.services.workspaces.delete(target, purge=raw in ("true", "1"))
+        self.send({"message": doc["message"] + ".", "state": doc["state"]})
+
+
+class StopWorkspaceHandler(WorkspaceBase):
+    operations = {"post": Operation("Stop the workspace container, keeping everything", auth=True, query=AS_USER,
+                                    tags=TAGS, responses={200: WorkspaceOut, 404: ErrorOut, **COMMON})}
+
+    async def post(self) -> None:
+        target = await self.target_user()
+        self.render(await self.services.workspaces.stop(target))
+
+
+class WorkspaceStatusSocket(websocket.WebSocketHandler):
+    """Live provisioning status: a snapshot, the persisted events after
+    ``?after=<seq>``, then live events. Authenticated by an Authorization
+    header or by a first message ``{"type": "auth", "token": ...}``."""
+    AUTH_TIMEOUT = 5.0
+
+    def initialize(self) -> None:
+        self.services = self.application.settings["services"]
+        self.workspaces = self.services.workspaces
+        self.auth_token: asyncio.Future | None = None
+        self.task: asyncio.Task | None = None
+
+    def check_origin(self, origin: str) -> bool:
+        allowed = self.services.settings.cors_origins
+        return "*" in allowed or origin in allowed or urlsplit(origin).netloc == self.request.host
+
+    def open(self) -> None:
+        self.workspaces.sockets.add(self)
+        try:
+            after = self._int_argument("after")
+            user_id = self._int_argument("user_id")
+        except ValueError as exc:
+            self.close(4400, str(exc))
+            return
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        self.task = asyncio.create_task(self._serve(token, after, user_id))
+
+    def _int_argument(self, name: str) -> int | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return None
+        if not raw.isdigit():
+            raise ValueError(f"{name} must be a non-negative integer")
+        return int(raw)
+
+    def on_message(self, message: Any) -> None:
+        if self.auth_token is None or self.auth_token.done():
+            return  # nothing else is expected from the client
+        try:
+            data = json.loads(message)
+            token = data["token"] if data.get("type") == "auth" and isinstance(data.get("token"), str) else None
+        except (ValueError, TypeError, AttributeError, KeyError):
+            token = None
+        self.auth_token.set_result(token)
+
+    async def _serve(self, token: str | None, after: int | None, user_id: int | None) -> None:
+        try:
+            if token is None:
+                self.auth_token = asyncio.get_running_loop().create_future()
+                try:
+                    token = await asyncio.wait_for(self.auth_token, self.AUTH_TIMEOUT)
+                except asyncio.TimeoutError:
+                    token = None
+            if not token:
+                self.close(4401, "Authentication required")
+                return
+            try:
+                user = await self.services.accounts.authenticate(token)
+            except ApiError:
+                self.close(4401, "Invalid token")
+                return
+            try:
+                target = self.workspaces.target_user(user, user_id)
+            except ApiError:
+                self.close(4403, "Forbidden")
+                return
+            doc = await self.workspaces.find(target)
+            if doc is None:
+                self.close(4404, "No workspace")
+                return
+            await self._stream(doc, after)
+        except websocket.WebSocketClosedError:
+            pass
+        except Exception:  # noqa: BLE001 - one socket's failure must not go unnoticed, nor spread
+            log.exception("workspace status socket failed")
+            self.close(1011, "Internal error")
+
+    async def _stream(self, doc: dict, after: int | None) -> None:
+        workspaces = self.workspaces
+        queue = workspaces.hub.subscribe(doc["_id"])  # before the snapshot, so nothing falls between
+        try:
+            doc = await workspaces.workspaces.find_one({"_id": doc["_id"]}) or doc
+            await self.write_message(snapshot_message(doc, workspaces.url(doc)))
+            last = doc["seq"] if after is None else min(after, doc["seq"])
+            last = await self._replay(doc["_id"], last, doc["seq"])
+            while True:
+                event = await queue.get()
+                if event["seq"] <= last:
+                    continue
+                last = await self._replay(doc["_id"], last, event["seq"] - 1)  # fill a gap, if any
+                await self.write_message(event_message(event))
+                last = event["seq"]
+        finally:
+            workspaces.hub.unsubscribe(doc["_id"], queue)
+
+    async def _replay(self, workspace_id: str, after: int, upto: int) -> int:
+        if upto <= after:
+            return after
+        for event in await self.workspaces.events_after(workspace_id, after, upto):
+            await self.write_message(event_message(event))
+            after = event["seq"]
+        return after
+
+    def on_close(self) -> None:
+        self.workspaces.sockets.discard(self)
+        if self.task and not self.task.done():
+            self.task.cancel()
+
+
+routes = [
+    (r"/api/users/workspace/create/?", CreateWorkspaceHandler),
+    (r"/api/users/workspace/stop/?", StopWorkspaceHandler),
+    (r"/api/users/workspace/status/?", WorkspaceStatusSocket),
+    (r"/api/users/workspace/?", WorkspaceHandler),
+]

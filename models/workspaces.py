@@ -1,0 +1,61 @@
+"""Workspace request/response shapes and the one place a stored workspace
+document becomes a response or a WebSocket message."""
+from __future__ import annotations
+
+from typing import Optional
+
+from models.base import RequestModel, ResponseModel, iso
+
+CREATED_MSG = "Workspace created successfully."
+EXISTS_MSG = "Workspace already exists."
+
+
+def when(value: object) -> str | None:
+    """Stored times are ISO-8601 Z text already (see services.workspaces.utcnow)."""
+    return value if isinstance(value, str) or value is None else iso(value)  # type: ignore[arg-type]
+
+
+class CreateWorkspaceIn(RequestModel):
+    wait: bool = False  # wait (bounded) for running or failed, for curl users
+
+
+class WorkspaceOut(ResponseModel):
+    url: Optional[str]
+    port: Optional[int]
+    status: str
+    state: str
+    progress: int
+    seq: int
+    password: str
+    message: str
+    created_at: str
+    updated_at: str
+
+
+class WorkspaceCreatedOut(WorkspaceOut):
+    msg: str
+
+
+class WorkspaceDeletedOut(ResponseModel):
+    message: str
+    state: str
+
+
+def workspace_model(doc: dict, url: Optional[str], msg: Optional[str] = None) -> dict:
+    body = {"url": url, "port": doc.get("port"), "status": doc["state"], "state": doc["state"],
+            "progress": doc["progress"], "seq": doc["seq"], "password": doc["password"],
+            "message": doc["message"], "created_at": when(doc["created_at"]), "updated_at": when(doc["updated_at"])}
+    if msg is not None:
+        body["msg"] = msg
+    return body
+
+
+def snapshot_message(doc: dict, url: Optional[str]) -> dict:
+    return {"type": "snapshot", "state": doc["state"], "progress": doc["progress"], "url": url,
+            "port": doc.get("port"), "password": doc["password"], "seq": doc["seq"], "message": doc["message"],
+            "at": when(doc["updated_at"])}
+
+
+def event_message(event: dict) -> dict:
+    return {"type": "event", "seq": event["seq"], "state": event["state"], "progress": event["progress"],
+            "message": event["message"], "at": when(event["at"])}

@@ -1,0 +1,211 @@
+"""The Docker Engine adapter: the only module that talks to dockerd.
+
+A thin layer over aiodocker (async, no thread per call). Container creation
+sends raw Engine-API JSON, so what we ask Docker for is visible in one place
+(`container_config`). Every failure to reach the engine becomes
+`DockerUnavailable`; the engine's own refusals stay `DockerError` with the
+HTTP status Docker answered.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any, AsyncIterator
+
+import aiodocker
+import aiohttp
+from aiodocker.exceptions import DockerError
+
+log = logging.getLogger("apranova.docker")
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=3)
+
+__all__ = ["DockerEngine", "DockerError", "DockerUnavailable", "parse_memory"]
+
+
+class DockerUnavailable(Exception):
+    """The engine cannot be reached (socket missing, daemon down, timeout)."""
+
+
+def parse_memory(value: str) -> int:
+    """'2g' -> bytes, as `docker run --memory` reads it."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*", str(value).lower())
+    if not match:
+        raise ValueError(f"not a memory size: {value!r}")
+    factor = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[match[2]]
+    return int(float(match[1]) * factor)
+
+
+def is_port_taken(exc: DockerError) -> bool:
+    """Docker's refusal to publish a host port something else holds."""
+    text = str(exc.message).lower()
+    return "port is already allocated" in text or "address already in use" in text
+
+
+class DockerEngine:
+    """One aiodocker client per process. The client survives daemon
+    restarts: each call opens its connection afresh, so the feature comes
+    back by itself when the engine does."""
+
+    def __init__(self, host: str = ""):
+        self.host = host or DEFAULT_HOST
+        self.client = aiodocker.Docker(url=self.host, timeout=CALL_TIMEOUT)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except DockerError as exc:
+            if exc.status == 900:  # aiodocker: could not connect
+                raise DockerUnavailable(str(exc.message)) from None
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise DockerUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+    async def _json(self, path: str, method: str = "GET", *, params: dict | None = None,
+                    body: Any = None) -> Any:
+        data = json.dumps(body) if body is not None else None
+        return await self._call(self.client._query_json(path, method, params=params, data=data))
+
+    async def ping(self) -> bool:
+        try:
+            await self._call(self.client._query_json("version", versioned_api=False))
+            return True
+        except (DockerUnavailable, DockerError):
+            return False
+
+    # -- images -------------------------------------------------------------------
+    async def image_exists(self, image: str) -> bool:
+        try:
+            await self._json(f"images/{image}/json")
+            return True
+        except DockerError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    async def pull(self, image: str) -> AsyncIterator[dict]:
+        """Yield Docker's pull progress messages; a registry error in the
+        stream raises DockerError."""
+        name, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+        try:
+            async for message in self.client.images.pull(name, tag=tag or "latest", stream=True,
+                                                          timeout=None):
+                if "error" in message:
+                    raise DockerError(500, message.get("error") or "pull failed")
+                yield message
+        except DockerError as exc:
+            if exc.status == 900:
+                raise DockerUnavailable(str(exc.message)) from None
+            raise
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DockerUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+    # -- volumes ------------------------------------------------------------------
+    async def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        """Create the volume (creating an existing one is a no-op in Docker)."""
+        await self._json("volumes/create", "POST", body={"Name": name, "Labels": labels})
+
+    async def remove_volume(self, name: str) -> None:
+        try:
+            await self._json(f"volumes/{name}", "DELETE", params={"force": "true"})
+        except DockerError as exc:
+            if exc.status != 404:
+                raise
+
+    # -- containers ---------------------------------------------------------------
+    async def create_container(self, name: str, config: dict) -> str:
+        result = await self._json("containers/create", "POST", params={"name": name}, body=config)
+        return result["Id"]
+
+    async def start_container(self, ref: str) -> None:
+        try:
+            await self._json(f"containers/{ref}/start", "POST")
+        except DockerError as exc:
+            if exc.status != 304:  # already started
+                raise
+
+    async def inspect_container(self, ref: str) -> dict | None:
+        try:
+            return await self._json(f"containers/{ref}/json")
+        except DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def stop_container(self, ref: str, timeout: int = 5) -> None:
+        try:
+            await self._json(f"containers/{ref}/stop", "POST", params={"t": str(timeout)})
+        except DockerError as exc:
+            if exc.status not in (304, 404):
+                raise
+
+    async def remove_container(self, ref: str) -> None:
+        try:
+            await self._json(f"containers/{ref}", "DELETE", params={"force": "true", "v": "false"})
+        except DockerError as exc:
+            if exc.status not in (404, 409):  # gone, or removal already in progress
+                raise
+
+    async def list_containers(self, labels: dict[str, str]) -> list[dict]:
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        return await self._json("containers/json", params={"all": "true", "filters": json.dumps(filters)})
+
+    async def list_volumes(self, labels: dict[str, str]) -> list[dict]:
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        result = await self._json("volumes", params={"filters": json.dumps(filters)})
+        return result.get("Volumes") or []
+
+    async def events(self, labels: dict[str, str], since: int | None = None) -> AsyncIterator[dict]:
+        """Stream container events for containers carrying `labels` until
+        the connection drops (then the iterator raises DockerUnavailable)."""
+        filters = {"type": ["container"], "event": ["start", "die", "oom", "stop", "kill", "destroy"],
+                   "label": [f"{key}={value}" for key, value in labels.items()]}
+        params: dict[str, str] = {"filters": json.dumps(filters)}
+        if since is not None:
+            params["since"] = str(since)
+        try:
+            response = await self._call(self.client._do_query(
+                "events", "GET", params=params, timeout=aiohttp.ClientTimeout(total=None, connect=3)))
+            try:
+                async for line in response.content:
+                    if line.strip():
+                        yield json.loads(line)
+            finally:
+                response.close()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            raise DockerUnavailable(f"event stream ended: {type(exc).__name__}") from None
+        raise DockerUnavailable("event stream ended")
+
+
+def container_config(*, image: str, labels: dict[str, str], env: dict[str, str], container_port: int,
+                     host_ip: str, host_port: int, volume: str, cpus: float, memory: int, pids: int,
+                     network: str = "", cmd: list[str] | None = None) -> dict:
+    """The Engine API body of `POST /containers/create` for one workspace."""
+    port_key = f"{container_port}/tcp"
+    config: dict[str, Any] = {
+        "Image": image,
+        "Labels": labels,
+        "Env": [f"{key}={value}" for key, value in env.items()],
+        "ExposedPorts": {port_key: {}},
+        "HostConfig": {
+            "PortBindings": {port_key: [{"HostIp": host_ip, "HostPort": str(host_port)}]},
+            "Mounts": [{"Type": "volume", "Source": volume, "Target": "/home/coder/project"}],
+            "NanoCpus": int(cpus * 1e9),
+            "Memory": memory,
+            "PidsLimit": pids,
+            "RestartPolicy": {"Name": "no"},
+            "Init": True,  # tini as PID 1: signals reach the IDE (a quick stop) and zombies are reaped
+            "SecurityOpt": ["no-new-privileges"],
+        },
+    }
+    if network:
+        config["HostConfig"]["NetworkMode"] = network
+    if cmd:
+        config["Cmd"] = cmd
+    return config
