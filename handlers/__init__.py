@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from tornado import web
 
-from handlers import accounts, health, workspaces
+from handlers import accounts, docs, health, metrics, workspaces
 from handlers.base import NotFoundHandler, log_request
 
 routes: list[tuple] = [
     *health.routes,
     *accounts.routes,
     *workspaces.routes,
+    *docs.routes,
+    *metrics.routes,
 ]
 
 

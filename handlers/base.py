@@ -249,3 +249,5 @@ def log_request(handler: web.RequestHandler) -> None:
                    status, ms, user_id if user_id is not None else "-", handler.request.remote_ip, request_id,
                    extra={"method": handler.request.method, "path": handler.request.path, "status": status,
                           "ms": round(ms, 1), "user_id": user_id, "request_id": request_id})
+    from handlers.metrics import record_request  # here: handlers.metrics imports this module
+    record_request(handler)

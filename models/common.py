@@ -16,3 +16,10 @@ class ErrorOut(ResponseModel):
 
 class HealthOut(ResponseModel):
     status: str
+
+
+class OpenAPIOut(ResponseModel):
+    """An OpenAPI 3.1 document."""
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]

@@ -90,3 +90,5 @@ STARTERS: list[Any] = []
 
 from services import workspaces as _workspaces  # noqa: E402 - feature starters, one line each
 STARTERS.append(_workspaces.start)
+from services import metrics as _metrics  # noqa: E402
+STARTERS.append(_metrics.start)

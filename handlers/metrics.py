@@ -1,0 +1,68 @@
+"""GET /metrics: Prometheus exposition, for the networks in
+METRICS_ALLOWED_NETWORKS only (empty: anyone). The client address honours
+TRUSTED_PROXIES like everything else, so a proxy in front cannot be used to
+read metrics from outside."""
+from __future__ import annotations
+
+from tornado import web
+
+from handlers.base import APIHandler, Operation
+from models.common import ErrorOut
+from services.errors import Forbidden
+from services.netutil import allowed
+from services.openapi import openapi_path
+
+UNMATCHED = "(unmatched)"
+
+
+def route_label(handler: web.RequestHandler) -> str:
+    """The route pattern that served this request, as the OpenAPI document
+    writes it (``/api/users/profile/``); never the raw path, whose values are
+    unbounded. Unknown paths share one label."""
+    application = handler.application
+    labels = application.settings.get("_route_labels")
+    if labels is None:
+        labels = {}
+        for rule in application.wildcard_router.rules:
+            regex = getattr(rule.matcher, "regex", None)
+            if regex is None or rule.target in labels:
+                continue
+            pattern = regex.pattern.removesuffix("$")
+            try:
+                labels[rule.target] = openapi_path(pattern)[0] if getattr(rule.target, "operations", None) else pattern
+            except ValueError:
+                labels[rule.target] = pattern
+        application.settings["_route_labels"] = labels
+    return labels.get(type(handler), UNMATCHED)
+
+
+def record_request(handler: web.RequestHandler) -> None:
+    """Count a finished request (called from the app's log function)."""
+    services = handler.application.settings.get("services")
+    metrics = getattr(services, "metrics", None)
+    if metrics is not None:
+        metrics.observe_request(handler.request.method or "-", route_label(handler), handler.get_status(),
+                                handler.request.request_time())
+
+
+class MetricsHandler(APIHandler):
+    rate_limited = False
+    operations = {"get": Operation(
+        "Prometheus metrics (text exposition format)", tags=("meta",),
+        description="Restricted to METRICS_ALLOWED_NETWORKS when that is set (403 otherwise).",
+        responses={200: "Metrics in the Prometheus text format (text/plain; version=0.0.4)", 403: ErrorOut})}
+
+    async def get(self) -> None:
+        if not allowed(self.client_ip, self.config.metrics_allowed_networks):
+            raise Forbidden("Metrics are not available from this address.")
+        metrics = self.services.metrics
+        metrics.inflight = lambda: self.application.inflight
+        body = await metrics.render()
+        self.set_header("Content-Type", metrics.content_type)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(body)
+
+
+routes = [
+    (r"/metrics", MetricsHandler),
+]

@@ -1,0 +1,138 @@
+"""Prometheus metrics of one server process (prometheus-client).
+
+Each Services gets its own registry (tests run several servers in one
+process). Requests are counted by route *pattern* (the OpenAPI path, e.g.
+``/api/users/profile/``), never the raw path, so label values stay few.
+
+Workspace figures are read from ``services.workspaces`` when that service
+exists: ``count_by_state()`` (async, refreshed at scrape time),
+``open_sockets``, and the ``provision_seconds`` / ``provisioned_total`` pair
+of finished provisioning runs. Dependency errors come from
+``services.dependency_errors`` (database) and the Docker adapter's
+``errors`` count.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.platform_collector import PlatformCollector
+
+log = logging.getLogger("apranova.metrics")
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+PROVISION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 90, 120, 180, 300, 600)
+STATE_QUERY_TIMEOUT = 2.0
+UNMATCHED = "(unmatched)"
+
+
+class _LiveCollector:
+    """Figures read from the services at scrape time."""
+
+    def __init__(self, metrics: "Metrics"):
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        services = self.metrics.services
+        errors = CounterMetricFamily("apranova_dependency_errors", "Failures talking to a dependency",
+                                     labels=["dependency"])
+        counts = dict(getattr(services, "dependency_errors", {}) or {})
+        engine = getattr(getattr(services, "workspaces", None), "engine", None)
+        counts["docker"] = counts.get("docker", 0) + int(getattr(engine, "errors", 0) or 0)
+        counts.setdefault("database", 0)
+        for dependency, value in sorted(counts.items()):
+            errors.add_metric([dependency], value)
+        yield errors
+
+        sockets = GaugeMetricFamily("apranova_websockets_open", "Open WebSocket connections")
+        sockets.add_metric([], _open_sockets(getattr(services, "workspaces", None)))
+        yield sockets
+
+        inflight = GaugeMetricFamily("apranova_http_requests_in_flight", "HTTP requests being served")
+        inflight.add_metric([], self.metrics.inflight())
+        yield inflight
+
+
+def _open_sockets(workspaces: Any) -> int:
+    if workspaces is None:
+        return 0
+    value = getattr(workspaces, "open_sockets", None)
+    if callable(value):
+        value = value()
+    if value is None:
+        value = len(getattr(workspaces, "sockets", ()) or ())
+    return int(value)
+
+
+class Metrics:
+    """The process's metrics; ``render()`` gives the exposition text."""
+
+    content_type = CONTENT_TYPE
+
+    def __init__(self, services: Any):
+        self.services = services
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.inflight = lambda: 0  # set by the HTTP edge to the app's in-flight count
+        self.requests = Counter("apranova_http_requests", "HTTP requests by route pattern, method and status",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("apranova_http_request_duration_seconds", "HTTP request latency by route pattern",
+                                 ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.workspaces = Gauge("apranova_workspaces", "Workspaces by state (all processes: read from the database)",
+                                ["state"], registry=self.registry)
+        self.provisioning = Histogram("apranova_workspace_provisioning_seconds",
+                                      "Time from a create to a running workspace, in this process",
+                                      buckets=PROVISION_BUCKETS, registry=self.registry)
+        self._provisioned_seen = 0
+        self.registry.register(_LiveCollector(self))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+    def observe_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        route = route or UNMATCHED
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def _drain_provisioning(self, workspaces: Any) -> None:
+        """Move durations finished since the last scrape into the histogram.
+        The workspace service keeps the last 1000; more between two scrapes
+        are counted by what is still there."""
+        total = int(getattr(workspaces, "provisioned_total", 0) or 0)
+        recent = list(getattr(workspaces, "provision_seconds", ()) or ())
+        new = total - self._provisioned_seen
+        if new > 0:
+            for seconds in recent[-new:] if new <= len(recent) else recent:
+                self.provisioning.observe(seconds)
+        self._provisioned_seen = max(total, self._provisioned_seen)
+
+    async def refresh(self) -> None:
+        """Read the figures that need I/O (workspaces by state) before a scrape."""
+        workspaces = getattr(self.services, "workspaces", None)
+        if workspaces is None:
+            return
+        self._drain_provisioning(workspaces)
+        count_by_state = getattr(workspaces, "count_by_state", None)
+        if count_by_state is None:
+            return
+        try:
+            counts = await asyncio.wait_for(count_by_state(), STATE_QUERY_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the database does not
+            log.warning("metrics: cannot count workspaces by state: %s", type(exc).__name__)
+            self.services.record_dependency_error("database")
+            return
+        for state, count in counts.items():
+            self.workspaces.labels(state).set(count)
+
+    async def render(self) -> bytes:
+        await self.refresh()
+        return generate_latest(self.registry)
+
+
+async def start(services: Any) -> None:
+    """Container starter: ``services.metrics``."""
+    services.metrics = Metrics(services)
