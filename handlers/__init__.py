@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tornado import web
 
-from handlers import accounts, docs, health, metrics, workspaces
+from handlers import accounts, docs, health, metrics, static, workspaces
 from handlers.base import NotFoundHandler, log_request
 
 routes: list[tuple] = [
@@ -13,6 +13,7 @@ routes: list[tuple] = [
     *workspaces.routes,
     *docs.routes,
     *metrics.routes,
+    *static.routes,  # the browser client: `/`, its page routes, /static/ (last: matches no /api path)
 ]
 
 
