@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from tornado import web
 
-from handlers import accounts, docs, health, metrics, static, workspaces
+from handlers import accounts, docs, health, metrics, payments, static, workspaces
 from handlers.base import NotFoundHandler, log_request
 
 routes: list[tuple] = [
     *health.routes,
     *accounts.routes,
     *workspaces.routes,
+    *payments.routes,
     *docs.routes,
     *metrics.routes,
     *static.routes,  # the browser client: `/`, its page routes, /static/ (last: matches no /api path)

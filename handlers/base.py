@@ -131,17 +131,19 @@ class APIHandler(web.RequestHandler):
                            f"Request bodies are limited to {self.config.max_body_bytes} bytes.")
         return b"".join(self._chunks)
 
-    def json_body(self) -> Any:
+    def json_body(self, **loads_options: Any) -> Any:
+        """The JSON body; `loads_options` go to json.loads (e.g. payments
+        parse numbers as Decimal)."""
         raw = self.raw_body
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
+            return json.loads(raw, **loads_options)
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "Malformed JSON", "The request body is not valid JSON.") from None
 
-    def parse_body(self, model: type[M]) -> M:
-        return parse(model, self.json_body())
+    def parse_body(self, model: type[M], **loads_options: Any) -> M:
+        return parse(model, self.json_body(**loads_options))
 
     # -- authentication and limits ------------------------------------------------
     def bearer_token(self) -> str | None:

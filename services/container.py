@@ -92,3 +92,5 @@ from services import workspaces as _workspaces  # noqa: E402 - feature starters,
 STARTERS.append(_workspaces.start)
 from services import metrics as _metrics  # noqa: E402
 STARTERS.append(_metrics.start)
+from services import payments as _payments  # noqa: E402
+STARTERS.append(_payments.start)

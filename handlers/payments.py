@@ -1,0 +1,67 @@
+"""Payments: create a Stripe PaymentIntent, receive Stripe's webhook, list
+the caller's payments."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from handlers.base import APIHandler, Operation
+from models.common import ErrorOut
+from models.payments import CreatePaymentOut, CreatePaymentRequest, PaymentListOut, WebhookOut, parse_limit
+
+PAYMENTS = ("payments",)
+
+
+def _no_constants(name: str) -> None:
+    """NaN and Infinity are not JSON; Python's parser would accept them."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class CreatePaymentHandler(APIHandler):
+    operations = {"post": Operation(
+        "Start a payment: a Stripe PaymentIntent for {amount, currency} or {track}", body=CreatePaymentRequest,
+        auth=True, tags=PAYMENTS,
+        description="Send an `Idempotency-Key` header to make retries safe: the same key gives the same "
+                    "PaymentIntent. Amounts in the response are in minor units (999.00 usd is 99900).",
+        responses={200: CreatePaymentOut, 400: ErrorOut, 401: ErrorOut, 402: ErrorOut, 409: ErrorOut,
+                   502: ErrorOut, 503: ErrorOut})}
+
+    async def post(self) -> None:
+        user = await self.require_user()
+        self.services.payments.require_configured()
+        request = self.parse_body(CreatePaymentRequest, parse_float=Decimal, parse_constant=_no_constants)
+        result = await self.services.payments.create_payment(
+            user, request.amount, request.currency, request.track, self.request.headers.get("Idempotency-Key"))
+        self.send(result)
+
+
+class WebhookHandler(APIHandler):
+    """Called by Stripe: no user, no per-user rate limit; the signature is
+    the authentication, checked over the raw body."""
+    rate_limited = False
+    operations = {"post": Operation(
+        "Stripe webhook (signed with Stripe-Signature)", tags=PAYMENTS,
+        responses={200: WebhookOut, 400: ErrorOut, 503: ErrorOut})}
+
+    async def post(self) -> None:
+        payments = self.services.payments
+        event = payments.verify_event(self.raw_body, self.request.headers.get("Stripe-Signature"))
+        self.send(await payments.handle_event(event))
+
+
+class MyPaymentsHandler(APIHandler):
+    operations = {"get": Operation(
+        "The caller's payments, newest first", auth=True, tags=PAYMENTS,
+        query={"limit": "How many (1-100, default 50)."},
+        responses={200: PaymentListOut, 400: ErrorOut, 401: ErrorOut})}
+
+    async def get(self) -> None:
+        user = await self.require_user()
+        limit = parse_limit(self.get_query_argument("limit", None))
+        self.send({"payments": await self.services.payments.list_for_user(user["_id"], limit)})
+
+
+routes = [
+    (r"/api/payments/create-payment/?", CreatePaymentHandler),
+    (r"/api/payments/webhook/?", WebhookHandler),
+    (r"/api/payments/my-payments/?", MyPaymentsHandler),
+]

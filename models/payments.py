@@ -1,0 +1,92 @@
+"""Payment request and response shapes, and the one place a stored payment
+becomes a response (`payment_model`)."""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Optional
+
+from pydantic import Field, field_validator
+
+from models.base import RequestModel, ResponseModel, iso
+from services.errors import ValidationFailed
+
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 100
+
+
+class CreatePaymentRequest(RequestModel):
+    """`{amount, currency}` in major units (`999.00`), or `{track}` priced from
+    TRACK_PRICES. The handler parses JSON numbers as `Decimal`, so `0.3` is
+    exactly 0.3 and never the float 0.299999..."""
+    amount: Optional[Decimal] = Field(default=None, description="Amount in major units, e.g. 999.00 (a JSON number).")
+    currency: Optional[str] = Field(default=None, max_length=16, description="ISO currency code from PAYMENT_CURRENCIES "
+                                    "(default: the first one).")
+    track: Optional[str] = Field(default=None, max_length=32, description="Pay the configured price of this track "
+                                 "instead of giving an amount.")
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        """Only a JSON number: not a string, a boolean (an int in Python) or
+        an object. A float (when parsed without Decimal) is taken by its
+        shortest repr, so 0.1+0.2 stays 0.30000000000000004 and is refused."""
+        if value is None or isinstance(value, Decimal):
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("Must be a number.")
+        return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+class CreatePaymentOut(ResponseModel):
+    clientSecret: str
+    publishableKey: str
+    paymentIntentId: str
+    amount: int = Field(description="In the currency's minor units (cents), as Stripe counts: 999.00 usd is 99900.")
+    currency: str
+
+
+class PaymentOut(ResponseModel):
+    id: str
+    paymentIntentId: str
+    amount: int = Field(description="In minor units.")
+    currency: str
+    status: str = Field(description="created, succeeded, failed or refunded.")
+    track: Optional[str] = None
+    amount_refunded: int = 0
+    created_at: str
+    updated_at: str
+
+
+class PaymentListOut(ResponseModel):
+    payments: list[PaymentOut]
+
+
+class WebhookOut(ResponseModel):
+    received: bool
+    duplicate: bool = False
+    ignored: bool = False
+
+
+def payment_model(payment: dict) -> dict:
+    """The one place a stored payment becomes a response (never the client
+    secret or the idempotency key)."""
+    return {
+        "id": str(payment["_id"]),
+        "paymentIntentId": payment["payment_intent_id"],
+        "amount": int(payment["amount"]),
+        "currency": payment["currency"],
+        "status": payment["status"],
+        "track": payment.get("track"),
+        "amount_refunded": int(payment.get("amount_refunded") or 0),
+        "created_at": iso(payment["created_at"]),
+        "updated_at": iso(payment.get("updated_at") or payment["created_at"]),
+    }
+
+
+def parse_limit(raw: str | None) -> int:
+    """`?limit=` for lists: 1..MAX_LIST_LIMIT, default DEFAULT_LIST_LIMIT."""
+    if raw is None or raw == "":
+        return DEFAULT_LIST_LIMIT
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIST_LIMIT:
+        raise ValidationFailed({"limit": [f"Must be a whole number from 1 to {MAX_LIST_LIMIT}."]})
+    return int(raw)

@@ -1,0 +1,193 @@
+"""A small Stripe on loopback: the few API calls the server makes, with
+Stripe's wire format (form-encoded requests, JSON answers, error objects,
+`Idempotency-Key` replay), plus Stripe's webhook signing scheme.
+
+The server reaches it only through STRIPE_API_BASE, with the official
+`stripe` package, unchanged.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+
+# error mode -> (HTTP status, Stripe error object)
+ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
+    "card_declined": (402, {"type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
+                            "message": "Your card has insufficient funds."}),
+    "invalid_request": (400, {"type": "invalid_request_error", "code": "parameter_invalid_empty",
+                              "param": "currency", "message": "Invalid currency."}),
+    "api_error": (500, {"type": "api_error", "message": "An unknown error occurred."}),
+    "rate_limit": (429, {"type": "invalid_request_error", "code": "rate_limit",
+                         "message": "Too many requests hit the API too quickly."}),
+    "bad_key": (401, {"type": "invalid_request_error", "message": "Invalid API Key provided: sk_test_****"}),
+}
+MIN_AMOUNT = {"usd": 50, "eur": 50, "jpy": 50}  # Stripe's minimum charge, minor units
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    params: dict[str, Any]
+
+
+@dataclass
+class FakeStripe:
+    api_key: str
+    intents: dict[str, dict] = field(default_factory=dict)
+    requests: list[Recorded] = field(default_factory=list)
+    idempotent: dict[str, tuple[dict, int, dict]] = field(default_factory=dict)  # key -> (params, status, body)
+    fail_next: list[str] = field(default_factory=list)  # error modes, consumed one per request
+    url: str = ""
+
+    async def start(self) -> "FakeStripe":
+        sock, port = bind_unused_port()
+        self._http = HTTPServer(web.Application([
+            (r"/v1/payment_intents", IntentsHandler, {"fake": self}),
+            (r"/v1/payment_intents/([A-Za-z0-9_]+)", IntentHandler, {"fake": self}),
+        ], default_handler_class=NotFound, default_handler_args={"fake": self}))
+        self._http.add_sockets([sock])
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        self._http.stop()
+        await self._http.close_all_connections()
+
+    @property
+    def creates(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "POST" and r.path == "/v1/payment_intents"]
+
+    # -- events, as Stripe would send them -----------------------------------------
+    def event(self, event_type: str, obj: dict, event_id: str | None = None, created: int | None = None) -> dict:
+        return {"id": event_id or f"evt_{secrets.token_hex(12)}", "object": "event", "api_version": "2024-06-20",
+                "created": created or int(time.time()), "livemode": False, "type": event_type,
+                "data": {"object": obj}, "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None}}
+
+    def intent_event(self, event_type: str, intent_id: str, **changes: Any) -> dict:
+        intent = dict(self.intents[intent_id])
+        intent["status"] = {"payment_intent.succeeded": "succeeded",
+                            "payment_intent.payment_failed": "requires_payment_method"}.get(event_type, intent["status"])
+        if event_type == "payment_intent.succeeded":
+            intent["amount_received"] = intent["amount"]
+        if event_type == "payment_intent.payment_failed":
+            intent["last_payment_error"] = {"code": "card_declined", "message": "Your card was declined."}
+        intent.update(changes)
+        return self.event(event_type, intent)
+
+    def refund_event(self, intent_id: str, amount_refunded: int | None = None) -> dict:
+        intent = self.intents[intent_id]
+        refunded = intent["amount"] if amount_refunded is None else amount_refunded
+        charge = {"id": f"ch_{secrets.token_hex(12)}", "object": "charge", "amount": intent["amount"],
+                  "amount_refunded": refunded, "currency": intent["currency"], "payment_intent": intent_id,
+                  "refunded": refunded >= intent["amount"], "metadata": intent["metadata"], "status": "succeeded"}
+        return self.event("charge.refunded", charge)
+
+
+def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    """Stripe's scheme: `t=<unix time>,v1=<hex HMAC-SHA256 of "t.payload">`,
+    written out here (not through the stripe package) so the server's
+    verification is tested against an independent signer."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def _nested(arguments: dict[str, list[bytes]]) -> dict[str, Any]:
+    """Stripe's form encoding (`metadata[user_id]=7`) back into a dict."""
+    params: dict[str, Any] = {}
+    for key, values in arguments.items():
+        parts = re.findall(r"[^\[\]]+", key)
+        target = params
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = values[-1].decode()
+    return params
+
+
+class StripeHandler(web.RequestHandler):
+    def initialize(self, fake: FakeStripe) -> None:
+        self.fake = fake
+
+    def prepare(self) -> None:
+        params = _nested(self.request.body_arguments) if self.request.method == "POST" else \
+            _nested(self.request.query_arguments)
+        self.params = params
+        self.fake.requests.append(Recorded(self.request.method, self.request.path,
+                                           dict(self.request.headers), params))
+        self.set_header("Request-Id", f"req_{secrets.token_hex(7)}")
+        if self.request.headers.get("Authorization") != f"Bearer {self.fake.api_key}":
+            self.stripe_error("bad_key")
+        elif self.fake.fail_next:
+            self.stripe_error(self.fake.fail_next.pop(0))
+
+    def stripe_error(self, mode: str) -> None:
+        status, error = ERRORS[mode]
+        self.answer(status, {"error": error})
+
+    def answer(self, status: int, body: dict) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        if status >= 500:
+            self.set_header("Stripe-Should-Retry", "false")
+        self.finish(json.dumps(body))
+
+
+class IntentsHandler(StripeHandler):
+    def post(self) -> None:
+        key = self.request.headers.get("Idempotency-Key")
+        if key in self.fake.idempotent:
+            params, status, body = self.fake.idempotent[key]
+            if params != self.params:
+                return self.answer(400, {"error": {
+                    "type": "idempotency_error", "message": "Keys for idempotent requests can only be used with "
+                    "the same parameters they were first used with."}})
+            self.set_header("Idempotent-Replayed", "true")
+            return self.answer(status, body)
+        status, body = self.create()
+        if key:
+            self.fake.idempotent[key] = (self.params, status, body)
+        self.answer(status, body)
+
+    def create(self) -> tuple[int, dict]:
+        amount, currency = self.params.get("amount", ""), self.params.get("currency", "")
+        if not amount.isdigit() or int(amount) < 1:
+            return 400, {"error": {"type": "invalid_request_error", "code": "parameter_invalid_integer",
+                                   "param": "amount", "message": "Invalid integer: " + amount}}
+        if int(amount) < MIN_AMOUNT.get(currency, 1):
+            return 400, {"error": {"type": "invalid_request_error", "code": "amount_too_small", "param": "amount",
+                                   "message": "Amount must be at least 50 cents"}}
+        intent_id = f"pi_{secrets.token_hex(12)}"
+        intent = {"id": intent_id, "object": "payment_intent", "amount": int(amount), "amount_received": 0,
+                  "currency": currency, "client_secret": f"{intent_id}_secret_{secrets.token_hex(12)}",
+                  "status": "requires_payment_method", "metadata": self.params.get("metadata", {}),
+                  "description": self.params.get("description"), "livemode": False, "created": int(time.time()),
+                  "automatic_payment_methods": {"enabled": self.params.get("automatic_payment_methods", {})
+                                                .get("enabled") == "true"}}
+        self.fake.intents[intent_id] = intent
+        return 200, intent
+
+
+class IntentHandler(StripeHandler):
+    def get(self, intent_id: str) -> None:
+        intent = self.fake.intents.get(intent_id)
+        if intent is None:
+            return self.answer(404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                               "param": "intent", "message": f"No such payment_intent: '{intent_id}'"}})
+        self.answer(200, intent)
+
+
+class NotFound(StripeHandler):
+    def prepare(self) -> None:
+        self.answer(404, {"error": {"type": "invalid_request_error", "message": "Unrecognized request URL."}})
