@@ -57,20 +57,28 @@ export class WorkspacePanel {
   }
 
   // -- applying server data ---------------------------------------------------------
-  /** A whole-state view: the REST object or the socket's snapshot. */
-  applySnapshot(snapshot) {
+  // A snapshot (the REST object, or the socket's first message) is the whole
+  // state as of its `seq`. Events up to the newest snapshot's seq only fill
+  // the step list (the snapshot already shows their outcome); later events
+  // move the state. So a replay never replays old states on screen.
+
+  /** The REST object or the socket's snapshot. */
+  applySnapshot(snapshot, { fromSocket = false } = {}) {
     const model = this.model;
+    if (snapshot.url) model.url = snapshot.url;
+    if (snapshot.password) model.password = snapshot.password;
     if (Number.isInteger(snapshot.seq) && snapshot.seq < model.seq) {
-      // Our remembered seq belongs to an older workspace (deleted and made
-      // again): start the log afresh from the server's numbering.
+      if (!fromSocket) return this.render(); // an answer older than events already shown
+      // The server numbers from lower than we remember: another workspace
+      // (ours was removed for good). Start the step list afresh.
       model.seq = snapshot.seq;
       model.log = [];
     }
-    if (snapshot.url) model.url = snapshot.url;
-    if (snapshot.password) model.password = snapshot.password;
+    if (Number.isInteger(snapshot.seq)) this.snapshotSeq = Math.max(this.snapshotSeq || 0, snapshot.seq);
     this.setState(snapshot.state || snapshot.status, snapshot.progress, snapshot.message);
     this.save();
     this.render();
+    if (model.state === "deleted") this.workspaceGone();
   }
 
   /** One event from the log; ignored if already shown (seq <= last seq). */
@@ -80,11 +88,11 @@ export class WorkspacePanel {
     model.seq = event.seq;
     model.log.push({ seq: event.seq, state: event.state, progress: event.progress, message: event.message });
     if (model.log.length > MAX_LOG) model.log.splice(0, model.log.length - MAX_LOG);
-    this.setState(event.state, event.progress, event.message);
+    if (event.seq > (this.snapshotSeq || 0)) this.setState(event.state, event.progress, event.message);
     this.save();
     this.render();
-    if (event.state === "running" && !model.password) this.refreshDetails();
-    if (event.state === "deleted") this.workspaceGone();
+    if (model.state === "running" && !model.password) this.refreshDetails();
+    if (model.state === "deleted") this.workspaceGone();
   }
 
   setState(state, progress, message) {
@@ -106,6 +114,7 @@ export class WorkspacePanel {
   workspaceGone() {
     this.closeSocket();
     this.forget();
+    this.snapshotSeq = 0;
     this.render();
   }
 
@@ -113,12 +122,13 @@ export class WorkspacePanel {
   async load() {
     try {
       const workspace = await api("/api/users/workspace/");
+      // Nothing remembered (first visit in this tab): start from the current step.
+      if (!this.model.seq && Number.isInteger(workspace.seq)) this.model.seq = workspace.seq - 1;
       this.applySnapshot(workspace);
       this.connect();
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) {
-        this.forget();
-        this.render();
+        this.workspaceGone();
       } else {
         this.showError(error, () => this.load());
       }
@@ -140,15 +150,15 @@ export class WorkspacePanel {
     try {
       const workspace = await api("/api/users/workspace/create/", { method: "POST" });
       const model = this.model;
-      const renumbered = Number.isInteger(workspace.seq) && workspace.seq < model.seq;
-      if (renumbered) {
-        model.seq = workspace.seq;
-        model.log = [];
+      if (Number.isInteger(workspace.seq)) {
+        // List this run's steps from its first event; older history is not replayed.
+        if (model.seq < workspace.seq - 1) model.seq = workspace.seq - 1;
+        // A newer answer than anything shown starts a fresh run: the bar
+        // starts from the server's value, not from the previous run's.
+        if (workspace.seq > model.seq && workspace.state === "provisioning") model.state = "none";
       }
-      // A fresh run: the bar starts from the server's value, not the old run's.
-      model.state = "none";
       this.applySnapshot(workspace);
-      if (renumbered || !this.socket) this.connect();
+      if (!this.socket) this.connect();
     } catch (error) {
       this.showError(error, () => this.open());
     } finally {
@@ -179,7 +189,7 @@ export class WorkspacePanel {
       if (result.state === "deleted" || !result.state) {
         this.workspaceGone();
       } else {
-        this.setState(result.state, undefined, result.message);
+        this.setState(result.state, 0, result.message);
         this.save();
         this.render();
         if (!this.socket) this.connect();
@@ -224,7 +234,7 @@ export class WorkspacePanel {
       this.attempt = 0;
       this.authRetried = false;
       this.setLive(true);
-      if (data.type === "snapshot") this.applySnapshot(data);
+      if (data.type === "snapshot") this.applySnapshot(data, { fromSocket: true });
       else if (data.type === "event") this.applyEvent(data);
     });
     socket.addEventListener("close", (event) => this.onClose(socket, event));
