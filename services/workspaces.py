@@ -586,16 +586,19 @@ class WorkspaceService:
         self._oom.discard(container_id)
         for _ in range(20):
             doc = await self.workspaces.find_one({"_id": workspace_id})
-            if (doc is None or doc.get("container_id") != container_id
-                    or doc["state"] not in (RUNNING, PROVISIONING)):
+            # Only a running workspace (or, for a removal, a stopped one) is
+            # changed here: during provisioning the run itself removes
+            # containers and watches its own (`_probe`); stop and delete
+            # expect the events they cause.
+            watched = (RUNNING, STOPPED, FAILED) if action == "destroy" else (RUNNING,)
+            if doc is None or doc.get("container_id") != container_id or doc["state"] not in watched:
                 return
-            if oom:
+            if action == "destroy":
+                state, message = (STOPPED if doc["state"] == RUNNING else doc["state"],
+                                  "The workspace container was removed outside ApraNova.")
+            elif oom:
                 state, message = FAILED, (f"The workspace ran out of memory (limit {self.settings.workspace_memory}) "
                                           "and was stopped.")
-            elif action == "destroy":
-                state, message = STOPPED, "The workspace container was removed outside ApraNova."
-            elif doc["state"] == PROVISIONING:
-                state, message = FAILED, f"The workspace container exited while starting (exit code {exit_code})."
             else:
                 state, message = STOPPED, f"The workspace container stopped (exit code {exit_code})."
             unset = ("container_id",) if action == "destroy" else ()
