@@ -121,3 +121,189 @@ async def test_currency_defaults_to_the_first_allowed_and_ignores_case(pay, fake
     response = await create(pay, tokens, {"amount": 600, "currency": "JPY"})
     assert response.status_code == 200, response.text
     assert response.json()["currency"] == "jpy" and response.json()["amount"] == 600
+
+
+async def test_a_track_is_priced_from_settings_and_carried_in_the_metadata(pay, pay_server, fake_stripe):
+    tokens = await register(pay)
+    response = await create(pay, tokens, {"track": "FSD"})
+    assert response.status_code == 200, response.text
+    assert response.json()["amount"] == 59900 and response.json()["currency"] == "usd"
+    assert fake_stripe.creates[-1].params["metadata"] == {"user_id": str(tokens["user"]["id"]), "track": "FSD"}
+    stored = await pay_server.db.payments.find_one({"payment_intent_id": response.json()["paymentIntentId"]})
+    assert stored["track"] == "FSD"
+
+
+async def test_track_prices_and_the_maximum_come_from_settings(start_server, fake_stripe):
+    server = await start_server(**stripe_settings(fake_stripe, track_prices="DP=10.50", payment_max_amount="100"))
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        tokens = await register(client)
+        assert (await create(client, tokens, {"track": "DP"})).json()["amount"] == 1050
+        assert (await create(client, tokens, {"amount": 100})).status_code == 200
+        over = assert_envelope(await create(client, tokens, {"amount": 100.01}), 400)
+        assert over["amount"] == ["Must be at most 100 USD."]
+        assert_envelope(await create(client, tokens, {"track": "FSD"}), 400)  # no price for it now
+
+
+# -- create-payment: the amount and currency rules ------------------------------------------------
+
+@pytest.mark.parametrize("raw", [
+    b"0.30000000000000004",  # 0.1 + 0.2 as a float writes it: refused, never rounded to 0.30
+    b"19.999", b"999.001", b"1e-400", b"0.1000000000000000000000000000000000000001",
+    b"0", b"-0", b"0.00", b"-5", b"-999.00", b"10000.01", b"1e400", b"99999999999999999999999",
+    b"true", b"false", b'"999.00"', b'"abc"', b'{"$gt": 0}', b"[999]", b"null",
+])
+async def test_bad_amounts_are_400_and_nothing_is_sent_to_stripe(pay, pay_server, fake_stripe, raw):
+    tokens = await register(pay)
+    response = await create(pay, tokens, raw=b'{"amount": ' + raw + b', "currency": "usd"}')
+    body = assert_envelope(response, 400)
+    assert isinstance(body["amount"], list) and body["amount"], body
+    assert fake_stripe.creates == []
+    assert await pay_server.db.payments.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("raw, currency", [(b"500.5", "jpy"), (b"1.255", "kwd"), (b"1.005", "eur")])
+async def test_amounts_finer_than_the_currency_are_refused(pay, fake_stripe, raw, currency):
+    tokens = await register(pay)
+    response = await create(pay, tokens, raw=b'{"amount": ' + raw + b', "currency": "' + currency.encode() + b'"}')
+    assert "decimal" in assert_envelope(response, 400)["amount"][0] or "whole" in response.json()["amount"][0]
+    assert fake_stripe.creates == []
+
+
+@pytest.mark.parametrize("raw", [b'{"amount": NaN}', b'{"amount": Infinity}', b'{"amount": -Infinity}',
+                                 b'{"amount": 999.00', b"[1, 2]", b'"999"'])
+async def test_non_json_numbers_and_non_objects_are_400(pay, fake_stripe, raw):
+    tokens = await register(pay)
+    assert_envelope(await create(pay, tokens, raw=raw), 400)
+    assert fake_stripe.creates == []
+
+
+@pytest.mark.parametrize("currency", ["gbp", "US", "usdollar", "", {"$ne": "usd"}, ["usd"], 840, True])
+async def test_currencies_outside_the_allow_list_are_400(pay, fake_stripe, currency):
+    tokens = await register(pay)
+    body = assert_envelope(await create(pay, tokens, {"amount": 10, "currency": currency}), 400)
+    assert body["currency"], body
+    assert fake_stripe.creates == []
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"track": "DP", "amount": 10}, "amount"), ({"track": "NOPE"}, "track"), ({"track": "DP", "currency": "jpy"},
+                                                                                "currency"),
+    ({"track": {"$ne": ""}}, "track"), ({}, "amount"), ({"currency": "usd"}, "amount"),
+])
+async def test_track_requests_are_checked(pay, fake_stripe, body, field):
+    tokens = await register(pay)
+    assert assert_envelope(await create(pay, tokens, body), 400)[field]
+    assert fake_stripe.creates == []
+
+
+# -- create-payment: Stripe failures, configuration, auth -----------------------------------------
+
+@pytest.mark.parametrize("mode, status, error", [
+    ("card_declined", 402, "Payment declined"), ("invalid_request", 400, "Payment rejected"),
+    ("api_error", 502, "Payment provider error"), ("rate_limit", 503, "Payment provider busy"),
+])
+async def test_stripe_errors_map_to_4xx_or_5xx_envelopes_and_record_nothing(pay, pay_server, fake_stripe,
+                                                                             mode, status, error):
+    tokens = await register(pay)
+    fake_stripe.fail_next.append(mode)
+    response = await create(pay, tokens, {"amount": 20})
+    body = assert_envelope(response, status, error)
+    assert await pay_server.db.payments.count_documents({}) == 0
+    if mode == "card_declined":
+        assert body["details"]["decline_code"] == "insufficient_funds"
+        assert body["message"] == "Your card has insufficient funds."
+    if mode == "rate_limit":
+        assert int(response.headers["Retry-After"]) > 0
+    # The next request goes through.
+    assert (await create(pay, tokens, {"amount": 20})).status_code == 200
+
+
+async def test_stripe_refusing_our_key_is_a_502_without_the_key(start_server, fake_stripe):
+    server = await start_server(**stripe_settings(fake_stripe, stripe_secret_key="sk_test_wrong_" + "z" * 20))
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        tokens = await register(client)
+        response = await create(client, tokens, {"amount": 20})
+        assert_envelope(response, 502, "Payment provider error")
+        assert "sk_test" not in response.text
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_unreachable_stripe_is_a_502(start_server, fake_stripe):
+    server = await start_server(**stripe_settings(fake_stripe, stripe_api_base=f"http://127.0.0.1:{closed_port()}"))
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        tokens = await register(client)
+        started = time.monotonic()
+        body = assert_envelope(await create(client, tokens, {"amount": 20}), 502, "Payment provider unreachable")
+        assert time.monotonic() - started < 20, "retries are bounded"
+        assert "127.0.0.1" not in json.dumps(body)
+        assert await server.db.payments.count_documents({}) == 0
+
+
+async def test_payments_without_stripe_configured_answer_503(start_server):
+    server = await start_server()  # no STRIPE_* keys
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        tokens = await register(client)
+        body = assert_envelope(await create(client, tokens, {"amount": 20}), 503, "Payments not available")
+        assert "Retry-After" in (await create(client, tokens, {"amount": 20})).headers
+        assert "STRIPE_SECRET_KEY" in body["details"]
+        payload = b'{"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {}}}'
+        webhook = await client.post(WEBHOOK, content=payload, headers={
+            "Content-Type": "application/json", "Stripe-Signature": sign(payload, WEBHOOK_SECRET)})
+        assert_envelope(webhook, 503)
+        # Listing works without Stripe.
+        assert (await client.get(MINE, headers=auth(tokens))).json() == {"payments": []}
+
+
+async def test_create_payment_needs_authentication(pay, fake_stripe):
+    assert_envelope(await pay.post(CREATE, json={"amount": 10}), 401)
+    assert_envelope(await pay.post(CREATE, json={"amount": 10}, headers={"Authorization": "Bearer nonsense"}), 401)
+    assert_envelope(await pay.get(MINE), 401)
+    assert fake_stripe.creates == []
+
+
+# -- idempotency ---------------------------------------------------------------------------------------
+
+async def test_the_clients_idempotency_key_is_forwarded_and_a_retry_gives_the_same_payment(pay, pay_server,
+                                                                                          fake_stripe):
+    tokens = await register(pay)
+    key = "order-42-" + tokens["user"]["email"]
+    first = await create(pay, tokens, {"amount": 25}, **{"Idempotency-Key": key})
+    assert first.status_code == 200, first.text
+    assert fake_stripe.creates[-1].headers["Idempotency-Key"] == key
+    retries = await asyncio.gather(*(create(pay, tokens, {"amount": 25}, **{"Idempotency-Key": key})
+                                     for _ in range(3)))
+    assert [r.status_code for r in retries] == [200] * 3
+    assert all(r.json() == first.json() for r in retries)
+    assert len(fake_stripe.intents) == 1
+    assert await pay_server.db.payments.count_documents({}) == 1
+    # Without a key every request is a new payment (the server sends its own, distinct keys).
+    await create(pay, tokens, {"amount": 25})
+    await create(pay, tokens, {"amount": 25})
+    keys = [r.headers["Idempotency-Key"] for r in fake_stripe.creates]
+    assert len(set(keys)) == 3 and len(fake_stripe.intents) == 3
+
+
+async def test_an_idempotency_key_reused_for_another_payment_or_user_is_409(pay, pay_server, fake_stripe):
+    alice, bob = await register(pay), await register(pay)
+    key = "shared-key-1"
+    first = await create(pay, alice, {"amount": 25}, **{"Idempotency-Key": key})
+    assert first.status_code == 200
+    assert_envelope(await create(pay, alice, {"amount": 26}, **{"Idempotency-Key": key}), 409)
+    other = await create(pay, bob, {"amount": 25}, **{"Idempotency-Key": key})
+    assert_envelope(other, 409)
+    assert first.json()["clientSecret"] not in other.text
+    assert await pay_server.db.payments.count_documents({"user_id": bob["user"]["id"]}) == 0
+
+
+@pytest.mark.parametrize("key", ["x" * 256, "has space", "caf\u00e9"])
+async def test_a_malformed_idempotency_key_is_400(pay, fake_stripe, key):
+    tokens = await register(pay)
+    response = await pay.post(CREATE, json={"amount": 10},
+                              headers={**auth(tokens), "Idempotency-Key": key.encode("utf-8")})
+    assert_envelope(response, 400, "Invalid Idempotency-Key")
+    assert fake_stripe.creates == []
