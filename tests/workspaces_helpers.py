@@ -149,7 +149,7 @@ class Socket:
         if origin:
             headers["Origin"] = origin
         url = f"{server.ws_url}/api/users/workspace/status/{query}"
-        return cls(await websocket_connect(HTTPRequest(url, headers=headers), connect_timeout=10))
+        return cls(await websocket_connect(HTTPRequest(url, headers=headers, connect_timeout=10)))
 
     async def send(self, message: Any) -> None:
         await self.connection.write_message(message if isinstance(message, str) else json.dumps(message))
