@@ -208,6 +208,8 @@ def build_operation(path: str, method: str, handler: type, op: Any, path_params:
     automatic = []
     if op.body is not None:
         automatic += [400, 413, 415]
+    elif op.query or path_params:
+        automatic.append(400)  # a query or path value that does not parse is a field error
     if op.auth:
         automatic.append(401)
     if path_params:
