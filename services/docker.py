@@ -52,6 +52,7 @@ class DockerEngine:
 
     def __init__(self, host: str = ""):
         self.host = host or DEFAULT_HOST
+        self.errors = 0  # engine unreachable or 5xx answers; read by /metrics
         self.client = aiodocker.Docker(url=self.host, timeout=CALL_TIMEOUT)
 
     async def close(self) -> None:
@@ -62,9 +63,13 @@ class DockerEngine:
             return await coro
         except DockerError as exc:
             if exc.status == 900:  # aiodocker: could not connect
+                self.errors += 1
                 raise DockerUnavailable(str(exc.message)) from None
+            if exc.status >= 500:
+                self.errors += 1
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            self.errors += 1
             raise DockerUnavailable(f"{type(exc).__name__}: {exc}") from None
 
     async def _json(self, path: str, method: str = "GET", *, params: dict | None = None,
