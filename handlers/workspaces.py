@@ -115,6 +115,10 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        if token is None:
+            # Created here, not in the task: the browser's auth message may be
+            # read before the task first runs, and must not be dropped.
+            self.auth_token = asyncio.get_running_loop().create_future()
         self.task = asyncio.create_task(self._serve(token, after, user_id))
 
     def _int_argument(self, name: str) -> int | None:
@@ -138,7 +142,6 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
     async def _serve(self, token: str | None, after: int | None, user_id: int | None) -> None:
         try:
             if token is None:
-                self.auth_token = asyncio.get_running_loop().create_future()
                 try:
                     token = await asyncio.wait_for(self.auth_token, self.AUTH_TIMEOUT)
                 except asyncio.TimeoutError:
