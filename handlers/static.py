@@ -54,7 +54,8 @@ def security_headers(handler: web.RequestHandler) -> None:
 def json_error(handler: web.RequestHandler, status_code: int, kwargs: dict[str, Any]) -> None:
     """The API's envelope for static errors (never Tornado's HTML page)."""
     exc = kwargs.get("exc_info", (None, None, None))[1]
-    messages = {404: ("Not found", f"No file at {handler.request.path}."),
+    messages = {403: ("Forbidden", "This path is outside the static files."),
+                404: ("Not found", f"No file at {handler.request.path}."),
                 405: ("Method Not Allowed", "This method is not allowed on this resource.")}
     error, message = messages.get(status_code, ("Error", "Request failed."))
     if status_code >= 500 or not isinstance(exc, web.HTTPError):

@@ -88,10 +88,12 @@ export class WorkspacePanel {
     model.seq = event.seq;
     model.log.push({ seq: event.seq, state: event.state, progress: event.progress, message: event.message });
     if (model.log.length > MAX_LOG) model.log.splice(0, model.log.length - MAX_LOG);
+    const previous = model.state;
     if (event.seq > (this.snapshotSeq || 0)) this.setState(event.state, event.progress, event.message);
     this.save();
     this.render();
-    if (model.state === "running" && !model.password) this.refreshDetails();
+    // Events carry no URL or password: fetch them when the IDE comes up (its port may be new).
+    if (model.state === "running" && (previous !== "running" || !model.url)) this.refreshDetails();
     if (model.state === "deleted") this.workspaceGone();
   }
 

@@ -1,0 +1,526 @@
+"""The browser client (static/) end to end: Debian's Chromium driven by
+Playwright against the real app, the real nx-27017 and (for the workspace
+journeys) the real Docker engine with the local test image.
+
+Every journey saves screenshots into test-artifacts/ (desktop or phone
+width). A few tests stub one HTTP answer with `page.route` (a 401) to drive
+the client's token handling; everything else is the real server.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import httpx
+import pytest
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from tests.conftest import ARTIFACTS, docker_available, register, require_or_skip, unique_email
+from tests.workspaces_helpers import TEST_IMAGE, WorkspaceServers, containers_of, docker
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 740}
+PASSWORD = "Correct-Horse-42"
+# The test image's web server, started only after a pause: provisioning then
+# sits at "Waiting for the IDE to answer" long enough to reload in the middle.
+# (WORKSPACE_CMD is split on whitespace; ${IFS} lets the shell see spaces.)
+SLOW_START = ("/bin/busybox sh -c /bin/busybox${IFS}sleep${IFS}4;"
+              "exec${IFS}/bin/busybox${IFS}httpd${IFS}-f${IFS}-p${IFS}8080${IFS}-h${IFS}/www")
+EXITS_AT_ONCE = "/bin/busybox false"
+
+pytestmark = pytest.mark.browser
+
+
+# -- fixtures ---------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Any]:
+    require_or_skip(CHROMIUM.exists(), f"Chromium ({CHROMIUM})")
+    from playwright.async_api import async_playwright
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                                    args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+class Tab:
+    """One browser context and page, with the page's uncaught errors kept
+    (every test ends by asserting there were none)."""
+
+    def __init__(self, context: Any, page: Any, base: str):
+        self.context, self.page, self.base = context, page, base
+        self.errors: list[str] = []
+        self.sockets: list[str] = []
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("websocket", lambda socket: self.sockets.append(socket.url))
+
+    async def goto(self, path: str) -> None:
+        await self.page.goto(self.base + path)
+
+    async def shot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"browser-{name}.png"
+        await self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    async def storage(self) -> dict[str, dict[str, str]]:
+        return await self.page.evaluate(
+            "() => ({session: {...sessionStorage}, local: {...localStorage}})")
+
+    async def assert_fits_width(self) -> None:
+        width = await self.page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= self.page.viewport_size["width"], f"horizontal overflow: {width}px"
+
+
+@pytest.fixture
+async def open_tab(browser, request) -> AsyncIterator[Any]:
+    """Factory of tabs; at the end each page's last state is saved as
+    browser-<test>-end.png (what a failing test saw)."""
+    contexts: list[Tab] = []
+
+    async def open_tab(base: str, viewport: dict = DESKTOP, **options: Any) -> Tab:
+        context = await browser.new_context(viewport=viewport, **options)
+        context.set_default_timeout(15000)
+        tab = Tab(context, await context.new_page(), base)
+        contexts.append(tab)
+        return tab
+
+    yield open_tab
+    for index, tab in enumerate(contexts):
+        try:
+            await tab.shot(f"{request.node.name.removeprefix('test_')}-end{index or ''}")
+        finally:
+            await tab.context.close()
+    for tab in contexts:
+        assert not tab.errors, f"uncaught errors in the page: {tab.errors}"
+
+
+@pytest.fixture
+async def app(start_server) -> Any:
+    """The app with its own INSTANCE_NAME (its workspace watcher never
+    touches another test's containers)."""
+    return await start_server(instance_name=f"brw{random.randrange(16**8):08x}")
+
+
+@pytest.fixture
+async def api(app) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def docker_servers(mongo, tmp_path) -> AsyncIterator[WorkspaceServers]:
+    """Workspace-enabled servers: own INSTANCE_NAME, own host-port slice
+    (40000-44999, apart from the workspace tests' 30000-38999); every
+    container and volume they made is removed at the end."""
+    require_or_skip(docker_available(), "Docker engine")
+    require_or_skip(bool(docker("image", "ls", "-q", TEST_IMAGE, check=False)), f"test image {TEST_IMAGE}")
+    manager = WorkspaceServers(mongo, tmp_path)
+    manager.instance = "brw" + manager.instance[3:]
+    base = random.randrange(40000, 45000, 20)
+    manager.port_range = f"{base}-{base + 19}"
+    try:
+        yield manager
+    finally:
+        await manager.close()
+        assert containers_of(manager.instance) == []
+
+
+async def log_in(tab: Tab, email: str, role: str = "student", password: str = PASSWORD) -> None:
+    await tab.goto("/login")
+    await tab.page.get_by_label("Email").fill(email)
+    await tab.page.get_by_label("Password", exact=True).fill(password)
+    await tab.page.get_by_label(role.capitalize() if role != "superadmin" else "Super admin", exact=True).check()
+    await tab.page.get_by_role("button", name="Log in").click()
+    await tab.page.wait_for_url(f"**/{role}/dashboard")
+
+
+async def progress(tab: Tab) -> int:
+    return int(await tab.page.get_attribute("#ws-progress", "aria-valuenow"))
+
+
+async def shown_seqs(tab: Tab) -> list[int]:
+    return [int(seq) for seq in await tab.page.eval_on_selector_all("#ws-log li", "els => els.map(e => e.dataset.seq)")]
+
+
+async def wait_until(predicate: Any, timeout: float = 20, what: str = "condition") -> None:
+    """Poll a plain predicate (the page and the server share this loop)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+# -- serving static/ ------------------------------------------------------------------------
+async def test_pages_assets_and_api_404(api) -> None:
+    for path in ("/", "/login", "/signup", "/profile", "/student/dashboard", "/trainer/dashboard",
+                 "/admin/dashboard", "/superadmin/dashboard", "/login/"):
+        response = await api.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["content-type"].startswith("text/html")
+        assert response.headers["cache-control"] == "no-cache"
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    page = (await api.get("/")).text
+    # CSP-friendly: no inline script or style, no inline handler, no CDN.
+    scripts = re.findall(r"<script\b[^>]*>", page)
+    assert scripts and all('src="/static/v-' in tag for tag in scripts), scripts
+    assert not re.search(r"<style|\son[a-z]+=|https?://", page)
+    config = re.search(r'name="apranova-config" content="([^"]+)"', page)[1]
+    assert json.loads(config.replace("&quot;", '"'))["tracks"] == {"DP": "Data Professional",
+                                                                  "FSD": "Full-Stack Developer"}
+
+    versioned = re.search(r'src="(/static/v-[0-9a-f]{12}/app\.js)"', page)[1]
+    response = await api.get(versioned)
+    assert response.status_code == 200 and "text/javascript" in response.headers["content-type"]
+    assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+    plain = await api.get("/static/js/api.js")
+    assert plain.headers["cache-control"] == "no-cache" and plain.headers.get("etag")
+    assert (await api.get("/static/js/api.js", headers={"If-None-Match": plain.headers["etag"]})).status_code == 304
+
+    for path, status in (("/api/nothing-here", 404), ("/api/users/login/extra", 404), ("/static/missing.js", 404),
+                         ("/nope", 404), ("/static/%2e%2e/server.py", 403), ("/static/.hidden", 404)):
+        response = await api.get(path)
+        assert response.status_code == status, path
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["error"]
+    response = await api.post("/login", json={})
+    assert response.status_code == 405 and response.json()["error"] == "Method Not Allowed"
+    assert (await api.get("/health")).json() == {"status": "healthy"}
+    assert (await api.head("/")).status_code == 200
+
+
+# -- accounts ----------------------------------------------------------------------------------
+async def test_sign_up_shows_api_field_errors_then_the_dashboard(app, open_tab) -> None:
+    tab = await open_tab(app.url)
+    page = tab.page
+    email = unique_email("signup")
+    await tab.goto("/signup")
+    await page.get_by_label("Full name").fill("Ada Lovelace")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password", exact=True).fill(PASSWORD)
+    await page.get_by_label("Confirm password").fill(PASSWORD + "x")
+    await page.get_by_label("Trainer").check()
+    await page.get_by_label("Track").select_option("FSD")
+    await page.get_by_role("button", name="Create account").click()
+
+    error = page.locator("#f-password2-error")
+    await error.wait_for(state="visible")
+    assert await error.text_content() == "The two password fields didn't match."
+    confirm = page.get_by_label("Confirm password")
+    assert await confirm.get_attribute("aria-invalid") == "true"
+    assert "f-password2-error" in await confirm.get_attribute("aria-describedby")
+    assert await page.evaluate("() => document.activeElement.id") == "f-password2"  # focus on the first bad field
+    assert await app.db.users.count_documents({"email": email}) == 0
+    await tab.shot("signup-field-errors")
+
+    await confirm.fill(PASSWORD)
+    await page.get_by_role("button", name="Create account").click()
+    await page.wait_for_url("**/trainer/dashboard")
+    await page.get_by_role("heading", name="Welcome, Ada Lovelace").wait_for()
+    assert "Full-Stack Developer (FSD)" in await page.text_content("main")
+    stored = await app.db.users.find_one({"email": email})
+    assert (stored["name"], stored["role"], stored["track"]) == ("Ada Lovelace", "trainer", "FSD")
+    storage = await tab.storage()
+    assert storage["local"] == {}  # nothing outlives the tab
+    assert set(storage["session"]) == {"apranova.refresh", "apranova.user"}  # the access token stays in memory
+    await tab.shot("signup-dashboard")
+
+    # The profile view, with an edit.
+    await page.get_by_role("link", name="Profile", exact=True).click()
+    await page.wait_for_url("**/profile")
+    await page.locator("#profile-details").get_by_text(email).wait_for()
+    await page.get_by_label("Full name").fill("Ada King")
+    await page.get_by_role("button", name="Save changes").click()
+    await page.get_by_text("Your details were saved.").wait_for()
+    assert (await app.db.users.find_one({"email": email}))["name"] == "Ada King"
+    await tab.shot("profile")
+
+
+async def test_wrong_role_login_shows_the_contract_message_by_keyboard(app, api, open_tab) -> None:
+    user = await register(api, email=unique_email("kbd"), password=PASSWORD, name="Grace Hopper")
+    tab = await open_tab(app.url, viewport=PHONE)
+    page = tab.page
+    await tab.goto("/login")
+    await page.get_by_role("heading", name="Log in").wait_for()
+    # Every control has a label.
+    unlabelled = await page.evaluate("""() => [...document.querySelectorAll('input, select')]
+        .filter(el => !el.labels || el.labels.length === 0).map(el => el.name)""")
+    assert unlabelled == []
+    # Keyboard only: Tab to the email field, type, Tab on, pick the role with arrows, Enter.
+    for _ in range(12):
+        await page.keyboard.press("Tab")
+        if await page.evaluate("() => document.activeElement.id") == "f-email":
+            break
+    else:
+        raise AssertionError("Tab never reached the email field")
+    outline = await page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"  # visible focus
+    await page.keyboard.type(user["user"]["email"])
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Tab")  # the role radios (student is selected)
+    await page.keyboard.press("ArrowRight")  # -> trainer
+    assert await page.evaluate("() => document.activeElement.value") == "trainer"
+    await page.keyboard.press("Enter")
+
+    alert = page.locator("form .form-error")
+    await alert.wait_for(state="visible")
+    assert "You are registered as 'student' but tried to login as 'trainer'" in await alert.text_content()
+    await tab.assert_fits_width()
+    await tab.shot("login-wrong-role-phone")
+
+    # The offered fix logs in with the real role and follows redirect_url.
+    await page.get_by_role("button", name="Log in as student instead").click()
+    await page.wait_for_url("**/student/dashboard")
+    await page.get_by_role("heading", name="Welcome, Grace Hopper").wait_for()
+    await tab.assert_fits_width()
+
+
+async def test_a_401_refreshes_once_shared_by_concurrent_requests(app, api, open_tab) -> None:
+    user = await register(api, email=unique_email("refresh"), password=PASSWORD)
+    tab = await open_tab(app.url)
+    page = tab.page
+    await log_in(tab, user["user"]["email"])
+    refreshes: list[str] = []
+    page.on("request", lambda request: refreshes.append(request.url) if "/token/refresh/" in request.url else None)
+    refused = {"count": 0}
+
+    async def refuse_twice(route: Any) -> None:
+        if refused["count"] < 2:  # the first two profile requests: the token "expired"
+            refused["count"] += 1
+            await route.fulfill(status=401, content_type="application/json",
+                                body=json.dumps({"error": "Invalid token", "message": "Token expired."}))
+        else:
+            await route.continue_()
+
+    await page.route("**/api/users/profile/", refuse_twice)
+    old_refresh = (await tab.storage())["session"]["apranova.refresh"]
+    names = await page.evaluate("""async () => {
+        const src = document.querySelector('script[type=module]').src.replace(/app\\.js$/, 'js/api.js');
+        const { api } = await import(src);
+        const answers = await Promise.all([api('/api/users/profile/'), api('/api/users/profile/')]);
+        return answers.map(a => a.email);
+    }""")
+    assert names == [user["user"]["email"]] * 2
+    assert len(refreshes) == 1  # rotation: one refresh for both, or the second would be refused
+    new_refresh = (await tab.storage())["session"]["apranova.refresh"]
+    assert new_refresh != old_refresh
+    await page.unroute("**/api/users/profile/")
+
+    # The old token replayed (as a thief would) revokes the whole login on
+    # the server; the tab's next refresh is refused and it goes to login.
+    assert (await api.post("/api/auth/token/refresh/", json={"refresh": old_refresh})).status_code == 401
+    assert (await api.post("/api/auth/token/refresh/", json={"refresh": new_refresh})).status_code == 401
+    await page.reload()  # no access token in memory now: the client must refresh, and fails
+    await page.wait_for_url("**/login")
+    await page.get_by_text("Your session has ended. Please log in again.").wait_for()
+    assert "apranova.refresh" not in (await tab.storage())["session"]
+    await tab.shot("session-ended")
+
+
+async def test_log_out_revokes_the_refresh_token(app, api, open_tab) -> None:
+    user = await register(api, email=unique_email("logout"), password=PASSWORD)
+    tab = await open_tab(app.url, viewport=PHONE)
+    await log_in(tab, user["user"]["email"])
+    refresh = (await tab.storage())["session"]["apranova.refresh"]
+    await tab.page.get_by_role("button", name="Log out").click()
+    await tab.page.wait_for_url("**/login")
+    await tab.page.get_by_text("You have been logged out.").wait_for()
+    assert not any(key.startswith("apranova.") for key in (await tab.storage())["session"])
+    assert (await api.post("/api/auth/token/refresh/", json={"refresh": refresh})).status_code == 401
+    # A dashboard URL now leads to the login page.
+    await tab.goto("/student/dashboard")
+    await tab.page.wait_for_url("**/login")
+    await tab.assert_fits_width()
+    await tab.shot("logged-out-phone")
+
+
+async def test_server_down_message_then_recovery(app, api, open_tab) -> None:
+    user = await register(api, email=unique_email("down"), password=PASSWORD)
+    tab = await open_tab(app.url)
+    page = tab.page
+    await tab.goto("/login")
+    await page.get_by_role("heading", name="Log in").wait_for()
+    port = int(app.url.rsplit(":", 1)[1])
+    app.http.stop()
+    await app.http.close_all_connections()
+
+    await page.get_by_label("Email").fill(user["user"]["email"])
+    await page.get_by_label("Password", exact=True).fill(PASSWORD)
+    await page.get_by_role("button", name="Log in").click()
+    banner = page.locator("#connection-banner")
+    await banner.wait_for(state="visible")
+    assert "Cannot reach the ApraNova server" in await banner.text_content()
+    assert "Cannot reach the ApraNova server" in await page.locator("form .form-error").text_content()
+    await tab.shot("server-down")
+
+    # The server comes back on the same port: the banner goes by itself.
+    revived = HTTPServer(app.app)
+    revived.add_sockets(bind_sockets(port, "127.0.0.1"))
+    try:
+        await banner.wait_for(state="hidden", timeout=15000)
+        await page.get_by_role("button", name="Log in").click()
+        await page.wait_for_url("**/student/dashboard")
+    finally:
+        revived.stop()
+        await revived.close_all_connections()
+
+
+# -- the workspace panel ---------------------------------------------------------------------------
+RECORD_PROGRESS = """
+new MutationObserver(() => {
+  const bar = document.getElementById('ws-progress');
+  if (!bar || !bar.isConnected || bar.closest('.progress-box').hidden) return;
+  const value = bar.getAttribute('aria-valuenow');
+  if (value !== window.__lastProgress) {
+    window.__lastProgress = value;
+    window.recordProgress(Number(value), bar.closest('[data-state]').dataset.state);
+  }
+}).observe(document, {subtree: true, childList: true, attributes: true,
+                      attributeFilter: ['aria-valuenow', 'data-state', 'hidden']});
+"""
+
+
+async def student_tab(server: Any, open_tab: Any, viewport: dict = DESKTOP, **options: Any) -> tuple[Tab, dict]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        user = await register(client, email=unique_email("ws"), password=PASSWORD, name="Linus Student")
+    tab = await open_tab(server.url, viewport=viewport, **options)
+    await log_in(tab, user["user"]["email"])
+    await tab.page.locator("#workspace").wait_for()
+    return tab, user
+
+
+async def test_open_workspace_survives_a_dropped_socket_and_a_reload(docker_servers, open_tab) -> None:
+    server = await docker_servers.start(workspace_cmd=SLOW_START, workspace_ready_timeout="30")
+    tab, user = await student_tab(server, open_tab, permissions=["clipboard-read", "clipboard-write"])
+    page = tab.page
+    seen: list[tuple[int, str]] = []
+    await page.expose_function("recordProgress", lambda value, state: seen.append((value, state)))
+    await page.add_init_script(RECORD_PROGRESS)
+    await page.reload()
+    await page.get_by_role("button", name="Open my workspace").click()
+
+    # Mid-provisioning: waiting for the IDE. First the connection drops...
+    await page.locator("#ws-message", has_text="Waiting for the IDE to answer").wait_for()
+    assert await page.text_content("#ws-state") == "Starting"
+    sockets_before = len(tab.sockets)
+    for socket in list(server.services.workspaces.sockets):
+        socket.close()
+    await wait_until(lambda: len(tab.sockets) > sockets_before, what="a reconnection")
+    last_seq = max(await shown_seqs(tab))
+    assert tab.sockets[-1].endswith(f"/api/users/workspace/status/?after={last_seq}")
+
+    # ...then the page is reloaded, still mid-way.
+    doc = await server.db.workspaces.find_one({"owner_id": user["user"]["id"]})
+    assert doc["state"] == "provisioning"
+    before_reload = await progress(tab)
+    last_seq = max(await shown_seqs(tab))
+    await tab.shot("workspace-mid-provisioning")
+    await page.reload()
+    await page.locator("#workspace").wait_for()
+    assert await progress(tab) >= before_reload  # the bar starts where it was
+    await wait_until(lambda: any(url.endswith(f"?after={last_seq}") for url in tab.sockets[sockets_before + 1:]),
+                     what="a resumed socket")
+
+    link = page.get_by_role("link", name="Open the IDE")
+    await link.wait_for(timeout=30000)
+    assert await progress(tab) == 100
+    assert await page.text_content("#ws-state") == "Running"
+
+    # The bar never went back, across the drop and the reload.
+    values = [value for value, state in seen if state in ("provisioning", "running")]
+    assert values and values[-1] == 100
+    assert values == sorted(values), values
+    # Every event shown exactly once, none missing: the server's log.
+    doc = await server.db.workspaces.find_one({"owner_id": user["user"]["id"]})
+    logged = [event["seq"] async for event in server.db.workspace_events.find({"workspace_id": doc["_id"]})
+              .sort("seq", 1)]
+    assert await shown_seqs(tab) == logged == list(range(1, doc["seq"] + 1))
+    # No token in any WebSocket URL: it goes in the first message.
+    assert tab.sockets and not any("token" in url or "eyJ" in url for url in tab.sockets)
+
+    # The link and the password are the server's, and the IDE answers.
+    url = f"http://localhost:{doc['port']}"
+    assert await link.get_attribute("href") == url
+    assert await page.input_value("#ws-password") == doc["password"]
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.get(url.replace("localhost", "127.0.0.1"))).status_code == 200
+    await page.get_by_role("button", name="Copy").click()
+    await page.get_by_text("Password copied.").wait_for()
+    assert await page.evaluate("() => navigator.clipboard.readText()") == doc["password"]
+    await page.get_by_role("button", name="Show").click()
+    assert await page.get_attribute("#ws-password", "type") == "text"
+    await tab.shot("workspace-running")
+
+
+async def test_stop_then_delete(docker_servers, open_tab) -> None:
+    server = await docker_servers.start()
+    tab, user = await student_tab(server, open_tab, viewport=PHONE)
+    page = tab.page
+    await page.get_by_role("button", name="Open my workspace").click()
+    await page.get_by_role("link", name="Open the IDE").wait_for(timeout=30000)
+    await tab.assert_fits_width()
+    await tab.shot("workspace-running-phone")
+    name = f"{docker_servers.instance}-ws-{user['user']['id']}"
+
+    await page.get_by_role("button", name="Stop").click()
+    await page.locator("#workspace[data-state=stopped]").wait_for()
+    assert docker("inspect", "-f", "{{.State.Running}}", name) == "false"
+    assert await page.get_by_role("link", name="Open the IDE").count() == 0
+    await page.get_by_role("button", name="Start my workspace").wait_for()
+    await tab.shot("workspace-stopped-phone")
+
+    async def confirm(dialog: Any) -> None:
+        assert dialog.type == "confirm"
+        await dialog.accept()
+
+    page.once("dialog", confirm)
+    await page.get_by_role("button", name="Delete").click()
+    await page.locator("#workspace[data-state=none]").wait_for()
+    await page.get_by_role("button", name="Open my workspace").wait_for()
+    assert containers_of(docker_servers.instance) == []
+    doc = await server.db.workspaces.find_one({"owner_id": user["user"]["id"]})
+    assert doc["state"] == "deleted"
+    await tab.shot("workspace-deleted-phone")
+
+    # Made again after the delete: a fresh run from its own first step.
+    await page.get_by_role("button", name="Open my workspace").click()
+    await page.get_by_role("link", name="Open the IDE").wait_for(timeout=30000)
+    doc = await server.db.workspaces.find_one({"owner_id": user["user"]["id"]})
+    shown = await shown_seqs(tab)
+    assert shown == list(range(shown[0], doc["seq"] + 1)) and shown[0] > 1
+    assert (await server.db.workspace_events.find_one({"workspace_id": doc["_id"], "seq": shown[0]}))["message"] \
+        == "Workspace requested"
+
+
+async def test_failure_shows_the_server_message_and_retry_works(docker_servers, open_tab) -> None:
+    server = await docker_servers.start(workspace_cmd=EXITS_AT_ONCE, workspace_ready_timeout="15")
+    tab, user = await student_tab(server, open_tab)
+    page = tab.page
+    await page.get_by_role("button", name="Open my workspace").click()
+    error = page.locator("#ws-error")
+    await error.wait_for(state="visible", timeout=30000)
+    doc = await server.db.workspaces.find_one({"owner_id": user["user"]["id"]})
+    assert doc["state"] == "failed"
+    assert doc["message"] in await error.text_content()
+    assert "exited while starting" in doc["message"]
+    await tab.shot("workspace-failed")
+
+    # The operator fixes the image's command; "Try again" now succeeds.
+    workspaces = server.services.workspaces
+    workspaces.settings = workspaces.settings.replace(workspace_cmd="")
+    await page.get_by_role("button", name="Try again").click()
+    await page.get_by_role("link", name="Open the IDE").wait_for(timeout=30000)
+    assert await error.is_hidden()
+    assert await progress(tab) == 100
