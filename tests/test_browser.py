@@ -401,6 +401,7 @@ async def student_tab(server: Any, open_tab: Any, viewport: dict = DESKTOP, **op
     return tab, user
 
 
+@pytest.mark.docker
 async def test_open_workspace_survives_a_dropped_socket_and_a_reload(docker_servers, open_tab) -> None:
     server = await docker_servers.start(workspace_cmd=SLOW_START, workspace_ready_timeout="30")
     tab, user = await student_tab(server, open_tab, permissions=["clipboard-read", "clipboard-write"])
@@ -464,6 +465,7 @@ async def test_open_workspace_survives_a_dropped_socket_and_a_reload(docker_serv
     await tab.shot("workspace-running")
 
 
+@pytest.mark.docker
 async def test_stop_then_delete(docker_servers, open_tab) -> None:
     server = await docker_servers.start()
     tab, user = await student_tab(server, open_tab, viewport=PHONE)
@@ -504,6 +506,7 @@ async def test_stop_then_delete(docker_servers, open_tab) -> None:
         == "Workspace requested"
 
 
+@pytest.mark.docker
 async def test_failure_shows_the_server_message_and_retry_works(docker_servers, open_tab) -> None:
     server = await docker_servers.start(workspace_cmd=EXITS_AT_ONCE, workspace_ready_timeout="15")
     tab, user = await student_tab(server, open_tab)

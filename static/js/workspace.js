@@ -340,6 +340,7 @@ export class WorkspacePanel {
     this.fill.style.width = `${progress}%`;
     this.percent.textContent = `${progress}%`;
     this.message.textContent = message || "";
+    this.message.hidden = state === "failed"; // the error box says it, with "Try again"
     const running = state === "running" && Boolean(url);
     this.runningBox.hidden = !running;
     if (running) {
