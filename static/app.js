@@ -82,10 +82,10 @@ async function logout() {
   } catch {
     // Even if the server cannot be told, this tab forgets the tokens.
   }
+  session.clear(); // first: it tells this login's other tabs
   for (const key of Object.keys(sessionStorage)) {
     if (key.startsWith("apranova.")) sessionStorage.removeItem(key);
   }
-  session.clear();
   navigate("/login", { message: "You have been logged out." });
 }
 

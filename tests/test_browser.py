@@ -152,6 +152,14 @@ async def shown_seqs(tab: Tab) -> list[int]:
     return [int(seq) for seq in await tab.page.eval_on_selector_all("#ws-log li", "els => els.map(e => e.dataset.seq)")]
 
 
+async def wait_until_async(predicate: Any, timeout: float = 10, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
 async def wait_until(predicate: Any, timeout: float = 20, what: str = "condition") -> None:
     """Poll a plain predicate (the page and the server share this loop)."""
     deadline = time.monotonic() + timeout
@@ -327,6 +335,54 @@ async def test_a_401_refreshes_once_shared_by_concurrent_requests(app, api, open
     await page.get_by_text("Your session has ended. Please log in again.").wait_for()
     assert "apranova.refresh" not in (await tab.storage())["session"]
     await tab.shot("session-ended")
+
+
+async def test_tabs_of_one_login_hand_on_rotated_tokens(app, api, open_tab) -> None:
+    """A tab opened by the page starts with a copy of its sessionStorage (the
+    same refresh token). Without coordination, the second tab to refresh
+    would present a rotated token, and the server would revoke the login."""
+    user = await register(api, email=unique_email("tabs"), password=PASSWORD)
+    tab = await open_tab(app.url)
+    first = tab.page
+    await log_in(tab, user["user"]["email"])
+    async with tab.context.expect_page() as opened:
+        await first.evaluate("() => { window.open(location.href); }")
+    second = await opened.value
+    errors: list[str] = []
+    second.on("pageerror", lambda error: errors.append(str(error)))
+
+    async def token(page: Any) -> str:
+        return await page.evaluate("() => sessionStorage.getItem('apranova.refresh')")
+
+    async def same_token() -> bool:
+        return await token(first) == await token(second)
+
+    # Each load refreshes (no access token in memory yet) and so rotates the token.
+    await second.get_by_role("button", name="Open my workspace").wait_for()
+    await wait_until_async(same_token, what="the first tab to take the rotated token")
+    for page in (first, second, first):
+        await page.reload()
+        await page.get_by_role("button", name="Open my workspace").wait_for()
+        await wait_until_async(same_token, what="the other tab to take the rotated token")
+    assert (await api.post("/api/auth/token/refresh/", json={"refresh": await token(first)})).status_code == 200
+    await first.reload()  # that refresh rotated it outside both tabs: a 401 now, then the login page
+    await first.wait_for_url("**/login")
+
+    # Logging out in one tab ends the login in the other as well.
+    await log_in(tab, user["user"]["email"])
+    async with tab.context.expect_page() as opened:
+        await first.evaluate("() => { window.open(location.href); }")
+    third = await opened.value
+    await third.get_by_role("button", name="Open my workspace").wait_for()
+    await wait_until_async(lambda: _equal(first, third, token), what="the shared token")
+    await first.get_by_role("button", name="Log out").click()
+    await third.wait_for_url("**/login")
+    await third.get_by_text("Your session has ended. Please log in again.").wait_for()
+    assert not errors
+
+
+async def _equal(a: Any, b: Any, read: Any) -> bool:
+    return await read(a) == await read(b)
 
 
 async def test_log_out_revokes_the_refresh_token(app, api, open_tab) -> None:

@@ -18,6 +18,12 @@
 //   user out.
 // * On a 401 the client refreshes once and retries once; if that fails the
 //   session is over and the app sends the user to the login page.
+// * Several tabs of one login: a duplicated tab (or one this page opens)
+//   starts with a copy of this tab's sessionStorage, so the same refresh
+//   token. Rotations are therefore serialized across tabs with a Web Lock
+//   and announced on a BroadcastChannel; a tab holding the old token takes
+//   the new pair. Otherwise its next refresh would present a dead token,
+//   which the server treats as theft and answers by revoking the login.
 
 const REFRESH_KEY = "apranova.refresh";
 const USER_KEY = "apranova.user";
@@ -101,6 +107,27 @@ export async function checkServer() {
   }
 }
 
+// -- tabs of one login ------------------------------------------------------------
+const tabs = typeof BroadcastChannel === "function" ? new BroadcastChannel("apranova-auth") : null;
+if (tabs) {
+  tabs.addEventListener("message", ({ data }) => {
+    if (!data || data.old !== sessionStorage.getItem(REFRESH_KEY)) return; // another login
+    if (data.type === "rotated") {
+      sessionStorage.setItem(REFRESH_KEY, data.refresh);
+      accessToken = data.access;
+    } else if (data.type === "ended") {
+      accessToken = null;
+      sessionStorage.removeItem(REFRESH_KEY);
+      onExpired();
+    }
+  });
+}
+
+/** Run fn holding the tabs' refresh lock (where the browser has Web Locks). */
+function withRefreshLock(fn) {
+  return navigator.locks ? navigator.locks.request("apranova-refresh", fn) : fn();
+}
+
 // -- session -----------------------------------------------------------------
 export const session = {
   get user() {
@@ -125,6 +152,8 @@ export const session = {
     sessionStorage.setItem(USER_KEY, JSON.stringify({ ...(this.user || {}), ...user }));
   },
   clear() {
+    const refresh = sessionStorage.getItem(REFRESH_KEY);
+    if (tabs && refresh) tabs.postMessage({ type: "ended", old: refresh });
     accessToken = null;
     sessionStorage.removeItem(REFRESH_KEY);
     sessionStorage.removeItem(USER_KEY);
@@ -146,13 +175,16 @@ export const session = {
 async function refreshAccess(stale) {
   if (accessToken && accessToken !== stale) return accessToken; // another request already refreshed
   if (!refreshing) {
-    refreshing = (async () => {
+    refreshing = withRefreshLock(async () => {
+      // Another tab may have rotated our token while we waited for the lock.
+      if (accessToken && accessToken !== stale) return accessToken;
       const refresh = sessionStorage.getItem(REFRESH_KEY);
       if (!refresh) throw new SessionExpired();
       try {
         const pair = await send("/api/auth/token/refresh/", { method: "POST", body: { refresh } });
         accessToken = pair.access;
         sessionStorage.setItem(REFRESH_KEY, pair.refresh);
+        if (tabs) tabs.postMessage({ type: "rotated", old: refresh, refresh: pair.refresh, access: pair.access });
         return accessToken;
       } catch (error) {
         if (error instanceof ApiError && (error.status === 401 || error.status === 400)) {
@@ -160,7 +192,7 @@ async function refreshAccess(stale) {
         }
         throw error;
       }
-    })().finally(() => { refreshing = null; });
+    }).finally(() => { refreshing = null; });
   }
   return refreshing;
 }

@@ -6,7 +6,7 @@
 // shown (and the steps it listed) in sessionStorage, so a reload or a
 // dropped connection resumes exactly where it was: no event is shown twice,
 // none is skipped, and within one provisioning run the bar never moves back.
-import { api, ApiError, checkServer, NetworkError, session, SessionExpired } from "./api.js";
+import { api, ApiError, checkServer, NetworkError, onConnectionChange, session, SessionExpired } from "./api.js";
 import { h } from "./dom.js";
 
 const MAX_LOG = 50;
@@ -31,6 +31,8 @@ export class WorkspacePanel {
     this.authRetried = false;
     this.onOnline = () => { if (this.wantSocket()) this.connect(); };
     window.addEventListener("online", this.onOnline);
+    // The server is back: reconnect now rather than at the end of a backoff.
+    this.offConnection = onConnectionChange((down) => { if (!down && !this.socket) this.onOnline(); });
     this.element = this.build();
     this.render();
     this.load();
@@ -146,10 +148,22 @@ export class WorkspacePanel {
     } catch { /* the socket keeps the state; details come on the next load */ }
   }
 
-  async open() {
+  /** Run one button's request: buttons disabled meanwhile, errors shown with a retry. */
+  async act(request, retry) {
     this.setBusy(true);
     this.clearError();
     try {
+      await request();
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) this.workspaceGone(); // deleted elsewhere
+      else this.showError(error, retry);
+    } finally {
+      this.setBusy(false);
+    }
+  }
+
+  open() {
+    return this.act(async () => {
       const workspace = await api("/api/users/workspace/create/", { method: "POST" });
       const model = this.model;
       if (Number.isInteger(workspace.seq)) {
@@ -161,47 +175,28 @@ export class WorkspacePanel {
       }
       this.applySnapshot(workspace);
       if (!this.socket) this.connect();
-    } catch (error) {
-      this.showError(error, () => this.open());
-    } finally {
-      this.setBusy(false);
-    }
+    }, () => this.open());
   }
 
-  async stop() {
-    this.setBusy(true);
-    this.clearError();
-    try {
+  stop() {
+    return this.act(async () => {
       this.applySnapshot(await api("/api/users/workspace/stop/", { method: "POST" }));
       if (!this.socket) this.connect();
-    } catch (error) {
-      this.showError(error, () => this.stop());
-    } finally {
-      this.setBusy(false);
-    }
+    }, () => this.stop());
   }
 
-  async remove() {
+  remove() {
     // eslint-disable-next-line no-alert
-    if (!window.confirm("Delete your workspace? The container is removed; you can open a new one later.")) return;
-    this.setBusy(true);
-    this.clearError();
-    try {
+    if (!window.confirm("Delete your workspace? The container is removed; your files are kept.")) return undefined;
+    return this.act(async () => {
       const result = await api("/api/users/workspace/", { method: "DELETE" });
-      if (result.state === "deleted" || !result.state) {
-        this.workspaceGone();
-      } else {
-        this.setState(result.state, 0, result.message);
-        this.save();
-        this.render();
-        if (!this.socket) this.connect();
-      }
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 404) this.workspaceGone();
-      else this.showError(error, () => this.remove());
-    } finally {
-      this.setBusy(false);
-    }
+      if (result.state === "deleted" || !result.state) return this.workspaceGone();
+      this.setState(result.state, 0, result.message);
+      this.save();
+      this.render();
+      if (!this.socket) this.connect();
+      return undefined;
+    }, () => this.remove());
   }
 
   // -- the live stream ----------------------------------------------------------------
@@ -284,6 +279,7 @@ export class WorkspacePanel {
     this.closed = true;
     clearTimeout(this.retryTimer);
     window.removeEventListener("online", this.onOnline);
+    this.offConnection();
     this.closeSocket();
   }
 
