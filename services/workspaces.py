@@ -66,9 +66,10 @@ class ProvisionFailed(Exception):
 
 
 def utcnow() -> str:
-    """Now as ISO-8601 Z text. Stored as text because nx-27017 turns
-    datetimes written by ``$set`` into naive strings (a measured gap)."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """Now as ISO-8601 Z text with milliseconds (events are often that
+    close together). Stored as text because nx-27017 turns datetimes written
+    by ``$set`` into naive strings (a measured gap)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event_of(doc: dict) -> dict:
