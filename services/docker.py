@@ -97,10 +97,8 @@ class DockerEngine:
     async def pull(self, image: str) -> AsyncIterator[dict]:
         """Yield Docker's pull progress messages; a registry error in the
         stream raises DockerError."""
-        name, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
-        try:
-            async for message in self.client.images.pull(name, tag=tag or "latest", stream=True,
-                                                          timeout=None):
+        try:  # aiodocker reads "name:tag" and "name@digest", and defaults the tag to latest
+            async for message in self.client.images.pull(image, stream=True, timeout=None):
                 if "error" in message:
                     raise DockerError(500, message.get("error") or "pull failed")
                 yield message

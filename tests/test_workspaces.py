@@ -285,3 +285,25 @@ async def test_creation_is_rate_limited_per_user(servers):
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
         assert limited.json()["error"] == "Rate limit exceeded"
 
+
+
+def test_pull_progress_is_one_percentage_that_never_goes_backwards():
+    """Docker's pull messages, as the engine streams them for a two-layer
+    image (no registry is reachable here, so the stream is replayed)."""
+    from services.workspaces import PullProgress
+    messages = [
+        {"status": "Pulling from library/x", "id": "latest"},
+        {"status": "Pulling fs layer", "id": "a"}, {"status": "Pulling fs layer", "id": "b"},
+        {"status": "Downloading", "id": "a", "progressDetail": {"current": 50, "total": 100}},
+        {"status": "Downloading", "id": "b", "progressDetail": {"current": 10, "total": 100}},
+        {"status": "Download complete", "id": "a"},
+        {"status": "Extracting", "id": "a", "progressDetail": {"current": 100, "total": 100}},
+        {"status": "Pull complete", "id": "a"},
+        {"status": "Waiting", "id": "b"},  # a late status for a started layer must not pull it back
+        {"status": "Downloading", "id": "b", "progressDetail": {"current": 100, "total": 100}},
+        {"status": "Pull complete", "id": "b"},
+        {"status": "Digest: sha256:0"}, {"status": "Status: Downloaded newer image for x:latest"},
+    ]
+    progress = PullProgress()
+    seen = [progress.update(message) for message in messages]
+    assert seen == sorted(seen) and seen[-1] == 100 and 0 < seen[3] < 50
