@@ -94,3 +94,5 @@ from services import metrics as _metrics  # noqa: E402
 STARTERS.append(_metrics.start)
 from services import payments as _payments  # noqa: E402
 STARTERS.append(_payments.start)
+from services import oauth as _oauth  # noqa: E402
+STARTERS.append(_oauth.start)

@@ -153,6 +153,7 @@ SETTINGS: list[Setting] = [
     S("GITHUB_API_BASE", "https://api.github.com", "GitHub API base URL.", group="oauth"),
     S("OAUTH_REDIRECT_URIS", "http://localhost:3000/auth/callback,http://localhost:8000/auth/callback",
       "Comma-separated redirect URIs that OAuth sign-in accepts.", _csv, group="oauth"),
+    S("OAUTH_TIMEOUT", "10", "Seconds each call to Google or GitHub may take before sign-in answers 502.", float, group="oauth"),
 ]
 del S
 
