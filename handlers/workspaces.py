@@ -175,6 +175,7 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
         queue = workspaces.hub.subscribe(doc["_id"])  # before the snapshot, so nothing falls between
         try:
             doc = await workspaces.workspaces.find_one({"_id": doc["_id"]}) or doc
+            workspaces.hub.watching_from(doc["_id"], doc["seq"])
             await self.write_message(snapshot_message(doc, workspaces.url(doc)))
             last = doc["seq"] if after is None else min(after, doc["seq"])
             last = await self._replay(doc["_id"], last, doc["seq"])

@@ -80,10 +80,13 @@ def event_of(doc: dict) -> dict:
 
 class EventHub:
     """In-process publish/subscribe of workspace events, one queue per
-    subscriber."""
+    subscriber. ``last_seq`` remembers the newest event published per
+    watched workspace, so that the poller publishes only what another
+    process wrote."""
 
     def __init__(self) -> None:
         self.subscribers: dict[str, set[asyncio.Queue]] = collections.defaultdict(set)
+        self.last_seq: dict[str, int] = {}
 
     def subscribe(self, workspace_id: str) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue()
@@ -96,8 +99,15 @@ class EventHub:
             queues.discard(queue)
             if not queues:
                 del self.subscribers[workspace_id]
+                self.last_seq.pop(workspace_id, None)
+
+    def watching_from(self, workspace_id: str, seq: int) -> None:
+        """A subscriber has everything up to `seq` (it read the log itself)."""
+        self.last_seq[workspace_id] = min(self.last_seq.get(workspace_id, seq), seq)
 
     def publish(self, workspace_id: str, event: dict) -> None:
+        if workspace_id in self.subscribers:
+            self.last_seq[workspace_id] = max(self.last_seq.get(workspace_id, 0), event["seq"])
         for queue in self.subscribers.get(workspace_id, ()):
             queue.put_nowait(event)
 
@@ -149,6 +159,7 @@ class WorkspaceService:
         self._bad_ports: dict[int, float] = {}
         self._oom: set[str] = set()
         self._watcher: asyncio.Task | None = None
+        self._poller: asyncio.Task | None = None
         self._closing = False
 
     # -- what other parts read (metrics) --------------------------------------------
@@ -165,6 +176,27 @@ class WorkspaceService:
     # -- start and stop -------------------------------------------------------------
     def start(self) -> None:
         self._watcher = asyncio.create_task(self._watch(), name="workspace-docker-watcher")
+        self._poller = asyncio.create_task(self._poll_other_processes(), name="workspace-event-poller")
+
+    async def _poll_other_processes(self, interval: float = 1.0) -> None:
+        """Several server processes share one database: events another
+        process logged reach this process's sockets within `interval`
+        (sockets drop anything they already have, by seq)."""
+        while not self._closing:
+            await asyncio.sleep(interval)
+            watched = list(self.hub.subscribers)
+            if not watched:
+                continue
+            try:
+                for start in range(0, len(watched), 500):
+                    async for doc in self.workspaces.find({"_id": {"$in": watched[start:start + 500]}},
+                                                          {"seq": 1}):
+                        last = self.hub.last_seq.get(doc["_id"])
+                        if last is not None and doc["seq"] > last:
+                            for event in await self.events_after(doc["_id"], last, doc["seq"]):
+                                self.hub.publish(doc["_id"], event)
+            except Exception as exc:  # noqa: BLE001 - the database may be away for a moment
+                log.warning("event poller: %s", type(exc).__name__)
 
     async def close(self) -> None:
         """Stop watching and provisioning. Provisioning cut short here is
@@ -175,7 +207,7 @@ class WorkspaceService:
                 socket.close(1001, "Server shutting down")
             except Exception:  # noqa: BLE001 - closing must go on
                 pass
-        tasks = [t for t in (self._watcher, *self.tasks.values()) if t]
+        tasks = [t for t in (self._watcher, self._poller, *self.tasks.values()) if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

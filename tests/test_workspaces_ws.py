@@ -146,3 +146,19 @@ async def test_shutdown_closes_sockets_with_1001_and_counts_them(servers, http, 
     await servers.stop(ws_server)
     for socket in sockets[1:]:
         assert await socket.closed_with() == 1001
+
+
+async def test_events_made_by_another_process_reach_the_socket(servers, ws_server, http):
+    """Two server processes on one database (behind a load balancer): a
+    socket on one sees what the other does."""
+    other = await servers.start(mongodb_db=ws_server.services.settings.mongodb_db)
+    user = await register(http)
+    created = (await http.post(CREATE, headers=auth(user))).json()  # provisioned by ws_server
+    socket = await Socket.open(other, f"?after={created['seq']}", token=user["access"])
+    assert (await socket.receive())["type"] == "snapshot"
+    events = await socket.until(is_state("running"), timeout=30)
+    assert [e["seq"] for e in events] == list(range(created["seq"] + 1, events[-1]["seq"] + 1))
+    assert (await http.post(STOP, headers=auth(user))).status_code == 200
+    later = await socket.until(is_state("stopped"), timeout=10)
+    assert [e["state"] for e in later] == ["stopping", "stopped"]
+    socket.close()
