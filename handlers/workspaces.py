@@ -18,7 +18,7 @@ from services.errors import ApiError, NotFound, field_error
 log = logging.getLogger("apranova.workspaces")
 TAGS = ("workspaces",)
 AS_USER = {"user_id": "Admins only: act on this user's workspace."}
-COMMON = {401: ErrorOut, 403: ErrorOut, 503: ErrorOut}
+COMMON = {401: ErrorOut, 403: ErrorOut, 502: ErrorOut, 503: ErrorOut}
 
 
 class WorkspaceBase(APIHandler):

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import logging
 import random
 import secrets
 import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, AsyncIterator, Iterable
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -380,7 +381,8 @@ class WorkspaceService:
         self.busy.add(doc["_id"])
         try:
             self._cancel_provisioning(doc["_id"])
-            await engine.stop_container(self.container_name(user_id))
+            async with docker_errors():
+                await engine.stop_container(self.container_name(user_id))
             return await self._transition(doc["_id"], "Workspace stopped", state=STOPPED, progress=0,
                                           allowed=(STOPPING,)) or await self.get(user_id)
         finally:
@@ -398,7 +400,8 @@ class WorkspaceService:
         self.busy.add(doc["_id"])
         try:
             self._cancel_provisioning(doc["_id"])
-            return await self._finish_delete(engine, doc, purge or doc.get("purge", False))
+            async with docker_errors():
+                return await self._finish_delete(engine, doc, purge or doc.get("purge", False))
         finally:
             self.busy.discard(doc["_id"])
 
@@ -692,6 +695,19 @@ class WorkspaceService:
             await self._finish_delete(engine, doc, doc.get("purge", False))
         elif state == DELETED and container is not None:
             await engine.remove_container(container["Id"])
+
+
+@contextlib.asynccontextmanager
+async def docker_errors() -> AsyncIterator[None]:
+    """Docker failing in the middle of a stop or delete: the contract's 503
+    (the interrupted step is finished by reconciliation when Docker is
+    back), or 502 when the engine refused."""
+    try:
+        yield
+    except DockerUnavailable:
+        raise WorkspaceUnavailable() from None
+    except DockerError as exc:
+        raise ApiError(502, "Docker error", f"Docker refused the operation: {exc.message}") from None
 
 
 async def http_answers(host: str, port: int, timeout: float = 2.0) -> bool:
