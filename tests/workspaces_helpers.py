@@ -48,10 +48,14 @@ def containers_of(instance: str, *extra_labels: str) -> list[str]:
 
 def cleanup_instance(instance: str) -> None:
     """Remove what an instance's tests made: only containers and volumes
-    carrying its label."""
-    ids = containers_of(instance)
-    if ids:
-        docker("rm", "-f", *ids, check=False)
+    carrying its label. A create that was in flight when its server stopped
+    may still land in dockerd a moment later, hence the second look."""
+    for attempt in range(2):
+        ids = containers_of(instance)
+        if ids:
+            docker("rm", "-f", *ids, check=False)
+        if attempt == 0:
+            time.sleep(0.5)
     volumes = docker("volume", "ls", "-q", "--filter", f"label=apranova.instance={instance}").split()
     if volumes:
         docker("volume", "rm", "-f", *volumes, check=False)
