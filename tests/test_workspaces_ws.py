@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from tests.conftest import auth, make_admin, register
-from tests.workspaces_helpers import (Socket, docker, http, refused_handshake, servers,  # noqa: F401 - fixtures
+from tests.workspaces_helpers import (Socket, http, refused_handshake, servers,  # noqa: F401 - fixtures
                                       wait_for_state, ws_server)
 
 pytestmark = pytest.mark.docker
