@@ -380,7 +380,6 @@ class WorkspaceService:
             return await self.get(user_id)
         self.busy.add(doc["_id"])
         try:
-            self._cancel_provisioning(doc["_id"])
             async with docker_errors():
                 await engine.stop_container(self.container_name(user_id))
             return await self._transition(doc["_id"], "Workspace stopped", state=STOPPED, progress=0,
@@ -399,7 +398,6 @@ class WorkspaceService:
                 raise NotFound("No workspace exists for this user.", error="Workspace not found")
         self.busy.add(doc["_id"])
         try:
-            self._cancel_provisioning(doc["_id"])
             async with docker_errors():
                 return await self._finish_delete(engine, doc, purge or doc.get("purge", False))
         finally:
@@ -420,11 +418,6 @@ class WorkspaceService:
         task.add_done_callback(lambda _t, key=doc["_id"]: self.tasks.pop(key, None) if self.tasks.get(key) is _t
                                else None)
 
-    def _cancel_provisioning(self, workspace_id: str) -> None:
-        task = self.tasks.get(workspace_id)
-        if task and task is not asyncio.current_task():
-            task.cancel()
-
     async def _step(self, doc: dict, progress: int, message: str, **changes: Any) -> dict:
         """One provisioning step as a compare-and-set; raises Superseded
         when the run is no longer the current one."""
@@ -438,24 +431,28 @@ class WorkspaceService:
             doc = current
 
     async def _provision(self, doc: dict) -> None:
+        """One provisioning run. A stop or delete does not cancel it (a
+        cancelled Docker call may still complete in dockerd): the run notices
+        at its next step that it was superseded and undoes what it made."""
         started = time.monotonic()
         engine = self.engine
+        created: list[str] = []  # ids of containers this run made
         try:
             if engine is None:
                 raise DockerUnavailable("no Docker engine configured")
             doc = await self._step(doc, 5, "Preparing the files volume")
             await engine.ensure_volume(self.volume_name(doc["owner_id"]), self.labels(doc))
             doc = await self._ensure_image(engine, doc)
-            doc = await self._ensure_container(engine, doc)
+            doc = await self._ensure_container(engine, doc, created)
             doc = await self._step(doc, 90, "Waiting for the IDE to answer")
             await self._probe(engine, doc)
             await self._step(doc, 100, "Workspace is running", state=RUNNING)
             self.provision_seconds.append(time.monotonic() - started)
             self.provisioned_total += 1
         except Superseded:
-            return
+            await self._abandon(doc["_id"], created)
         except asyncio.CancelledError:
-            raise
+            raise  # shutdown: the next start's reconciliation finishes the run
         except ProvisionFailed as exc:
             await self._fail(doc, str(exc))
         except DockerUnavailable:
@@ -465,6 +462,22 @@ class WorkspaceService:
         except Exception:  # noqa: BLE001 - a run must end in a state, never hang in provisioning
             log.exception("provisioning workspace %s failed", doc["_id"])
             await self._fail(doc, "Provisioning failed because of an internal error.")
+
+    async def _abandon(self, workspace_id: str, created: list[str]) -> None:
+        """A superseded run removes (deleted) or stops (stopped) the
+        container it created, in case that landed after the stop or delete."""
+        current = await self.workspaces.find_one({"_id": workspace_id})
+        state = current["state"] if current else DELETED
+        if not created or self.engine is None or state == PROVISIONING:
+            return
+        try:
+            for container_id in created:
+                if state in (DELETING, DELETED):
+                    await self.engine.remove_container(container_id)
+                elif state in (STOPPING, STOPPED, FAILED):
+                    await self.engine.stop_container(container_id)
+        except (DockerUnavailable, DockerError) as exc:
+            log.warning("could not undo an abandoned run of %s: %s", workspace_id, exc)
 
     async def _fail(self, doc: dict, message: str) -> None:
         log.warning("workspace %s of user %s failed: %s", doc["_id"], doc["owner_id"], message)
@@ -516,7 +529,7 @@ class WorkspaceService:
                 continue  # another workspace took it a moment ago
         raise ProvisionFailed("Could not reserve a workspace port; try again.")
 
-    async def _ensure_container(self, engine: DockerEngine, doc: dict) -> dict:
+    async def _ensure_container(self, engine: DockerEngine, doc: dict, created: list[str]) -> dict:
         name = self.container_name(doc["owner_id"])
         # Forget the earlier container first, so that the watcher ignores the
         # events of its removal; then clear the leftover of an earlier run.
@@ -535,6 +548,7 @@ class WorkspaceService:
                 network=settings.workspace_network, cmd=cmd)
             try:
                 container_id = await engine.create_container(name, config)
+                created.append(container_id)
             except DockerError as exc:
                 if exc.status == 409:  # the name is taken: a leftover appeared; clear it and retry
                     await engine.remove_container(name)

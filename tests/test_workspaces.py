@@ -307,3 +307,23 @@ def test_pull_progress_is_one_percentage_that_never_goes_backwards():
     progress = PullProgress()
     seen = [progress.update(message) for message in messages]
     assert seen == sorted(seen) and seen[-1] == 100 and 0 < seen[3] < 50
+
+
+async def test_stop_or_delete_in_the_middle_of_provisioning_leaves_nothing_running(ws_server, http, servers):
+    deleted_user, stopped_user = await register(http), await register(http)
+    for user in (deleted_user, stopped_user):
+        assert (await http.post(CREATE, headers=auth(user))).status_code == 201
+    deleted, stopped = await asyncio.gather(http.delete(WORKSPACE, headers=auth(deleted_user)),
+                                            http.post(STOP, headers=auth(stopped_user)))
+    assert deleted.status_code == 200 and deleted.json()["state"] == "deleted"
+    assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
+    await asyncio.sleep(2.5)  # longer than an abandoned run needs to notice
+    assert containers_of(servers.instance, f"apranova.user_id={deleted_user['user']['id']}") == []
+    running = docker("ps", "-q", "--filter", f"label=apranova.instance={servers.instance}")
+    assert running == ""
+    assert (await http.get(WORKSPACE, headers=auth(deleted_user))).status_code == 404
+    assert (await http.get(WORKSPACE, headers=auth(stopped_user))).json()["state"] == "stopped"
+    # and both come back normally
+    for user in (deleted_user, stopped_user):
+        again = await http.post(CREATE, headers=auth(user), json={"wait": True})
+        assert again.json()["state"] == "running", again.text
