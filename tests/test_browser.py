@@ -231,6 +231,10 @@ async def test_sign_up_shows_api_field_errors_then_the_dashboard(app, open_tab) 
     assert await page.evaluate("() => document.activeElement.id") == "f-password2"  # focus on the first bad field
     assert await app.db.users.count_documents({"email": email}) == 0
     await tab.shot("signup-field-errors")
+    await page.set_viewport_size(PHONE)
+    await tab.assert_fits_width()
+    await tab.shot("signup-field-errors-phone")
+    await page.set_viewport_size(DESKTOP)
 
     await confirm.fill(PASSWORD)
     await page.get_by_role("button", name="Create account").click()
@@ -345,44 +349,46 @@ async def test_tabs_of_one_login_hand_on_rotated_tokens(app, api, open_tab) -> N
     tab = await open_tab(app.url)
     first = tab.page
     await log_in(tab, user["user"]["email"])
+
+    async def token(page: Any) -> str:
+        return await page.evaluate("() => sessionStorage.getItem('apranova.refresh')")
+
+    original = await token(first)
     async with tab.context.expect_page() as opened:
         await first.evaluate("() => { window.open(location.href); }")
     second = await opened.value
     errors: list[str] = []
     second.on("pageerror", lambda error: errors.append(str(error)))
 
-    async def token(page: Any) -> str:
-        return await page.evaluate("() => sessionStorage.getItem('apranova.refresh')")
+    async def rotated_and_shared(before: str, other: Any) -> bool:
+        current = await token(first)
+        return current != before and current == await token(other)
 
-    async def same_token() -> bool:
-        return await token(first) == await token(second)
-
-    # Each load refreshes (no access token in memory yet) and so rotates the token.
+    # Each load refreshes (no access token in memory yet), and so rotates the
+    # token; the other tab must take the new one.
     await second.get_by_role("button", name="Open my workspace").wait_for()
-    await wait_until_async(same_token, what="the first tab to take the rotated token")
+    await wait_until_async(lambda: rotated_and_shared(original, second), what="the first tab to take the new token")
     for page in (first, second, first):
+        before = await token(page)
         await page.reload()
         await page.get_by_role("button", name="Open my workspace").wait_for()
-        await wait_until_async(same_token, what="the other tab to take the rotated token")
+        await wait_until_async(lambda: rotated_and_shared(before, second), what="the other tab to take the new token")
     assert (await api.post("/api/auth/token/refresh/", json={"refresh": await token(first)})).status_code == 200
     await first.reload()  # that refresh rotated it outside both tabs: a 401 now, then the login page
     await first.wait_for_url("**/login")
 
     # Logging out in one tab ends the login in the other as well.
     await log_in(tab, user["user"]["email"])
+    original = await token(first)
     async with tab.context.expect_page() as opened:
         await first.evaluate("() => { window.open(location.href); }")
     third = await opened.value
     await third.get_by_role("button", name="Open my workspace").wait_for()
-    await wait_until_async(lambda: _equal(first, third, token), what="the shared token")
+    await wait_until_async(lambda: rotated_and_shared(original, third), what="the first tab to take the new token")
     await first.get_by_role("button", name="Log out").click()
     await third.wait_for_url("**/login")
     await third.get_by_text("Your session has ended. Please log in again.").wait_for()
     assert not errors
-
-
-async def _equal(a: Any, b: Any, read: Any) -> bool:
-    return await read(a) == await read(b)
 
 
 async def test_log_out_revokes_the_refresh_token(app, api, open_tab) -> None:
@@ -494,6 +500,7 @@ async def test_open_workspace_survives_a_dropped_socket_and_a_reload(docker_serv
     await link.wait_for(timeout=30000)
     assert await progress(tab) == 100
     assert await page.text_content("#ws-state") == "Running"
+    assert await page.get_attribute("#ws-progress", "aria-valuetext") == "100%: Workspace is running"
 
     # The bar never went back, across the drop and the reload.
     values = [value for value, state in seen if state in ("provisioning", "running")]

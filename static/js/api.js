@@ -24,6 +24,8 @@
 //   and announced on a BroadcastChannel; a tab holding the old token takes
 //   the new pair. Otherwise its next refresh would present a dead token,
 //   which the server treats as theft and answers by revoking the login.
+//   (Known limit: a tab caught mid-reload at the instant another rotates
+//   misses the message; its refresh is then refused and it asks to log in.)
 
 const REFRESH_KEY = "apranova.refresh";
 const USER_KEY = "apranova.user";

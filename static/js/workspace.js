@@ -332,6 +332,7 @@ export class WorkspacePanel {
     const showProgress = ["provisioning", "running", "failed", "stopping", "deleting"].includes(state);
     this.progressBox.hidden = !showProgress;
     this.bar.setAttribute("aria-valuenow", String(progress));
+    this.bar.setAttribute("aria-valuetext", message ? `${progress}%: ${message}` : `${progress}%`);
     this.bar.classList.toggle("failed", state === "failed");
     this.fill.style.width = `${progress}%`;
     this.percent.textContent = `${progress}%`;
