@@ -570,6 +570,41 @@ async def test_stop_then_delete(docker_servers, open_tab) -> None:
 
 
 @pytest.mark.docker
+async def test_server_outage_on_the_dashboard_then_the_missed_events(docker_servers, open_tab) -> None:
+    server = await docker_servers.start()
+    tab, user = await student_tab(server, open_tab)
+    page = tab.page
+    await page.get_by_role("button", name="Open my workspace").click()
+    await page.get_by_role("link", name="Open the IDE").wait_for(timeout=30000)
+    shown_before = await shown_seqs(tab)
+
+    port = int(server.url.rsplit(":", 1)[1])
+    server.http.stop()
+    await server.http.close_all_connections()
+    for socket in list(server.services.workspaces.sockets):  # upgraded sockets are not the HTTP server's
+        socket.close()
+    banner = page.locator("#connection-banner")
+    await banner.wait_for(state="visible")
+    await page.locator("#ws-live").wait_for(state="visible")  # "Reconnecting…"
+    await tab.shot("workspace-server-down")
+    # While the browser cannot reach it, the workspace is stopped (by an admin, say).
+    await server.services.workspaces.stop(user["user"]["id"])
+
+    revived = HTTPServer(server.app)
+    revived.add_sockets(bind_sockets(port, "127.0.0.1"))
+    try:
+        await banner.wait_for(state="hidden", timeout=15000)
+        await page.locator("#workspace[data-state=stopped]").wait_for(timeout=15000)
+        assert tab.sockets[-1].endswith(f"?after={shown_before[-1]}")
+        doc = await server.db.workspaces.find_one({"owner_id": user["user"]["id"]})
+        assert await shown_seqs(tab) == list(range(shown_before[0], doc["seq"] + 1))  # the missed ones, once
+        assert await page.locator("#ws-live").is_hidden()
+    finally:
+        revived.stop()
+        await revived.close_all_connections()
+
+
+@pytest.mark.docker
 async def test_failure_shows_the_server_message_and_retry_works(docker_servers, open_tab) -> None:
     server = await docker_servers.start(workspace_cmd=EXITS_AT_ONCE, workspace_ready_timeout="15")
     tab, user = await student_tab(server, open_tab)
