@@ -21,7 +21,7 @@ import pytest
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from tests.conftest import ARTIFACTS, docker_available, register, require_or_skip, unique_email
+from tests.conftest import ARTIFACTS, docker_available, make_admin, register, require_or_skip, unique_email
 from tests.workspaces_helpers import TEST_IMAGE, WorkspaceServers, containers_of, docker
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -297,6 +297,23 @@ async def test_wrong_role_login_shows_the_contract_message_by_keyboard(app, api,
     await page.wait_for_url("**/student/dashboard")
     await page.get_by_role("heading", name="Welcome, Grace Hopper").wait_for()
     await tab.assert_fits_width()
+
+
+async def test_dashboards_follow_the_role(app, api, open_tab) -> None:
+    student = await register(api, email=unique_email("student"), password=PASSWORD)
+    boss = await make_admin(app, api, role="superadmin")
+    tab = await open_tab(app.url)
+    await log_in(tab, student["user"]["email"])
+    await tab.goto("/admin/dashboard")  # not theirs: back to their own
+    await tab.page.wait_for_url("**/student/dashboard")
+    await tab.page.get_by_role("button", name="Log out").click()
+    await tab.page.wait_for_url("**/login")
+    # A superadmin may log in under any role and lands on that role's dashboard.
+    await log_in(tab, boss["user"]["email"], role="trainer", password=boss["password"])
+    await tab.page.get_by_text("Trainer dashboard").wait_for()
+    await tab.goto("/login")  # logged in: the login page leads to their own dashboard instead
+    await tab.page.wait_for_url("**/superadmin/dashboard")
+    await tab.page.get_by_text("Super admin dashboard").wait_for()
 
 
 async def test_a_401_refreshes_once_shared_by_concurrent_requests(app, api, open_tab) -> None:
