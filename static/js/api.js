@@ -163,6 +163,11 @@ export const session = {
   onExpired(handler) {
     onExpired = handler;
   },
+  /** The login is over (refused refresh): forget it and go to the login page. */
+  end() {
+    this.clear();
+    onExpired();
+  },
   /** A usable access token (refreshing first after a reload). */
   async access() {
     if (accessToken) return accessToken;
@@ -200,8 +205,7 @@ async function refreshAccess(stale) {
 }
 
 function expire() {
-  session.clear();
-  onExpired();
+  session.end();
   return new SessionExpired();
 }
 

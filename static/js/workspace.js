@@ -24,6 +24,7 @@ export class WorkspacePanel {
   constructor(user) {
     this.storageKey = `apranova.workspace.${user.id}`;
     this.model = this.restore();
+    this.snapshotSeq = 0;
     this.socket = null;
     this.attempt = 0;
     this.retryTimer = null;
@@ -55,6 +56,7 @@ export class WorkspacePanel {
 
   forget() {
     this.model = emptyModel();
+    this.snapshotSeq = 0; // the seq of the newest whole-state view applied
     sessionStorage.removeItem(this.storageKey);
   }
 
@@ -69,14 +71,19 @@ export class WorkspacePanel {
     const model = this.model;
     if (snapshot.url) model.url = snapshot.url;
     if (snapshot.password) model.password = snapshot.password;
-    if (Number.isInteger(snapshot.seq) && snapshot.seq < model.seq) {
-      if (!fromSocket) return this.render(); // an answer older than events already shown
-      // The server numbers from lower than we remember: another workspace
-      // (ours was removed for good). Start the step list afresh.
-      model.seq = snapshot.seq;
-      model.log = [];
+    const seq = snapshot.seq;
+    if (Number.isInteger(seq)) {
+      if (fromSocket && seq < model.seq) {
+        // The server numbers from lower than we remember: another workspace
+        // (ours was removed for good). Start the step list afresh.
+        model.seq = seq;
+        model.log = [];
+        this.snapshotSeq = seq;
+      } else if (seq < Math.max(model.seq, this.snapshotSeq)) {
+        return this.render(); // an answer older than what is shown: keep only its URL and password
+      }
+      this.snapshotSeq = seq;
     }
-    if (Number.isInteger(snapshot.seq)) this.snapshotSeq = Math.max(this.snapshotSeq || 0, snapshot.seq);
     this.setState(snapshot.state || snapshot.status, snapshot.progress, snapshot.message);
     this.save();
     this.render();
@@ -91,7 +98,7 @@ export class WorkspacePanel {
     model.log.push({ seq: event.seq, state: event.state, progress: event.progress, message: event.message });
     if (model.log.length > MAX_LOG) model.log.splice(0, model.log.length - MAX_LOG);
     const previous = model.state;
-    if (event.seq > (this.snapshotSeq || 0)) this.setState(event.state, event.progress, event.message);
+    if (event.seq > this.snapshotSeq) this.setState(event.state, event.progress, event.message);
     this.save();
     this.render();
     // Events carry no URL or password: fetch them when the IDE comes up (its port may be new).
@@ -118,7 +125,6 @@ export class WorkspacePanel {
   workspaceGone() {
     this.closeSocket();
     this.forget();
-    this.snapshotSeq = 0;
     this.render();
   }
 
@@ -171,7 +177,8 @@ export class WorkspacePanel {
         if (model.seq < workspace.seq - 1) model.seq = workspace.seq - 1;
         // A newer answer than anything shown starts a fresh run: the bar
         // starts from the server's value, not from the previous run's.
-        if (workspace.seq > model.seq && workspace.state === "provisioning") model.state = "none";
+        const newest = workspace.seq > Math.max(model.seq, this.snapshotSeq);
+        if (newest && workspace.state === "provisioning") model.state = "none";
       }
       this.applySnapshot(workspace);
       if (!this.socket) this.connect();
@@ -186,7 +193,6 @@ export class WorkspacePanel {
   }
 
   remove() {
-    // eslint-disable-next-line no-alert
     if (!window.confirm("Delete your workspace? The container is removed; your files are kept.")) return undefined;
     return this.act(async () => {
       const result = await api("/api/users/workspace/", { method: "DELETE" });
@@ -212,16 +218,17 @@ export class WorkspacePanel {
     try {
       token = await session.access();
     } catch (error) {
-      if (error instanceof SessionExpired) return api("/api/users/profile/").catch(() => {}); // sends to login
-      return this.reconnectLater();
+      return error instanceof SessionExpired ? session.end() : this.reconnectLater();
     }
     if (this.closed) return;
+    this.closeSocket(); // another connect() may have run meanwhile
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     // The token goes in the first message, never in the URL (URLs end up in logs).
     const socket = new WebSocket(`${scheme}//${location.host}/api/users/workspace/status/?after=${this.model.seq}`);
     this.socket = socket;
     socket.addEventListener("open", () => socket.send(JSON.stringify({ type: "auth", token })));
     socket.addEventListener("message", (message) => {
+      if (socket !== this.socket) return;
       let data;
       try {
         data = JSON.parse(message.data);
@@ -247,8 +254,8 @@ export class WorkspacePanel {
       try {
         await session.renew(await session.access());
         return this.connect();
-      } catch {
-        return api("/api/users/profile/").catch(() => {}); // a dead session goes to login
+      } catch (error) {
+        return error instanceof SessionExpired ? session.end() : this.reconnectLater();
       }
     }
     if (event.code === 4403 || event.code === 4401) {
