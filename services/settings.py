@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import secrets
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +41,13 @@ def _rate(value: str) -> str:
     if not re.fullmatch(r"\s*\d+\s*/\s*(second|minute|hour|day)s?\s*", value):
         raise ValueError(f"not a rate like '100/hour': {value!r}")
     return value.replace(" ", "")
+
+
+def _http_url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    return value.strip()
 
 
 def _networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -142,15 +150,15 @@ SETTINGS: list[Setting] = [
     # oauth
     S("GOOGLE_CLIENT_ID", "", "Google OAuth client id (empty: Google sign-in answers 503).", group="oauth"),
     S("GOOGLE_CLIENT_SECRET", "", "Google OAuth client secret.", secret=True, group="oauth"),
-    S("GOOGLE_AUTHORIZE_URL", "https://accounts.google.com/o/oauth2/v2/auth", "Google authorization endpoint.", group="oauth"),
-    S("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token", "Google token endpoint.", group="oauth"),
-    S("GOOGLE_JWKS_URL", "https://www.googleapis.com/oauth2/v3/certs", "Google JWKS URL.", group="oauth"),
+    S("GOOGLE_AUTHORIZE_URL", "https://accounts.google.com/o/oauth2/v2/auth", "Google authorization endpoint.", _http_url, group="oauth"),
+    S("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token", "Google token endpoint.", _http_url, group="oauth"),
+    S("GOOGLE_JWKS_URL", "https://www.googleapis.com/oauth2/v3/certs", "Google JWKS URL.", _http_url, group="oauth"),
     S("GOOGLE_ISSUER", "https://accounts.google.com", "Expected id_token issuer.", group="oauth"),
     S("GITHUB_CLIENT_ID", "", "GitHub OAuth client id (empty: GitHub sign-in answers 503).", group="oauth"),
     S("GITHUB_CLIENT_SECRET", "", "GitHub OAuth client secret.", secret=True, group="oauth"),
-    S("GITHUB_AUTHORIZE_URL", "https://github.com/login/oauth/authorize", "GitHub authorization endpoint.", group="oauth"),
-    S("GITHUB_TOKEN_URL", "https://github.com/login/oauth/access_token", "GitHub token endpoint.", group="oauth"),
-    S("GITHUB_API_BASE", "https://api.github.com", "GitHub API base URL.", group="oauth"),
+    S("GITHUB_AUTHORIZE_URL", "https://github.com/login/oauth/authorize", "GitHub authorization endpoint.", _http_url, group="oauth"),
+    S("GITHUB_TOKEN_URL", "https://github.com/login/oauth/access_token", "GitHub token endpoint.", _http_url, group="oauth"),
+    S("GITHUB_API_BASE", "https://api.github.com", "GitHub API base URL.", _http_url, group="oauth"),
     S("OAUTH_REDIRECT_URIS", "http://localhost:3000/auth/callback,http://localhost:8000/auth/callback",
       "Comma-separated redirect URIs that OAuth sign-in accepts.", _csv, group="oauth"),
     S("OAUTH_TIMEOUT", "10", "Seconds each call to Google or GitHub may take before sign-in answers 502.", float, group="oauth"),
@@ -230,6 +238,8 @@ def validate(settings: Settings) -> None:
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise SettingsError("BCRYPT_ROUNDS must be between 4 and 31")
     workspace_port_range(settings)
+    if not 0 < settings.oauth_timeout <= 300:
+        raise SettingsError("OAUTH_TIMEOUT must be more than 0 and at most 300 seconds")
     if settings.production:
         secret = settings.jwt_secret
         if not secret or secret.lower() in WEAK_SECRETS or len(secret) < 32:

@@ -3,6 +3,7 @@ talking over HTTP to loopback servers that play Google (OIDC, RS256
 id_tokens, JWKS) and GitHub (OAuth endpoints and REST API)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -12,6 +13,8 @@ import httpx
 import jwt
 import pytest
 
+from services import settings as settings_mod
+from services.settings import SettingsError
 from tests.conftest import TEST_SECRET, auth, register, unique_email
 from tests.fake_oauth import FakeGitHub, FakeGoogle, s256
 
@@ -34,8 +37,15 @@ async def github():
     await fake.stop()
 
 
+# Sign-in needs no Docker; keeping the workspace watcher away from the engine
+# also keeps these tests clear of its event stream (see the report on
+# services/workspaces.py close() hanging while that stream is cancelled).
+NO_DOCKER = "unix:///nonexistent/apranova-oauth-tests.sock"
+
+
 def provider_settings(google: FakeGoogle | None = None, github: FakeGitHub | None = None) -> dict:
-    settings: dict = {"oauth_redirect_uris": f"{REDIRECT},{OTHER_REDIRECT}", "oauth_timeout": "3"}
+    settings: dict = {"oauth_redirect_uris": f"{REDIRECT},{OTHER_REDIRECT}", "oauth_timeout": "3",
+                      "docker_host": NO_DOCKER}
     if google:
         settings.update(google_client_id=google.client_id, google_client_secret=google.client_secret,
                         google_authorize_url=google.url + google.authorize_path,
@@ -209,6 +219,22 @@ async def test_github_links_by_email_and_both_providers_reach_one_account(app, a
     via_google = (await post(api, "google", google.issue_code(REDIRECT))).json()
     assert via_google["user"]["id"] == existing["user"]["id"]
     assert await app.db.oauth_identities.count_documents({"user_id": existing["user"]["id"]}) == 2
+
+
+async def test_parallel_first_sign_ins_make_one_account(app, api, google, github):
+    codes = [google.issue_code(REDIRECT) for _ in range(4)]
+    responses = await asyncio.gather(*(post(api, "google", code) for code in codes))
+    assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+    assert len({r.json()["user"]["id"] for r in responses}) == 1
+    assert await user_count(app) == 1
+    assert await app.db.oauth_identities.count_documents({}) == 1
+
+
+@pytest.mark.parametrize("setting, value", [("google_token_url", "oauth2.googleapis.com/token"),
+                                            ("github_api_base", "ftp://api.github.com"), ("oauth_timeout", "0")])
+def test_unusable_oauth_settings_are_refused_at_start(setting, value):
+    with pytest.raises(SettingsError, match=setting.upper()):
+        settings_mod.load(environ={}, **{setting: value})
 
 
 async def test_disabled_account_is_refused(app, api, google):
