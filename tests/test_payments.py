@@ -39,7 +39,7 @@ def stripe_settings(fake: FakeStripe, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def pay_server(start_server, fake_stripe):
+async def pay_server(fake_stripe, start_server):
     return await start_server(**stripe_settings(fake_stripe))
 
 
@@ -133,7 +133,7 @@ async def test_a_track_is_priced_from_settings_and_carried_in_the_metadata(pay, 
     assert stored["track"] == "FSD"
 
 
-async def test_track_prices_and_the_maximum_come_from_settings(start_server, fake_stripe):
+async def test_track_prices_and_the_maximum_come_from_settings(fake_stripe, start_server):
     server = await start_server(**stripe_settings(fake_stripe, track_prices="DP=10.50", payment_max_amount="100"))
     async with httpx.AsyncClient(base_url=server.url) as client:
         tokens = await register(client)
@@ -218,7 +218,7 @@ async def test_stripe_errors_map_to_4xx_or_5xx_envelopes_and_record_nothing(pay,
     assert (await create(pay, tokens, {"amount": 20})).status_code == 200
 
 
-async def test_stripe_refusing_our_key_is_a_502_without_the_key(start_server, fake_stripe):
+async def test_stripe_refusing_our_key_is_a_502_without_the_key(fake_stripe, start_server):
     server = await start_server(**stripe_settings(fake_stripe, stripe_secret_key="sk_test_wrong_" + "z" * 20))
     async with httpx.AsyncClient(base_url=server.url) as client:
         tokens = await register(client)
@@ -233,7 +233,7 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-async def test_unreachable_stripe_is_a_502(start_server, fake_stripe):
+async def test_unreachable_stripe_is_a_502(fake_stripe, start_server):
     server = await start_server(**stripe_settings(fake_stripe, stripe_api_base=f"http://127.0.0.1:{closed_port()}"))
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
         tokens = await register(client)
@@ -307,3 +307,199 @@ async def test_a_malformed_idempotency_key_is_400(pay, fake_stripe, key):
                               headers={**auth(tokens), "Idempotency-Key": key.encode("utf-8")})
     assert_envelope(response, 400, "Invalid Idempotency-Key")
     assert fake_stripe.creates == []
+
+
+# -- webhook -------------------------------------------------------------------------------------------
+
+async def new_payment(client: httpx.AsyncClient, tokens: dict, body: dict | None = None) -> str:
+    response = await create(client, tokens, body or {"amount": 499})
+    assert response.status_code == 200, response.text
+    return response.json()["paymentIntentId"]
+
+
+async def status_of(server, intent_id: str) -> str:
+    return (await server.db.payments.find_one({"payment_intent_id": intent_id}))["status"]
+
+
+async def me(client: httpx.AsyncClient, tokens: dict) -> dict:
+    response = await client.get("/api/users/profile/", headers=auth(tokens))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_payment_succeeded_enrolls_the_user_in_the_paid_track(pay, pay_server, fake_stripe):
+    tokens = await register(pay, track="DP")
+    before = await me(pay, tokens)
+    assert before["payment_verified"] is False and before["enrollment_status"] == "NOT_ENROLLED"
+    intent_id = await new_payment(pay, tokens, {"track": "FSD"})
+    response = await deliver(pay, fake_stripe.intent_event("payment_intent.succeeded", intent_id))
+    assert response.status_code == 200 and response.json()["received"] is True
+    assert await status_of(pay_server, intent_id) == "succeeded"
+    after = await me(pay, tokens)
+    assert after["payment_verified"] is True and after["enrollment_status"] == "ENROLLED"
+    assert after["track"] == "FSD"
+    user = await pay_server.db.users.find_one({"_id": tokens["user"]["id"]})
+    assert abs((user["enrolled_at"] - user["created_at"]).total_seconds()) < 60  # a real datetime
+    payment = await pay_server.db.payments.find_one({"payment_intent_id": intent_id})
+    assert payment["succeeded_at"] >= payment["created_at"]
+
+
+async def test_payment_failed_marks_it_failed_and_a_later_success_still_counts(pay, pay_server, fake_stripe):
+    tokens = await register(pay)
+    intent_id = await new_payment(pay, tokens)
+    assert (await deliver(pay, fake_stripe.intent_event("payment_intent.payment_failed", intent_id))).status_code == 200
+    payment = await pay_server.db.payments.find_one({"payment_intent_id": intent_id})
+    assert payment["status"] == "failed" and payment["failure_message"] == "Your card was declined."
+    assert (await me(pay, tokens))["payment_verified"] is False
+    # The customer retries with another card: the same intent succeeds.
+    await deliver(pay, fake_stripe.intent_event("payment_intent.succeeded", intent_id))
+    assert await status_of(pay_server, intent_id) == "succeeded"
+    assert (await me(pay, tokens))["enrollment_status"] == "ENROLLED"
+
+
+async def test_refunds_full_and_partial(pay, pay_server, fake_stripe):
+    tokens = await register(pay)
+    intent_id = await new_payment(pay, tokens, {"amount": 100})
+    await deliver(pay, fake_stripe.intent_event("payment_intent.succeeded", intent_id))
+    assert (await deliver(pay, fake_stripe.refund_event(intent_id, amount_refunded=2500))).status_code == 200
+    payment = await pay_server.db.payments.find_one({"payment_intent_id": intent_id})
+    assert payment["status"] == "succeeded" and payment["amount_refunded"] == 2500  # partial: still paid
+    assert (await deliver(pay, fake_stripe.refund_event(intent_id))).status_code == 200
+    payment = await pay_server.db.payments.find_one({"payment_intent_id": intent_id})
+    assert payment["status"] == "refunded" and payment["amount_refunded"] == 10000
+    listed = (await pay.get(MINE, headers=auth(tokens))).json()["payments"][0]
+    assert listed["status"] == "refunded" and listed["amount_refunded"] == 10000
+
+
+async def test_out_of_order_events_never_move_a_payment_backwards(pay, pay_server, fake_stripe):
+    tokens = await register(pay)
+    intent_id = await new_payment(pay, tokens)
+    succeeded = fake_stripe.intent_event("payment_intent.succeeded", intent_id)
+    failed_earlier = fake_stripe.intent_event("payment_intent.payment_failed", intent_id,)
+    failed_earlier["created"] = succeeded["created"] - 30
+    await deliver(pay, succeeded)
+    response = await deliver(pay, failed_earlier)  # arrives late
+    assert response.status_code == 200
+    assert await status_of(pay_server, intent_id) == "succeeded"
+    assert (await me(pay, tokens))["payment_verified"] is True
+    # A refund then a late success: stays refunded.
+    other = await new_payment(pay, tokens)
+    await deliver(pay, fake_stripe.refund_event(other))
+    await deliver(pay, fake_stripe.intent_event("payment_intent.succeeded", other))
+    assert await status_of(pay_server, other) == "refunded"
+
+
+async def test_a_refund_arriving_before_the_success_does_not_enroll(pay, pay_server, fake_stripe):
+    tokens = await register(pay)
+    intent_id = await new_payment(pay, tokens)
+    await deliver(pay, fake_stripe.refund_event(intent_id))
+    await deliver(pay, fake_stripe.intent_event("payment_intent.succeeded", intent_id))
+    assert await status_of(pay_server, intent_id) == "refunded"
+    assert (await me(pay, tokens))["payment_verified"] is False
+
+
+async def test_a_replayed_event_is_processed_once(pay, pay_server, fake_stripe):
+    tokens = await register(pay)
+    intent_id = await new_payment(pay, tokens)
+    failed = fake_stripe.intent_event("payment_intent.payment_failed", intent_id)
+    assert (await deliver(pay, failed)).json() == {"received": True}
+    await deliver(pay, fake_stripe.intent_event("payment_intent.succeeded", intent_id))
+    # Stripe retries the failure event (same id): recognised, not applied again.
+    replays = await asyncio.gather(*(deliver(pay, failed) for _ in range(3)))
+    assert [r.json() for r in replays] == [{"received": True, "duplicate": True}] * 3
+    assert await pay_server.db.stripe_events.count_documents({"event_id": failed["id"]}) == 1
+    assert await status_of(pay_server, intent_id) == "succeeded"
+
+
+async def test_concurrent_deliveries_of_one_event_apply_it_once(pay, pay_server, fake_stripe):
+    tokens = await register(pay)
+    intent_id = await new_payment(pay, tokens)
+    event = fake_stripe.intent_event("payment_intent.succeeded", intent_id)
+    responses = await asyncio.gather(*(deliver(pay, event) for _ in range(5)))
+    assert sorted(r.json().get("duplicate", False) for r in responses) == [False] + [True] * 4
+    assert await status_of(pay_server, intent_id) == "succeeded"
+
+
+async def signed_garbage(client, fake, intent_id) -> list[httpx.Response]:
+    event = fake.intent_event("payment_intent.succeeded", intent_id)
+    payload = json.dumps(event).encode()
+    now = int(time.time())
+    good = sign(payload, WEBHOOK_SECRET, now)
+    tampered = json.dumps({**event, "id": "evt_tampered"}).encode()
+    headers = {"Content-Type": "application/json"}
+    return [
+        await deliver(client, event, secret="whsec_someone_else"),  # bad signature
+        await deliver(client, event, signature=""),  # missing header
+        await deliver(client, event, timestamp=now - 3600),  # stale (a replay of an old capture)
+        await deliver(client, event, signature="t=abc,v1=zz"),  # malformed header
+        await deliver(client, event, signature=f"t={now},v0={good.split('v1=')[1]}"),  # wrong scheme
+        await client.post(WEBHOOK, content=tampered, headers={**headers, "Stripe-Signature": good}),
+        await client.post(WEBHOOK, content=b"\xff\xfe" + payload, headers={**headers, "Stripe-Signature": good}),
+    ]
+
+
+async def test_bad_missing_or_stale_signatures_are_400_and_change_nothing(pay, pay_server, fake_stripe):
+    tokens = await register(pay)
+    intent_id = await new_payment(pay, tokens)
+    for response in await signed_garbage(pay, fake_stripe, intent_id):
+        assert_envelope(response, 400)
+    assert await status_of(pay_server, intent_id) == "created"
+    assert await pay_server.db.stripe_events.count_documents({}) == 0
+    assert (await me(pay, tokens))["payment_verified"] is False
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"[]", b'{"type": "payment_intent.succeeded"}',
+                                     b'{"id": "evt_1", "type": "payment_intent.succeeded", "data": []}',
+                                     b'{"id": 5, "type": "payment_intent.succeeded", "data": {"object": {}}}',
+                                     b'{"id": "evt_1", "type": ["x"], "data": {"object": {}}}'])
+async def test_signed_but_malformed_events_are_400(pay, pay_server, payload):
+    response = await pay.post(WEBHOOK, content=payload, headers={
+        "Content-Type": "application/json", "Stripe-Signature": sign(payload, WEBHOOK_SECRET)})
+    assert_envelope(response, 400, "Malformed event")
+    assert await pay_server.db.stripe_events.count_documents({}) == 0
+
+
+async def test_unknown_events_and_unknown_intents_get_200_and_are_ignored(pay, pay_server, fake_stripe):
+    tokens = await register(pay)
+    intent_id = await new_payment(pay, tokens)
+    response = await deliver(pay, fake_stripe.event("customer.created", {"id": "cus_1", "object": "customer"}))
+    assert response.status_code == 200 and response.json() == {"received": True, "ignored": True}
+    foreign = fake_stripe.event("payment_intent.succeeded", {"id": "pi_not_ours", "object": "payment_intent",
+                                                              "metadata": {"user_id": str(tokens["user"]["id"])}})
+    assert (await deliver(pay, foreign)).status_code == 200
+    assert await pay_server.db.payments.count_documents({"payment_intent_id": "pi_not_ours"}) == 0
+    assert (await me(pay, tokens))["payment_verified"] is False
+    assert await status_of(pay_server, intent_id) == "created"
+
+
+async def test_the_webhook_needs_no_auth_and_is_not_rate_limited(fake_stripe, start_server):
+    server = await start_server(**stripe_settings(fake_stripe, rate_limit_anon="3/hour"))
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        for _ in range(6):
+            event = fake_stripe.event("customer.created", {"id": "cus_1", "object": "customer"})
+            response = await deliver(client, event)
+            assert response.status_code == 200, response.text
+            assert "X-RateLimit-Limit" not in response.headers
+
+
+# -- my-payments ---------------------------------------------------------------------------------------
+
+async def test_my_payments_lists_only_the_callers_payments_newest_first(pay, pay_server, fake_stripe):
+    alice, bob = await register(pay), await register(pay)
+    first = await new_payment(pay, alice, {"amount": 10})
+    second = await new_payment(pay, alice, {"track": "DP"})
+    bobs = await new_payment(pay, bob, {"amount": 30})
+    await deliver(pay, fake_stripe.intent_event("payment_intent.succeeded", first))
+    listed = (await pay.get(MINE, headers=auth(alice))).json()["payments"]
+    assert [p["paymentIntentId"] for p in listed] == [second, first]
+    assert listed[0]["track"] == "DP" and listed[0]["amount"] == 49900 and listed[0]["status"] == "created"
+    assert listed[1]["status"] == "succeeded" and listed[1]["amount"] == 1000 and listed[1]["currency"] == "usd"
+    assert set(listed[0]) == {"id", "paymentIntentId", "amount", "currency", "status", "track", "amount_refunded",
+                              "created_at", "updated_at"}
+    text = (await pay.get(MINE, headers=auth(alice))).text
+    assert bobs not in text and "secret" not in text
+    assert [p["paymentIntentId"] for p in (await pay.get(MINE, headers=auth(bob))).json()["payments"]] == [bobs]
+    limited = await pay.get(MINE, params={"limit": "1"}, headers=auth(alice))
+    assert [p["paymentIntentId"] for p in limited.json()["payments"]] == [second]
+    for bad in ("0", "101", "abc", "-1", "1.5"):
+        assert_envelope(await pay.get(MINE, params={"limit": bad}, headers=auth(alice)), 400)
