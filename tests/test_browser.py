@@ -571,6 +571,7 @@ async def test_stop_then_delete(docker_servers, open_tab) -> None:
     await page.get_by_role("button", name="Delete").click()
     await page.locator("#workspace[data-state=none]").wait_for()
     await page.get_by_role("button", name="Open my workspace").wait_for()
+    assert "Workspace deleted; its files are kept" in await page.text_content("#ws-notice")
     assert containers_of(docker_servers.instance) == []
     doc = await server.db.workspaces.find_one({"owner_id": user["user"]["id"]})
     assert doc["state"] == "deleted"

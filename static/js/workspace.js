@@ -87,7 +87,7 @@ export class WorkspacePanel {
     this.setState(snapshot.state || snapshot.status, snapshot.progress, snapshot.message);
     this.save();
     this.render();
-    if (model.state === "deleted") this.workspaceGone();
+    if (model.state === "deleted") this.workspaceGone(model.message);
   }
 
   /** One event from the log; ignored if already shown (seq <= last seq). */
@@ -103,7 +103,7 @@ export class WorkspacePanel {
     this.render();
     // Events carry no URL or password: fetch them when the IDE comes up (its port may be new).
     if (model.state === "running" && (previous !== "running" || !model.url)) this.refreshDetails();
-    if (model.state === "deleted") this.workspaceGone();
+    if (model.state === "deleted") this.workspaceGone(model.message);
   }
 
   setState(state, progress, message) {
@@ -122,9 +122,11 @@ export class WorkspacePanel {
     }
   }
 
-  workspaceGone() {
+  /** No workspace (any more); `notice` says why, e.g. the delete's message. */
+  workspaceGone(notice = "") {
     this.closeSocket();
     this.forget();
+    this.notice.textContent = notice;
     this.render();
   }
 
@@ -196,7 +198,7 @@ export class WorkspacePanel {
     if (!window.confirm("Delete your workspace? The container is removed; your files are kept.")) return undefined;
     return this.act(async () => {
       const result = await api("/api/users/workspace/", { method: "DELETE" });
-      if (result.state === "deleted" || !result.state) return this.workspaceGone();
+      if (result.state === "deleted" || !result.state) return this.workspaceGone(result.message);
       this.setState(result.state, 0, result.message);
       this.save();
       this.render();
@@ -326,10 +328,11 @@ export class WorkspacePanel {
     this.deleteButton = h("button", { type: "button", id: "ws-delete", class: "danger", onclick: () => this.remove() },
       "Delete");
     this.actions = h("div", { class: "actions" }, this.openButton, this.stopButton, this.deleteButton);
+    this.notice = h("p", { id: "ws-notice", class: "notice", role: "status" });
     return h("section", { class: "card workspace", id: "workspace", "aria-labelledby": "ws-title" },
       h("div", { class: "panel-head" }, h("h2", { id: "ws-title" }, "Your workspace"), this.stateText, this.liveText),
       h("p", { class: "hint" }, "A browser IDE (VS Code) with Python, Node.js, Java and C/C++, kept for you."),
-      this.progressBox, this.runningBox, this.errorBox, this.actions, this.logBox);
+      this.notice, this.progressBox, this.runningBox, this.errorBox, this.actions, this.logBox);
   }
 
   render() {
@@ -365,6 +368,7 @@ export class WorkspacePanel {
     this.logList.replaceChildren(...log.map((entry) => h("li", { dataset: { seq: String(entry.seq) } },
       `${entry.message || LABELS[entry.state] || entry.state}`)));
     this.logBox.hidden = log.length === 0;
+    this.notice.hidden = state !== "none" || !this.notice.textContent;
   }
 
   setLive(live) {
