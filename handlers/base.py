@@ -139,7 +139,7 @@ class APIHandler(web.RequestHandler):
             return {}
         try:
             return json.loads(raw, **loads_options)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested too deep
             raise ApiError(400, "Malformed JSON", "The request body is not valid JSON.") from None
 
     def parse_body(self, model: type[M], **loads_options: Any) -> M:
