@@ -211,7 +211,8 @@ class WorkspaceService:
         tasks = [t for t in (self._watcher, self._poller, *self.tasks.values()) if t]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # bounded: a Docker event stream that ignores cancellation must not hang shutdown
+            await asyncio.wait(tasks, timeout=5)
         if self.engine:
             await self.engine.close()
 
