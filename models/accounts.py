@@ -9,8 +9,8 @@ from pydantic import Field, field_validator
 
 from models.base import RequestModel, ResponseModel, iso
 
-# local@domain.tld; unicode letters allowed; no spaces; one @.
-EMAIL_RE = re.compile(r"^[^\s@]{1,64}@[^\s@.]+(\.[^\s@.]+)+$")
+# local@domain.tld; unicode letters allowed; no spaces or control characters; one @.
+EMAIL_RE = re.compile(r"^[^\s@\x00-\x1f\x7f]{1,64}@[^\s@.\x00-\x1f\x7f]+(\.[^\s@.\x00-\x1f\x7f]+)+$")
 ROLES = ("student", "trainer", "admin", "superadmin")
 SELF_SERVICE_ROLES = ("student", "trainer")
 
