@@ -62,6 +62,9 @@ class APIHandler(web.RequestHandler):
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
+        # True until prepare() has passed: an answer given before the body
+        # is read makes Tornado close the connection, so we announce it.
+        self.before_body = True
 
     # -- headers, CORS, request id -------------------------------------------------
     def set_default_headers(self) -> None:
@@ -115,6 +118,7 @@ class APIHandler(web.RequestHandler):
                 raise ApiError(415, "Unsupported media type", "Send the body as application/json.")
         if self.request.method != "OPTIONS" and self.rate_limited:
             await self.apply_rate_limit()
+        self.before_body = False
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
@@ -200,6 +204,8 @@ class APIHandler(web.RequestHandler):
         self.set_status(error.status)
         for name, value in error.headers.items():
             self.set_header(name, value)
+        if getattr(self, "before_body", False):
+            self.set_header("Connection", "close")  # else keep-alive clients reuse a closing connection
         self.finish(json.dumps(error.body(), separators=(",", ":"), default=str))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
@@ -236,6 +242,7 @@ class NotFoundHandler(APIHandler):
 
     async def prepare(self) -> None:
         await super().prepare()
+        self.before_body = True
         raise ApiError(404, "Not found", f"No endpoint at {self.request.path}.")
 
 

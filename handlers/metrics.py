@@ -29,7 +29,7 @@ def route_label(handler: web.RequestHandler) -> str:
                 continue
             pattern = regex.pattern.removesuffix("$")
             try:
-                labels[rule.target] = openapi_path(pattern)[0] if getattr(rule.target, "operations", None) else pattern
+                labels[rule.target] = openapi_path(pattern)[0]
             except ValueError:
                 labels[rule.target] = pattern
         application.settings["_route_labels"] = labels
