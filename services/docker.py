@@ -54,8 +54,19 @@ class DockerEngine:
         self.host = host or DEFAULT_HOST
         self.errors = 0  # engine unreachable or 5xx answers; read by /metrics
         self.client = aiodocker.Docker(url=self.host, timeout=CALL_TIMEOUT)
+        self._streams: set[aiohttp.ClientResponse] = set()
+
+    def end_event_streams(self) -> None:
+        """Close every open event stream, so that its reader wakes up and
+        ends. Shutdown relies on this rather than on task cancellation
+        alone: a CancelledError can be absorbed on the way (PyMongo's async
+        driver has swallowed one during a query), and an event stream left
+        open then waits for the next Docker event forever."""
+        for response in list(self._streams):
+            response.close()
 
     async def close(self) -> None:
+        self.end_event_streams()
         await self.client.close()
 
     async def _call(self, coro: Any) -> Any:
@@ -175,11 +186,13 @@ class DockerEngine:
         try:
             response = await self._call(self.client._do_query(
                 "events", "GET", params=params, timeout=aiohttp.ClientTimeout(total=None, connect=3)))
+            self._streams.add(response)
             try:
                 async for line in response.content:
                     if line.strip():
                         yield json.loads(line)
             finally:
+                self._streams.discard(response)
                 response.close()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
             raise DockerUnavailable(f"event stream ended: {type(exc).__name__}") from None

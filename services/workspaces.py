@@ -211,7 +211,9 @@ class WorkspaceService:
         tasks = [t for t in (self._watcher, self._poller, *self.tasks.values()) if t]
         for task in tasks:
             task.cancel()
-        if tasks:  # bounded: a Docker event stream that ignores cancellation must not hang shutdown
+        if self.engine:
+            self.engine.end_event_streams()
+        if tasks:  # bounded: a provisioning step that absorbs the cancellation must not hang shutdown
             await asyncio.wait(tasks, timeout=5)
         if self.engine:
             await self.engine.close()
@@ -606,6 +608,8 @@ class WorkspaceService:
                     raise DockerUnavailable("no answer")
                 since = int(time.time()) - 1
                 await self.reconcile()
+                if self._closing:
+                    return
                 if not self.docker_connected:
                     log.info("watching Docker events at %s", self.engine.host)
                 self.docker_connected, backoff = True, 0.5

@@ -327,3 +327,25 @@ async def test_stop_or_delete_in_the_middle_of_provisioning_leaves_nothing_runni
     for user in (deleted_user, stopped_user):
         again = await http.post(CREATE, headers=auth(user), json={"wait": True})
         assert again.json()["state"] == "running", again.text
+
+
+async def test_shutdown_ends_the_docker_watcher_whenever_it_comes(servers):
+    """close() must end the watcher itself, not leave it to the bounded
+    wait: right after start-up, while it reconciles under request traffic
+    (a PyMongo query there has absorbed the cancellation before), and
+    while it follows the event stream."""
+    for delay in (0, 0.01, 0.03, 0.1, None):
+        server = await servers.start()
+        workspaces = server.services.workspaces
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            if delay is None:  # until it is streaming events
+                deadline = time.monotonic() + 10
+                while not workspaces.docker_connected and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                assert workspaces.docker_connected
+            else:
+                await asyncio.gather(*(client.post("/api/users/check-email/", json={"email": f"{n}@example.com"})
+                                       for n in range(5)))
+                await asyncio.sleep(delay)
+        await servers.stop(server)
+        assert workspaces._watcher.done() and workspaces._poller.done(), delay
