@@ -28,7 +28,7 @@ def make_app(services, extra_routes: list[tuple] | None = None) -> web.Applicati
         compress_response=True,
         xsrf_cookies=False,
         websocket_ping_interval=20,
-        websocket_ping_timeout=30,
+        websocket_ping_timeout=15,  # Tornado wants it no longer than the interval
     )
     app.inflight = 0
     return app
