@@ -102,3 +102,33 @@ async def test_known_gap_set_on_insert_is_not_relied_upon(db):
     assert doc["n"] == 1
     if "a" in doc:  # pragma: no cover - real MongoDB, or a fixed nx-27017
         assert doc["a"] == 1
+
+
+async def test_current_date_stamps_a_real_datetime(db):
+    """"Now" stamps in updates use $currentDate: it stores a datetime that
+    reads back as one. (Measured gap: nx-27017 does not match such a value
+    in a range query; no query of ours filters or sorts on a stamped field,
+    only on inserted ones such as `created_at`.)"""
+    before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
+    await db.users.insert_one({"_id": 7, "email_key": "stamp@example.com"})
+    await db.users.update_one({"_id": 7}, {"$currentDate": {"updated_at": True}})
+    stamped = (await db.users.find_one({"_id": 7}))["updated_at"]
+    assert isinstance(stamped, dt.datetime) and abs(stamped - before) < dt.timedelta(minutes=1)
+    await db.users.insert_one({"_id": 8, "email_key": "inserted@example.com", "created_at": stamped})
+    assert await db.users.count_documents({"created_at": {"$gt": before}}) == 1
+
+
+async def test_known_gap_datetime_in_set_is_only_used_for_ttl(db):
+    """nx-27017 stores a datetime given to $set in an update as a string.
+    Our code $sets datetimes only into `expires_at` fields that exist for
+    MongoDB's TTL index (nx-27017 has no TTL reaper, so there they are
+    inert); every value it reads back is stamped with $currentDate or
+    written by insert. This pins the gap so that a fix upstream is noticed."""
+    when = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    await db.sessions.insert_one({"_id": "gap"})
+    await db.sessions.update_one({"_id": "gap"}, {"$set": {"expires_at": when}})
+    stored = (await db.sessions.find_one({"_id": "gap"}))["expires_at"]
+    if isinstance(stored, str):  # nx-27017 today
+        assert stored.startswith("2030-01-02")
+    else:  # pragma: no cover - real MongoDB, or a fixed nx-27017
+        assert stored == when
