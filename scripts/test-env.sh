@@ -9,6 +9,7 @@ need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v curl >/dev/null 2>&1 || need+=(curl)  # the README's curl examples are run by a test
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test-env: installing ${need[*]}"
