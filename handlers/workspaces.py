@@ -7,7 +7,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from tornado import websocket
+from tornado import httputil, web, websocket
 
 from handlers.base import APIHandler, Operation
 from models.common import ErrorOut
@@ -88,11 +88,35 @@ class StopWorkspaceHandler(WorkspaceBase):
         self.render(await self.services.workspaces.stop(target))
 
 
+STATUS_SOCKET_TEXT = """A WebSocket (`ws://` or `wss://`): open it with an `Upgrade: websocket` GET.
+
+**Authentication**: an `Authorization: Bearer <access token>` header, or, within 5 s of opening, a first
+message `{"type": "auth", "token": "<access token>"}`. The token never goes in the URL. `Origin` must be one
+of the allowed origins (or this server's own).
+
+**Server messages** (JSON text frames):
+- first `{"type": "snapshot", "state", "progress", "url", "port", "password", "seq", "message", "at"}`;
+- then every persisted event after `?after=<seq>` (none without it), then live events as they happen:
+  `{"type": "event", "seq", "state", "progress" (0-100), "message", "at"}`. `seq` increases by one per
+  event, so a client that reconnects with `after=<last seq it saw>` loses and duplicates nothing.
+- `state` is one of provisioning, running, stopping, stopped, failed, deleting; pull progress never goes
+  backwards. The server pings every 20 s.
+
+**Close codes**: 4400 bad query value, 4401 missing or bad token, 4403 another user's workspace (admins may
+use `?user_id=`), 4404 no workspace, 1001 server shutting down, 1011 internal error.
+
+A plain HTTP request here (no upgrade) answers 400, and a refused `Origin` 403, in the error envelope."""
+
+
 class WorkspaceStatusSocket(websocket.WebSocketHandler):
     """Live provisioning status: a snapshot, the persisted events after
     ``?after=<seq>``, then live events. Authenticated by an Authorization
     header or by a first message ``{"type": "auth", "token": ...}``."""
     AUTH_TIMEOUT = 5.0
+    operations = {"get": Operation(
+        "Live workspace status (WebSocket)", tags=TAGS, description=STATUS_SOCKET_TEXT,
+        query={"after": "Replay the persisted events after this seq, then go live.", **AS_USER},
+        responses={400: ErrorOut, 403: ErrorOut})}
 
     def initialize(self) -> None:
         self.services = self.application.settings["services"]
@@ -196,6 +220,29 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
             await self.write_message(event_message(event))
             after = event["seq"]
         return after
+
+    # -- plain HTTP answers (no upgrade): the envelope, not Tornado's text or HTML ---------
+    _enveloped = False
+
+    def finish(self, chunk: Any = None) -> Any:
+        if self.get_status() >= 400 and not self._enveloped:
+            text = chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk or self._reason
+            return self._finish_error(self.get_status(), f"This endpoint is a WebSocket: {text}")
+        return super().finish(chunk)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if status_code == 405:
+            self.set_header("Allow", "GET")
+        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else \
+            "Open this path as a WebSocket."
+        self._finish_error(status_code, message if status_code < 500 else "Something went wrong on our side.")
+
+    def _finish_error(self, status: int, message: str) -> Any:
+        self._enveloped = True
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        body = {"error": httputil.responses.get(status, "Error"), "message": message}
+        return super().finish(json.dumps(body, separators=(",", ":")))
 
     def on_close(self) -> None:
         self.workspaces.sockets.discard(self)

@@ -227,3 +227,29 @@ async def test_cors_origins_come_from_settings(start_server):
         default = await client.options("/api/users/login/", headers={"Origin": ALLOWED,
                                                                      "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in default.headers
+
+
+@pytest.mark.parametrize("method, headers, status", [
+    ("GET", {}, 400),  # no upgrade
+    ("GET", {"Upgrade": "websocket", "Connection": "Upgrade"}, 426),  # no version
+    ("GET", {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"}, 400),  # no key
+    ("GET", {"Upgrade": "websocket", "Connection": "Upgrade", "Origin": "http://evil.example"}, 403),
+    ("POST", {}, 405),
+    ("DELETE", {}, 405),
+])
+async def test_plain_http_on_the_status_websocket_is_the_envelope(client, method, headers, status):
+    response = await client.request(method, "/api/users/workspace/status/", headers=headers)
+    body = assert_envelope(response, status)
+    assert "WebSocket" in body["message"]
+    if status == 405:
+        assert response.headers["allow"] == "GET"
+
+
+async def test_openapi_describes_the_status_websocket(client):
+    document = (await client.get("/api/openapi.json")).json()
+    operation = document["paths"]["/api/users/workspace/status/"]["get"]
+    assert operation["x-websocket"] is True and "101" in operation["responses"]
+    for text in ('"type": "snapshot"', '"type": "event"', '"type": "auth"', "after=<seq>", "4401", "4403",
+                 "4404"):
+        assert text in operation["description"], text
+    assert {p["name"] for p in operation["parameters"]} == {"after", "user_id"}
