@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What the tests need outside Python: a Docker engine with the local test
-# workspace image, and Debian's Chromium. Installs with apt-get when run as
-# root and something is missing; starts dockerd when none answers (its pid
-# goes to .ci/dockerd.pid so that .ci/run can stop what it started).
+# workspace image, Debian's Chromium and docker-registry. Installs with
+# apt-get when run as root and something is missing; starts dockerd when none
+# answers (its pid goes to .ci/dockerd.pid so that .ci/run can stop what it
+# started).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 need=()
@@ -10,11 +11,17 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)  # the README's curl examples are run by a test
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)  # a local registry for the image-pull tests
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test-env: installing ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    if [[ " ${need[*]} " == *" docker-registry "* ]]; then
+      # Where init lets it, the package starts a registry service on :5000; the tests run their own.
+      if [ -d /run/systemd/system ]; then systemctl disable --now docker-registry >/dev/null 2>&1 || true
+      elif [ -x /etc/init.d/docker-registry ]; then /etc/init.d/docker-registry stop >/dev/null 2>&1 || true; fi
+    fi
   else
     echo "test-env: missing ${need[*]} (install them, or run as root)" >&2
   fi

@@ -28,6 +28,7 @@ import datetime as dt
 import logging
 import random
 import secrets
+import shlex
 import time
 import uuid
 from typing import Any, AsyncIterator, Iterable
@@ -73,6 +74,16 @@ def utcnow() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def command_of(text: str) -> list[str] | None:
+    """WORKSPACE_CMD as the container's argv, split as a POSIX shell splits
+    words (quotes keep e.g. a `sh -c '...'` script one argument); None:
+    the image's own command."""
+    try:
+        return shlex.split(text) or None
+    except ValueError as exc:  # an unclosed quote
+        raise ProvisionFailed(f"WORKSPACE_CMD cannot be read: {exc}") from None
+
+
 def event_of(doc: dict) -> dict:
     """The event a document's latest change produced."""
     return {"workspace_id": doc["_id"], "seq": doc["seq"], "state": doc["state"], "progress": doc["progress"],
@@ -114,7 +125,12 @@ class EventHub:
 
 
 class PullProgress:
-    """Docker pull messages -> one percentage that never goes backwards."""
+    """Docker pull messages -> one percentage that never goes backwards.
+
+    Docker first announces every layer ('Already exists', 'Pulling fs
+    layer', 'Waiting'), then reports the transfers. The percentage moves only
+    on transfers: computed after the first announcement, a shared base layer
+    that already exists would read as 100% before anything was downloaded."""
 
     def __init__(self) -> None:
         self.layers: dict[str, float] = {}
@@ -124,7 +140,11 @@ class PullProgress:
         layer, status = message.get("id"), message.get("status", "")
         if layer and (status.startswith("Pulling fs layer") or status.startswith("Waiting")):
             self.layers.setdefault(layer, 0.0)
-        elif layer and status.startswith("Downloading"):
+            return self.percent
+        if layer and status == "Already exists":
+            self.layers[layer] = 1.0
+            return self.percent
+        if layer and status.startswith("Downloading"):
             detail = message.get("progressDetail") or {}
             if detail.get("total"):
                 self.layers[layer] = 0.8 * min(1.0, detail.get("current", 0) / detail["total"])
@@ -134,7 +154,7 @@ class PullProgress:
                 self.layers[layer] = 0.8 + 0.2 * min(1.0, detail.get("current", 0) / detail["total"])
         elif layer and status in ("Download complete", "Verifying Checksum"):
             self.layers[layer] = max(self.layers.get(layer, 0.0), 0.8)
-        elif layer and status in ("Pull complete", "Already exists"):
+        elif layer and status == "Pull complete":
             self.layers[layer] = 1.0
         if self.layers:
             self.percent = max(self.percent, int(100 * sum(self.layers.values()) / len(self.layers)))
@@ -541,7 +561,7 @@ class WorkspaceService:
         if doc.get("port") is None:
             doc = await self._allocate_port(doc)
         settings = self.settings
-        cmd = settings.workspace_cmd.split() if settings.workspace_cmd else None
+        cmd = command_of(settings.workspace_cmd)
         for _ in range(10):
             config = container_config(
                 image=settings.workspace_image, labels=self.labels(doc), env={"PASSWORD": doc["password"]},

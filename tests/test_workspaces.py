@@ -220,6 +220,30 @@ async def test_an_external_docker_kill_shows_up_within_two_seconds(ws_server, ht
     assert body["state"] == "stopped"
 
 
+# Serves HTTP like the test image, and on a signal (a file appearing) makes
+# the main process (tini's child, so its death ends the container) fill its
+# memory: busybox tail keeps /dev/zero's endless "line" in memory.
+OOM_ON_SIGNAL = ("/bin/busybox sh -c '/bin/busybox httpd -f -p 8080 -h /www & "
+                 "while [ ! -e /tmp/oom ]; do /bin/busybox sleep 0.1; done; exec /bin/busybox tail /dev/zero'")
+
+
+async def test_an_oom_kill_marks_the_workspace_failed_with_the_memory_message(servers):
+    server = await servers.start(workspace_memory="16m", workspace_cmd=OOM_ON_SIGNAL)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        user = await register(client)
+        headers, name = auth(user), f"{servers.instance}-ws-{user['user']['id']}"
+        assert (await client.post(CREATE, headers=headers, json={"wait": True})).json()["state"] == "running"
+        docker("exec", name, "/bin/busybox", "touch", "/tmp/oom")
+        body = await wait_for_state(client, headers, {"stopped", "failed"}, timeout=10)
+        assert inspect(name)["State"]["OOMKilled"] is True  # the kernel really killed it
+        assert body["state"] == "failed", body
+        assert body["message"] == "The workspace ran out of memory (limit 16m) and was stopped."
+        # Created again, it runs again (in a new container).
+        again = (await client.post(CREATE, headers=headers, json={"wait": True})).json()
+        assert again["state"] == "running", again
+        assert inspect(name)["State"]["Running"] and await answers_http(again["port"])
+
+
 async def test_restart_reconciles_documents_and_containers(servers):
     first = await servers.start()
     async with httpx.AsyncClient(base_url=first.url, timeout=60) as client:
