@@ -12,6 +12,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import shlex
 import secrets
 import urllib.parse
 from pathlib import Path
@@ -135,7 +136,7 @@ SETTINGS: list[Setting] = [
     S("WORKSPACE_MEMORY", "2g", "Memory limit per workspace (bytes, or with k/m/g).", group="workspaces"),
     S("WORKSPACE_PIDS", "512", "Process limit per workspace.", int, group="workspaces"),
     S("WORKSPACE_NETWORK", "", "Docker network for workspaces (empty: the default bridge).", group="workspaces"),
-    S("WORKSPACE_CMD", "", "Command override for the container (empty: the image's own).", group="workspaces"),
+    S("WORKSPACE_CMD", "", "Command override for the container, split like shell words (quotes work; empty: the image's own).", group="workspaces"),
     S("WORKSPACE_READY_TIMEOUT", "120", "Seconds to wait for the IDE to answer HTTP before failing.", float, group="workspaces"),
     S("WORKSPACE_WAIT_TIMEOUT", "180", "Longest a create with {\"wait\": true} waits.", float, group="workspaces"),
     S("WORKSPACE_READY_HOST", "", "Host the readiness probe connects to (empty: WORKSPACE_HOST_IP, or 127.0.0.1 when that is 0.0.0.0).", group="workspaces"),
@@ -238,6 +239,10 @@ def validate(settings: Settings) -> None:
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise SettingsError("BCRYPT_ROUNDS must be between 4 and 31")
     workspace_port_range(settings)
+    try:
+        shlex.split(settings.workspace_cmd)
+    except ValueError as exc:
+        raise SettingsError(f"WORKSPACE_CMD cannot be read as shell words: {exc}") from None
     if not 0 < settings.oauth_timeout <= 300:
         raise SettingsError("OAUTH_TIMEOUT must be more than 0 and at most 300 seconds")
     if settings.production:

@@ -32,9 +32,7 @@ PHONE = {"width": 375, "height": 740}
 PASSWORD = "Correct-Horse-42"
 # The test image's web server, started only after a pause: provisioning then
 # sits at "Waiting for the IDE to answer" long enough to reload in the middle.
-# (WORKSPACE_CMD is split on whitespace; ${IFS} lets the shell see spaces.)
-SLOW_START = ("/bin/busybox sh -c /bin/busybox${IFS}sleep${IFS}4;"
-              "exec${IFS}/bin/busybox${IFS}httpd${IFS}-f${IFS}-p${IFS}8080${IFS}-h${IFS}/www")
+SLOW_START = "/bin/busybox sh -c '/bin/busybox sleep 4; exec /bin/busybox httpd -f -p 8080 -h /www'"
 EXITS_AT_ONCE = "/bin/busybox false"
 
 pytestmark = pytest.mark.browser

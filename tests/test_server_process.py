@@ -100,11 +100,13 @@ def test_production_refuses_to_start_without_a_real_secret(tmp_path):
         assert secret == "" or secret not in result.stderr  # the value itself is never echoed
 
 
-def test_bad_setting_is_a_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, "server.py", "--rate-limit-anon", "lots"], cwd=ROOT,
+@pytest.mark.parametrize("flag, value, name", [("--rate-limit-anon", "lots", "RATE_LIMIT_ANON"),
+                                               ("--workspace-cmd", "sh -c 'unclosed", "WORKSPACE_CMD")])
+def test_bad_setting_is_a_clear_error(tmp_path, flag, value, name):
+    result = subprocess.run([sys.executable, "server.py", flag, value], cwd=ROOT,
                             env=server_env(), capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert "RATE_LIMIT_ANON" in result.stderr and "Traceback" not in result.stderr
+    assert name in result.stderr and "Traceback" not in result.stderr
 
 
 def test_help_lists_every_setting():
