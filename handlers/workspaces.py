@@ -241,7 +241,7 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
     def _finish_error(self, status: int, message: str) -> Any:
         self._enveloped = True
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        body = {"error": httputil.responses.get(status, "Error"), "message": message}
+        body = ApiError(status, httputil.responses.get(status, "Error"), message).body()
         return super().finish(json.dumps(body, separators=(",", ":")))
 
     def on_close(self) -> None:
