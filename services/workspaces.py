@@ -539,15 +539,32 @@ class WorkspaceService:
         for _ in range(50):
             used = {d["port"] async for d in self.workspaces.find({"port": {"$gte": low, "$lte": high}}, {"port": 1})}
             free = [p for p in range(low, high + 1) if p not in used and p not in self._bad_ports]
-            if not free:
+            port = random.choice(free[:64]) if free else await self._reclaim_port(doc, low, high)
+            if port is None:
                 raise ProvisionFailed("No free workspace port is left; ask an administrator to widen "
                                       "WORKSPACE_PORT_RANGE.")
-            port = random.choice(free[:64])
             try:
                 return await self._step(doc, 72, f"Reserved port {port}", fields={"port": port})
             except DuplicateKeyError:
                 continue  # another workspace took it a moment ago
         raise ProvisionFailed("Could not reserve a workspace port; try again.")
+
+    async def _reclaim_port(self, doc: dict, low: int, high: int) -> int | None:
+        """With every port of the range taken, take one from the workspace
+        that has been stopped (or failed) the longest; it gets a new port
+        the next time it starts, as its container is made afresh then.
+        None when no such workspace exists."""
+        query = {"state": {"$in": [STOPPED, FAILED]}, "port": {"$gte": low, "$lte": high},
+                 "_id": {"$ne": doc["_id"]}}
+        async for victim in self.workspaces.find(query).sort("updated_at", 1).limit(5):
+            if victim["_id"] in self.busy or victim["_id"] in self.tasks:
+                continue
+            message = ("Its port was given to another workspace while it was stopped; "
+                       "it gets a new one when it starts.")
+            if await self._update(victim, message, unset=("port",)) is not None:
+                log.info("port %s reclaimed from stopped workspace %s", victim["port"], victim["_id"])
+                return victim["port"]
+        return None
 
     async def _ensure_container(self, engine: DockerEngine, doc: dict, created: list[str]) -> dict:
         name = self.container_name(doc["owner_id"])

@@ -373,3 +373,32 @@ async def test_shutdown_ends_the_docker_watcher_whenever_it_comes(servers):
                 await asyncio.sleep(delay)
         await servers.stop(server)
         assert workspaces._watcher.done() and workspaces._poller.done(), delay
+
+
+async def test_a_full_port_range_reclaims_the_port_of_the_longest_stopped_workspace(servers):
+    port = int(servers.port_range.split("-")[0])
+    server = await servers.start(workspace_port_range=f"{port}-{port}")
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        first, second = auth(await register(client)), auth(await register(client))
+        assert (await client.post(CREATE, headers=first, json={"wait": True})).json()["port"] == port
+        assert (await client.post(STOP, headers=first)).json()["state"] == "stopped"
+
+        # The only port belongs to a stopped workspace: the new one takes it.
+        taken = (await client.post(CREATE, headers=second, json={"wait": True})).json()
+        assert taken["state"] == "running" and taken["port"] == port, taken
+        assert await answers_http(port)
+        gave_up = (await client.get(WORKSPACE, headers=first)).json()
+        assert gave_up["state"] == "stopped" and gave_up["port"] is None and gave_up["url"] is None
+        assert "new one when it starts" in gave_up["message"]
+
+        # Nothing stopped to take from: a clear failure, and the running one is untouched.
+        refused = (await client.post(CREATE, headers=first, json={"wait": True})).json()
+        assert refused["state"] == "failed" and "WORKSPACE_PORT_RANGE" in refused["message"], refused
+        assert (await client.get(WORKSPACE, headers=second)).json()["state"] == "running"
+
+        # Once the second is stopped, the first takes the port back from it.
+        assert (await client.post(STOP, headers=second)).json()["state"] == "stopped"
+        again = (await client.post(CREATE, headers=first, json={"wait": True})).json()
+        assert again["state"] == "running" and again["port"] == port, again
+        assert await answers_http(port)
+        assert (await client.get(WORKSPACE, headers=second)).json()["port"] is None
