@@ -26,6 +26,9 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_SECRET = "test-signing-key-" + "x" * 32
 _counter = itertools.count(1)
 
+# The workspace fixtures (servers, ws_server, http) for every test module.
+pytest_plugins = ["tests.workspaces_helpers"]
+
 # Defaults for a test server: fast hashing, limits out of the way (tests of
 # the limits set their own), a fixed key.
 TEST_DEFAULTS: dict[str, Any] = {
@@ -64,6 +67,23 @@ class RunningServer:
     def ws_url(self) -> str:
         return "ws" + self.url[len("http"):]
 
+    async def stop(self) -> None:
+        """As server.py stops: no new connections, services (and their
+        WebSockets) closed, then whatever connection is left."""
+        self.http.stop()
+        await self.services.close()
+        await self.http.close_all_connections()
+
+
+async def serve(settings: settings_mod.Settings, extra_routes: list[tuple] | None = None) -> RunningServer:
+    """The real app for `settings` on an ephemeral loopback port."""
+    services = await Services(settings).start()
+    app = make_app(services, extra_routes)
+    sock, port = bind_unused_port()
+    http = HTTPServer(app, max_body_size=64 * 1024 * 1024)  # the app's own 1 MiB limit is what answers
+    http.add_sockets([sock])
+    return RunningServer(f"http://127.0.0.1:{port}", services, app, http)
+
 
 def test_settings(mongo: EmbeddedMongo, tmp_path: Path, **overrides: Any) -> settings_mod.Settings:
     values = {**TEST_DEFAULTS, "mongodb_uri": mongo.uri, "mongodb_db": f"t{next(_counter)}_{uuid.uuid4().hex[:6]}",
@@ -79,21 +99,13 @@ async def start_server(mongo, tmp_path) -> AsyncIterator[Callable[..., Awaitable
     running: list[RunningServer] = []
 
     async def start(**overrides: Any) -> RunningServer:
-        settings = test_settings(mongo, tmp_path, **overrides)
-        services = await Services(settings).start()
-        app = make_app(services)
-        sock, port = bind_unused_port()
-        http = HTTPServer(app, max_body_size=64 * 1024 * 1024)
-        http.add_sockets([sock])
-        server = RunningServer(f"http://127.0.0.1:{port}", services, app, http)
+        server = await serve(test_settings(mongo, tmp_path, **overrides))
         running.append(server)
         return server
 
     yield start
     for server in reversed(running):
-        server.http.stop()
-        await server.http.close_all_connections()
-        await server.services.close()
+        await server.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ schema in each of those ways makes the same run fail.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from xml.etree import ElementTree
 from pathlib import Path
@@ -27,11 +26,9 @@ from pathlib import Path
 import httpx
 from pydantic import Field
 
-from handlers import make_app
 from handlers.base import APIHandler, Operation
 from models.base import RequestModel, ResponseModel
 from models.common import ErrorOut
-from services.container import Services
 from tests import conftest
 from tests.conftest import ARTIFACTS, auth, register
 
@@ -151,20 +148,13 @@ class BrokenHandler(APIHandler):
 
 
 async def test_schemathesis_catches_a_broken_endpoint(mongo, tmp_path):
-    services = await Services(conftest.test_settings(mongo, tmp_path, docker_host=NO_DOCKER)).start()
-    app = make_app(services, extra_routes=[(r"/api/broken/?", BrokenHandler)])
-    from tornado.httpserver import HTTPServer
-    from tornado.testing import bind_unused_port
-    sock, port = bind_unused_port()
-    http = HTTPServer(app)
-    http.add_sockets([sock])
+    server = await conftest.serve(conftest.test_settings(mongo, tmp_path, docker_host=NO_DOCKER),
+                                  extra_routes=[(r"/api/broken/?", BrokenHandler)])
     try:
-        code, output = await run_schemathesis(f"http://127.0.0.1:{port}", "--include-path", "/api/broken/",
+        code, output = await run_schemathesis(server.url, "--include-path", "/api/broken/",
                                               "--continue-on-failure", report="broken")
     finally:
-        http.stop()
-        await http.close_all_connections()
-        await services.close()
+        await server.stop()
     assert code != 0, output[-3000:]
     assert "ST101 Server error" in output, output[-3000:]
     assert "ST108 Response violates schema" in output, output[-3000:]

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.workspaces_helpers import servers  # noqa: F401 - fixture
 
 README = ROOT / "README.md"
 
@@ -39,7 +38,7 @@ def json_values(text: str) -> list:
 
 
 @pytest.mark.docker
-async def test_curl_examples_work_verbatim(servers):  # noqa: F811 - fixture
+async def test_curl_examples_work_verbatim(servers):
     """Runs the README's curl block unchanged but for the server's address;
     a wrapper records every HTTP status curl saw. Run twice: the second
     registration is refused (the email is taken) and the rest still works."""

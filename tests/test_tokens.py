@@ -7,17 +7,18 @@ import base64
 import datetime as dt
 import json
 
+import httpx
 import pytest
 
 from tests.accounts_helpers import (OPERATOR_VALUES, assert_envelope, assert_field_error, auth, claims_of,
                                     craft_token, login, profile, register)
 
 
-async def refresh(client, token) -> "httpx.Response":  # noqa: F821
+async def refresh(client, token) -> httpx.Response:
     return await client.post("/api/auth/token/refresh/", json={"refresh": token})
 
 
-async def logout(client, tokens: dict, refresh_token: str) -> "httpx.Response":  # noqa: F821
+async def logout(client, tokens: dict, refresh_token: str) -> httpx.Response:
     return await client.post("/api/users/logout/", headers=auth(tokens), json={"refresh": refresh_token})
 
 

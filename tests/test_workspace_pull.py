@@ -20,7 +20,7 @@ import pytest
 from services.docker import DockerEngine
 from services.workspaces import PullProgress
 from tests.conftest import auth, docker_available, register, require_or_skip
-from tests.workspaces_helpers import TEST_IMAGE, Socket, containers_of, docker, servers  # noqa: F401 - fixture
+from tests.workspaces_helpers import TEST_IMAGE, Socket, containers_of, docker
 
 pytestmark = pytest.mark.docker
 CREATE = "/api/users/workspace/create/"

@@ -13,8 +13,7 @@ import pytest
 
 from services.db import connect
 from tests.conftest import auth, make_admin, register
-from tests.workspaces_helpers import (CONTRACT_503, WORKSPACE_KEYS, DockerProxy, containers_of,
-                                      docker, http, servers, wait_for_state, ws_server)  # noqa: F401 - fixtures
+from tests.workspaces_helpers import CONTRACT_503, WORKSPACE_KEYS, DockerProxy, containers_of, docker, wait_for_state
 
 pytestmark = pytest.mark.docker
 CREATE, WORKSPACE, STOP = "/api/users/workspace/create/", "/api/users/workspace/", "/api/users/workspace/stop/"

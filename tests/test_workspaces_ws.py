@@ -8,8 +8,7 @@ import asyncio
 import pytest
 
 from tests.conftest import auth, make_admin, register
-from tests.workspaces_helpers import (Socket, http, refused_handshake, servers,  # noqa: F401 - fixtures
-                                      wait_for_state, ws_server)
+from tests.workspaces_helpers import Socket, refused_handshake, wait_for_state
 
 pytestmark = pytest.mark.docker
 CREATE, WORKSPACE, STOP = "/api/users/workspace/create/", "/api/users/workspace/", "/api/users/workspace/stop/"

@@ -16,13 +16,9 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from handlers import make_app
-from services.container import Services
-from tests.conftest import RunningServer, docker_available, require_or_skip, test_settings
+from tests.conftest import RunningServer, docker_available, require_or_skip, serve, test_settings
 
 TEST_IMAGE = os.environ.get("WORKSPACE_TEST_IMAGE", "apranova/workspace-test:latest")
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -80,21 +76,14 @@ class WorkspaceServers:
         return test_settings(self.mongo, self.tmp_path, **values)
 
     async def start(self, **overrides: Any) -> RunningServer:
-        services = await Services(self.settings(**overrides)).start()
-        app = make_app(services)
-        sock, port = bind_unused_port()
-        http = HTTPServer(app)
-        http.add_sockets([sock])
-        server = RunningServer(f"http://127.0.0.1:{port}", services, app, http)
+        server = await serve(self.settings(**overrides))
         self.running.append(server)
         return server
 
     async def stop(self, server: RunningServer) -> None:
         if server in self.running:
             self.running.remove(server)
-            server.http.stop()
-            await server.services.close()
-            await server.http.close_all_connections()
+            await server.stop()
 
     async def close(self) -> None:
         for server in reversed(list(self.running)):
