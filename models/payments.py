@@ -8,7 +8,7 @@ from typing import Any, Optional
 from pydantic import Field, field_validator
 
 from models.base import RequestModel, ResponseModel, iso
-from services.errors import ValidationFailed
+from services.errors import field_error
 
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 100
@@ -88,5 +88,5 @@ def parse_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIST_LIMIT
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIST_LIMIT:
-        raise ValidationFailed({"limit": [f"Must be a whole number from 1 to {MAX_LIST_LIMIT}."]})
+        raise field_error("limit", f"Must be a whole number from 1 to {MAX_LIST_LIMIT}.")
     return int(raw)

@@ -31,7 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from models.payments import payment_model
-from services.errors import ApiError, Conflict, ServiceUnavailable, ValidationFailed
+from services.errors import ApiError, Conflict, ServiceUnavailable, ValidationFailed, field_error
 from services.settings import Settings, SettingsError
 from services.tokens import utcnow
 
@@ -104,7 +104,6 @@ class Quote:
 
 class PaymentService:
     def __init__(self, db: AsyncDatabase, settings: Settings, client: stripe.StripeClient | None):
-        self.db = db
         self.payments = db.payments
         self.events = db.stripe_events
         self.users = db.users
@@ -123,7 +122,7 @@ class PaymentService:
     def _price_from_settings(self, track: str, price: str) -> int:
         try:
             return self._check_amount(Decimal(price), self.currencies[0])
-        except (InvalidOperation, ValidationFailed, ValueError):
+        except (InvalidOperation, ValidationFailed):
             raise SettingsError(f"TRACK_PRICES: {track}={price} is not a valid price in "
                                 f"{self.currencies[0].upper()}") from None
 
@@ -155,16 +154,16 @@ class PaymentService:
 
     def _check_amount(self, amount: Decimal, currency: str) -> int:
         if not amount.is_finite():
-            raise ValidationFailed({"amount": ["Must be a number."]})
+            raise field_error("amount", "Must be a number.")
         if amount <= 0:
-            raise ValidationFailed({"amount": ["Must be greater than 0."]})
+            raise field_error("amount", "Must be greater than 0.")
         largest = min(self.max_amount, from_minor_units(STRIPE_MAX_MINOR, currency))
         if amount > largest:
-            raise ValidationFailed({"amount": [f"Must be at most {largest} {currency.upper()}."]})
+            raise field_error("amount", f"Must be at most {largest} {currency.upper()}.")
         try:
             return to_minor_units(amount, currency)
         except ValueError as exc:
-            raise ValidationFailed({"amount": [str(exc)]}) from None
+            raise field_error("amount", str(exc)) from None
 
     def require_configured(self) -> stripe.StripeClient:
         if self.client is None or not self.settings.stripe_publishable_key:
@@ -196,10 +195,11 @@ class PaymentService:
             intent = await client.v1.payment_intents.create_async(params, {"idempotency_key": key})
         except stripe.StripeError as exc:
             raise stripe_failure(exc) from None
+        now = utcnow()
         payment = {
             "user_id": user["_id"], "payment_intent_id": intent["id"], "amount": int(intent["amount"]),
             "currency": intent["currency"], "track": quote.track, "status": "created",
-            "idempotency_key": key, "created_at": utcnow(), "updated_at": utcnow(),
+            "idempotency_key": key, "created_at": now, "updated_at": now,
         }
         try:
             await self.payments.insert_one(payment)
