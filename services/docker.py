@@ -39,6 +39,11 @@ def parse_memory(value: str) -> int:
     return int(float(match[1]) * factor)
 
 
+def label_filter(labels: dict[str, str]) -> list[str]:
+    """Engine-API `label` filter values: containers carrying every label."""
+    return [f"{key}={value}" for key, value in labels.items()]
+
+
 def is_port_taken(exc: DockerError) -> bool:
     """Docker's refusal to publish a host port something else holds."""
     text = str(exc.message).lower()
@@ -167,19 +172,14 @@ class DockerEngine:
                 raise
 
     async def list_containers(self, labels: dict[str, str]) -> list[dict]:
-        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        filters = {"label": label_filter(labels)}
         return await self._json("containers/json", params={"all": "true", "filters": json.dumps(filters)})
-
-    async def list_volumes(self, labels: dict[str, str]) -> list[dict]:
-        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-        result = await self._json("volumes", params={"filters": json.dumps(filters)})
-        return result.get("Volumes") or []
 
     async def events(self, labels: dict[str, str], since: int | None = None) -> AsyncIterator[dict]:
         """Stream container events for containers carrying `labels` until
         the connection drops (then the iterator raises DockerUnavailable)."""
         filters = {"type": ["container"], "event": ["start", "die", "oom", "stop", "kill", "destroy"],
-                   "label": [f"{key}={value}" for key, value in labels.items()]}
+                   "label": label_filter(labels)}
         params: dict[str, str] = {"filters": json.dumps(filters)}
         if since is not None:
             params["since"] = str(since)
