@@ -160,7 +160,6 @@ class PullProgress:
 
 class WorkspaceService:
     def __init__(self, db: AsyncDatabase, settings: Settings, engine: DockerEngine | None):
-        self.db = db
         self.workspaces = db.workspaces
         self.events = db.workspace_events
         self.settings = settings
@@ -445,10 +444,15 @@ class WorkspaceService:
             new = await self._update(doc, message, progress=max(progress, doc["progress"]), **changes)
             if new is not None:
                 return new
-            current = await self.workspaces.find_one({"_id": doc["_id"]})
-            if current is None or current["state"] != PROVISIONING or current.get("run") != doc.get("run"):
-                raise Superseded()
-            doc = current
+            doc = await self._current_run(doc)
+
+    async def _current_run(self, doc: dict, projection: dict | None = None) -> dict:
+        """The document as stored now, if `doc`'s provisioning run is still
+        the current one; else raises Superseded."""
+        current = await self.workspaces.find_one({"_id": doc["_id"]}, projection)
+        if current is None or current["state"] != PROVISIONING or current.get("run") != doc.get("run"):
+            raise Superseded()
+        return current
 
     async def _provision(self, doc: dict) -> None:
         """One provisioning run. A stop or delete does not cancel it (a
@@ -575,13 +579,13 @@ class WorkspaceService:
         if doc.get("port") is None:
             doc = await self._allocate_port(doc)
         settings = self.settings
-        cmd = command_of(settings.workspace_cmd)
+        cmd, memory = command_of(settings.workspace_cmd), parse_memory(settings.workspace_memory)
         for _ in range(10):
             config = container_config(
                 image=settings.workspace_image, labels=self.labels(doc), env={"PASSWORD": doc["password"]},
                 container_port=settings.workspace_container_port, host_ip=settings.workspace_host_ip,
                 host_port=doc["port"], volume=self.volume_name(doc["owner_id"]), cpus=settings.workspace_cpus,
-                memory=parse_memory(settings.workspace_memory), pids=settings.workspace_pids,
+                memory=memory, pids=settings.workspace_pids,
                 network=settings.workspace_network, cmd=cmd)
             try:
                 container_id = await engine.create_container(name, config)
@@ -620,9 +624,7 @@ class WorkspaceService:
                 raise ProvisionFailed(f"The IDE did not answer on port {doc['port']} within {timeout:g} s.")
             if time.monotonic() > next_check:
                 next_check = time.monotonic() + 1
-                current = await self.workspaces.find_one({"_id": doc["_id"]}, {"state": 1, "run": 1})
-                if current is None or current["state"] != PROVISIONING or current.get("run") != doc.get("run"):
-                    raise Superseded()
+                await self._current_run(doc, {"state": 1, "run": 1})
                 info = await engine.inspect_container(doc["container_id"])
                 if info is None or not info["State"].get("Running"):
                     code = info["State"].get("ExitCode") if info else None
