@@ -124,9 +124,12 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
         self.auth_token: asyncio.Future | None = None
         self.task: asyncio.Task | None = None
 
+    # Not an APIHandler, but the same header rules: its methods read only the request and settings.
+    bearer_token = APIHandler.bearer_token
+    origin_allowed = APIHandler.origin_allowed
+
     def check_origin(self, origin: str) -> bool:
-        allowed = self.services.settings.cors_origins
-        return "*" in allowed or origin in allowed or urlsplit(origin).netloc == self.request.host
+        return self.origin_allowed(origin) or urlsplit(origin).netloc == self.request.host
 
     def open(self) -> None:
         self.workspaces.sockets.add(self)
@@ -136,9 +139,7 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
         except ValueError as exc:
             self.close(4400, str(exc))
             return
-        header = self.request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        token = self.bearer_token()
         if token is None:
             # Created here, not in the task: the browser's auth message may be
             # read before the task first runs, and must not be dropped.
