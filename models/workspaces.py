@@ -1,18 +1,15 @@
 """Workspace request/response shapes and the one place a stored workspace
-document becomes a response or a WebSocket message."""
+document becomes a response or a WebSocket message. Stored times are
+ISO-8601 Z text already (see services.workspaces.utcnow), so they pass as
+they are."""
 from __future__ import annotations
 
 from typing import Optional
 
-from models.base import RequestModel, ResponseModel, iso
+from models.base import RequestModel, ResponseModel
 
 CREATED_MSG = "Workspace created successfully."
 EXISTS_MSG = "Workspace already exists."
-
-
-def when(value: object) -> str | None:
-    """Stored times are ISO-8601 Z text already (see services.workspaces.utcnow)."""
-    return value if isinstance(value, str) or value is None else iso(value)  # type: ignore[arg-type]
 
 
 class CreateWorkspaceIn(RequestModel):
@@ -44,7 +41,7 @@ class WorkspaceDeletedOut(ResponseModel):
 def workspace_model(doc: dict, url: Optional[str], msg: Optional[str] = None) -> dict:
     body = {"url": url, "port": doc.get("port"), "status": doc["state"], "state": doc["state"],
             "progress": doc["progress"], "seq": doc["seq"], "password": doc["password"],
-            "message": doc["message"], "created_at": when(doc["created_at"]), "updated_at": when(doc["updated_at"])}
+            "message": doc["message"], "created_at": doc["created_at"], "updated_at": doc["updated_at"]}
     if msg is not None:
         body["msg"] = msg
     return body
@@ -53,9 +50,9 @@ def workspace_model(doc: dict, url: Optional[str], msg: Optional[str] = None) ->
 def snapshot_message(doc: dict, url: Optional[str]) -> dict:
     return {"type": "snapshot", "state": doc["state"], "progress": doc["progress"], "url": url,
             "port": doc.get("port"), "password": doc["password"], "seq": doc["seq"], "message": doc["message"],
-            "at": when(doc["updated_at"])}
+            "at": doc["updated_at"]}
 
 
 def event_message(event: dict) -> dict:
     return {"type": "event", "seq": event["seq"], "state": event["state"], "progress": event["progress"],
-            "message": event["message"], "at": when(event["at"])}
+            "message": event["message"], "at": event["at"]}
