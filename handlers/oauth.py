@@ -6,7 +6,7 @@ from handlers.base import APIHandler, Operation
 from models.accounts import user_model
 from models.common import ErrorOut
 from models.oauth import AuthorizeUrlOut, OAuthLoginOut, OAuthLoginRequest
-from services.errors import ValidationFailed
+from services.errors import field_error
 
 OAUTH = ("oauth",)
 
@@ -46,7 +46,7 @@ class AuthorizeUrlHandler(APIHandler):
     async def get(self) -> None:
         redirect_uri = self.get_query_argument("redirect_uri", None, strip=False)
         if not redirect_uri:
-            raise ValidationFailed({"redirect_uri": ["This field is required."]})
+            raise field_error("redirect_uri", "This field is required.")
         self.send(self.services.oauth.authorization_url(self.provider, redirect_uri))
 
 

@@ -43,7 +43,7 @@ from pymongo.errors import DuplicateKeyError
 
 from models.accounts import email_key, normalize_email
 from services.accounts import AccountService
-from services.errors import ApiError, Forbidden, ServiceUnavailable, ValidationFailed
+from services.errors import ApiError, Forbidden, ServiceUnavailable, ValidationFailed, field_error
 from services.settings import Settings
 from services.tokens import TokenPair, TokenService, utcnow
 
@@ -399,7 +399,7 @@ class OAuthService:
 
     def check_redirect_uri(self, redirect_uri: str) -> None:
         if redirect_uri not in self.redirect_uris:
-            raise ValidationFailed({"redirect_uri": ["This redirect URI is not allowed (see OAUTH_REDIRECT_URIS)."]})
+            raise field_error("redirect_uri", "This redirect URI is not allowed (see OAUTH_REDIRECT_URIS).")
 
     # -- state and PKCE ------------------------------------------------------------
     def authorization_url(self, name: str, redirect_uri: str) -> dict:
