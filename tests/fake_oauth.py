@@ -27,8 +27,8 @@ from typing import Any, Callable
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado import web
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
+
+from tests.fake_server import Recorded, close, listen
 
 _KEY_POOL: list[rsa.RSAPrivateKey] = []
 
@@ -54,14 +54,6 @@ class Grant:
     used: bool = False
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    params: dict[str, str]
-    headers: dict[str, str]
-
-
 class FakeProvider:
     authorize_path = ""
     token_path = ""
@@ -80,17 +72,13 @@ class FakeProvider:
         return []
 
     async def start(self) -> "FakeProvider":
-        sock, port = bind_unused_port()
         # No access log: `requests` records what arrived, and requests cut off
         # when a test stops the fake are expected.
-        self._http = HTTPServer(web.Application(self.routes(), fake=self, log_function=lambda handler: None))
-        self._http.add_sockets([sock])
-        self.url = f"http://127.0.0.1:{port}"
+        self._http, self.url = listen(web.Application(self.routes(), fake=self, log_function=lambda handler: None))
         return self
 
     async def stop(self) -> None:
-        self._http.stop()
-        await self._http.close_all_connections()
+        await close(self._http)
 
     def issue_code(self, redirect_uri: str, identity: dict | None = None, code_challenge: str | None = None,
                    nonce: str | None = None) -> str:

@@ -7,7 +7,6 @@ The server reaches it only through STRIPE_API_BASE, with the official
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -18,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tornado import web
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
+
+from tests.fake_server import Recorded, close, listen
 
 # error mode -> (HTTP status, Stripe error object)
 ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
@@ -36,14 +35,6 @@ MIN_AMOUNT = {"usd": 50, "eur": 50, "jpy": 50}  # Stripe's minimum charge, minor
 
 
 @dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    params: dict[str, Any]
-
-
-@dataclass
 class FakeStripe:
     api_key: str
     intents: dict[str, dict] = field(default_factory=dict)
@@ -53,23 +44,14 @@ class FakeStripe:
     url: str = ""
 
     async def start(self) -> "FakeStripe":
-        sock, port = bind_unused_port()
-        self._http = HTTPServer(web.Application([
+        self._http, self.url = listen(web.Application([
             (r"/v1/payment_intents", IntentsHandler, {"fake": self}),
             (r"/v1/payment_intents/([A-Za-z0-9_]+)", IntentHandler, {"fake": self}),
         ], default_handler_class=NotFound, default_handler_args={"fake": self}))
-        self._http.add_sockets([sock])
-        self.url = f"http://127.0.0.1:{port}"
         return self
 
     async def stop(self) -> None:
-        """Stop listening and drop connections (a client's idle keep-alive
-        connection must not hold the test up)."""
-        self._http.stop()
-        try:
-            await asyncio.wait_for(self._http.close_all_connections(), 5)
-        except asyncio.TimeoutError:
-            pass
+        await close(self._http)
 
     @property
     def creates(self) -> list[Recorded]:
@@ -130,8 +112,8 @@ class StripeHandler(web.RequestHandler):
         params = _nested(self.request.body_arguments) if self.request.method == "POST" else \
             _nested(self.request.query_arguments)
         self.params = params
-        self.fake.requests.append(Recorded(self.request.method, self.request.path,
-                                           dict(self.request.headers), params))
+        self.fake.requests.append(Recorded(self.request.method, self.request.path, params,
+                                           dict(self.request.headers)))
         self.set_header("Request-Id", f"req_{secrets.token_hex(7)}")
         if self.request.headers.get("Authorization") != f"Bearer {self.fake.api_key}":
             self.stripe_error("bad_key")
