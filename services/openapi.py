@@ -180,7 +180,7 @@ def _has_required(model: type[BaseModel]) -> bool:
     return any(field.is_required() for field in model.model_fields.values())
 
 
-def build_operation(path: str, method: str, handler: type, op: Any, path_params: dict[str, str],
+def build_operation(method: str, handler: type, op: Any, path_params: dict[str, str],
                     schemas: _Schemas) -> dict[str, Any]:
     websocket = _is_websocket(handler)
     rate_limited = getattr(handler, "rate_limited", False) and not websocket
@@ -246,7 +246,7 @@ def build_document(routes: Iterable[tuple[str, type]], *, title: str = "ApraNova
             method = method.lower()
             if method not in METHODS or method in item:
                 continue
-            item[method] = build_operation(path, method, handler, op, params, schemas)
+            item[method] = build_operation(method, handler, op, params, schemas)
             tags.update(dict.fromkeys(op.tags))
     components = dict(sorted({**schemas.components, **_error_schemas()}.items()))
     return {
