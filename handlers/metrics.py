@@ -9,10 +9,9 @@ from tornado import web
 from handlers.base import APIHandler, Operation
 from models.common import ErrorOut
 from services.errors import Forbidden
+from services.metrics import UNMATCHED
 from services.netutil import allowed
 from services.openapi import openapi_path
-
-UNMATCHED = "(unmatched)"
 
 
 def route_label(handler: web.RequestHandler) -> str:
@@ -27,11 +26,10 @@ def route_label(handler: web.RequestHandler) -> str:
             regex = getattr(rule.matcher, "regex", None)
             if regex is None or rule.target in labels:
                 continue
-            pattern = regex.pattern.removesuffix("$")
             try:
-                labels[rule.target] = openapi_path(pattern)[0]
+                labels[rule.target] = openapi_path(regex.pattern)[0]
             except ValueError:
-                labels[rule.target] = pattern
+                labels[rule.target] = regex.pattern.removesuffix("$")
         application.settings["_route_labels"] = labels
     return labels.get(type(handler), UNMATCHED)
 

@@ -29,7 +29,7 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # the classic text format every Prometh
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 PROVISION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 90, 120, 180, 300, 600)
 STATE_QUERY_TIMEOUT = 2.0
-UNMATCHED = "(unmatched)"
+UNMATCHED = "(unmatched)"  # the route label of requests that no route matched
 
 
 class _LiveCollector:
@@ -40,34 +40,24 @@ class _LiveCollector:
 
     def collect(self) -> Iterator[Any]:
         services = self.metrics.services
+        workspaces = getattr(services, "workspaces", None)
         errors = CounterMetricFamily("apranova_dependency_errors", "Failures talking to a dependency",
                                      labels=["dependency"])
-        counts = dict(getattr(services, "dependency_errors", {}) or {})
-        engine = getattr(getattr(services, "workspaces", None), "engine", None)
-        counts["docker"] = counts.get("docker", 0) + int(getattr(engine, "errors", 0) or 0)
+        counts = dict(services.dependency_errors)
+        engine = workspaces.engine if workspaces is not None else None
+        counts["docker"] = counts.get("docker", 0) + (engine.errors if engine is not None else 0)
         counts.setdefault("database", 0)
         for dependency, value in sorted(counts.items()):
             errors.add_metric([dependency], value)
         yield errors
 
         sockets = GaugeMetricFamily("apranova_websockets_open", "Open WebSocket connections")
-        sockets.add_metric([], _open_sockets(getattr(services, "workspaces", None)))
+        sockets.add_metric([], workspaces.open_sockets if workspaces is not None else 0)
         yield sockets
 
         inflight = GaugeMetricFamily("apranova_http_requests_in_flight", "HTTP requests being served")
         inflight.add_metric([], self.metrics.inflight())
         yield inflight
-
-
-def _open_sockets(workspaces: Any) -> int:
-    if workspaces is None:
-        return 0
-    value = getattr(workspaces, "open_sockets", None)
-    if callable(value):
-        value = value()
-    if value is None:
-        value = len(getattr(workspaces, "sockets", ()) or ())
-    return int(value)
 
 
 class Metrics:
@@ -93,8 +83,7 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 
-    def observe_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
-        route = route or UNMATCHED
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 
@@ -102,11 +91,10 @@ class Metrics:
         """Move durations finished since the last scrape into the histogram.
         The workspace service keeps the last 1000; more between two scrapes
         are counted by what is still there."""
-        total = int(getattr(workspaces, "provisioned_total", 0) or 0)
-        recent = list(getattr(workspaces, "provision_seconds", ()) or ())
+        total = workspaces.provisioned_total
         new = total - self._provisioned_seen
         if new > 0:
-            for seconds in recent[-new:] if new <= len(recent) else recent:
+            for seconds in list(workspaces.provision_seconds)[-new:]:
                 self.provisioning.observe(seconds)
         self._provisioned_seen = max(total, self._provisioned_seen)
 
@@ -116,11 +104,8 @@ class Metrics:
         if workspaces is None:
             return
         self._drain_provisioning(workspaces)
-        count_by_state = getattr(workspaces, "count_by_state", None)
-        if count_by_state is None:
-            return
         try:
-            counts = await asyncio.wait_for(count_by_state(), STATE_QUERY_TIMEOUT)
+            counts = await asyncio.wait_for(workspaces.count_by_state(), STATE_QUERY_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the database does not
             log.warning("metrics: cannot count workspaces by state: %s", type(exc).__name__)
             self.services.record_dependency_error("database")
