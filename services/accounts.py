@@ -41,9 +41,15 @@ class AccountService:
             {"_id": "users"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER)
         return int(counter["seq"])
 
-    def check_track(self, track: str | None, field: str = "track") -> None:
+    def track_problems(self, track: str | None) -> list[str]:
         if track is not None and track not in self.tracks:
-            raise ValidationFailed({field: [f"Not a valid track. Choose one of: {', '.join(self.tracks)}."]})
+            return [f"Not a valid track. Choose one of: {', '.join(self.tracks)}."]
+        return []
+
+    def check_track(self, track: str | None) -> None:
+        problems = self.track_problems(track)
+        if problems:
+            raise ValidationFailed({"track": problems})
 
     async def create_user(self, *, email: str, name: str, role: str, password: str | None,
                           track: str | None = None, check_password: bool = True, **extra: Any) -> dict:
@@ -71,14 +77,10 @@ class AccountService:
 
     async def register(self, *, name: str, email: str, password1: str, password2: str, role: str,
                        track: str | None) -> tuple[dict, TokenPair]:
-        errors: dict[str, list[str]] = {}
-        problems = password_problems(password1, email=email, name=name)
-        if problems:
-            errors["password1"] = problems
-        if password1 != password2:
-            errors["password2"] = ["The two password fields didn't match."]
-        if track is not None and track not in self.tracks:
-            errors["track"] = [f"Not a valid track. Choose one of: {', '.join(self.tracks)}."]
+        errors = {"password1": password_problems(password1, email=email, name=name),
+                  "password2": ["The two password fields didn't match."] if password1 != password2 else [],
+                  "track": self.track_problems(track)}
+        errors = {field: messages for field, messages in errors.items() if messages}
         if errors:
             raise ValidationFailed(errors)
         user = await self.create_user(email=email, name=name, role=role, password=password1, track=track,
@@ -104,12 +106,6 @@ class AccountService:
 
     async def get(self, user_id: int) -> dict | None:
         return await self.users.find_one({"_id": user_id}, {"password_hash": 0})
-
-    async def require(self, user_id: int) -> dict:
-        user = await self.get(user_id)
-        if user is None:
-            raise NotFound("User not found.")
-        return user
 
     async def update_profile(self, user_id: int, changes: dict[str, Any]) -> dict:
         changes = {key: value for key, value in changes.items() if value is not None and key in {"name", "track"}}
@@ -152,10 +148,11 @@ class AccountService:
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Rotate a refresh token, only while its user still exists and is not
         disabled (a deleted user takes effect on the next request)."""
-        user = await self.get(int(self.tokens.decode(refresh_token, "refresh")["sub"]))
+        claims = self.tokens.decode(refresh_token, "refresh")
+        user = await self.users.find_one({"_id": int(claims["sub"])}, {"disabled": 1})
         if user is None or user.get("disabled"):
             raise Unauthorized("User no longer exists.", error="Invalid token")
-        return await self.tokens.rotate(refresh_token)
+        return await self.tokens.rotate(claims)
 
     async def authenticate(self, access_token: str) -> dict:
         """The caller's current user document for an access token."""

@@ -65,6 +65,11 @@ class TokenService:
                   "iat": now, "exp": now + lifetime}
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
+    def _pair(self, user_id: int, session_id: str, refresh_jti: str, now: dt.datetime) -> TokenPair:
+        """A fresh access token and the refresh token whose jti the session holds."""
+        return TokenPair(self._encode(user_id, session_id, "access", uuid.uuid4().hex, now),
+                         self._encode(user_id, session_id, "refresh", refresh_jti, now))
+
     def decode(self, token: str, kind: str) -> dict:
         """Verify signature, expiry and type. Raises Unauthorized."""
         if not isinstance(token, str) or not token:
@@ -98,11 +103,10 @@ class TokenService:
             "_id": session_id, "user_id": user_id, "current_jti": refresh_jti, "revoked": False,
             "created_at": now, "refreshed_at": now, "expires_at": now + self.refresh_lifetime,
         })
-        return TokenPair(self._encode(user_id, session_id, "access", uuid.uuid4().hex, now),
-                         self._encode(user_id, session_id, "refresh", refresh_jti, now))
+        return self._pair(user_id, session_id, refresh_jti, now)
 
-    async def rotate(self, refresh_token: str) -> TokenPair:
-        claims = self.decode(refresh_token, "refresh")
+    async def rotate(self, claims: dict) -> TokenPair:
+        """Swap the session's refresh token; `claims` come from decode(token, "refresh")."""
         user_id, session_id, jti = int(claims["sub"]), claims["sid"], claims["jti"]
         now = utcnow()
         new_jti = uuid.uuid4().hex
@@ -118,8 +122,7 @@ class TokenService:
                 raise Unauthorized("Refresh token was already used; this login has been revoked.",
                                    error="Token reused")
             raise Unauthorized("Refresh token has been revoked.", error="Token revoked")
-        return TokenPair(self._encode(user_id, session_id, "access", uuid.uuid4().hex, now),
-                         self._encode(user_id, session_id, "refresh", new_jti, now))
+        return self._pair(user_id, session_id, new_jti, now)
 
     async def authenticate(self, access_token: str) -> AccessClaims:
         """Verify an access token and that its login has not been revoked."""
