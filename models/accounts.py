@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 from pydantic import Field, field_validator
 
@@ -11,7 +11,8 @@ from models.base import RequestModel, ResponseModel, iso
 
 # local@domain.tld; unicode letters allowed; no spaces or control characters; one @.
 EMAIL_RE = re.compile(r"^[^\s@\x00-\x1f\x7f]{1,64}@[^\s@.\x00-\x1f\x7f]+(\.[^\s@.\x00-\x1f\x7f]+)+$")
-ROLES = ("student", "trainer", "admin", "superadmin")
+Role = Literal["student", "trainer", "admin", "superadmin"]
+ROLES: tuple[str, ...] = get_args(Role)
 SELF_SERVICE_ROLES = ("student", "trainer")
 
 
@@ -63,7 +64,7 @@ class RegisterRequest(EmailField):
 class LoginRequest(RequestModel):
     email: str = Field(max_length=254)
     password: str = Field(max_length=1024)
-    role: Literal["student", "trainer", "admin", "superadmin"]
+    role: Role
 
 
 class RefreshRequest(RequestModel):
@@ -80,7 +81,7 @@ class ProfileUpdate(RequestModel):
 
 
 class UpdateRoleRequest(RequestModel):
-    role: Literal["student", "trainer", "admin", "superadmin"]
+    role: Role
     user_id: Optional[int] = Field(default=None, ge=1, le=2**63 - 1)  # BSON int64
 
 
