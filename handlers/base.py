@@ -87,7 +87,8 @@ class APIHandler(web.RequestHandler):
 
     def options(self, *args: Any) -> None:
         """CORS preflight."""
-        if self.request.headers.get("Origin") and self.origin_allowed(self.request.headers["Origin"]):
+        origin = self.request.headers.get("Origin")
+        if origin and self.origin_allowed(origin):
             self.set_header("Access-Control-Allow-Methods", ", ".join(sorted(self.allowed_methods())))
             self.set_header("Access-Control-Allow-Headers", ALLOWED_HEADERS)
             self.set_header("Access-Control-Max-Age", "600")
@@ -95,8 +96,7 @@ class APIHandler(web.RequestHandler):
         self.finish()
 
     def allowed_methods(self) -> set[str]:
-        methods = {m.upper() for m in self.operations} | {"OPTIONS"}
-        return methods
+        return {m.upper() for m in self.operations} | {"OPTIONS"}
 
     @property
     def client_ip(self) -> str:
@@ -186,7 +186,6 @@ class APIHandler(web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """The one error renderer: every failure becomes the envelope."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        self.clear_header("Content-Type")
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         if isinstance(exc, ApiError):
             error = exc

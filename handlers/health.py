@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from handlers.base import APIHandler, Operation
 from models.common import ErrorOut, HealthOut
+from services.errors import ApiError
 
 
 class HealthHandler(APIHandler):
@@ -20,12 +21,10 @@ class ReadyHandler(APIHandler):
 
     async def get(self) -> None:
         checks = await self.services.ready()
-        if all(checks.values()):
-            self.send({"status": "ready", "checks": checks})
-        else:
-            self.set_header("Retry-After", "5")
-            self.send({"status": "unavailable", "error": "Service unavailable",
-                       "message": "A dependency is not reachable.", "details": checks}, 503)
+        if not all(checks.values()):
+            raise ApiError(503, "Service unavailable", "A dependency is not reachable.", details=checks,
+                           headers={"Retry-After": "5"}, extra={"status": "unavailable"})
+        self.send({"status": "ready", "checks": checks})
 
 
 routes = [
