@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from typing import Any, AsyncIterator
 
 import aiodocker
@@ -23,20 +22,11 @@ log = logging.getLogger("apranova.docker")
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=3)
 
-__all__ = ["DockerEngine", "DockerError", "DockerUnavailable", "parse_memory"]
+__all__ = ["DockerEngine", "DockerError", "DockerUnavailable"]
 
 
 class DockerUnavailable(Exception):
     """The engine cannot be reached (socket missing, daemon down, timeout)."""
-
-
-def parse_memory(value: str) -> int:
-    """'2g' -> bytes, as `docker run --memory` reads it."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*", str(value).lower())
-    if not match:
-        raise ValueError(f"not a memory size: {value!r}")
-    factor = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[match[2]]
-    return int(float(match[1]) * factor)
 
 
 def label_filter(labels: dict[str, str]) -> list[str]:

@@ -239,6 +239,7 @@ def validate(settings: Settings) -> None:
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise SettingsError("BCRYPT_ROUNDS must be between 4 and 31")
     workspace_port_range(settings)
+    workspace_memory_bytes(settings)
     try:
         shlex.split(settings.workspace_cmd)
     except ValueError as exc:
@@ -257,6 +258,14 @@ def workspace_port_range(settings: Settings) -> tuple[int, int]:
     if not match or not 1 <= int(match[1]) <= int(match[2]) <= 65535:
         raise SettingsError("WORKSPACE_PORT_RANGE must look like 8081-9999")
     return int(match[1]), int(match[2])
+
+
+def workspace_memory_bytes(settings: Settings) -> int:
+    """WORKSPACE_MEMORY ('2g', '512m', bytes) in bytes, as `docker run --memory` reads it."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*", settings.workspace_memory.lower())
+    if not match:
+        raise SettingsError("WORKSPACE_MEMORY must be a size like 2g, 512m or a number of bytes")
+    return int(float(match[1]) * {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[match[2]])
 
 
 def resolve_jwt_secret(settings: Settings) -> str:

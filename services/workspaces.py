@@ -37,9 +37,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.accounts import ADMIN_ROLES
-from services.docker import DockerEngine, DockerError, DockerUnavailable, container_config, is_port_taken, parse_memory
+from services.docker import DockerEngine, DockerError, DockerUnavailable, container_config, is_port_taken
 from services.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable
-from services.settings import Settings, workspace_port_range
+from services.settings import Settings, workspace_memory_bytes, workspace_port_range
 
 log = logging.getLogger("apranova.workspaces")
 
@@ -579,7 +579,7 @@ class WorkspaceService:
         if doc.get("port") is None:
             doc = await self._allocate_port(doc)
         settings = self.settings
-        cmd, memory = command_of(settings.workspace_cmd), parse_memory(settings.workspace_memory)
+        cmd, memory = command_of(settings.workspace_cmd), workspace_memory_bytes(settings)
         for _ in range(10):
             config = container_config(
                 image=settings.workspace_image, labels=self.labels(doc), env={"PASSWORD": doc["password"]},

@@ -118,7 +118,7 @@ async def api(app) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def docker_servers(mongo, tmp_path) -> AsyncIterator[WorkspaceServers]:
     """Workspace-enabled servers: own INSTANCE_NAME, own host-port slice
-    (40000-44999, apart from the workspace tests' 30000-38999); every
+    (40000-44999, apart from the workspace tests' 20000-32749); every
     container and volume they made is removed at the end."""
     require_or_skip(docker_available(), "Docker engine")
     require_or_skip(bool(docker("image", "ls", "-q", TEST_IMAGE, check=False)), f"test image {TEST_IMAGE}")

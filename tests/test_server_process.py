@@ -101,7 +101,8 @@ def test_production_refuses_to_start_without_a_real_secret(tmp_path):
 
 
 @pytest.mark.parametrize("flag, value, name", [("--rate-limit-anon", "lots", "RATE_LIMIT_ANON"),
-                                               ("--workspace-cmd", "sh -c 'unclosed", "WORKSPACE_CMD")])
+                                               ("--workspace-cmd", "sh -c 'unclosed", "WORKSPACE_CMD"),
+                                               ("--workspace-memory", "lots", "WORKSPACE_MEMORY")])
 def test_bad_setting_is_a_clear_error(tmp_path, flag, value, name):
     result = subprocess.run([sys.executable, "server.py", flag, value], cwd=ROOT,
                             env=server_env(), capture_output=True, text=True, timeout=30)

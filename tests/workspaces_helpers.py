@@ -64,7 +64,7 @@ class WorkspaceServers:
     def __init__(self, mongo: Any, tmp_path: Any):
         self.mongo, self.tmp_path = mongo, tmp_path
         self.instance = f"wst{uuid.uuid4().hex[:8]}"
-        base = random.randrange(30000, 39000, 50)
+        base = random.randrange(20000, 32700, 50)  # below the ephemeral ports (32768-), which anything may hold
         self.port_range = f"{base}-{base + 49}"
         self.running: list[RunningServer] = []
 
