@@ -26,7 +26,6 @@ class Services:
         self.settings = settings
         self.embedded: dbmod.EmbeddedMongo | None = None
         self.dependency_errors: Counter[str] = Counter()
-        self.extras: dict[str, Any] = {}
         self._closers: list[Any] = []
 
     async def start(self) -> "Services":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 log = logging.getLogger("apranova.db")
 
@@ -44,7 +44,7 @@ INDEXES: dict[str, list[IndexModel]] = {
 
 def is_unavailable(exc: BaseException) -> bool:
     """True when an exception means 'the database cannot be reached now'."""
-    return isinstance(exc, (ConnectionFailure, ServerSelectionTimeoutError))
+    return isinstance(exc, ConnectionFailure)  # ServerSelectionTimeoutError and AutoReconnect included
 
 
 def connect(uri: str, db_name: str, timeout_ms: int = 2000) -> tuple[AsyncMongoClient, AsyncDatabase]:
