@@ -1,14 +1,14 @@
 // ApraNova in the browser: a small router over the views.
 // No build step: plain ES modules loaded by index.html.
 import { api, onConnectionChange, session } from "./js/api.js";
-import { dashboardPath, loginView, signupView } from "./js/auth.js";
+import { dashboardPath, LOGIN_ROLES, loginView, signupView } from "./js/auth.js";
 import { h } from "./js/dom.js";
 import { dashboardView, profileView } from "./js/pages.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 const banner = document.getElementById("connection-banner");
-const ROLES = ["student", "trainer", "admin", "superadmin"];
+const ROLES = LOGIN_ROLES.map(([role]) => role);
 let current = null; // the shown view's {destroy}
 let notice = "";
 

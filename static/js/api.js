@@ -95,10 +95,6 @@ function pollHealth(attempt) {
   }, Math.min(10000, 1000 * attempt));
 }
 
-export function isServerDown() {
-  return serverDown;
-}
-
 /** After a WebSocket drop: is it the server that is gone? */
 export async function checkServer() {
   try {

@@ -2,7 +2,8 @@
 import { api, ApiError, config, NetworkError, session } from "./api.js";
 import { busy, field, h, radioGroup, selectField, showErrors } from "./dom.js";
 
-const LOGIN_ROLES = [["student", "Student"], ["trainer", "Trainer"], ["admin", "Admin"], ["superadmin", "Super admin"]];
+/** Every role, with its title: [[role, title], ...]. */
+export const LOGIN_ROLES = [["student", "Student"], ["trainer", "Trainer"], ["admin", "Admin"], ["superadmin", "Super admin"]];
 const SIGNUP_ROLES = LOGIN_ROLES.slice(0, 2);
 
 export function dashboardPath(role) {

@@ -1,10 +1,10 @@
 // Dashboard and profile views.
 import { api, ApiError, config, session } from "./api.js";
-import { describe } from "./auth.js";
+import { describe, LOGIN_ROLES } from "./auth.js";
 import { busy, field, h, selectField, showErrors } from "./dom.js";
 import { WorkspacePanel } from "./workspace.js";
 
-const ROLE_TITLES = { student: "Student", trainer: "Trainer", admin: "Admin", superadmin: "Super admin" };
+const ROLE_TITLES = Object.fromEntries(LOGIN_ROLES);
 
 function trackTitle(code) {
   const tracks = config().tracks || {};
