@@ -23,13 +23,17 @@ def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
+def route_rules(application) -> list[tuple[str, type]]:
+    """(regex, handler class) of each of the application's routes, in order."""
+    return [(rule.matcher.regex.pattern, rule.target) for rule in application.wildcard_router.rules
+            if hasattr(rule.matcher, "regex")]
+
+
 def openapi_document(application) -> dict:
     """The document of this application's routes, built once per application."""
     cached = application.settings.get("_openapi")
     if cached is None:
-        rules = [(rule.matcher.regex.pattern, rule.target) for rule in application.wildcard_router.rules
-                 if hasattr(rule.matcher, "regex")]
-        cached = application.settings["_openapi"] = build_document(rules, version=VERSION)
+        cached = application.settings["_openapi"] = build_document(route_rules(application), version=VERSION)
     return cached
 
 

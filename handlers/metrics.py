@@ -7,6 +7,7 @@ from __future__ import annotations
 from tornado import web
 
 from handlers.base import APIHandler, Operation
+from handlers.docs import route_rules
 from models.common import ErrorOut
 from services.errors import Forbidden
 from services.metrics import UNMATCHED
@@ -22,14 +23,13 @@ def route_label(handler: web.RequestHandler) -> str:
     labels = application.settings.get("_route_labels")
     if labels is None:
         labels = {}
-        for rule in application.wildcard_router.rules:
-            regex = getattr(rule.matcher, "regex", None)
-            if regex is None or rule.target in labels:
+        for pattern, target in route_rules(application):
+            if target in labels:
                 continue
             try:
-                labels[rule.target] = openapi_path(regex.pattern)[0]
+                labels[target] = openapi_path(pattern)[0]
             except ValueError:
-                labels[rule.target] = regex.pattern.removesuffix("$")
+                labels[target] = pattern.removesuffix("$")
         application.settings["_route_labels"] = labels
     return labels.get(type(handler), UNMATCHED)
 
