@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tornado import web
 
-from handlers import accounts, docs, health, metrics, oauth, payments, static, workspaces
+from handlers import accounts, admin, docs, health, metrics, oauth, payments, static, workspaces
 from handlers.base import NotFoundHandler, log_request
 
 routes: list[tuple] = [
@@ -12,6 +12,7 @@ routes: list[tuple] = [
     *accounts.routes,
     *workspaces.routes,
     *payments.routes,
+    *admin.routes,
     *oauth.routes,
     *docs.routes,
     *metrics.routes,

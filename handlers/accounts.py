@@ -105,7 +105,7 @@ class UpdateRoleHandler(APIHandler):
         user = await self.require_user()
         request = self.parse_body(UpdateRoleRequest)
         target = request.user_id if request.user_id is not None else user["_id"]
-        changed = await self.services.accounts.change_role(user, target, request.role)
+        changed = await self.services.admin.change_role(user, target, request.role)  # audited
         self.send({"message": "Role updated successfully", "user": changed})
 
 

@@ -39,6 +39,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     "stripe_events": [IndexModel([("event_id", ASCENDING)], unique=True)],
     "oauth_identities": [IndexModel([("provider", ASCENDING), ("subject", ASCENDING)], unique=True),
                          IndexModel([("user_id", ASCENDING)])],
+    "audit_log": [IndexModel([("at", DESCENDING)]), IndexModel([("target_id", ASCENDING)])],
 }
 
 
