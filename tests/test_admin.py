@@ -333,3 +333,9 @@ async def test_odd_search_text_is_a_plain_answer(server, client, q):
     admin = await make_admin(server, client)
     response = await client.get(USERS, params={"q": q, "page": "1"}, headers=auth(admin))
     assert response.status_code == 200 and response.json()["count"] == 0
+
+
+async def test_preflight_on_paths_with_an_id(server, client):
+    for path in (user_path(1), "/api/admin/workspaces/1/", "/api/admin/workspaces/1/events/"):
+        response = await client.options(path, headers={"Origin": "http://elsewhere.example"})
+        assert response.status_code == 204, response.text

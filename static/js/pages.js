@@ -1,7 +1,9 @@
 // Dashboard and profile views.
 import { api, ApiError, config, session } from "./api.js";
 import { describe, LOGIN_ROLES } from "./auth.js";
+import { adminConsole } from "./admin.js";
 import { busy, field, h, selectField, showErrors } from "./dom.js";
+import { trainerConsole } from "./trainer.js";
 import { WorkspacePanel } from "./workspace.js";
 
 const ROLE_TITLES = Object.fromEntries(LOGIN_ROLES);
@@ -18,8 +20,8 @@ export function dashboardView({ role }) {
   const intro = {
     student: "Your workspace is a browser IDE that keeps your files between sessions.",
     trainer: "Follow your students' progress and prepare your sessions.",
-    admin: "Manage users and roles from the API (POST /api/users/update-role/).",
-    superadmin: "You can grant and remove admin roles.",
+    admin: "Manage users, their workspaces and roles; every change is written to the audit log.",
+    superadmin: "Manage users, their workspaces and every role, admin roles included.",
   }[role];
   const children = [
     h("h1", { id: "page-title", tabindex: "-1" }, `Welcome, ${user.name || "there"}`),
@@ -31,6 +33,10 @@ export function dashboardView({ role }) {
     const panel = new WorkspacePanel(user);
     cleanup.push(() => panel.destroy());
     children.push(panel.element);
+  } else if (role === "trainer") {
+    children.push(trainerConsole());
+  } else if (["admin", "superadmin"].includes(user.role)) {
+    children.push(adminConsole(user)); // what it offers follows the caller's own role
   }
   children.push(h("p", {}, h("a", { href: "/profile", "data-link": true }, "View your profile")));
   const element = h("section", { class: "page", "aria-labelledby": "page-title" }, ...children);

@@ -1,0 +1,239 @@
+// The admin console: users (search, pages, detail with role change and
+// disable/enable), every workspace (stop/start/delete, event history) and
+// the audit log. The server enforces every rule; the console only offers
+// what the caller may do (`roleChoices`, `mayDisable` mirror services/admin.py).
+import { api } from "./api.js";
+import { describe, LOGIN_ROLES } from "./auth.js";
+import { confirmStep, consoleCard, PagedTable, query, STATE_LABELS, statePill, when } from "./console.js";
+import { h, selectField } from "./dom.js";
+
+const ADMIN_ROLES = ["admin", "superadmin"];
+const ROLE_TITLES = Object.fromEntries(LOGIN_ROLES);
+
+/** The roles `actor` may give `target` (empty: none). */
+export function roleChoices(actor, target) {
+  if (actor.role === "superadmin") return LOGIN_ROLES.map(([role]) => role);
+  if (actor.role !== "admin" || ADMIN_ROLES.includes(target.role)) return [];
+  return ["student", "trainer"];
+}
+
+export function mayDisable(actor, target) {
+  return actor.id !== target.id && (actor.role === "superadmin" || !ADMIN_ROLES.includes(target.role));
+}
+
+/** The whole console for an admin or superadmin `actor`. */
+export function adminConsole(actor) {
+  const audit = auditSection();
+  const users = usersSection(actor, () => audit.table.show());
+  const workspaces = workspacesSection(() => audit.table.show());
+  return h("div", { class: "console-grid" }, users, workspaces, audit.card);
+}
+
+// -- users ---------------------------------------------------------------------------
+function usersSection(actor, onChange) {
+  const filters = { q: "", role: "" };
+  const detailSlot = h("div", { class: "detail-slot" });
+  const table = new PagedTable({
+    caption: "Users", empty: "No user matches.",
+    load: (page) => api(`/api/admin/users/${query({ ...filters, page, page_size: 10 })}`),
+    columns: [
+      { label: "Name", cell: (user) => h("button", { type: "button", class: "link-button",
+        "aria-label": `Manage ${user.name}`, onclick: (event) => openDetail(user.id, event.currentTarget) }, user.name) },
+      { label: "Email", cell: (user) => user.email },
+      { label: "Role", cell: (user) => ROLE_TITLES[user.role] || user.role },
+      { label: "Track", cell: (user) => user.track || "—" },
+      { label: "Enrolment", cell: (user) => (user.enrollment_status || "").replaceAll("_", " ").toLowerCase() },
+      { label: "Created", cell: (user) => when(user.created_at) },
+      { label: "Last login", cell: (user) => when(user.last_login) },
+      { label: "Status", cell: (user) => (user.disabled ? h("strong", { class: "disabled-tag" }, "Disabled") : "Active") },
+    ],
+  });
+  const search = h("form", { class: "filters", role: "search", "aria-label": "Search users" },
+    h("div", { class: "field" }, h("label", { for: "user-q" }, "Name or email"),
+      h("input", { id: "user-q", name: "q", type: "search", maxlength: "100", autocomplete: "off" })),
+    selectField({ name: "user-role", label: "Role", options: [["", "Any role"], ...LOGIN_ROLES] }),
+    h("button", { type: "submit", class: "primary" }, "Search"));
+  search.addEventListener("submit", (event) => {
+    event.preventDefault();
+    filters.q = search.elements.q.value.trim();
+    filters.role = search.elements["user-role"].value;
+    table.show(1);
+  });
+  const { card, status } = consoleCard("users", "Users", search, table.element, detailSlot);
+
+  async function openDetail(id, trigger) {
+    try {
+      const user = await api(`/api/admin/users/${id}/`);
+      renderDetail(user, trigger);
+    } catch (error) {
+      status.textContent = describe(error).message;
+    }
+  }
+
+  function renderDetail(user, trigger) {
+    const heading = h("h3", { id: "user-detail-title", tabindex: "-1" }, user.name);
+    const message = h("p", { class: "console-status", role: "status" });
+    const error = h("p", { class: "form-error", role: "alert", hidden: true });
+    const confirmSlot = h("div", { hidden: true });
+    const rows = [["Email", user.email], ["Role", ROLE_TITLES[user.role] || user.role], ["Track", user.track || "—"],
+      ["Enrolment", (user.enrollment_status || "").replaceAll("_", " ").toLowerCase()],
+      ["Created", when(user.created_at)], ["Last login", when(user.last_login)],
+      ["Status", user.disabled ? "Disabled" : "Active"]];
+    const close = h("button", { type: "button", onclick: () => {
+      detailSlot.replaceChildren();
+      if (trigger && trigger.isConnected) trigger.focus();
+    } }, "Close");
+    const parts = [heading, h("dl", { class: "details" }, rows.flatMap(([t, d]) => [h("dt", {}, t), h("dd", {}, d)])),
+      error, message];
+    const choices = roleChoices(actor, user);
+    if (choices.length) {
+      const form = h("form", { class: "inline-form" },
+        selectField({ name: "detail-role", label: "Role", value: user.role,
+          options: choices.map((role) => [role, ROLE_TITLES[role]]) }),
+        h("button", { type: "submit", class: "primary" }, "Change role"));
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        save({ role: form.elements["detail-role"].value }, `Role changed to ${ROLE_TITLES[form.elements["detail-role"].value]}.`);
+      });
+      parts.push(form);
+    } else {
+      parts.push(h("p", { class: "hint" }, "Only a superadmin can change this account's role."));
+    }
+    const actions = h("div", { class: "actions" });
+    if (mayDisable(actor, user)) {
+      const label = user.disabled ? "Enable account" : "Disable account";
+      const toggle = h("button", { type: "button", class: user.disabled ? "" : "danger", onclick: async () => {
+        const question = user.disabled
+          ? `Enable ${user.name}'s account? They can log in again.`
+          : `Disable ${user.name}'s account? They are logged out everywhere and their workspace stops.`;
+        if (await confirmStep(confirmSlot, { question, confirmLabel: `Yes, ${label.toLowerCase()}`,
+          danger: !user.disabled, returnTo: toggle })) {
+          save({ disabled: !user.disabled }, user.disabled ? "Account enabled." : "Account disabled.");
+        }
+      } }, label);
+      actions.append(toggle);
+    } else if (user.id !== actor.id) {
+      parts.push(h("p", { class: "hint" }, "Only a superadmin can disable an admin account."));
+    }
+    actions.append(close);
+    parts.push(actions, confirmSlot);
+    detailSlot.replaceChildren(h("section", { class: "detail", "aria-labelledby": "user-detail-title" }, ...parts));
+    heading.focus();
+
+    async function save(body, done) {
+      try {
+        const updated = await api(`/api/admin/users/${user.id}/`, { method: "PUT", body });
+        renderDetail(updated, trigger);
+        detailSlot.querySelector(".console-status").textContent = done;
+        table.show();
+        onChange();
+      } catch (failure) {
+        error.textContent = describe(failure).message;
+        error.hidden = false;
+        heading.focus();
+      }
+    }
+  }
+
+  table.show(1);
+  return card;
+}
+
+// -- workspaces ------------------------------------------------------------------------
+function workspacesSection(onChange) {
+  const filters = { state: "" };
+  const confirmSlot = h("div", { hidden: true });
+  const historySlot = h("div", { class: "detail-slot" });
+  const table = new PagedTable({
+    caption: "Workspaces", empty: "No workspace in this state.",
+    load: (page) => api(`/api/admin/workspaces/${query({ ...filters, page, page_size: 10 })}`),
+    columns: [
+      { label: "Owner", cell: (ws) => h("span", {}, ws.owner.name || `User ${ws.owner.id}`, h("br"),
+        h("small", {}, ws.owner.email || "")) },
+      { label: "State", cell: (ws) => statePill(ws.state) },
+      { label: "Since", cell: (ws) => when(ws.since) },
+      { label: "Last message", cell: (ws) => ws.message },
+      { label: "Actions", cell: (ws) => h("div", { class: "row-actions" }, actionsFor(ws)) },
+    ],
+  });
+  const filter = h("form", { class: "filters", "aria-label": "Filter workspaces" },
+    selectField({ name: "ws-state", label: "State",
+      options: [["", "Any state but deleted"], ...Object.entries(STATE_LABELS)] }),
+    h("button", { type: "submit", class: "primary" }, "Show"));
+  filter.addEventListener("submit", (event) => {
+    event.preventDefault();
+    filters.state = filter.elements["ws-state"].value;
+    table.show(1);
+  });
+  const { card, heading, status } = consoleCard("workspaces", "Workspaces", filter, table.element, confirmSlot,
+    historySlot);
+
+  function actionsFor(ws) {
+    const who = ws.owner.name || `user ${ws.owner.id}`;
+    const buttons = [];
+    const add = (label, verb, method, path, danger) => {
+      const button = h("button", { type: "button", class: danger ? "danger" : "",
+        "aria-label": `${label} ${who}'s workspace`, onclick: async () => {
+          const question = `${label} ${who}'s workspace?${verb === "delete" ? " Their files are kept." : ""}`;
+          if (!(await confirmStep(confirmSlot, { question, confirmLabel: `Yes, ${label.toLowerCase()}`, danger,
+            returnTo: button }))) return;
+          status.textContent = `${label}: working…`;
+          try {
+            const result = await api(`/api/admin/workspaces/${ws.owner.id}/${path}`, { method });
+            status.textContent = `${who}'s workspace: ${result.message}`;
+          } catch (error) {
+            status.textContent = describe(error).message;
+          }
+          heading.focus(); // the pressed button is rebuilt with the table
+          table.show();
+          onChange();
+        } }, label);
+      buttons.push(button);
+    };
+    if (["running", "provisioning"].includes(ws.state)) add("Stop", "stop", "POST", "stop/", false);
+    if (["stopped", "failed", "deleted"].includes(ws.state)) add("Start", "start", "POST", "start/", false);
+    if (!["deleted", "deleting"].includes(ws.state)) add("Delete", "delete", "DELETE", "", true);
+    buttons.push(h("button", { type: "button", "aria-label": `Event history of ${who}'s workspace`,
+      onclick: (event) => showHistory(ws, who, event.currentTarget) }, "History"));
+    return buttons;
+  }
+
+  function showHistory(ws, who, trigger) {
+    const title = h("h3", { id: "history-title", tabindex: "-1" }, `Event history: ${who}`);
+    const events = new PagedTable({
+      caption: `Event history of ${who}'s workspace`, empty: "No events.",
+      load: (page) => api(`/api/admin/workspaces/${ws.owner.id}/events/${query({ page, page_size: 15 })}`),
+      columns: [{ label: "#", cell: (e) => String(e.seq) }, { label: "When", cell: (e) => when(e.at) },
+        { label: "State", cell: (e) => statePill(e.state) }, { label: "Message", cell: (e) => e.message }],
+    });
+    const close = h("button", { type: "button", onclick: () => {
+      historySlot.replaceChildren();
+      if (trigger.isConnected) trigger.focus(); else heading.focus();
+    } }, "Close history");
+    historySlot.replaceChildren(h("section", { class: "detail", "aria-labelledby": "history-title" },
+      title, events.element, h("div", { class: "actions" }, close)));
+    events.show(1).then(() => title.focus());
+  }
+
+  table.show(1);
+  return card;
+}
+
+// -- audit log ---------------------------------------------------------------------------
+function auditSection() {
+  const table = new PagedTable({
+    caption: "Audit log, newest first", empty: "No admin action yet.",
+    load: (page) => api(`/api/admin/audit/${query({ page, page_size: 10 })}`),
+    columns: [
+      { label: "When", cell: (e) => when(e.at) },
+      { label: "Who", cell: (e) => e.actor_email || `User ${e.actor_id}` },
+      { label: "Action", cell: (e) => e.action },
+      { label: "Whom", cell: (e) => e.target_email || (e.target_id ? `User ${e.target_id}` : "—") },
+      { label: "Details", cell: (e) => Object.entries(e.details || {}).map(([k, v]) => `${k}: ${v}`).join(", ") || "—" },
+    ],
+  });
+  const refresh = h("button", { type: "button", onclick: () => table.show(1) }, "Refresh");
+  const { card } = consoleCard("audit", "Audit log", table.element, h("div", { class: "actions" }, refresh));
+  table.show(1);
+  return { card, table };
+}

@@ -1,0 +1,34 @@
+// The trainer's view: the students of their track with their workspace
+// state, read-only (trainers change nothing; see the README's "Admin console").
+import { api } from "./api.js";
+import { consoleCard, PagedTable, query, statePill, when } from "./console.js";
+import { h } from "./dom.js";
+
+export function trainerConsole() {
+  const filters = { q: "" };
+  const table = new PagedTable({
+    caption: "Your students", empty: "No student in your track yet.",
+    load: (page) => api(`/api/trainer/students/${query({ ...filters, page, page_size: 10 })}`),
+    columns: [
+      { label: "Name", cell: (s) => s.name },
+      { label: "Email", cell: (s) => s.email },
+      { label: "Enrolment", cell: (s) => (s.enrollment_status || "").replaceAll("_", " ").toLowerCase() },
+      { label: "Workspace", cell: (s) => statePill(s.workspace_state) },
+      { label: "Since", cell: (s) => when(s.workspace_since) },
+      { label: "Last login", cell: (s) => when(s.last_login) },
+    ],
+  });
+  const search = h("form", { class: "filters", role: "search", "aria-label": "Search students" },
+    h("div", { class: "field" }, h("label", { for: "student-q" }, "Name or email"),
+      h("input", { id: "student-q", name: "q", type: "search", maxlength: "100", autocomplete: "off" })),
+    h("button", { type: "submit", class: "primary" }, "Search"));
+  search.addEventListener("submit", (event) => {
+    event.preventDefault();
+    filters.q = search.elements.q.value.trim();
+    table.show(1);
+  });
+  const { card } = consoleCard("students", "Your students", h("p", { class: "hint" },
+    "Read-only: the students of your track and the state of their workspaces."), search, table.element);
+  table.show(1);
+  return card;
+}
