@@ -78,18 +78,33 @@ export function showErrors(form, { fields = {}, message = "" } = {}) {
     slot.textContent = messages.join(" ");
     slot.hidden = false;
     for (const control of container.querySelectorAll("input, select")) control.setAttribute("aria-invalid", "true");
-    first = first || container.querySelector("input, select");
   }
+  // The first invalid field in page order (not in the server's order).
+  first = form.querySelector('[aria-invalid="true"]');
   const banner = form.querySelector(".form-error");
   const text = [message, ...leftover].filter(Boolean).join(" ");
   banner.replaceChildren(text);
   banner.hidden = !text;
-  if (first) first.focus();
+  if (first) {
+    first.focus();
+  } else if (text) {
+    banner.tabIndex = -1; // e.g. wrong password: the message, not the page body, takes focus
+    banner.focus();
+  }
   return banner;
 }
 
-/** Disable a form's controls while a request is in flight. */
+/** Disable a form's controls while a request is in flight. Disabling the
+ * focused button drops focus to the page body, so it is given back after. */
+const focusBeforeBusy = new WeakMap();
 export function busy(form, isBusy) {
+  if (isBusy && form.contains(document.activeElement)) focusBeforeBusy.set(form, document.activeElement);
   for (const control of form.querySelectorAll("button, input, select")) control.disabled = isBusy;
   form.setAttribute("aria-busy", String(isBusy));
+  const previous = focusBeforeBusy.get(form);
+  if (!isBusy && previous) {
+    focusBeforeBusy.delete(form);
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (lost && previous.isConnected) (form.querySelector('[aria-invalid="true"]') || previous).focus();
+  }
 }

@@ -167,7 +167,19 @@ export class WorkspacePanel {
       else this.showError(error, retry);
     } finally {
       this.setBusy(false);
+      this.keepFocus();
     }
+  }
+
+  /** The pressed button may be gone (Open, Stop, Delete hide themselves) or
+   * disabled: then focus goes to Try again after a failure, else the panel's heading. */
+  keepFocus() {
+    const active = document.activeElement;
+    const lost = !active || active === document.body || (this.element.contains(active)
+      && (active.disabled || !active.offsetParent));
+    if (!lost) return;
+    const retry = !this.errorBox.hidden && !this.retryButton.hidden ? this.retryButton : null;
+    (retry || this.heading).focus();
   }
 
   open() {
@@ -330,7 +342,7 @@ export class WorkspacePanel {
     this.actions = h("div", { class: "actions" }, this.openButton, this.stopButton, this.deleteButton);
     this.notice = h("p", { id: "ws-notice", class: "notice", role: "status" });
     return h("section", { class: "card workspace", id: "workspace", "aria-labelledby": "ws-title" },
-      h("div", { class: "panel-head" }, h("h2", { id: "ws-title" }, "Your workspace"), this.stateText, this.liveText),
+      h("div", { class: "panel-head" }, this.heading = h("h2", { id: "ws-title", tabindex: "-1" }, "Your workspace"), this.stateText, this.liveText),
       h("p", { class: "hint" }, "A browser IDE (VS Code) with Python, Node.js, Java and C/C++, kept for you."),
       this.notice, this.progressBox, this.runningBox, this.errorBox, this.actions, this.logBox);
   }
