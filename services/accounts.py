@@ -128,7 +128,8 @@ class AccountService:
 
         * only admins and superadmins change roles at all;
         * only a superadmin grants or removes `admin` or `superadmin`;
-        * the last superadmin cannot demote themselves (nobody could undo it).
+        * the last superadmin cannot demote themselves (nobody could undo it);
+          a disabled or deleted superadmin does not count.
         """
         if new_role not in ROLES:
             raise ValidationFailed({"role": ["Not a valid choice."]})
@@ -141,7 +142,8 @@ class AccountService:
         if touches_admin and actor["role"] != "superadmin":
             raise Forbidden("Only a superadmin can grant or remove the admin or superadmin role.")
         if target["role"] == "superadmin" and new_role != "superadmin":
-            others = await self.users.count_documents({"role": "superadmin", "_id": {"$ne": target["_id"]}})
+            others = await self.users.count_documents({"role": "superadmin", "_id": {"$ne": target["_id"]},
+                                                       "disabled": {"$ne": True}})  # disabled/deleted ones can't act
             if others == 0:
                 raise Conflict("The last superadmin cannot be demoted.")
         await self.users.update_one({"_id": target["_id"]}, {"$set": {"role": new_role}, **STAMP_UPDATED})

@@ -339,3 +339,16 @@ async def test_preflight_on_paths_with_an_id(server, client):
     for path in (user_path(1), "/api/admin/workspaces/1/", "/api/admin/workspaces/1/events/"):
         response = await client.options(path, headers={"Origin": "http://elsewhere.example"})
         assert response.status_code == 204, response.text
+
+
+async def test_a_disabled_superadmin_does_not_count_as_the_last_one(server, client):
+    boss = await make_admin(server, client, role="superadmin")
+    other = await make_admin(server, client, role="superadmin")
+    assert (await client.put(user_path(other["user"]["id"]), json={"disabled": True},
+                             headers=auth(boss))).status_code == 200
+    assert_envelope(await client.put(user_path(boss["user"]["id"]), json={"role": "admin"}, headers=auth(boss)),
+                    409)
+    assert (await client.put(user_path(other["user"]["id"]), json={"disabled": False},
+                             headers=auth(boss))).status_code == 200
+    demoted = await client.put(user_path(boss["user"]["id"]), json={"role": "admin"}, headers=auth(boss))
+    assert demoted.status_code == 200 and demoted.json()["role"] == "admin"
