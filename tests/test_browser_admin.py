@@ -76,11 +76,19 @@ async def test_admin_manages_a_student_and_meets_the_boundaries(app, api, open_t
     await detail.get_by_text("Account disabled.").wait_for()
     assert (await app.db.users.find_one({"_id": student["user"]["id"]}))["disabled"]
     await users_row(tab, "Ada Student").get_by_text("Disabled").wait_for()
+    # Delete (soft), after its own confirm step; focus goes to the Users heading.
+    await detail.get_by_role("button", name="Delete account").click()
+    await detail.get_by_role("button", name="Yes, delete account").click()
+    await page.locator("#users").get_by_text("Ada Student's account was deleted.").wait_for()
+    assert await page.evaluate("() => document.activeElement.id") == "users-title"
+    assert (await app.db.users.find_one({"_id": student["user"]["id"]}))["deleted_at"]
+    await page.locator("#users .pager-summary", has_text="0 in all").wait_for()
 
     # The audit log shows both actions, newest first.
     audit = page.locator("#audit tbody tr")
-    await audit.first.get_by_text("user.disabled").wait_for()
-    assert "user.role_changed" in await audit.nth(1).text_content()
+    await audit.first.get_by_text("user.deleted").wait_for()
+    assert "user.disabled" in await audit.nth(1).text_content()
+    assert "user.role_changed" in await audit.nth(2).text_content()
 
     # A superadmin's account: no role choice, no disable button for an admin.
     await page.get_by_label("Name or email").fill("Boss")

@@ -59,7 +59,7 @@ function usersSection(actor, onChange) {
     filters.role = search.elements["user-role"].value;
     table.show(1);
   });
-  const { card, status } = consoleCard("users", "Users", search, table.element, detailSlot);
+  const { card, heading, status } = consoleCard("users", "Users", search, table.element, detailSlot);
 
   async function openDetail(id, trigger) {
     try {
@@ -71,7 +71,7 @@ function usersSection(actor, onChange) {
   }
 
   function renderDetail(user, trigger) {
-    const heading = h("h3", { id: "user-detail-title", tabindex: "-1" }, user.name);
+    const title = h("h3", { id: "user-detail-title", tabindex: "-1" }, user.name);
     const message = h("p", { class: "console-status", role: "status" });
     const error = h("p", { class: "form-error", role: "alert", hidden: true });
     const confirmSlot = h("div", { hidden: true });
@@ -83,7 +83,7 @@ function usersSection(actor, onChange) {
       detailSlot.replaceChildren();
       if (trigger && trigger.isConnected) trigger.focus();
     } }, "Close");
-    const parts = [heading, h("dl", { class: "details" }, rows.flatMap(([t, d]) => [h("dt", {}, t), h("dd", {}, d)])),
+    const parts = [title, h("dl", { class: "details" }, rows.flatMap(([t, d]) => [h("dt", {}, t), h("dd", {}, d)])),
       error, message];
     const choices = roleChoices(actor, user);
     if (choices.length) {
@@ -111,14 +111,30 @@ function usersSection(actor, onChange) {
           save({ disabled: !user.disabled }, user.disabled ? "Account enabled." : "Account disabled.");
         }
       } }, label);
-      actions.append(toggle);
+      const remove = h("button", { type: "button", class: "danger", onclick: async () => {
+        if (!(await confirmStep(confirmSlot, { confirmLabel: "Yes, delete account", returnTo: remove,
+          question: `Delete ${user.name}'s account? They can no longer log in; their payments and the audit `
+            + "log are kept, and the email address may sign up again." }))) return;
+        try {
+          await api(`/api/admin/users/${user.id}/`, { method: "DELETE" });
+          detailSlot.replaceChildren();
+          status.textContent = `${user.name}'s account was deleted.`;
+          heading.focus(); // the row and its detail are gone
+          table.show();
+          onChange();
+        } catch (failure) {
+          error.textContent = describe(failure).message;
+          error.hidden = false;
+        }
+      } }, "Delete account");
+      actions.append(toggle, remove);
     } else if (user.id !== actor.id) {
       parts.push(h("p", { class: "hint" }, "Only a superadmin can disable an admin account."));
     }
     actions.append(close);
     parts.push(actions, confirmSlot);
     detailSlot.replaceChildren(h("section", { class: "detail", "aria-labelledby": "user-detail-title" }, ...parts));
-    heading.focus();
+    title.focus();
 
     async function save(body, done) {
       try {
@@ -130,7 +146,7 @@ function usersSection(actor, onChange) {
       } catch (failure) {
         error.textContent = describe(failure).message;
         error.hidden = false;
-        heading.focus();
+        title.focus();
       }
     }
   }
