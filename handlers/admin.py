@@ -85,13 +85,14 @@ class AdminUsersHandler(AdminBase):
     async def get(self) -> None:
         await self.require_admin()
         q, role = self.text_arg("q"), self.text_arg("role", ROLES)
-        if self.get_query_argument("page", None) is None:
+        if self.get_query_argument("page", None) is None:  # the original admin pages' plain array
             users, count = await self.services.admin.list_users(q, role, 0, PLAIN_LIST_LIMIT)
             self.set_header("X-Total-Count", str(count))
-            return self.send([admin_user_model(user) for user in users])
-        page, size = self.paging()
-        users, count = await self.services.admin.list_users(q, role, (page - 1) * size, size)
-        self.send_page([admin_user_model(user) for user in users], count, page, size)
+            self.send([admin_user_model(user) for user in users])
+        else:
+            page, size = self.paging()
+            users, count = await self.services.admin.list_users(q, role, (page - 1) * size, size)
+            self.send_page([admin_user_model(user) for user in users], count, page, size)
 
     async def post(self) -> None:
         actor = await self.require_admin()

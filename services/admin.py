@@ -25,7 +25,6 @@ from typing import Any
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from models.accounts import ROLES
 from services.accounts import ADMIN_ROLES, AccountService
 from services.errors import ApiError, Forbidden, NotFound, ValidationFailed
 from services.tokens import TokenService, utcnow
@@ -246,11 +245,6 @@ class AdminService:
         workspaces = {doc["owner_id"]: doc async for doc in self.db.workspaces.find(
             {"owner_id": {"$in": [user["_id"] for user in users]}}, {"password": 0})}
         return [(user, workspaces.get(user["_id"])) for user in users], count
-
-
-def check_role_value(role: str | None) -> None:
-    if role is not None and role not in ROLES:
-        raise ValidationFailed({"role": [f"Not a valid choice. Choose one of: {', '.join(ROLES)}."]})
 
 
 async def start(services: Any) -> None:

@@ -38,14 +38,16 @@ function usersSection(actor, onChange) {
     load: (page) => api(`/api/admin/users/${query({ ...filters, page, page_size: 10 })}`),
     columns: [
       { label: "Name", cell: (user) => h("button", { type: "button", class: "link-button",
-        "aria-label": `Manage ${user.name}`, onclick: (event) => openDetail(user.id, event.currentTarget) }, user.name) },
+        "aria-label": `Manage ${user.name}`, onclick: (event) => openDetail(user.id, event.currentTarget) },
+      user.name) },
       { label: "Email", cell: (user) => user.email },
       { label: "Role", cell: (user) => ROLE_TITLES[user.role] || user.role },
       { label: "Track", cell: (user) => user.track || "—" },
       { label: "Enrolment", cell: (user) => (user.enrollment_status || "").replaceAll("_", " ").toLowerCase() },
       { label: "Created", cell: (user) => when(user.created_at) },
       { label: "Last login", cell: (user) => when(user.last_login) },
-      { label: "Status", cell: (user) => (user.disabled ? h("strong", { class: "disabled-tag" }, "Disabled") : "Active") },
+      { label: "Status",
+        cell: (user) => (user.disabled ? h("strong", { class: "disabled-tag" }, "Disabled") : "Active") },
     ],
   });
   const search = h("form", { class: "filters", role: "search", "aria-label": "Search users" },
@@ -93,7 +95,8 @@ function usersSection(actor, onChange) {
         h("button", { type: "submit", class: "primary" }, "Change role"));
       form.addEventListener("submit", (event) => {
         event.preventDefault();
-        save({ role: form.elements["detail-role"].value }, `Role changed to ${ROLE_TITLES[form.elements["detail-role"].value]}.`);
+        const role = form.elements["detail-role"].value;
+        save({ role }, `Role changed to ${ROLE_TITLES[role]}.`);
       });
       parts.push(form);
     } else {
@@ -245,7 +248,8 @@ function auditSection() {
       { label: "Who", cell: (e) => e.actor_email || `User ${e.actor_id}` },
       { label: "Action", cell: (e) => e.action },
       { label: "Whom", cell: (e) => e.target_email || (e.target_id ? `User ${e.target_id}` : "—") },
-      { label: "Details", cell: (e) => Object.entries(e.details || {}).map(([k, v]) => `${k}: ${v}`).join(", ") || "—" },
+      { label: "Details",
+        cell: (e) => Object.entries(e.details || {}).map(([k, v]) => `${k}: ${v}`).join(", ") || "—" },
     ],
   });
   const refresh = h("button", { type: "button", onclick: () => table.show(1) }, "Refresh");

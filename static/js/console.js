@@ -13,7 +13,8 @@ export const STATE_LABELS = {
 export function when(iso) {
   if (!iso) return "—";
   const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  if (Number.isNaN(date.getTime())) return iso;
+  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
 export function statePill(state) {
@@ -100,7 +101,8 @@ export function confirmStep(slot, { question, confirmLabel, danger = true, retur
     const no = h("button", { type: "button", onclick: () => done(false) }, "Cancel");
     const text = h("p", { id: `confirm-${Date.now()}` }, question);
     slot.replaceChildren(h("div", { class: "confirm", role: "group", "aria-labelledby": text.id,
-      onkeydown: (event) => { if (event.key === "Escape") done(false); } }, text, h("div", { class: "actions" }, yes, no)));
+      onkeydown: (event) => { if (event.key === "Escape") done(false); } },
+    text, h("div", { class: "actions" }, yes, no)));
     slot.hidden = false;
     yes.focus();
   });
