@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from handlers.base import APIHandler, Operation
-from models.accounts import (AuthOut, CheckEmailRequest, ExistsOut, LoginOut, LoginRequest, MessageOut,
+from models.accounts import (AuthLoginRequest, AuthOut, CheckEmailRequest, ExistsOut, LoginOut, LoginRequest, MessageOut,
                              ProfileOut, ProfileUpdate, RefreshRequest, RegisterRequest, RoleUpdateOut,
                              TokenPairOut, UpdateRoleRequest, email_key, profile_model, user_model)
 from models.common import ErrorOut
@@ -23,14 +23,17 @@ class RegisterHandler(APIHandler):
         self.send({**tokens.as_dict(), "user": user_model(user)}, 201)
 
 
+LOGIN_RESPONSES = {200: LoginOut, 400: ErrorOut, 401: ErrorOut,
+                   403: "Role mismatch: {error, detail, actual_role}", 429: ErrorOut}
+
+
 class LoginHandler(APIHandler):
-    operations = {"post": Operation(
-        "Log in under a role", body=LoginRequest,
-        responses={200: LoginOut, 400: ErrorOut, 401: ErrorOut, 403: "Role mismatch: "
-                   "{error, detail, actual_role}", 429: ErrorOut}, tags=AUTH)}
+    body_model: type[LoginRequest] | type[AuthLoginRequest] = LoginRequest
+    operations = {"post": Operation("Log in under a role", body=LoginRequest, responses=LOGIN_RESPONSES,
+                                    tags=AUTH)}
 
     async def post(self) -> None:
-        request = self.parse_body(LoginRequest)
+        request = self.parse_body(self.body_model)
         limits = self.services.ratelimits
         account = email_key(request.email)
         (await limits.peek("login_failures", account)).raise_if_denied(
@@ -41,7 +44,16 @@ class LoginHandler(APIHandler):
             await limits.hit("login_failures", account)
             raise
         self.user_id = user["_id"]
-        self.send({**tokens.as_dict(), "user": user_model(user), "redirect_url": f"/{request.role}/dashboard"})
+        role = request.role or user["role"]
+        self.send({**tokens.as_dict(), "user": user_model(user), "redirect_url": f"/{role}/dashboard"})
+
+
+class AuthLoginHandler(LoginHandler):
+    """The original platform's login path; the role is optional (left out:
+    the stored role). Otherwise the same as POST /api/users/login/."""
+    body_model = AuthLoginRequest
+    operations = {"post": Operation("Log in (alias of /api/users/login/; role optional)", body=AuthLoginRequest,
+                                    responses=LOGIN_RESPONSES, tags=AUTH, deprecated=True)}
 
 
 class RefreshHandler(APIHandler):
@@ -53,6 +65,13 @@ class RefreshHandler(APIHandler):
         request = self.parse_body(RefreshRequest)
         pair = await self.services.accounts.refresh(request.refresh)
         self.send(pair.as_dict())
+
+
+class UsersRefreshHandler(RefreshHandler):
+    """The original platform's refresh path; the same as POST /api/auth/token/refresh/."""
+    operations = {"post": Operation("Refresh (alias of /api/auth/token/refresh/)", body=RefreshRequest,
+                                    responses=RefreshHandler.operations["post"].responses, tags=AUTH,
+                                    deprecated=True)}
 
 
 class LogoutHandler(APIHandler):
@@ -117,4 +136,7 @@ routes = [
     (r"/api/users/check-email/?", CheckEmailHandler),
     (r"/api/users/profile/?", ProfileHandler),
     (r"/api/users/update-role/?", UpdateRoleHandler),
+    # Aliases the original platform's clients call (deprecated in the OpenAPI document).
+    (r"/api/auth/login/?", AuthLoginHandler),
+    (r"/api/users/refresh/?", UsersRefreshHandler),
 ]

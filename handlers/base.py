@@ -45,6 +45,7 @@ class Operation:
     query: dict[str, str] = field(default_factory=dict)  # name -> description
     tags: tuple[str, ...] = ()
     description: str = ""
+    deprecated: bool = False  # an alias kept for existing clients; the document says which path to use
 
 
 

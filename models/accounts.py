@@ -67,6 +67,14 @@ class LoginRequest(RequestModel):
     role: Role
 
 
+class AuthLoginRequest(RequestModel):
+    """The original client's login: the role may be left out (then the
+    stored role is the one logged in)."""
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=1024)
+    role: Optional[Role] = None
+
+
 class RefreshRequest(RequestModel):
     refresh: str = Field(max_length=4096)
 

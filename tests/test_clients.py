@@ -38,3 +38,66 @@ async def test_cors_wildcard_never_allows_credentials(start_server):
         assert "access-control-allow-credentials" not in response.headers
         listed = await http.options("/api/users/login/", headers={**headers, "Origin": "https://app.example.org"})
         assert listed.headers["access-control-allow-credentials"] == "true"
+
+
+# -- 2. the paths its clients call beside the contract's --------------------------------------
+async def test_users_refresh_alias_rotates_like_token_refresh(client):
+    data = await register(client)
+    response = await client.post("/api/users/refresh/", json={"refresh": data["refresh"]})
+    assert response.status_code == 200, response.text
+    pair = response.json()
+    assert set(pair) == {"access", "refresh"}
+    assert (await client.get("/api/users/profile/", headers=auth(pair))).status_code == 200
+    # The same rotation: the new refresh token works on the contract's path, and back again.
+    again = await client.post("/api/auth/token/refresh", json={"refresh": pair["refresh"]})
+    assert again.status_code == 200
+    assert (await client.post("/api/users/refresh", json={"refresh": again.json()["refresh"]})).status_code == 200
+    bad = await client.post("/api/users/refresh/", json={"refresh": "not-a-token"})
+    assert bad.status_code == 401 and bad.json()["error"] == "Invalid token"
+    missing = await client.post("/api/users/refresh/", json={})
+    assert missing.status_code == 400 and missing.json()["refresh"] == ["This field is required."]
+
+
+async def test_auth_login_alias_without_role_uses_the_stored_role(client):
+    trainer = await register(client, role="trainer")
+    email = trainer["user"]["email"]
+    response = await client.post("/api/auth/login/", json={"email": email, "password": trainer["password"]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"access", "refresh", "user", "redirect_url"}
+    assert body["user"] == trainer["user"] and body["redirect_url"] == "/trainer/dashboard"
+    assert (await client.get("/api/users/profile/", headers=auth(body))).json()["role"] == "trainer"
+
+
+async def test_auth_login_alias_answers_like_users_login(client):
+    student = await register(client)
+    email = student["user"]["email"]
+    for body in ({"email": email, "password": student["password"], "role": "student"},
+                 {"email": email, "password": student["password"], "role": "trainer"},
+                 {"email": email, "password": "Wrong-Password-9", "role": "student"},
+                 {"email": email, "password": "Wrong-Password-9"},
+                 {"email": email, "password": student["password"], "role": "pirate"},
+                 {"email": email}):
+        alias = await client.post("/api/auth/login/", json=body)
+        if "role" in body:
+            contract = await client.post("/api/users/login/", json=body)
+            assert alias.status_code == contract.status_code, body
+            strip = {"access", "refresh"}
+            assert {k: v for k, v in alias.json().items() if k not in strip} == \
+                {k: v for k, v in contract.json().items() if k not in strip}, body
+        else:
+            assert alias.status_code == (401 if "password" in body else 400), body
+    role_mismatch = await client.post("/api/auth/login/", json={"email": email, "password": student["password"],
+                                                                "role": "trainer"})
+    assert role_mismatch.status_code == 403 and role_mismatch.json()["actual_role"] == "student"
+
+
+async def test_aliases_are_deprecated_in_the_openapi_document(client):
+    document = (await client.get("/api/openapi.json")).json()
+    paths = document["paths"]
+    assert paths["/api/auth/login/"]["post"]["deprecated"] is True
+    assert paths["/api/users/refresh/"]["post"]["deprecated"] is True
+    ref = paths["/api/auth/login/"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert document["components"]["schemas"][ref.rsplit("/", 1)[1]]["required"] == ["email", "password"]
+    for contract_path in ("/api/users/login/", "/api/auth/token/refresh/"):
+        assert "deprecated" not in paths[contract_path]["post"]
