@@ -2,9 +2,11 @@
 exactly what its Next.js/axios client sends and reads what it reads."""
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
-from tests.accounts_helpers import auth, login, register
+from tests.accounts_helpers import age_refresh_rotations, auth, login, register
 
 ALLOWED = "http://localhost:3000"
 
@@ -101,3 +103,94 @@ async def test_aliases_are_deprecated_in_the_openapi_document(client):
     assert document["components"]["schemas"][ref.rsplit("/", 1)[1]]["required"] == ["email", "password"]
     for contract_path in ("/api/users/login/", "/api/auth/token/refresh/"):
         assert "deprecated" not in paths[contract_path]["post"]
+
+
+# -- 3. concurrent refresh must not log people out -------------------------------------------
+async def refresh(client: httpx.AsyncClient, token: str, path: str = "/api/auth/token/refresh/") -> httpx.Response:
+    return await client.post(path, json={"refresh": token})
+
+
+async def assert_logged_in(client: httpx.AsyncClient, pair: dict) -> None:
+    assert (await client.get("/api/users/profile/", headers=auth(pair))).status_code == 200
+
+
+async def test_same_refresh_token_twice_within_the_window_gets_the_same_pair(client):
+    data = await register(client)
+    first = await refresh(client, data["refresh"])
+    second = await refresh(client, data["refresh"], "/api/users/refresh/")
+    assert first.status_code == second.status_code == 200, second.text
+    assert first.json() == second.json()  # idempotent: the very same pair
+    await assert_logged_in(client, first.json())
+    # The login goes on: the successor rotates as usual.
+    third = await refresh(client, first.json()["refresh"])
+    assert third.status_code == 200
+    await assert_logged_in(client, third.json())
+
+
+async def test_reuse_after_the_window_revokes_the_login(server, client):
+    data = await register(client)
+    pair = (await refresh(client, data["refresh"])).json()
+    await age_refresh_rotations(server.db, data["user"]["id"], seconds=11)  # the default window is 10 s
+    late = await refresh(client, data["refresh"])
+    assert late.status_code == 401 and late.json()["error"] == "Token reused"
+    assert (await client.get("/api/users/profile/", headers=auth(pair))).status_code == 401
+    assert (await refresh(client, pair["refresh"])).status_code == 401
+
+
+async def test_the_window_in_real_time(start_server):
+    server = await start_server(jwt_refresh_reuse_seconds="2")
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        data = await register(client)
+        pair = (await refresh(client, data["refresh"])).json()
+        assert (await refresh(client, data["refresh"])).json() == pair
+        await asyncio.sleep(3.2)  # the window counts from the whole second the pair was issued in
+        assert (await refresh(client, data["refresh"])).status_code == 401
+        assert (await client.get("/api/users/profile/", headers=auth(pair))).status_code == 401
+
+
+async def test_only_the_last_rotated_token_is_forgiven(client):
+    data = await register(client)
+    second = (await refresh(client, data["refresh"])).json()
+    third = (await refresh(client, second["refresh"])).json()
+    # The first token was rotated two generations ago: a copy, even within seconds.
+    reused = await refresh(client, data["refresh"])
+    assert reused.status_code == 401 and reused.json()["error"] == "Token reused"
+    assert (await client.get("/api/users/profile/", headers=auth(third))).status_code == 401
+
+
+async def test_window_off_revokes_at_once(start_server):
+    server = await start_server(jwt_refresh_reuse_seconds="0")
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        data = await register(client)
+        pair = (await refresh(client, data["refresh"])).json()
+        assert (await refresh(client, data["refresh"])).status_code == 401
+        assert (await client.get("/api/users/profile/", headers=auth(pair))).status_code == 401
+
+
+async def test_a_logged_out_login_is_not_revived_within_the_window(client):
+    data = await register(client)
+    pair = (await refresh(client, data["refresh"])).json()
+    response = await client.post("/api/users/logout/", headers=auth(pair), json={"refresh": pair["refresh"]})
+    assert response.status_code == 200
+    again = await refresh(client, data["refresh"])
+    assert again.status_code == 401 and again.json()["error"] == "Token revoked"
+
+
+async def test_two_processes_refresh_one_token_at_once(start_server):
+    """The axios interceptor: two requests fail together and each refreshes
+    with the same token, here through two server processes sharing MongoDB.
+    Both get 200 and the same working pair, round after round."""
+    one = await start_server()
+    two = await start_server(mongodb_db=one.services.settings.mongodb_db)
+    async with httpx.AsyncClient(base_url=one.url) as a, httpx.AsyncClient(base_url=two.url) as b:
+        data = await register(a)
+        token = data["refresh"]
+        for _ in range(5):
+            first, second = await asyncio.gather(refresh(a, token), refresh(b, token, "/api/users/refresh/"))
+            assert first.status_code == second.status_code == 200, (first.text, second.text)
+            assert first.json() == second.json()
+            await assert_logged_in(a, first.json())
+            await assert_logged_in(b, second.json())
+            token = first.json()["refresh"]
+        assert (await a.get("/api/users/profile/", headers=auth(first.json()))).json()["email"] == \
+            data["user"]["email"]
