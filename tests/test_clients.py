@@ -7,6 +7,7 @@ import asyncio
 import httpx
 
 from tests.accounts_helpers import age_refresh_rotations, auth, login, register
+from tests.test_payments import MINE, create, deliver, fake_stripe, pay, pay_server  # noqa: F401 - fixtures
 
 ALLOWED = "http://localhost:3000"
 
@@ -194,3 +195,57 @@ async def test_two_processes_refresh_one_token_at_once(start_server):
             token = first.json()["refresh"]
         assert (await a.get("/api/users/profile/", headers=auth(first.json()))).json()["email"] == \
             data["user"]["email"]
+
+
+# -- 4. payments as its payment page sends them ------------------------------------------------
+async def test_payment_page_body_enrols_the_track_in_its_metadata(pay, pay_server, fake_stripe):  # noqa: F811
+    student = await register(pay, track="FSD")
+    body = {"amount": 999, "currency": "usd", "email": student["user"]["email"], "metadata": {"track": "DP"}}
+    response = await create(pay, student, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["amount"] == 99900 and response.json()["clientSecret"]
+    intent_id = response.json()["paymentIntentId"]
+    assert fake_stripe.creates[-1].params["metadata"] == {"user_id": str(student["user"]["id"]), "track": "DP"}
+    listed = (await pay.get(MINE, headers=auth(student))).json()["payments"]
+    assert [(p["paymentIntentId"], p["track"]) for p in listed] == [(intent_id, "DP")]
+    assert (await deliver(pay, fake_stripe.intent_event("payment_intent.succeeded", intent_id))).status_code == 200
+    profile = (await pay.get("/api/users/profile/", headers=auth(student))).json()
+    assert (profile["track"], profile["enrollment_status"], profile["payment_verified"]) == ("DP", "ENROLLED", True)
+
+
+async def test_other_metadata_keys_are_ignored_and_never_stored(pay, pay_server, fake_stripe):  # noqa: F811
+    student = await register(pay)
+    other = await register(pay)
+    metadata = {"track": "FSD", "user_id": str(other["user"]["id"]), "$where": "1", "coupon": "FREE",
+                "nested": {"$gt": ""}, "payment_verified": True}
+    response = await create(pay, student, {"amount": 999, "currency": "usd", "email": other["user"]["email"],
+                                           "metadata": metadata})
+    assert response.status_code == 200, response.text
+    assert fake_stripe.creates[-1].params["metadata"] == {"user_id": str(student["user"]["id"]), "track": "FSD"}
+    stored = await pay_server.db.payments.find_one({"payment_intent_id": response.json()["paymentIntentId"]})
+    assert stored["user_id"] == student["user"]["id"] and stored["track"] == "FSD"
+    assert not {"metadata", "coupon", "$where", "nested", "email"} & set(stored)
+    assert (await pay.get(MINE, headers=auth(other))).json()["payments"] == []
+
+
+async def test_metadata_naming_no_known_track_is_ignored(pay, pay_server, fake_stripe):  # noqa: F811
+    student = await register(pay)
+    for metadata in ({"track": "NOPE"}, {}, {"plan": "gold"}):
+        response = await create(pay, student, {"amount": 999, "currency": "usd", "metadata": metadata})
+        assert response.status_code == 200, response.text
+        assert "track" not in fake_stripe.creates[-1].params["metadata"]
+    assert {p["track"] for p in (await pay.get(MINE, headers=auth(student))).json()["payments"]} == {None}
+
+
+async def test_metadata_track_is_checked(pay, pay_server, fake_stripe):  # noqa: F811
+    student = await register(pay)
+    cases = [({"amount": 10, "currency": "usd", "metadata": {"track": "DP"}}, "amount"),  # under DP's 499.00
+             ({"amount": 999, "currency": "eur", "metadata": {"track": "DP"}}, "currency"),
+             ({"amount": 999, "metadata": {"track": {"$ne": ""}}}, "metadata"),
+             ({"amount": 999, "metadata": "DP"}, "metadata"),
+             ({"track": "DP", "metadata": {"track": "FSD"}}, "metadata")]
+    for body, field in cases:
+        response = await create(pay, student, body)
+        assert response.status_code == 400 and response.json()[field], (body, response.text)
+    assert fake_stripe.creates == []
+    assert (await create(pay, student, {"track": "DP", "metadata": {"track": "DP"}})).status_code == 200
