@@ -76,7 +76,8 @@ class AccountService:
         return user
 
     async def register(self, *, name: str, email: str, password1: str, password2: str, role: str,
-                       track: str | None) -> tuple[dict, TokenPair]:
+                       track: str | None, **extra: Any) -> tuple[dict, TokenPair]:
+        """`extra`: more fields stored on the new user (e.g. its consent record)."""
         errors = {"password1": password_problems(password1, email=email, name=name),
                   "password2": ["The two password fields didn't match."] if password1 != password2 else [],
                   "track": self.track_problems(track)}
@@ -84,7 +85,7 @@ class AccountService:
         if errors:
             raise ValidationFailed(errors)
         user = await self.create_user(email=email, name=name, role=role, password=password1, track=track,
-                                      check_password=False)
+                                      check_password=False, **extra)
         return user, await self.tokens.start_session(user["_id"])
 
     async def login(self, email: str, password: str, role: str | None) -> tuple[dict, TokenPair]:

@@ -96,3 +96,5 @@ from services import payments as _payments  # noqa: E402
 STARTERS.append(_payments.start)
 from services import oauth as _oauth  # noqa: E402
 STARTERS.append(_oauth.start)
+from services import students as _students  # noqa: E402
+STARTERS.append(_students.start)

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from tests.accounts_helpers import age_refresh_rotations, auth, login, register
+from tests.accounts_helpers import age_refresh_rotations, auth, login, register, unique_email
 from tests.test_payments import MINE, create, deliver, fake_stripe, pay, pay_server  # noqa: F401 - fixtures
 
 ALLOWED = "http://localhost:3000"
@@ -249,3 +249,87 @@ async def test_metadata_track_is_checked(pay, pay_server, fake_stripe):  # noqa:
         assert response.status_code == 400 and response.json()[field], (body, response.text)
     assert fake_stripe.creates == []
     assert (await create(pay, student, {"track": "DP", "metadata": {"track": "DP"}})).status_code == 200
+
+
+# -- 5. what its sign-up sends and reads -------------------------------------------------------
+def signup_body(email: str, track: str | None = "DP", role: str = "student", **extra) -> dict:
+    """The original sign-up page's body."""
+    return {"name": "Grace Hopper", "email": email, "password1": "Correct-Horse-42",
+            "password2": "Correct-Horse-42", "role": role, "track": track, "privacy_accepted": True,
+            "privacy_version": "1.0", "marketing_consent": False, "payment_verified": True, **extra}
+
+
+async def test_signup_records_consent_and_ignores_payment_verified(server, client):
+    email = unique_email("consent")
+    response = await client.post("/api/auth/registration/", json=signup_body(email))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["trainer_assigned"], body["trainer_name"]) == (False, None)  # DP has no trainer yet
+    stored = await server.db.users.find_one({"_id": body["user"]["id"]})
+    consent = stored["consent"]
+    assert consent["privacy_accepted"] is True and consent["privacy_version"] == "1.0"
+    assert consent["marketing_consent"] is False
+    for stamp in ("privacy_accepted_at", "marketing_consent_at", "recorded_at"):
+        assert abs((consent[stamp] - stored["created_at"]).total_seconds()) < 60, stamp  # real datetimes
+    profile = (await client.get("/api/users/profile/", headers=auth(body))).json()
+    assert profile["payment_verified"] is False and profile["enrollment_status"] == "NOT_ENROLLED"
+    assert profile["assigned_trainer"] is None
+    # The contract's body records no consent at all.
+    plain = await register(client)
+    assert "consent" not in await server.db.users.find_one({"_id": plain["user"]["id"]})
+
+
+async def test_signup_consent_fields_are_typed(client):
+    cases = [({"privacy_accepted": "yes"}, "privacy_accepted"), ({"marketing_consent": 1}, "marketing_consent"),
+             ({"privacy_version": {"$ne": ""}}, "privacy_version"), ({"privacy_version": ""}, "privacy_version"),
+             ({"privacy_version": "v" * 33}, "privacy_version")]
+    for extra, field in cases:
+        response = await client.post("/api/auth/registration/", json=signup_body(unique_email("typed"), **extra))
+        assert response.status_code == 400 and response.json()[field], (extra, response.text)
+
+
+async def signup(client: httpx.AsyncClient, track: str | None, role: str = "student") -> dict:
+    response = await client.post("/api/auth/registration/", json=signup_body(unique_email(role), track, role))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def students_of(client: httpx.AsyncClient, trainer: dict) -> list[int]:
+    response = await client.get("/api/users/my-students/", headers=auth(trainer))
+    assert response.status_code == 200, response.text
+    return [student["id"] for student in response.json()["students"]]
+
+
+async def test_students_get_the_least_loaded_trainer_of_their_track(server, client):
+    first, second = await signup(client, "DP", "trainer"), await signup(client, "DP", "trainer")
+    fsd = await signup(client, "FSD", "trainer")
+    assert fsd["trainer_assigned"] is False and fsd["trainer_name"] is None  # trainers get none
+    await client.patch("/api/users/profile/", headers=auth(second), json={"name": "Second Trainer"})
+    a = await signup(client, "DP")  # 0 and 0: the lower id
+    b = await signup(client, "DP")  # 1 and 0: the second
+    c = await signup(client, "DP")  # 1 and 1: the lower id again
+    d = await signup(client, "FSD")
+    none = await signup(client, None)
+    assert [(s["trainer_assigned"], s["trainer_name"]) for s in (a, b, c, d, none)] == [
+        (True, "Grace Hopper"), (True, "Second Trainer"), (True, "Grace Hopper"), (True, "Grace Hopper"),
+        (False, None)]
+    assert await students_of(client, first) == [a["user"]["id"], c["user"]["id"]]
+    assert await students_of(client, second) == [b["user"]["id"]]
+    assert await students_of(client, fsd) == [d["user"]["id"]]
+    listed = (await client.get("/api/users/my-students/", headers=auth(first))).json()["students"][0]
+    assert listed == {"id": a["user"]["id"], "name": "Grace Hopper", "email": a["user"]["email"], "track": "DP",
+                      "enrollment_status": "NOT_ENROLLED"}
+    profile = (await client.get("/api/users/profile/", headers=auth(b))).json()
+    assert profile["assigned_trainer"] == {"id": second["user"]["id"], "name": "Second Trainer",
+                                           "email": second["user"]["email"]}
+    # A disabled trainer takes no new students.
+    await server.db.users.update_one({"_id": first["user"]["id"]}, {"$set": {"disabled": True}})
+    e = await signup(client, "DP")
+    assert e["trainer_name"] == "Second Trainer"
+
+
+async def test_only_trainers_list_students(client):
+    student = await signup(client, "DP")
+    response = await client.get("/api/users/my-students/", headers=auth(student))
+    assert response.status_code == 403 and response.json()["error"]
+    assert (await client.get("/api/users/my-students/")).status_code == 401
