@@ -118,3 +118,63 @@ async def test_wildcard_origins_never_allow_credentials(browser, start_server, p
         assert xhr["status"] == 0, xhr
     finally:
         await page.context.close()
+
+
+# The original client's axios response interceptor: on a 401, refresh with
+# the stored refresh token (no single-flight: every failed request does it)
+# on /api/users/refresh/, store the new pair, retry once.
+INTERCEPTED_CALLS = """
+async ([api, access, refresh, count]) => {
+  const xhr = (method, url, body, token) => new Promise((resolve) => {
+    const request = new XMLHttpRequest();
+    request.open(method, url, true);
+    request.withCredentials = true;
+    request.setRequestHeader("Accept", "application/json, text/plain, */*");
+    if (body !== null) request.setRequestHeader("Content-Type", "application/json");
+    if (token) request.setRequestHeader("Authorization", "Bearer " + token);
+    request.onload = () => resolve({status: request.status, data: JSON.parse(request.responseText)});
+    request.onerror = () => resolve({status: 0});
+    request.send(body === null ? null : JSON.stringify(body));
+  });
+  const store = {access, refresh};
+  const call = async () => {
+    let answer = await xhr("GET", api + "/api/users/profile/", null, store.access);
+    if (answer.status === 401) {
+      const renewed = await xhr("POST", api + "/api/users/refresh/", {refresh: store.refresh}, null);
+      if (renewed.status !== 200) return {status: renewed.status, refresh: renewed.status};
+      store.access = renewed.data.access;
+      store.refresh = renewed.data.refresh;
+      answer = await xhr("GET", api + "/api/users/profile/", null, store.access);
+      answer.refreshed = renewed.data;
+    }
+    return answer;
+  };
+  return Promise.all(Array.from({length: count}, call));
+}
+"""
+
+
+async def test_concurrent_401s_refresh_without_logging_out(browser, start_server, page_origin) -> None:  # noqa: F811
+    server = await start_server(cors_origins=page_origin)
+    page = await open_page(browser, page_origin)
+    try:
+        email = unique_email("interceptor")
+        registration = {"name": "Axios Student", "email": email, "password1": PASSWORD, "password2": PASSWORD,
+                        "role": "student", "track": "DP"}
+        created = await page.evaluate(FETCH, ["POST", f"{server.url}/api/auth/registration/", registration, None,
+                                              "include"])
+        assert created["status"] == 201, created
+        # A stale access token: both requests fail together and both refresh
+        # with the one stored refresh token.
+        answers = await page.evaluate(INTERCEPTED_CALLS, [server.url, "stale", created["data"]["refresh"], 2])
+        assert [a["status"] for a in answers] == [200, 200], answers
+        assert all(a["data"]["email"] == email for a in answers)
+        assert answers[0]["refreshed"] == answers[1]["refreshed"]  # the same successor pair
+        # Still logged in: the pair goes on working and rotating.
+        pair = answers[0]["refreshed"]
+        again = await page.evaluate(INTERCEPTED_CALLS, [server.url, pair["access"], pair["refresh"], 1])
+        assert again[0]["status"] == 200 and "refreshed" not in again[0]
+        later = await page.evaluate(INTERCEPTED_CALLS, [server.url, "stale", pair["refresh"], 3])
+        assert [a["status"] for a in later] == [200, 200, 200], later
+    finally:
+        await page.context.close()
