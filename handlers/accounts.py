@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from handlers.base import APIHandler, Operation
-from models.accounts import (AuthOut, CheckEmailRequest, ExistsOut, LoginOut, LoginRequest, MessageOut,
-                             ProfileOut, ProfileUpdate, RefreshRequest, RegisterRequest, RoleUpdateOut,
-                             TokenPairOut, UpdateRoleRequest, email_key, profile_model, user_model)
+from models.accounts import (AuthLoginRequest, CheckEmailRequest, ExistsOut, LoginOut, LoginRequest, MessageOut,
+                             ProfileOut, ProfileUpdate, RefreshRequest, RegisterOut, RegisterRequest, RoleUpdateOut,
+                             StudentListOut, TokenPairOut, UpdateRoleRequest, email_key, profile_model, user_model)
 from models.common import ErrorOut
 from services.accounts import InvalidCredentials
+from services.students import CONSENT_FIELDS, consent_record, trainer_model
+from services.tokens import utcnow
 
 AUTH = ("auth",)
 USERS = ("users",)
@@ -14,23 +16,32 @@ USERS = ("users",)
 
 class RegisterHandler(APIHandler):
     operations = {"post": Operation("Register a student or trainer", body=RegisterRequest,
-                                    responses={201: AuthOut, 400: ErrorOut, 429: ErrorOut}, tags=AUTH)}
+                                    responses={201: RegisterOut, 400: ErrorOut, 429: ErrorOut}, tags=AUTH,
+                                    description="A new student gets the trainer of their track with the fewest "
+                                                "students (`trainer_assigned`, `trainer_name`).")}
 
     async def post(self) -> None:
         request = self.parse_body(RegisterRequest)
-        user, tokens = await self.services.accounts.register(**request.model_dump())
+        consent = consent_record(utcnow(), **request.model_dump(include=CONSENT_FIELDS))
+        user, tokens = await self.services.accounts.register(**request.model_dump(exclude=CONSENT_FIELDS),
+                                                             **({"consent": consent} if consent else {}))
         self.user_id = user["_id"]
-        self.send({**tokens.as_dict(), "user": user_model(user)}, 201)
+        trainer = await self.services.students.assign(user)
+        self.send({**tokens.as_dict(), "user": user_model(user), "trainer_assigned": trainer is not None,
+                   "trainer_name": trainer["name"] if trainer else None}, 201)
+
+
+LOGIN_RESPONSES = {200: LoginOut, 400: ErrorOut, 401: ErrorOut,
+                   403: "Role mismatch: {error, detail, actual_role}", 429: ErrorOut}
 
 
 class LoginHandler(APIHandler):
-    operations = {"post": Operation(
-        "Log in under a role", body=LoginRequest,
-        responses={200: LoginOut, 400: ErrorOut, 401: ErrorOut, 403: "Role mismatch: "
-                   "{error, detail, actual_role}", 429: ErrorOut}, tags=AUTH)}
+    body_model: type[LoginRequest] | type[AuthLoginRequest] = LoginRequest
+    operations = {"post": Operation("Log in under a role", body=LoginRequest, responses=LOGIN_RESPONSES,
+                                    tags=AUTH)}
 
     async def post(self) -> None:
-        request = self.parse_body(LoginRequest)
+        request = self.parse_body(self.body_model)
         limits = self.services.ratelimits
         account = email_key(request.email)
         (await limits.peek("login_failures", account)).raise_if_denied(
@@ -41,7 +52,16 @@ class LoginHandler(APIHandler):
             await limits.hit("login_failures", account)
             raise
         self.user_id = user["_id"]
-        self.send({**tokens.as_dict(), "user": user_model(user), "redirect_url": f"/{request.role}/dashboard"})
+        role = request.role or user["role"]
+        self.send({**tokens.as_dict(), "user": user_model(user), "redirect_url": f"/{role}/dashboard"})
+
+
+class AuthLoginHandler(LoginHandler):
+    """The original platform's login path; the role is optional (left out:
+    the stored role). Otherwise the same as POST /api/users/login/."""
+    body_model = AuthLoginRequest
+    operations = {"post": Operation("Log in (alias of /api/users/login/; role optional)", body=AuthLoginRequest,
+                                    responses=LOGIN_RESPONSES, tags=AUTH, deprecated=True)}
 
 
 class RefreshHandler(APIHandler):
@@ -53,6 +73,13 @@ class RefreshHandler(APIHandler):
         request = self.parse_body(RefreshRequest)
         pair = await self.services.accounts.refresh(request.refresh)
         self.send(pair.as_dict())
+
+
+class UsersRefreshHandler(RefreshHandler):
+    """The original platform's refresh path; the same as POST /api/auth/token/refresh/."""
+    operations = {"post": Operation("Refresh (alias of /api/auth/token/refresh/)", body=RefreshRequest,
+                                    responses=RefreshHandler.operations["post"].responses, tags=AUTH,
+                                    deprecated=True)}
 
 
 class LogoutHandler(APIHandler):
@@ -86,13 +113,26 @@ class ProfileHandler(APIHandler):
 
     async def get(self) -> None:
         user = await self.require_user()
-        self.send(profile_model(user))
+        self.send(await self.profile(user))
 
     async def patch(self) -> None:
         user = await self.require_user()
         request = self.parse_body(ProfileUpdate)
         updated = await self.services.accounts.update_profile(user["_id"], request.model_dump())
-        self.send(profile_model(updated))
+        self.send(await self.profile(updated))
+
+    async def profile(self, user: dict) -> dict:
+        trainer = await self.services.students.trainer_of(user)
+        return {**profile_model(user), "assigned_trainer": trainer_model(trainer) if trainer else None}
+
+
+class MyStudentsHandler(APIHandler):
+    operations = {"get": Operation("A trainer's students (those assigned to them at sign-up)", auth=True,
+                                   responses={200: StudentListOut, 401: ErrorOut, 403: ErrorOut}, tags=USERS)}
+
+    async def get(self) -> None:
+        user = await self.require_user()
+        self.send({"students": await self.services.students.students_of(user)})
 
 
 class UpdateRoleHandler(APIHandler):
@@ -117,4 +157,8 @@ routes = [
     (r"/api/users/check-email/?", CheckEmailHandler),
     (r"/api/users/profile/?", ProfileHandler),
     (r"/api/users/update-role/?", UpdateRoleHandler),
+    (r"/api/users/my-students/?", MyStudentsHandler),
+    # Aliases the original platform's clients call (deprecated in the OpenAPI document).
+    (r"/api/auth/login/?", AuthLoginHandler),
+    (r"/api/users/refresh/?", UsersRefreshHandler),
 ]

@@ -45,6 +45,7 @@ class Operation:
     query: dict[str, str] = field(default_factory=dict)  # name -> description
     tags: tuple[str, ...] = ()
     description: str = ""
+    deprecated: bool = False  # an alias kept for existing clients; the document says which path to use
 
 
 
@@ -79,11 +80,20 @@ class APIHandler(web.RequestHandler):
         if origin and self.origin_allowed(origin):
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Access-Control-Expose-Headers", EXPOSED_HEADERS)
+            if self.origin_trusted(origin):
+                self.set_header("Access-Control-Allow-Credentials", "true")
             self.add_header("Vary", "Origin")
 
     def origin_allowed(self, origin: str) -> bool:
         origins = self.application.settings["services"].settings.cors_origins
         return "*" in origins or origin in origins
+
+    def origin_trusted(self, origin: str) -> bool:
+        """Credentialed CORS (axios `withCredentials`, fetch `credentials:
+        "include"`) only for an origin listed by name: allowing credentials
+        to whatever origin `*` lets in would let any site send the user's
+        cookies and read the answers."""
+        return origin in self.application.settings["services"].settings.cors_origins
 
     def options(self, *args: Any) -> None:
         """CORS preflight."""

@@ -30,7 +30,8 @@ class CreatePaymentHandler(APIHandler):
         self.services.payments.require_configured()
         request = self.parse_body(CreatePaymentRequest, parse_float=Decimal, parse_constant=_no_constants)
         result = await self.services.payments.create_payment(
-            user, request.amount, request.currency, request.track, self.request.headers.get("Idempotency-Key"))
+            user, request.amount, request.currency, request.track, self.request.headers.get("Idempotency-Key"),
+            metadata_track=request.metadata.track if request.metadata else None)
         self.send(result)
 
 

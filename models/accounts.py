@@ -44,6 +44,13 @@ class RegisterRequest(EmailField):
     password2: str = Field(max_length=1024)
     role: str = "student"
     track: Optional[str] = Field(default=None, max_length=32, description="One of the configured TRACKS codes.")
+    # The original sign-up page's consent fields; optional, as the contract has
+    # them absent. (Its `payment_verified` is ignored: payment is never a client's claim.)
+    privacy_accepted: Optional[bool] = Field(default=None,
+                                             description="Privacy policy accepted (recorded with the time).")
+    privacy_version: Optional[str] = Field(default=None, min_length=1, max_length=32,
+                                           description="Version of the privacy policy shown.")
+    marketing_consent: Optional[bool] = Field(default=None, description="Marketing consent (recorded with the time).")
 
     @field_validator("name")
     @classmethod
@@ -65,6 +72,14 @@ class LoginRequest(RequestModel):
     email: str = Field(max_length=254)
     password: str = Field(max_length=1024)
     role: Role
+
+
+class AuthLoginRequest(RequestModel):
+    """The original client's login: the role may be left out (then the
+    stored role is the one logged in)."""
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=1024)
+    role: Optional[Role] = None
 
 
 class RefreshRequest(RequestModel):
@@ -102,6 +117,29 @@ class AuthOut(TokenPairOut):
     user: UserOut
 
 
+class RegisterOut(AuthOut):
+    trainer_assigned: bool = Field(description="A trainer of the student's track was assigned.")
+    trainer_name: Optional[str] = None
+
+
+class TrainerOut(ResponseModel):
+    id: int
+    name: str
+    email: str
+
+
+class StudentOut(ResponseModel):
+    id: int
+    name: str
+    email: str
+    track: Optional[str] = None
+    enrollment_status: str
+
+
+class StudentListOut(ResponseModel):
+    students: list[StudentOut]
+
+
 class LoginOut(AuthOut):
     redirect_url: str
 
@@ -111,6 +149,7 @@ class ProfileOut(UserOut):
     updated_at: str
     enrollment_status: Optional[str] = None
     payment_verified: bool = False
+    assigned_trainer: Optional[TrainerOut] = Field(default=None, description="A student's trainer (none: null).")
 
 
 class MessageOut(ResponseModel):

@@ -14,6 +14,13 @@ DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 100
 
 
+class PaymentMetadata(RequestModel):
+    """The original payment page's `metadata`. Only `track` is read; any
+    other key is dropped here, never stored nor sent to Stripe."""
+    track: Optional[str] = Field(default=None, max_length=32, description="A TRACKS code: a successful payment "
+                                 "enrols it (unknown codes are ignored).")
+
+
 class CreatePaymentRequest(RequestModel):
     """`{amount, currency}` in major units (`999.00`), or `{track}` priced from
     TRACK_PRICES. The handler parses JSON numbers as `Decimal`, so `0.3` is
@@ -23,6 +30,8 @@ class CreatePaymentRequest(RequestModel):
                                     "(default: the first one).")
     track: Optional[str] = Field(default=None, max_length=32, description="Pay the configured price of this track "
                                  "instead of giving an amount.")
+    metadata: Optional[PaymentMetadata] = Field(default=None, description="As the original payment page sends it, "
+                                                "with an amount: `{\"track\": \"DP\"}`.")
 
     @field_validator("amount", mode="before")
     @classmethod

@@ -76,7 +76,8 @@ class AccountService:
         return user
 
     async def register(self, *, name: str, email: str, password1: str, password2: str, role: str,
-                       track: str | None) -> tuple[dict, TokenPair]:
+                       track: str | None, **extra: Any) -> tuple[dict, TokenPair]:
+        """`extra`: more fields stored on the new user (e.g. its consent record)."""
         errors = {"password1": password_problems(password1, email=email, name=name),
                   "password2": ["The two password fields didn't match."] if password1 != password2 else [],
                   "track": self.track_problems(track)}
@@ -84,19 +85,20 @@ class AccountService:
         if errors:
             raise ValidationFailed(errors)
         user = await self.create_user(email=email, name=name, role=role, password=password1, track=track,
-                                      check_password=False)
+                                      check_password=False, **extra)
         return user, await self.tokens.start_session(user["_id"])
 
-    async def login(self, email: str, password: str, role: str) -> tuple[dict, TokenPair]:
+    async def login(self, email: str, password: str, role: str | None) -> tuple[dict, TokenPair]:
         """Check the password first, then the role: the role answer is only
-        given to someone who proved the password."""
+        given to someone who proved the password. No role (the
+        /api/auth/login/ alias): the stored one."""
         user = await self.users.find_one({"email_key": email_key(email)})
         if not await self.hasher.check(password, user.get("password_hash") if user else None):
             raise InvalidCredentials()
         assert user is not None
         if user.get("disabled"):
             raise Forbidden("This account is disabled.")
-        if user["role"] != role and user["role"] != "superadmin":
+        if role is not None and user["role"] != role and user["role"] != "superadmin":
             detail = f"You are registered as '{user['role']}' but tried to login as '{role}'"
             raise ApiError(403, "Unauthorized role access", detail,
                            extra={"detail": detail, "actual_role": user["role"]})

@@ -39,7 +39,8 @@ class Services:
         await dbmod.ensure_indexes(self.db)
         self.tokens = TokenService(self.db, resolve_jwt_secret(settings),
                                    dt.timedelta(minutes=settings.jwt_access_minutes),
-                                   dt.timedelta(days=settings.jwt_refresh_days))
+                                   dt.timedelta(days=settings.jwt_refresh_days),
+                                   reuse_seconds=settings.jwt_refresh_reuse_seconds)
         self.hasher = PasswordHasher(settings.bcrypt_rounds)
         self.accounts = AccountService(self.db, self.tokens, self.hasher, settings.tracks)
         backend = MongoBackend(self.db) if settings.rate_limit_storage == "mongodb" else MemoryBackend()
@@ -97,3 +98,5 @@ from services import oauth as _oauth  # noqa: E402
 STARTERS.append(_oauth.start)
 from services import admin as _admin  # noqa: E402
 STARTERS.append(_admin.start)
+from services import students as _students  # noqa: E402
+STARTERS.append(_students.start)

@@ -201,6 +201,8 @@ def build_operation(method: str, handler: type, op: Any, path_params: dict[str, 
         doc["parameters"] = parameters
     if op.auth:
         doc["security"] = [{"bearerAuth": []}]
+    if getattr(op, "deprecated", False):
+        doc["deprecated"] = True
     if op.body is not None:
         doc["requestBody"] = {"required": _has_required(op.body),
                               "content": {"application/json": {"schema": schemas.ref(op.body, "validation")}}}

@@ -127,9 +127,11 @@ class PaymentService:
                                 f"{self.currencies[0].upper()}") from None
 
     # -- create ------------------------------------------------------------------
-    def quote(self, amount: Decimal | None, currency: str | None, track: str | None) -> Quote:
+    def quote(self, amount: Decimal | None, currency: str | None, track: str | None,
+              metadata_track: str | None = None) -> Quote:
         """What the client may pay: an amount in an allowed currency, within
-        the maximum, or the configured price of a track."""
+        the maximum (for the track its metadata names, if any), or the
+        configured price of a track."""
         errors: dict[str, list[str]] = {}
         if currency is not None:
             currency = currency.strip().lower()
@@ -142,6 +144,8 @@ class PaymentService:
                 errors["track"] = [f"No price for this track. Choose one of: {', '.join(self.track_prices)}."]
             elif currency is not None and currency != self.currencies[0] and "currency" not in errors:
                 errors["currency"] = [f"Track prices are in {self.currencies[0].upper()}."]
+            if metadata_track is not None and metadata_track != track:
+                errors["metadata"] = ["metadata.track differs from track."]
             if errors:
                 raise ValidationFailed(errors)
             return Quote(self.track_prices[track], self.currencies[0], track)
@@ -150,7 +154,22 @@ class PaymentService:
         if errors:
             raise ValidationFailed(errors)
         currency = currency or self.currencies[0]
-        return Quote(self._check_amount(amount, currency), currency, None)
+        minor = self._check_amount(amount, currency)
+        return Quote(minor, currency, self._paid_track(metadata_track, minor, currency))
+
+    def _paid_track(self, track: str | None, minor: int, currency: str) -> str | None:
+        """The original payment page pays an amount and names the track in
+        `metadata` ({"track": "DP"}). A known track is enrolled on success, as
+        `{"track": ...}` would be, if the amount is at least its price; an
+        unknown one is ignored (never stored)."""
+        if track is None or track not in self.settings.tracks:
+            return None
+        price = self.track_prices.get(track)
+        if price is not None and currency != self.currencies[0]:
+            raise field_error("currency", f"Track prices are in {self.currencies[0].upper()}.")
+        if price is not None and minor < price:
+            raise field_error("amount", f"Track {track} costs {from_minor_units(price, currency)} {currency.upper()}.")
+        return track
 
     def _check_amount(self, amount: Decimal, currency: str) -> int:
         if not amount.is_finite():
@@ -173,7 +192,8 @@ class PaymentService:
         return self.client
 
     async def create_payment(self, user: dict, amount: Decimal | None, currency: str | None,
-                             track: str | None, idempotency_key: str | None) -> dict:
+                             track: str | None, idempotency_key: str | None,
+                             metadata_track: str | None = None) -> dict:
         """Create a PaymentIntent for the user and record the payment
         (`created`). The same Idempotency-Key gives the same PaymentIntent
         and the same single payment record."""
@@ -181,7 +201,7 @@ class PaymentService:
         if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
             raise ApiError(400, "Invalid Idempotency-Key",
                            "The Idempotency-Key header must be 1-255 printable ASCII characters.")
-        quote = self.quote(amount, currency, track)
+        quote = self.quote(amount, currency, track, metadata_track)
         key = idempotency_key or f"apranova-{uuid.uuid4()}"
         metadata = {"user_id": str(user["_id"])}
         if quote.track:

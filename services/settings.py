@@ -114,6 +114,8 @@ SETTINGS: list[Setting] = [
     S("JWT_SECRET", "", "HS256 signing key. Empty in development: generated once and kept in DATA_DIR.", secret=True, group="auth"),
     S("JWT_ACCESS_MINUTES", "60", "Access-token lifetime in minutes.", int, group="auth"),
     S("JWT_REFRESH_DAYS", "7", "Refresh-token lifetime in days.", int, group="auth"),
+    S("JWT_REFRESH_REUSE_SECONDS", "10", "Seconds after a refresh during which the same refresh token gets the same "
+      "new pair again (concurrent refreshes); later reuse revokes the login. 0: off.", int, group="auth"),
     S("BCRYPT_ROUNDS", "12", "bcrypt cost factor (4-31).", int, group="auth"),
     S("TRACKS", DEFAULT_TRACKS, "Comma-separated CODE=Title learning tracks.", _tracks, group="auth"),
     # rate limits
@@ -236,6 +238,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("RATE_LIMIT_STORAGE must be 'memory' or 'mongodb'")
     if settings.workspace_pull_policy not in {"if-not-present", "always", "never"}:
         raise SettingsError("WORKSPACE_PULL_POLICY must be 'if-not-present', 'always' or 'never'")
+    if not 0 <= settings.jwt_refresh_reuse_seconds <= 300:
+        raise SettingsError("JWT_REFRESH_REUSE_SECONDS must be between 0 and 300")
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise SettingsError("BCRYPT_ROUNDS must be between 4 and 31")
     workspace_port_range(settings)

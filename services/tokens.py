@@ -8,6 +8,11 @@ one refresh token that may be used next (``current_jti``):
   is dead;
 * presenting a refresh token that is no longer current means it was copied:
   the whole session is revoked (every access and refresh token of that login);
+* except within the *reuse window* (JWT_REFRESH_REUSE_SECONDS) after its
+  rotation: clients that refresh on every 401 without single-flight send one
+  refresh token twice at once, so the token just rotated gets the very same
+  successor pair again. The session keeps what re-encodes that pair (the
+  successor's jtis and issue second), never the tokens: they need the key;
 * logout revokes the session.
 
 Revocations live in MongoDB and expire with the session (TTL index).
@@ -53,11 +58,12 @@ def revocation(reason: str) -> dict:
 
 class TokenService:
     def __init__(self, db: AsyncDatabase, secret: str, access_lifetime: dt.timedelta,
-                 refresh_lifetime: dt.timedelta):
+                 refresh_lifetime: dt.timedelta, reuse_seconds: int = 0):
         self.sessions = db.sessions
         self.secret = secret
         self.access_lifetime = access_lifetime
         self.refresh_lifetime = refresh_lifetime
+        self.reuse_seconds = reuse_seconds  # 0: a rotated refresh token is never accepted again
 
     def _encode(self, user_id: int, session_id: str, kind: str, jti: str, now: dt.datetime) -> str:
         lifetime = self.access_lifetime if kind == "access" else self.refresh_lifetime
@@ -65,9 +71,10 @@ class TokenService:
                   "iat": now, "exp": now + lifetime}
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
-    def _pair(self, user_id: int, session_id: str, refresh_jti: str, now: dt.datetime) -> TokenPair:
+    def _pair(self, user_id: int, session_id: str, refresh_jti: str, now: dt.datetime,
+              access_jti: str | None = None) -> TokenPair:
         """A fresh access token and the refresh token whose jti the session holds."""
-        return TokenPair(self._encode(user_id, session_id, "access", uuid.uuid4().hex, now),
+        return TokenPair(self._encode(user_id, session_id, "access", access_jti or uuid.uuid4().hex, now),
                          self._encode(user_id, session_id, "refresh", refresh_jti, now))
 
     def decode(self, token: str, kind: str) -> dict:
@@ -108,21 +115,37 @@ class TokenService:
     async def rotate(self, claims: dict) -> TokenPair:
         """Swap the session's refresh token; `claims` come from decode(token, "refresh")."""
         user_id, session_id, jti = int(claims["sub"]), claims["sid"], claims["jti"]
-        now = utcnow()
-        new_jti = uuid.uuid4().hex
+        # Whole seconds, as a JWT's iat holds them: the pair re-encodes identically.
+        now = utcnow().replace(microsecond=0)
+        successor = {"used_jti": jti, "refresh_jti": uuid.uuid4().hex, "access_jti": uuid.uuid4().hex,
+                     "iat": int(now.timestamp())}
         swapped = await self.sessions.update_one(
             {"_id": session_id, "user_id": user_id, "current_jti": jti, "revoked": False},
-            {"$set": {"current_jti": new_jti, "expires_at": now + self.refresh_lifetime},
+            {"$set": {"current_jti": successor["refresh_jti"], "expires_at": now + self.refresh_lifetime,
+                      "successor": successor},
              "$currentDate": {"refreshed_at": True}})
         if swapped.modified_count != 1:
             session = await self.sessions.find_one({"_id": session_id})
             if session and not session.get("revoked"):
+                again = self._reusable_successor(session, user_id, jti)
+                if again is not None:
+                    return self._pair(user_id, session_id, again["refresh_jti"],
+                                      dt.datetime.fromtimestamp(again["iat"], dt.timezone.utc), again["access_jti"])
                 # A refresh token that was already rotated: someone kept a copy.
                 await self.revoke_session(session_id, reason="refresh token reuse")
                 raise Unauthorized("Refresh token was already used; this login has been revoked.",
                                    error="Token reused")
             raise Unauthorized("Refresh token has been revoked.", error="Token revoked")
-        return self._pair(user_id, session_id, new_jti, now)
+        return self._pair(user_id, session_id, successor["refresh_jti"], now, successor["access_jti"])
+
+    def _reusable_successor(self, session: dict, user_id: int, jti: str) -> dict | None:
+        """The successor of refresh token `jti` if `jti` is the one rotated
+        last and within the reuse window; None means a reuse to punish."""
+        successor = session.get("successor")
+        if (self.reuse_seconds <= 0 or not isinstance(successor, dict) or successor.get("used_jti") != jti
+                or session.get("user_id") != user_id or session.get("current_jti") != successor.get("refresh_jti")):
+            return None
+        return successor if utcnow().timestamp() - successor["iat"] <= self.reuse_seconds else None
 
     async def authenticate(self, access_token: str) -> AccessClaims:
         """Verify an access token and that its login has not been revoked."""

@@ -67,10 +67,19 @@ def craft_token(claims: dict[str, Any], secret: str = TEST_SECRET, algorithm: st
         return jwt.encode(base, None if algorithm == "none" else secret, algorithm=algorithm)
 
 
+async def age_refresh_rotations(db: Any, user_id: int, seconds: int = 3600) -> None:
+    """Move the last refresh of each of the user's logins `seconds` into the
+    past: a replay of the rotated token is then outside the reuse window
+    (JWT_REFRESH_REUSE_SECONDS), without the test sleeping through it."""
+    await db.sessions.update_many({"user_id": user_id, "successor": {"$exists": True}},
+                                  {"$inc": {"successor.iat": -seconds}})
+
+
 def claims_of(token: str) -> dict[str, Any]:
     return jwt.decode(token, TEST_SECRET, algorithms=["HS256"])
 
 
 __all__ = ["PASSWORD", "INVALID_CREDENTIALS", "OPERATOR_VALUES", "registration_body", "login", "profile",
            "assert_field_error", "assert_envelope", "craft_token", "claims_of", "auth", "register",
+           "age_refresh_rotations",
            "unique_email"]

@@ -21,6 +21,7 @@ import pytest
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from tests.accounts_helpers import age_refresh_rotations
 from tests.conftest import ARTIFACTS, docker_available, make_admin, register, require_or_skip, unique_email
 from tests.workspaces_helpers import TEST_IMAGE, WorkspaceServers, containers_of, docker
 
@@ -345,8 +346,10 @@ async def test_a_401_refreshes_once_shared_by_concurrent_requests(app, api, open
     assert new_refresh != old_refresh
     await page.unroute("**/api/users/profile/")
 
-    # The old token replayed (as a thief would) revokes the whole login on
-    # the server; the tab's next refresh is refused and it goes to login.
+    # The old token replayed (as a thief would, after JWT_REFRESH_REUSE_SECONDS)
+    # revokes the whole login on the server; the tab's next refresh is refused
+    # and it goes to login.
+    await age_refresh_rotations(app.db, user["user"]["id"])
     assert (await api.post("/api/auth/token/refresh/", json={"refresh": old_refresh})).status_code == 401
     assert (await api.post("/api/auth/token/refresh/", json={"refresh": new_refresh})).status_code == 401
     await page.reload()  # no access token in memory now: the client must refresh, and fails
@@ -389,6 +392,7 @@ async def test_tabs_of_one_login_hand_on_rotated_tokens(app, api, open_tab) -> N
         await page.get_by_role("button", name="Open my workspace").wait_for()
         await wait_until_async(lambda: rotated_and_shared(before, second), what="the other tab to take the new token")
     assert (await api.post("/api/auth/token/refresh/", json={"refresh": await token(first)})).status_code == 200
+    await age_refresh_rotations(app.db, user["user"]["id"])  # past JWT_REFRESH_REUSE_SECONDS
     await first.reload()  # that refresh rotated it outside both tabs: a 401 now, then the login page
     await first.wait_for_url("**/login")
 
