@@ -13,9 +13,9 @@ from typing import Any, AsyncIterator
 import pytest
 from tornado import web
 
-from tests.conftest import unique_email
+from tests.conftest import register, unique_email
 from tests.fake_server import close, listen
-from tests.test_browser import PASSWORD, browser  # noqa: F401 - the session's Chromium fixture
+from tests.test_browser import PASSWORD, api, app, browser, log_in, open_tab  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 
@@ -178,3 +178,19 @@ async def test_concurrent_401s_refresh_without_logging_out(browser, start_server
         assert [a["status"] for a in later] == [200, 200, 200], later
     finally:
         await page.context.close()
+
+
+async def test_the_profile_page_shows_a_students_trainer(app, api, open_tab) -> None:  # noqa: F811
+    trainer = await register(api, role="trainer", track="FSD", name="Tina Trainer", email=unique_email("tr"))
+    student = await register(api, track="FSD", email=unique_email("st"))
+    alone = await register(api, track="DP", email=unique_email("alone"))
+    assert trainer["user"]["role"] == "trainer"
+    for user, shown in ((student, "Tina Trainer"), (alone, "—")):
+        tab = await open_tab(app.url)
+        await log_in(tab, user["user"]["email"])
+        await tab.goto("/profile")
+        details = tab.page.locator("#profile-details")
+        await details.get_by_text(user["user"]["email"]).wait_for()
+        row = details.locator("dt", has_text="Trainer")
+        assert await row.count() == 1
+        assert await row.locator("xpath=following-sibling::dd[1]").inner_text() == shown

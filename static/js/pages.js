@@ -62,6 +62,8 @@ export function profileView() {
       ["Track", trackTitle(profile.track)],
       ["Member since", new Date(profile.created_at).toLocaleDateString(undefined, { dateStyle: "long" })],
       ["Enrollment", (profile.enrollment_status || "").replaceAll("_", " ").toLowerCase()],
+      // A student's trainer, assigned at sign-up ("—" when the track has none).
+      ...(profile.role === "student" ? [["Trainer", profile.assigned_trainer && profile.assigned_trainer.name]] : []),
     ];
     details.replaceChildren(...rows.flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value || "—")]));
     form.elements.name.value = profile.name;
