@@ -5,7 +5,8 @@ from __future__ import annotations
 from tornado import web
 
 from handlers import accounts, admin, docs, health, metrics, oauth, payments, static, workspaces
-from handlers.base import NotFoundHandler, log_request
+from handlers.base import NotFoundHandler
+from handlers.observe import log_request
 
 routes: list[tuple] = [
     *health.routes,

@@ -24,7 +24,6 @@ from services.errors import ApiError, DatabaseUnavailable, Unauthorized
 from services.netutil import client_ip
 
 log = logging.getLogger("apranova.http")
-access_log = logging.getLogger("apranova.access")
 M = TypeVar("M", bound=BaseModel)
 
 JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json\s*(;.*)?$", re.I)
@@ -194,28 +193,14 @@ class APIHandler(web.RequestHandler):
         self.finish(json.dumps(body, separators=(",", ":"), default=str))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """The one error renderer: every failure becomes the envelope."""
+        """Every failure becomes the envelope (see `render_error`)."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        if isinstance(exc, ApiError):
-            error = exc
-        elif exc is not None and is_unavailable(exc):
-            error = DatabaseUnavailable()
-        elif isinstance(exc, web.HTTPError) and status_code < 500:
-            error = ApiError(status_code, httputil.responses.get(status_code, "Error"),
-                             exc.log_message or _DEFAULT_MESSAGES.get(status_code, "Request failed."))
-            if status_code == 405:
-                self.set_header("Allow", ", ".join(sorted(self.allowed_methods())))
-        else:
-            error = ApiError(500, "Internal server error",
-                             "Something went wrong on our side. Quote the request id when reporting it.",
-                             details={"request_id": getattr(self, "request_id", None)})
-        self.set_status(error.status)
-        for name, value in error.headers.items():
-            self.set_header(name, value)
+        error = error_of(exc, status_code, getattr(self, "request_id", None))
+        if error.status == 405:
+            self.set_header("Allow", ", ".join(sorted(self.allowed_methods())))
         if getattr(self, "before_body", False):
             self.set_header("Connection", "close")  # else keep-alive clients reuse a closing connection
-        self.finish(json.dumps(error.body(), separators=(",", ":"), default=str))
+        render_error(self, error)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError) or (isinstance(value, web.HTTPError) and value.status_code < 500):
@@ -255,17 +240,29 @@ class NotFoundHandler(APIHandler):
         raise ApiError(404, "Not found", f"No endpoint at {self.request.path}.")
 
 
-def log_request(handler: web.RequestHandler) -> None:
-    """One line per request: method, path (never the query: it may carry
-    secrets), status, milliseconds, user id, request id."""
-    status = handler.get_status()
-    ms = handler.request.request_time() * 1000
-    user_id = getattr(handler, "user_id", None)
-    request_id = getattr(handler, "request_id", "-")
-    level = logging.INFO if status < 500 else logging.ERROR
-    access_log.log(level, "%s %s %d %.1fms user=%s ip=%s rid=%s", handler.request.method, handler.request.path,
-                   status, ms, user_id if user_id is not None else "-", handler.request.remote_ip, request_id,
-                   extra={"method": handler.request.method, "path": handler.request.path, "status": status,
-                          "ms": round(ms, 1), "user_id": user_id, "request_id": request_id})
-    from handlers.metrics import record_request  # here: handlers.metrics imports this module
-    record_request(handler)
+def error_of(exc: BaseException | None, status_code: int, request_id: str | None = None) -> ApiError:
+    """Any failure as the contract's error: ours as raised, the database
+    away as 503, Tornado's 4xx with its message, anything else a 500 that
+    names only the request id."""
+    if isinstance(exc, ApiError):
+        return exc
+    if exc is not None and is_unavailable(exc):
+        return DatabaseUnavailable()
+    if isinstance(exc, web.HTTPError) and status_code < 500:
+        return ApiError(status_code, httputil.responses.get(status_code, "Error"),
+                        exc.log_message or _DEFAULT_MESSAGES.get(status_code, "Request failed."))
+    return ApiError(500, "Internal server error",
+                    "Something went wrong on our side. Quote the request id when reporting it.",
+                    details={"request_id": request_id} if request_id else None)
+
+
+def render_error(handler: web.RequestHandler, error: ApiError, finish: Any = None) -> Any:
+    """The one error renderer of every HTTP answer (API, static files, the
+    status socket's plain-HTTP answers): the envelope as JSON, never an HTML
+    page or a traceback. `finish`: the handler's own, when it overrides it."""
+    handler.clear_header("Content-Type")
+    handler.set_header("Content-Type", "application/json; charset=UTF-8")
+    handler.set_status(error.status)
+    for name, value in error.headers.items():
+        handler.set_header(name, value)
+    return (finish or handler.finish)(json.dumps(error.body(), separators=(",", ":"), default=str))

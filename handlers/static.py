@@ -24,6 +24,9 @@ from typing import Any
 
 from tornado import web
 
+from handlers.base import render_error
+from services.errors import ApiError
+
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 VERSIONED_CACHE = "public, max-age=31536000, immutable"
 SPA_ROUTES = r"/(?:login|signup|profile|(?:student|trainer|admin|superadmin)/dashboard)?/?"
@@ -52,20 +55,19 @@ def security_headers(handler: web.RequestHandler) -> None:
 
 
 def json_error(handler: web.RequestHandler, status_code: int, kwargs: dict[str, Any]) -> None:
-    """The API's envelope for static errors (never Tornado's HTML page)."""
+    """Static errors through the API's one renderer (never Tornado's HTML
+    page), with messages that do not echo file-system paths."""
     exc = kwargs.get("exc_info", (None, None, None))[1]
     messages = {403: ("Forbidden", "This path is outside the static files."),
                 404: ("Not found", f"No file at {handler.request.path}."),
                 405: ("Method Not Allowed", "This method is not allowed on this resource.")}
     error, message = messages.get(status_code, ("Error", "Request failed."))
     if status_code >= 500 or not isinstance(exc, web.HTTPError):
-        error, message = "Internal server error", "Something went wrong on our side."
-    handler.clear_header("Content-Type")
-    handler.set_header("Content-Type", "application/json; charset=UTF-8")
+        status_code, error, message = 500, "Internal server error", "Something went wrong on our side."
     handler.set_header("Cache-Control", "no-store")
     if status_code == 405:
         handler.set_header("Allow", "GET, HEAD")
-    handler.finish(json.dumps({"error": error, "message": message}))
+    render_error(handler, ApiError(status_code, error, message))
 
 
 class PageHandler(web.RequestHandler):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -9,28 +10,41 @@ from urllib.parse import urlsplit
 
 from tornado import httputil, web, websocket
 
-from handlers.base import APIHandler, Operation
+from handlers.base import APIHandler, Operation, error_of, render_error
 from models.common import ErrorOut
 from models.workspaces import (CREATED_MSG, EXISTS_MSG, CreateWorkspaceIn, WorkspaceCreatedOut, WorkspaceDeletedOut,
                                WorkspaceOut, event_message, snapshot_message, workspace_model)
 from services.errors import ApiError, NotFound, field_error
+from services.workspaces.events import SubscriptionEnded
 
 log = logging.getLogger("apranova.workspaces")
 TAGS = ("workspaces",)
 AS_USER = {"user_id": "Admins only: act on this user's workspace."}
 COMMON = {401: ErrorOut, 403: ErrorOut, 502: ErrorOut, 503: ErrorOut}
+INT64_MAX = 2 ** 63 - 1  # BSON's largest integer: a larger id cannot be queried
+
+
+def query_int(raw: str | None) -> int | None:
+    """A query value as a non-negative int64: ASCII digits only ("²" is a
+    digit to str.isdigit), at most 2^63 - 1. Raises ValueError."""
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > INT64_MAX:
+        raise ValueError(raw)
+    return int(raw)
 
 
 class WorkspaceBase(APIHandler):
     async def target_user(self) -> int:
         """The caller's id, or (admins) the ``?user_id=`` one."""
         user = await self.require_user()
-        raw = self.get_query_argument("user_id", None)
-        if raw is None:
+        try:
+            user_id = query_int(self.get_query_argument("user_id", None))
+        except ValueError:
+            raise field_error("user_id", "Must be a positive integer.") from None
+        if user_id is None:
             return user["_id"]
-        if not raw.isdigit():
-            raise field_error("user_id", "Must be an integer.")
-        target = self.services.workspaces.target_user(user, int(raw))
+        target = self.services.workspaces.target_user(user, user_id)
         if target != user["_id"] and await self.services.accounts.get(target) is None:
             raise NotFound("No user has this id.", error="User not found")
         return target
@@ -132,12 +146,13 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
         return self.origin_allowed(origin) or urlsplit(origin).netloc == self.request.host
 
     def open(self) -> None:
-        self.workspaces.sockets.add(self)
+        self.counted = True
+        self.services.metrics.websockets_open.inc()
         try:
-            after = self._int_argument("after")
-            user_id = self._int_argument("user_id")
-        except ValueError as exc:
-            self.close(4400, str(exc))
+            after, user_id = query_int(self.get_query_argument("after", None)), \
+                query_int(self.get_query_argument("user_id", None))
+        except ValueError:
+            self.close(4400, "after and user_id must be non-negative integers")
             return
         token = self.bearer_token()
         if token is None:
@@ -145,14 +160,6 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
             # read before the task first runs, and must not be dropped.
             self.auth_token = asyncio.get_running_loop().create_future()
         self.task = asyncio.create_task(self._serve(token, after, user_id))
-
-    def _int_argument(self, name: str) -> int | None:
-        raw = self.get_query_argument(name, None)
-        if raw is None:
-            return None
-        if not raw.isdigit():
-            raise ValueError(f"{name} must be a non-negative integer")
-        return int(raw)
 
     def on_message(self, message: Any) -> None:
         if self.auth_token is None or self.auth_token.done():
@@ -196,31 +203,18 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
             self.close(1011, "Internal error")
 
     async def _stream(self, doc: dict, after: int | None) -> None:
+        """The snapshot, then the subscription from the snapshot's seq (or
+        the client's `after`): replayed, then live, each event once."""
         workspaces = self.workspaces
-        queue = workspaces.hub.subscribe(doc["_id"])  # before the snapshot, so nothing falls between
+        doc = await workspaces.snapshot(doc["_id"]) or doc
+        await self.write_message(snapshot_message(doc, workspaces.url(doc)))
+        start = doc["seq"] if after is None else min(after, doc["seq"])
         try:
-            doc = await workspaces.workspaces.find_one({"_id": doc["_id"]}) or doc
-            workspaces.hub.watching_from(doc["_id"], doc["seq"])
-            await self.write_message(snapshot_message(doc, workspaces.url(doc)))
-            last = doc["seq"] if after is None else min(after, doc["seq"])
-            last = await self._replay(doc["_id"], last, doc["seq"])
-            while True:
-                event = await queue.get()
-                if event["seq"] <= last:
-                    continue
-                last = await self._replay(doc["_id"], last, event["seq"] - 1)  # fill a gap, if any
-                await self.write_message(event_message(event))
-                last = event["seq"]
-        finally:
-            workspaces.hub.unsubscribe(doc["_id"], queue)
-
-    async def _replay(self, workspace_id: str, after: int, upto: int) -> int:
-        if upto <= after:
-            return after
-        for event in await self.workspaces.events_after(workspace_id, after, upto):
-            await self.write_message(event_message(event))
-            after = event["seq"]
-        return after
+            async with contextlib.aclosing(workspaces.subscribe(doc["_id"], start)) as events:
+                async for event in events:
+                    await self.write_message(event_message(event))
+        except SubscriptionEnded:
+            self.close(1001, "Server shutting down")
 
     # -- plain HTTP answers (no upgrade): the envelope, not Tornado's text or HTML ---------
     _enveloped = False
@@ -228,25 +222,29 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
     def finish(self, chunk: Any = None) -> Any:
         if self.get_status() >= 400 and not self._enveloped:
             text = chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk or self._reason
-            return self._finish_error(self.get_status(), f"This endpoint is a WebSocket: {text}")
+            status = self.get_status()
+            return self._finish_error(ApiError(status, httputil.responses.get(status, "Error"),
+                                               f"This endpoint is a WebSocket: {text}"))
         return super().finish(chunk)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if status_code == 405:
             self.set_header("Allow", "GET")
-        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else \
-            "Open this path as a WebSocket."
-        self._finish_error(status_code, message if status_code < 500 else "Something went wrong on our side.")
+        if isinstance(exc, web.HTTPError) and exc.log_message and status_code < 500:
+            exc = web.HTTPError(status_code, exc.log_message)
+        elif status_code < 500:
+            exc = web.HTTPError(status_code, "Open this path as a WebSocket.")
+        self._finish_error(error_of(exc, status_code))
 
-    def _finish_error(self, status: int, message: str) -> Any:
+    def _finish_error(self, error: ApiError) -> Any:
         self._enveloped = True
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        body = ApiError(status, httputil.responses.get(status, "Error"), message).body()
-        return super().finish(json.dumps(body, separators=(",", ":")))
+        return render_error(self, error, super().finish)
 
     def on_close(self) -> None:
-        self.workspaces.sockets.discard(self)
+        if getattr(self, "counted", False):
+            self.counted = False
+            self.services.metrics.websockets_open.dec()
         if self.task and not self.task.done():
             self.task.cancel()
 

@@ -111,6 +111,21 @@ class AccountService:
     async def get(self, user_id: int) -> dict | None:
         return await self.users.find_one({"_id": user_id}, {"password_hash": 0})
 
+    # -- for other services (payments, OAuth): they never write `users` themselves --------
+    async def find_by_email(self, email: str) -> dict | None:
+        return await self.users.find_one({"email_key": email_key(email)}, {"password_hash": 0})
+
+    async def record_login(self, user_id: int) -> None:
+        await self.users.update_one({"_id": user_id}, {"$currentDate": {"last_login_at": True}})
+
+    async def enroll(self, user_id: int, track: str | None) -> None:
+        """A paid enrolment (idempotent: `enrolled_at` keeps the first one)."""
+        changes: dict[str, Any] = {"payment_verified": True, "enrollment_status": "ENROLLED"}
+        if track:
+            changes["track"] = track
+        await self.users.update_one({"_id": user_id}, {"$set": changes, **STAMP_UPDATED})
+        await self.users.update_one({"_id": user_id, "enrolled_at": None}, {"$currentDate": {"enrolled_at": True}})
+
     async def update_profile(self, user_id: int, changes: dict[str, Any]) -> dict:
         changes = {key: value for key, value in changes.items() if value is not None and key in {"name", "track"}}
         if "name" in changes:

@@ -6,10 +6,10 @@ process). Requests are counted by route *pattern* (the OpenAPI path, e.g.
 
 Workspace figures are read from ``services.workspaces`` when that service
 exists: ``count_by_state()`` (async, refreshed at scrape time),
-``open_sockets``, and the ``provision_seconds`` / ``provisioned_total`` pair
+``backend.errors``, and the ``provision_seconds`` / ``provisioned_total`` pair
 of finished provisioning runs. Dependency errors come from
-``services.dependency_errors`` (database) and the Docker adapter's
-``errors`` count.
+``services.dependency_errors`` (database) and the workspace backend's
+``errors`` count. Open WebSockets are a gauge their handler moves.
 """
 from __future__ import annotations
 
@@ -44,16 +44,11 @@ class _LiveCollector:
         errors = CounterMetricFamily("apranova_dependency_errors", "Failures talking to a dependency",
                                      labels=["dependency"])
         counts = dict(services.dependency_errors)
-        engine = workspaces.engine if workspaces is not None else None
-        counts["docker"] = counts.get("docker", 0) + (engine.errors if engine is not None else 0)
+        counts["docker"] = counts.get("docker", 0) + (workspaces.backend.errors if workspaces is not None else 0)
         counts.setdefault("database", 0)
         for dependency, value in sorted(counts.items()):
             errors.add_metric([dependency], value)
         yield errors
-
-        sockets = GaugeMetricFamily("apranova_websockets_open", "Open WebSocket connections")
-        sockets.add_metric([], workspaces.open_sockets if workspaces is not None else 0)
-        yield sockets
 
         inflight = GaugeMetricFamily("apranova_http_requests_in_flight", "HTTP requests being served")
         inflight.add_metric([], self.metrics.inflight())
@@ -78,6 +73,8 @@ class Metrics:
         self.provisioning = Histogram("apranova_workspace_provisioning_seconds",
                                       "Time from a create to a running workspace, in this process",
                                       buckets=PROVISION_BUCKETS, registry=self.registry)
+        self.websockets_open = Gauge("apranova_websockets_open", "Open WebSocket connections (the status socket "
+                                     "counts itself: open() and on_close())", registry=self.registry)
         self._provisioned_seen = 0
         self.registry.register(_LiveCollector(self))
         ProcessCollector(registry=self.registry)

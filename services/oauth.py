@@ -41,7 +41,7 @@ from joserfc.jwk import KeySet, RSAKey
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from models.accounts import email_key, normalize_email
+from models.accounts import normalize_email
 from services.accounts import AccountService
 from services.errors import ApiError, Forbidden, ServiceUnavailable, ValidationFailed, field_error
 from services.settings import Settings
@@ -374,7 +374,6 @@ class GitHubProvider(OAuthProvider):
 class OAuthService:
     def __init__(self, db: AsyncDatabase, settings: Settings, accounts: AccountService, tokens: TokenService,
                  http: httpx.AsyncClient, on_provider_error: Callable[[str], None] = lambda name: None):
-        self.users = db.users
         self.identities = db.oauth_identities
         self.accounts = accounts
         self.tokens = tokens
@@ -457,19 +456,19 @@ class OAuthService:
         key = {"provider": identity.provider, "subject": identity.subject}
         link = await self.identities.find_one(key)
         if link is not None:
-            user = await self.users.find_one({"_id": link["user_id"]})
+            user = await self.accounts.get(link["user_id"])
             if user is not None:
                 return await self._signed_in(user, identity), False
             await self.identities.delete_one({"_id": link["_id"]})  # its user was deleted
         created = False
-        user = await self.users.find_one({"email_key": email_key(identity.email)})
+        user = await self.accounts.find_by_email(identity.email)
         if user is None:
             try:
                 user = await self.accounts.create_user(email=identity.email, name=identity.name, role="student",
                                                        password=None, check_password=False)
                 created = True
             except ValidationFailed:  # registered at this very moment, by a form or a parallel sign-in
-                user = await self.users.find_one({"email_key": email_key(identity.email)})
+                user = await self.accounts.find_by_email(identity.email)
                 if user is None:
                     raise
         if user.get("disabled"):
@@ -486,7 +485,7 @@ class OAuthService:
     async def _signed_in(self, user: dict, identity: Identity) -> dict:
         if user.get("disabled"):
             raise Forbidden("This account is disabled.")
-        await self.users.update_one({"_id": user["_id"]}, {"$currentDate": {"last_login_at": True}})
+        await self.accounts.record_login(user["_id"])
         await self.identities.update_one({"provider": identity.provider, "subject": identity.subject},
                                          {"$set": {"email": identity.email}, "$currentDate": {"last_used_at": True}})
         return user

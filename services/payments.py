@@ -31,6 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from models.payments import payment_model
+from services.accounts import AccountService
 from services.errors import ApiError, Conflict, ServiceUnavailable, ValidationFailed, field_error
 from services.settings import Settings, SettingsError
 from services.tokens import utcnow
@@ -103,10 +104,11 @@ class Quote:
 
 
 class PaymentService:
-    def __init__(self, db: AsyncDatabase, settings: Settings, client: stripe.StripeClient | None):
+    def __init__(self, db: AsyncDatabase, settings: Settings, client: stripe.StripeClient | None,
+                 accounts: AccountService):
         self.payments = db.payments
         self.events = db.stripe_events
-        self.users = db.users
+        self.accounts = accounts  # enrolment changes the user through it, never `users` directly
         self.settings = settings
         self.client = client
         self.currencies = [code.lower() for code in settings.payment_currencies]
@@ -311,13 +313,7 @@ class PaymentService:
     async def _enroll(self, payment: dict) -> None:
         """The paying user is enrolled (idempotent: a retried event finds the
         same state; `enrolled_at` keeps the first enrolment)."""
-        changes: dict[str, Any] = {"payment_verified": True, "enrollment_status": "ENROLLED"}
-        if payment.get("track"):
-            changes["track"] = payment["track"]
-        await self.users.update_one({"_id": payment["user_id"]},
-                                    {"$set": changes, "$currentDate": {"updated_at": True}})
-        await self.users.update_one({"_id": payment["user_id"], "enrolled_at": None},
-                                    {"$currentDate": {"enrolled_at": True}})
+        await self.accounts.enroll(payment["user_id"], payment.get("track"))
 
 
 def _parse_max_amount(raw: str) -> Decimal:
@@ -370,4 +366,4 @@ async def start(services: Any) -> None:
         client = stripe.StripeClient(settings.stripe_secret_key, http_client=http_client, max_network_retries=2,
                                      base_addresses={"api": settings.stripe_api_base.rstrip("/")})
         services.on_close(http_client.close_async)
-    services.payments = PaymentService(services.db, settings, client)
+    services.payments = PaymentService(services.db, settings, client, services.accounts)

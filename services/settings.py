@@ -127,6 +127,8 @@ SETTINGS: list[Setting] = [
     # workspaces
     S("INSTANCE_NAME", "apranova", "Names this deployment: containers are '<name>-ws-<user id>' and carry it as a label; "
       "start-up reconciliation only touches containers with this label.", group="workspaces"),
+    S("WORKSPACE_BACKEND", "docker", "Container engine that runs workspaces: 'docker', or a 'module:Class' path to a class "
+      "implementing services/workspaces/backend.py's Backend.", group="workspaces"),
     S("DOCKER_HOST", "", "Docker Engine address, as the docker CLI reads it (empty: unix:///var/run/docker.sock).", group="workspaces"),
     S("WORKSPACE_IMAGE", "apranova/workspace:latest", "Image of the per-user code-server container.", group="workspaces"),
     S("WORKSPACE_PULL_POLICY", "if-not-present", "'if-not-present', 'always' or 'never'.", group="workspaces"),
@@ -176,6 +178,10 @@ class Settings:
 
     def __init__(self, values: dict[str, Any]):
         self.__dict__.update(values)
+        if "workspace_port_range" in values:  # typed once here, never re-parsed by the workspace code
+            self.workspace_ports = workspace_port_range(self)
+            self.workspace_memory_bytes = workspace_memory_bytes(self)
+            self.workspace_argv = workspace_argv(self)
 
     def replace(self, **changes: Any) -> "Settings":
         values = dict(self.__dict__)
@@ -242,12 +248,6 @@ def validate(settings: Settings) -> None:
         raise SettingsError("JWT_REFRESH_REUSE_SECONDS must be between 0 and 300")
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise SettingsError("BCRYPT_ROUNDS must be between 4 and 31")
-    workspace_port_range(settings)
-    workspace_memory_bytes(settings)
-    try:
-        shlex.split(settings.workspace_cmd)
-    except ValueError as exc:
-        raise SettingsError(f"WORKSPACE_CMD cannot be read as shell words: {exc}") from None
     if not 0 < settings.oauth_timeout <= 300:
         raise SettingsError("OAUTH_TIMEOUT must be more than 0 and at most 300 seconds")
     if settings.production:
@@ -270,6 +270,16 @@ def workspace_memory_bytes(settings: Settings) -> int:
     if not match:
         raise SettingsError("WORKSPACE_MEMORY must be a size like 2g, 512m or a number of bytes")
     return int(float(match[1]) * {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[match[2]])
+
+
+def workspace_argv(settings: Settings) -> list[str] | None:
+    """WORKSPACE_CMD as the container's argv, split as a POSIX shell splits
+    words (quotes keep a `sh -c '...'` script one argument); None: the
+    image's own command."""
+    try:
+        return shlex.split(settings.workspace_cmd) or None
+    except ValueError as exc:
+        raise SettingsError(f"WORKSPACE_CMD cannot be read as shell words: {exc}") from None
 
 
 def resolve_jwt_secret(settings: Settings) -> str:

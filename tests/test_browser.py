@@ -497,8 +497,7 @@ async def test_open_workspace_survives_a_dropped_socket_and_a_reload(docker_serv
     await page.locator("#ws-message", has_text="Waiting for the IDE to answer").wait_for()
     assert await page.text_content("#ws-state") == "Starting"
     sockets_before = len(tab.sockets)
-    for socket in list(server.services.workspaces.sockets):
-        socket.close()
+    server.services.workspaces.events.disconnect()  # every status socket closes (1001) mid-way
     await wait_until(lambda: len(tab.sockets) > sockets_before, what="a reconnection")
     last_seq = max(await shown_seqs(tab))
     assert tab.sockets[-1].endswith(f"/api/users/workspace/status/?after={last_seq}")
@@ -601,8 +600,7 @@ async def test_server_outage_on_the_dashboard_then_the_missed_events(docker_serv
     port = int(server.url.rsplit(":", 1)[1])
     server.http.stop()
     await server.http.close_all_connections()
-    for socket in list(server.services.workspaces.sockets):  # upgraded sockets are not the HTTP server's
-        socket.close()
+    server.services.workspaces.events.disconnect()  # upgraded sockets are not the HTTP server's
     banner = page.locator("#connection-banner")
     await banner.wait_for(state="visible")
     await page.locator("#ws-live").wait_for(state="visible")  # "Reconnecting…"
@@ -639,8 +637,8 @@ async def test_failure_shows_the_server_message_and_retry_works(docker_servers, 
     await tab.shot("workspace-failed")
 
     # The operator fixes the image's command; "Try again" now succeeds.
-    workspaces = server.services.workspaces
-    workspaces.settings = workspaces.settings.replace(workspace_cmd="")
+    backend = server.services.workspaces.backend
+    backend.settings = backend.settings.replace(workspace_cmd="")
     await page.get_by_role("button", name="Try again").click()
     await page.get_by_role("link", name="Open the IDE").wait_for(timeout=30000)
     assert await error.is_hidden()

@@ -204,7 +204,7 @@ async def test_pull_policy_always_falls_back_to_the_local_copy_when_the_registry
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
         user = await register(client)
         body = (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()
-        events = [e async for e in server.services.workspaces.events.find({}, {"message": 1}).sort("seq", 1)]
+        events = [e async for e in server.db.workspace_events.find({}, {"message": 1}).sort("seq", 1)]
     assert body["state"] == "running", body
     messages = [e["message"] for e in events]
     assert messages.index(f"Pulling the image {image}") < messages.index("Image is available"), messages

@@ -363,15 +363,16 @@ async def test_shutdown_ends_the_docker_watcher_whenever_it_comes(servers):
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             if delay is None:  # until it is streaming events
                 deadline = time.monotonic() + 10
-                while not workspaces.docker_connected and time.monotonic() < deadline:
+                while not workspaces.engine_connected and time.monotonic() < deadline:
                     await asyncio.sleep(0.02)
-                assert workspaces.docker_connected
+                assert workspaces.engine_connected
             else:
                 await asyncio.gather(*(client.post("/api/users/check-email/", json={"email": f"{n}@example.com"})
                                        for n in range(5)))
                 await asyncio.sleep(delay)
         await servers.stop(server)
-        assert workspaces._watcher.done() and workspaces._poller.done(), delay
+        left = [task.get_name() for task in asyncio.all_tasks() if task.get_name().startswith("workspace-")]
+        assert left == [] and not workspaces.engine_connected, (delay, left)
 
 
 async def test_a_full_port_range_reclaims_the_port_of_the_longest_stopped_workspace(servers):

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from tests.conftest import auth, make_admin, register
-from tests.workspaces_helpers import Socket, refused_handshake, wait_for_state
+from tests.workspaces_helpers import Socket, open_websockets, refused_handshake, wait_for_state
 
 pytestmark = pytest.mark.docker
 CREATE, WORKSPACE, STOP = "/api/users/workspace/create/", "/api/users/workspace/", "/api/users/workspace/stop/"
@@ -137,10 +137,13 @@ async def test_shutdown_closes_sockets_with_1001_and_counts_them(servers, http, 
     sockets = [await Socket.open(ws_server, token=user["access"]) for _ in range(3)]
     for socket in sockets:
         assert (await socket.receive())["type"] == "snapshot"
-    assert ws_server.services.workspaces.open_sockets == 3
+    assert await open_websockets(http) == 3
     sockets[0].close()
-    await asyncio.sleep(0.2)
-    assert ws_server.services.workspaces.open_sockets == 2
+    for _ in range(50):
+        if await open_websockets(http) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert await open_websockets(http) == 2
     await wait_for_state(http, auth(user), {"running"})
     await servers.stop(ws_server)
     for socket in sockets[1:]:

@@ -114,6 +114,12 @@ async def http(ws_server) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+async def open_websockets(client: httpx.AsyncClient) -> float:
+    """The server's own count of open WebSockets, as /metrics reports it."""
+    text = (await client.get("/metrics")).text
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith("apranova_websockets_open ")))
+
+
 async def wait_for_state(client: httpx.AsyncClient, headers: dict, states: set[str], timeout: float = 30,
                          path: str = "/api/users/workspace/") -> dict:
     deadline = time.monotonic() + timeout

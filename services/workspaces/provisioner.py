@@ -1,0 +1,202 @@
+"""Provisioning runs and the other steps that drive the backend: each run
+is a sequence of compare-and-set steps around backend calls. The backend's
+progress (yielded) and failures (raised) become events and messages here.
+
+A stop or delete does not cancel a run (a cancelled engine call may still
+complete in the engine): the run notices at its next step that it was
+superseded, and undoes what it made.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from typing import Any, AsyncIterator, Callable
+
+from pymongo.errors import DuplicateKeyError
+
+from services.settings import Settings
+from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Launched, WorkspaceSpec
+from services.workspaces.lifecycle import Lifecycle, State, Superseded
+from services.workspaces.store import WorkspaceStore
+
+log = logging.getLogger("apranova.workspaces")
+
+
+def same_run(doc: dict) -> Callable[[dict], bool]:
+    return lambda current: current.get("run") == doc.get("run")
+
+
+def spec_of(doc: dict) -> WorkspaceSpec:
+    return WorkspaceSpec(doc["_id"], doc["owner_id"], doc["password"], doc.get("port"))
+
+
+class RunPorts:
+    """The PortBook of one run: claiming a port is a step of that run."""
+
+    def __init__(self, provisioner: "Provisioner", doc: dict):
+        self.provisioner, self.doc = provisioner, doc
+
+    async def used(self, low: int, high: int) -> set[int]:
+        return await self.provisioner.store.ports_in(low, high)
+
+    async def claim(self, port: int) -> bool:
+        try:
+            self.doc = await self.provisioner.step(self.doc, 0, f"Reserved port {port}", fields={"port": port},
+                                                   silent=True)
+        except DuplicateKeyError:
+            return False  # another workspace took it a moment ago
+        return True
+
+    async def reclaim(self, low: int, high: int) -> int | None:
+        """The port of the workspace stopped (or failed) the longest; it
+        gets a new one the next time it starts, as its instance is made
+        afresh then."""
+        p = self.provisioner
+        for victim in await p.store.longest_settled([State.STOPPED, State.FAILED], low, high, self.doc["_id"]):
+            if victim["_id"] in p.busy or victim["_id"] in p.tasks:
+                continue
+            message = "Its port was given to another workspace while it was stopped; it gets a new one when it starts."
+            if await p.lifecycle.change(victim, "release_port", message, unset=("port",),
+                                        when=lambda d, port=victim["port"]: d.get("port") == port) is not None:
+                log.info("port %s reclaimed from stopped workspace %s", victim["port"], victim["_id"])
+                return victim["port"]
+        return None
+
+
+class Provisioner:
+    def __init__(self, lifecycle: Lifecycle, store: WorkspaceStore, backend: Backend, settings: Settings):
+        self.lifecycle, self.store, self.backend, self.settings = lifecycle, store, backend, settings
+        self.tasks: dict[str, asyncio.Task] = {}  # workspace id -> provisioning task in this process
+        self.busy: set[str] = set()  # workspace ids a stop/delete in this process is working on
+        self.provision_seconds: collections.deque[float] = collections.deque(maxlen=1000)
+        self.provisioned_total = 0
+
+    @contextlib.asynccontextmanager
+    async def working_on(self, doc: dict) -> AsyncIterator[None]:
+        """Mark a stop or delete in progress, so reconciliation leaves it alone."""
+        self.busy.add(doc["_id"])
+        try:
+            yield
+        finally:
+            self.busy.discard(doc["_id"])
+
+    async def step(self, doc: dict, progress: int, message: str, **changes: Any) -> dict:
+        """One step of `doc`'s run; raises Superseded when that run is no
+        longer the current one."""
+        new = await self.lifecycle.change(doc, "step", message, progress=progress, monotonic=True,
+                                          when=same_run(doc), **changes)
+        if new is None:
+            raise Superseded()
+        return new
+
+    async def start(self, doc: dict) -> dict:
+        """Reserve what the answer must carry (the public port; ``reserved``
+        then names the run), then run the rest in the background. Returns
+        the document to answer with. The reservation logs no event: the
+        answer stays the run's first event, which clients list from."""
+        try:
+            ports = RunPorts(self, doc)
+            await self.backend.reserve(spec_of(doc), ports)
+            doc = await self.step(ports.doc, 0, "Reserved", fields={"reserved": doc["run"]}, silent=True)
+        except Superseded:
+            return await self.store.get(doc["_id"]) or doc
+        except BackendError as exc:
+            return await self.fail(doc, exc.message) or doc
+        except BackendUnavailable:
+            pass  # the run reports it
+        self.launch(doc)
+        return doc
+
+    def launch(self, doc: dict) -> None:
+        task = asyncio.create_task(self._run(doc), name=f"workspace-provision-{doc['_id']}")
+        self.tasks[doc["_id"]] = task
+        task.add_done_callback(lambda t, key=doc["_id"]: self.tasks.pop(key, None) if self.tasks.get(key) is t
+                               else None)
+
+    async def _run(self, doc: dict) -> None:
+        started = time.monotonic()
+        launched: Launched | None = None
+        try:
+            doc = await self.step(doc, 5, "Preparing the files volume")
+            await self.backend.ensure_storage(spec_of(doc))
+            doc = await self._prepare_image(doc)
+            doc = await self.step(doc, 74, "Creating the container", fields={"container_id": None})
+            ports = RunPorts(self, doc)
+            launched = await self.backend.launch(spec_of(doc), ports)
+            fields: dict[str, Any] = {"container_id": launched.ref, "endpoint": launched.endpoint.as_dict()}
+            if launched.port is not None:
+                fields["port"] = launched.port
+            doc = await self.step(ports.doc, 90, "Waiting for the IDE to answer", fields=fields)
+            await self.backend.wait_ready(launched)
+            await self.lifecycle.change(doc, "ready", "Workspace is running", progress=100, when=same_run(doc)) \
+                or self._superseded()
+            self.provision_seconds.append(time.monotonic() - started)
+            self.provisioned_total += 1
+        except Superseded:
+            await self._abandon(doc["_id"], launched)
+        except asyncio.CancelledError:
+            raise  # shutdown: the next start's reconciliation finishes the run
+        except BackendError as exc:
+            await self.fail(doc, exc.message)
+        except BackendUnavailable:
+            await self.fail(doc, f"{self.backend.title} stopped answering while the workspace was being prepared.")
+        except Exception:  # noqa: BLE001 - a run must end in a state, never hang in provisioning
+            log.exception("provisioning workspace %s failed", doc["_id"])
+            await self.fail(doc, "Provisioning failed because of an internal error.")
+
+    @staticmethod
+    def _superseded() -> None:
+        raise Superseded()
+
+    async def _prepare_image(self, doc: dict) -> dict:
+        """The backend's image progress as steps 8-70: every new kind of
+        message (the text before a ':'), and at most one progress figure per
+        0.25 s."""
+        last_kind, last_at = "", 0.0
+        async for progress in self.backend.prepare_image():
+            overall = 8 + progress.percent * 62 // 100
+            kind = progress.message.split(":")[0]
+            if kind != last_kind or (overall > doc["progress"] and time.monotonic() - last_at > 0.25):
+                doc = await self.step(doc, overall, progress.message)
+                last_kind, last_at = kind, time.monotonic()
+        return doc
+
+    async def _abandon(self, workspace_id: str, launched: Launched | None) -> None:
+        """A superseded run removes (deleted) or stops (stopped) the
+        instance it made, in case that landed after the stop or delete."""
+        current = await self.store.get(workspace_id)
+        state = current["state"] if current else State.DELETED
+        if launched is None or state == State.PROVISIONING:
+            return
+        try:
+            if state in (State.DELETING, State.DELETED):
+                await self.backend.remove(launched.ref)
+            elif state in (State.STOPPING, State.STOPPED, State.FAILED):
+                await self.backend.stop(launched.ref)
+        except (BackendUnavailable, BackendError) as exc:
+            log.warning("could not undo an abandoned run of %s: %s", workspace_id, exc)
+
+    async def fail(self, doc: dict, message: str) -> dict | None:
+        log.warning("workspace %s of user %s failed: %s", doc["_id"], doc["owner_id"], message)
+        return await self.lifecycle.change(doc, "fail", message, when=same_run(doc))
+
+    async def stop_instance(self, doc: dict) -> None:
+        await self.backend.stop(self.backend.ref(spec_of(doc)))
+
+    async def finish_delete(self, doc: dict, purge: bool) -> dict:
+        await self.backend.remove(self.backend.ref(spec_of(doc)))
+        if purge:
+            await self.backend.remove_storage(spec_of(doc))
+        message = "Workspace and its files deleted" if purge else "Workspace deleted; its files are kept"
+        return await self.lifecycle.change(doc, "deleted", message, progress=0,
+                                           unset=("port", "container_id", "purge", "endpoint")) or doc
+
+    async def close(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:  # bounded: a step that absorbs the cancellation must not hang shutdown
+            await asyncio.wait(tasks, timeout=5)

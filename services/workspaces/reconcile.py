@@ -1,0 +1,132 @@
+"""Keeping documents and the engine's instances in line: one watcher per
+process follows the backend's lifecycle events (with reconnect and
+backoff), and each (re)connection starts with `reconcile`, since events may
+have been missed meanwhile (also across a crash or a restart)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from services.errors import ApiError
+from services.settings import Settings
+from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Instance, LifecycleEvent
+from services.workspaces.lifecycle import Lifecycle, State
+from services.workspaces.provisioner import Provisioner, same_run, spec_of
+from services.workspaces.store import WorkspaceStore
+
+log = logging.getLogger("apranova.workspaces")
+REMOVED = "The workspace container was removed outside ApraNova."
+
+
+class Reconciler:
+    def __init__(self, lifecycle: Lifecycle, store: WorkspaceStore, provisioner: Provisioner, backend: Backend,
+                 settings: Settings):
+        self.lifecycle, self.store, self.provisioner, self.backend = lifecycle, store, provisioner, backend
+        self.settings = settings
+        self.connected = False  # following the engine's events now
+        self.closing = False
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._watch(), name="workspace-engine-watcher")
+
+    async def close(self) -> None:
+        self.closing = True
+        if self.task is not None:
+            self.task.cancel()
+            self.backend.end_event_streams()
+            await asyncio.wait([self.task], timeout=5)
+
+    async def _watch(self) -> None:
+        backoff = 0.5
+        while not self.closing:
+            try:
+                if not await self.backend.available():
+                    raise BackendUnavailable("no answer")
+                since = time.time() - 1
+                await self.reconcile()
+                if self.closing:
+                    return
+                if not self.connected:
+                    log.info("watching %s events", self.backend.title)
+                self.connected, backoff = True, 0.5
+                async for event in self.backend.events(since):
+                    await self.on_event(event)
+            except asyncio.CancelledError:
+                self.connected = False
+                raise
+            except BackendUnavailable:
+                if self.connected:
+                    log.warning("lost %s's event stream; reconnecting", self.backend.title)
+            except Exception:  # noqa: BLE001 - the watcher must survive anything
+                log.exception("workspace watcher error")
+            self.connected = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def on_event(self, event: LifecycleEvent) -> None:
+        """Only a running workspace (or, for a removal, a stopped one) is
+        changed here: during provisioning the run itself removes instances
+        and watches its own; stop and delete expect the events they cause."""
+        ours = lambda doc: doc.get("container_id") == event.ref  # noqa: E731
+        change = self.lifecycle.change
+        if event.kind == "oom":
+            await change(event.workspace_id, "oom", f"The workspace ran out of memory (limit "
+                         f"{self.settings.workspace_memory}) and was stopped.", when=ours)
+        elif event.kind == "died":
+            await change(event.workspace_id, "died", f"The workspace container stopped (exit code "
+                         f"{event.exit_code}).", progress=0, when=ours)
+        elif await change(event.workspace_id, "died", REMOVED, progress=0, unset=("container_id",),
+                          when=ours) is None:
+            await change(event.workspace_id, "removed", REMOVED, unset=("container_id",), when=ours)
+
+    async def reconcile(self) -> None:
+        """Provisioning cut short is finished, running documents whose
+        instance is gone become stopped, interrupted stops and deletes are
+        completed, instances that no document wants are removed (storage,
+        the users' files, is never removed here)."""
+        by_workspace = {instance.workspace_id: instance for instance in await self.backend.list_managed()}
+        busy = self.provisioner.busy
+        for doc in await self.store.all():
+            instance = by_workspace.pop(doc["_id"], None)
+            if doc["_id"] in self.provisioner.tasks or doc["_id"] in busy:
+                continue
+            try:
+                await self._one(doc, instance)
+            except (BackendError, ApiError) as exc:
+                log.warning("reconciling workspace %s: %s", doc["_id"], exc)
+        for instance in by_workspace.values():
+            log.info("removing orphan workspace instance %s", instance.ref)
+            await self.backend.remove(instance.ref)
+
+    async def _one(self, doc: dict, instance: Instance | None) -> None:
+        running = instance is not None and instance.running
+        state, change = doc["state"], self.lifecycle.change
+        if state == State.PROVISIONING:
+            if doc.get("worker") == self.lifecycle.worker:
+                return  # launched by this process a moment ago
+            # A new run number supersedes the interrupted one, should its process still be alive.
+            doc = await change(doc, "step", "Resuming provisioning after a restart", when=same_run(doc),
+                               fields={"worker": self.lifecycle.worker, "run": doc.get("run", 0) + 1,
+                                       "reserved": doc.get("run", 0) + 1})  # it keeps its port; launch finds one if none
+            if doc is not None:
+                self.provisioner.launch(doc)
+        elif state == State.RUNNING and not running:
+            message = "The workspace container stopped while the server was not watching." if instance else REMOVED
+            await change(doc, "died", message, progress=0, unset=() if instance else ("container_id",))
+        elif state == State.RUNNING and (instance.ref != doc.get("container_id") or (
+                instance.endpoint is not None and doc.get("endpoint") != instance.endpoint.as_dict())):
+            fields = {"container_id": instance.ref}
+            if instance.endpoint is not None:
+                fields["endpoint"] = instance.endpoint.as_dict()
+            await change(doc, "adopt", "Workspace container adopted", fields=fields)
+        elif state in (State.STOPPED, State.FAILED) and running:
+            await self.backend.stop(instance.ref)  # the document says it should not run
+        elif state == State.STOPPING:
+            await self.provisioner.stop_instance(doc)
+            await change(doc, "stopped", "Workspace stopped", progress=0)
+        elif state == State.DELETING:
+            await self.provisioner.finish_delete(doc, doc.get("purge", False))
+        elif state == State.DELETED and instance is not None:
+            await self.backend.remove(instance.ref)

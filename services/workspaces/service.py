@@ -1,0 +1,216 @@
+"""The workspace facade the handlers (and the proxy) call: one workspace
+per user, created, read, stopped and deleted; who may act on whose; the URL
+shown to the user and the endpoint the server connects to."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.accounts import ADMIN_ROLES
+from services.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable
+from services.settings import Settings, SettingsError
+from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Endpoint
+from services.workspaces.events import Events
+from services.workspaces.lifecycle import ATTEMPTS, SETTLED, Lifecycle, State
+from services.workspaces.provisioner import Provisioner
+from services.workspaces.reconcile import Reconciler
+from services.workspaces.store import WorkspaceStore
+
+BACKENDS = {"docker": "services.workspaces.docker_backend:DockerBackend"}
+
+
+def load_backend(settings: Settings) -> Backend:
+    """WORKSPACE_BACKEND: a name in BACKENDS or a 'module:Class' path; the
+    class is called with the settings."""
+    path = BACKENDS.get(settings.workspace_backend, settings.workspace_backend)
+    module, _, name = path.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise SettingsError(f"WORKSPACE_BACKEND {settings.workspace_backend!r} cannot be loaded: {exc}") from None
+    return cls(settings)
+
+
+class WorkspaceUnavailable(ServiceUnavailable):
+    """The contract's exact 503 when the engine cannot be reached."""
+
+    def __init__(self) -> None:
+        super().__init__("Workspace feature not available", "Docker is not accessible from the backend container.",
+                         "Please contact your administrator to enable workspace provisioning.")
+
+
+class WorkspaceService:
+    def __init__(self, db: AsyncDatabase, settings: Settings, backend: Backend):
+        self.settings, self.backend = settings, backend
+        self.store = WorkspaceStore(db)
+        self.events = Events(self.store)
+        self.lifecycle = Lifecycle(self.store, self.events, uuid.uuid4().hex)
+        self.provisioner = Provisioner(self.lifecycle, self.store, backend, settings)
+        self.reconciler = Reconciler(self.lifecycle, self.store, self.provisioner, backend, settings)
+
+    # -- what other parts read (metrics, the status socket, the proxy) ------------------
+    @property
+    def engine_connected(self) -> bool:
+        """Following the engine's events now."""
+        return self.reconciler.connected
+
+    @property
+    def provision_seconds(self) -> Any:
+        return self.provisioner.provision_seconds
+
+    @property
+    def provisioned_total(self) -> int:
+        return self.provisioner.provisioned_total
+
+    async def count_by_state(self) -> dict[str, int]:
+        return await self.store.count_by_state(s.value for s in State)
+
+    def url(self, doc: dict) -> str | None:
+        """The URL shown to the user (direct mode: the published port)."""
+        if doc.get("port") is None:
+            return None
+        return self.settings.workspace_url_template.format(port=doc["port"], host_ip=self.settings.workspace_host_ip,
+                                                           user_id=doc["owner_id"])
+
+    @staticmethod
+    def endpoint(doc: dict) -> Endpoint | None:
+        """Where the server connects to reach a running workspace's IDE."""
+        found = doc.get("endpoint")
+        return Endpoint(found["host"], found["port"]) if doc["state"] == State.RUNNING and found else None
+
+    async def snapshot(self, workspace_id: str) -> dict | None:
+        return await self.store.get(workspace_id)
+
+    def subscribe(self, workspace_id: str, after: int) -> AsyncIterator[dict]:
+        """Events after `after`, then live ones (see events.Events.subscribe)."""
+        return self.events.subscribe(workspace_id, after)
+
+    # -- start and stop -------------------------------------------------------------
+    def start(self) -> None:
+        self.reconciler.start()
+
+    async def close(self) -> None:
+        """Stop following and provisioning. Provisioning cut short here is
+        finished by the next start's reconciliation."""
+        await self.events.close()
+        await self.reconciler.close()
+        await self.provisioner.close()
+        await self.backend.close()
+
+    # -- access -----------------------------------------------------------------------
+    @staticmethod
+    def target_user(actor: dict, user_id: int | None) -> int:
+        """Whose workspace a request acts on: the caller's own, or with
+        ``?user_id=`` (admins only) someone else's."""
+        if user_id is None or user_id == actor["_id"]:
+            return actor["_id"]
+        if actor.get("role") not in ADMIN_ROLES:
+            raise Forbidden("Only administrators may act on another user's workspace.")
+        return user_id
+
+    async def find(self, user_id: int) -> dict | None:
+        """The user's workspace, or None (also when it was deleted)."""
+        doc = await self.store.of_owner(user_id)
+        return None if doc is None or doc["state"] == State.DELETED else doc
+
+    async def get(self, user_id: int) -> dict:
+        doc = await self.find(user_id)
+        if doc is None:
+            raise NotFound("No workspace exists for this user. Create one first.", error="Workspace not found")
+        return doc
+
+    @contextlib.asynccontextmanager
+    async def _engine_errors(self) -> AsyncIterator[None]:
+        """The engine failing in the middle of a stop or delete: the
+        contract's 503 (reconciliation finishes the step when it is back),
+        or 502 when it refused."""
+        try:
+            yield
+        except BackendUnavailable:
+            raise WorkspaceUnavailable() from None
+        except BackendError as exc:
+            raise ApiError(502, f"{self.backend.title} error", exc.message) from None
+
+    async def _require_engine(self) -> None:
+        if not await self.backend.available():
+            raise WorkspaceUnavailable()
+
+    # -- operations ---------------------------------------------------------------------
+    async def create(self, user_id: int, wait: bool = False) -> tuple[dict, bool]:
+        """Create (True), or return / start again the existing one (False).
+        A deleted or failed workspace is made again (True). The answer
+        carries the final port: it is reserved before returning."""
+        await self._require_engine()
+        for _ in range(ATTEMPTS):
+            doc = await self.store.of_owner(user_id)
+            if doc is None:
+                doc, created = await self.lifecycle.begin(user_id, self.settings.workspace_image), True
+            elif doc["state"] in (State.DELETED, State.FAILED, State.STOPPED):
+                doc, created = await self.lifecycle.again(doc), doc["state"] != State.STOPPED
+            elif doc["state"] in (State.STOPPING, State.DELETING):
+                raise Conflict(f"The workspace is {doc['state']}; try again in a moment.")
+            else:
+                return (await self._wait(doc) if wait else await self._reserved(doc)), False
+            if doc is not None:
+                doc = await self.provisioner.start(doc)
+                return (await self._wait(doc) if wait else doc), created
+        raise Conflict("The workspace is changing; try again.")  # pragma: no cover
+
+    async def _wait(self, doc: dict) -> dict:
+        """Wait (bounded by WORKSPACE_WAIT_TIMEOUT) until provisioning
+        settles; also notices changes made by other processes."""
+        deadline = time.monotonic() + self.settings.workspace_wait_timeout
+        while doc["state"] not in SETTLED and (remaining := deadline - time.monotonic()) > 0:
+            await self.events.wait(doc["_id"], min(1.0, remaining))
+            doc = await self.store.get(doc["_id"]) or doc
+        return doc
+
+    async def _reserved(self, doc: dict) -> dict:
+        """A create that finds another create of the workspace still
+        reserving its port answers once that is done, so that every answer
+        carries the port (bounded: the other may have died). The
+        reservation logs no event: this re-reads every 0.05 s."""
+        deadline = time.monotonic() + 5
+        while doc["state"] == State.PROVISIONING and doc.get("reserved") != doc.get("run") and \
+                time.monotonic() < deadline:
+            await self.events.wait(doc["_id"], 0.05)
+            doc = await self.store.get(doc["_id"]) or doc
+        return doc
+
+    async def stop(self, user_id: int) -> dict:
+        await self._require_engine()
+        doc = await self.get(user_id)
+        if doc["state"] in (State.STOPPED, State.STOPPING, State.DELETING):
+            return doc
+        doc = await self.lifecycle.change(doc, "stop", "Stopping the workspace", progress=0)
+        if doc is None:
+            return await self.get(user_id)
+        async with self.provisioner.working_on(doc), self._engine_errors():
+            await self.provisioner.stop_instance(doc)
+        return await self.lifecycle.change(doc, "stopped", "Workspace stopped", progress=0) or await self.get(user_id)
+
+    async def delete(self, user_id: int, purge: bool = False) -> dict:
+        """Remove the instance; the files too with ``purge``."""
+        await self._require_engine()
+        doc = await self.get(user_id)
+        if doc["state"] != State.DELETING:
+            doc = await self.lifecycle.change(doc, "delete", "Deleting the workspace", progress=0,
+                                              fields={"purge": purge})
+            if doc is None:
+                raise NotFound("No workspace exists for this user.", error="Workspace not found")
+        async with self.provisioner.working_on(doc), self._engine_errors():
+            return await self.provisioner.finish_delete(doc, purge or doc.get("purge", False))
+
+
+async def start(services: Any) -> None:
+    """Container starter: an unreachable engine does not stop the server;
+    the workspace endpoints answer 503 until it comes back."""
+    workspaces = WorkspaceService(services.db, services.settings, load_backend(services.settings))
+    services.workspaces = workspaces
+    workspaces.start()
+    services.on_close(workspaces.close)
