@@ -8,7 +8,7 @@ answers a plain JSON array (at most PLAIN_LIST_LIMIT users, the total in
 """
 from __future__ import annotations
 
-from handlers.base import APIHandler, Operation
+from handlers.base import INT64_MAX, APIHandler, Operation, query_int
 from models.accounts import ROLES
 from models.admin import (MAX_PAGE_SIZE, MAX_QUERY, WORKSPACE_STATES, AdminUserCreate, AdminUserListOut,
                           AdminUserOut, AdminUserUpdate, AdminWorkspaceActionOut, AdminWorkspacePage, AuditPage,
@@ -21,7 +21,6 @@ from services.errors import NotFound, field_error
 ADMIN = ("admin",)
 TRAINER = ("trainer",)
 PLAIN_LIST_LIMIT = 1000
-INT64_MAX = 2**63 - 1
 PAGING = {"page": "Page number, from 1.", "page_size": f"Items per page, 1-{MAX_PAGE_SIZE} (default 25)."}
 DENIED = {401: ErrorOut, 403: ErrorOut}
 
@@ -40,9 +39,13 @@ class AdminBase(APIHandler):
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
-        if not raw.isdigit() or not low <= int(raw) <= high:
+        try:
+            value = query_int(raw)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
             raise field_error(name, f"Must be an integer from {low} to {high}.")
-        return int(raw)
+        return value
 
     def paging(self) -> tuple[int, int]:
         page = self.int_arg("page", 1, 1, 10**6)

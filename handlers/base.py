@@ -33,6 +33,19 @@ EXPOSED_HEADERS = ("X-Request-Id, Retry-After, X-RateLimit-Limit, X-RateLimit-Re
                    "X-RateLimit-Reset")
 
 
+INT64_MAX = 2 ** 63 - 1  # BSON's largest integer: a larger id cannot be queried
+
+
+def query_int(raw: str | None) -> int | None:
+    """A query value as a non-negative int64: ASCII digits only ("²" is a
+    digit to str.isdigit), at most 2^63 - 1. Raises ValueError."""
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > INT64_MAX:
+        raise ValueError(raw)
+    return int(raw)
+
+
 @dataclass
 class Operation:
     """What an endpoint method takes and returns; the OpenAPI document is

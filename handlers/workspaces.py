@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from tornado import httputil, web, websocket
 
-from handlers.base import APIHandler, Operation, error_of, render_error
+from handlers.base import APIHandler, Operation, error_of, query_int, render_error
 from models.common import ErrorOut
 from models.workspaces import (CREATED_MSG, EXISTS_MSG, CreateWorkspaceIn, WorkspaceCreatedOut, WorkspaceDeletedOut,
                                WorkspaceOut, event_message, snapshot_message, workspace_model)
@@ -21,19 +21,6 @@ log = logging.getLogger("apranova.workspaces")
 TAGS = ("workspaces",)
 AS_USER = {"user_id": "Admins only: act on this user's workspace."}
 COMMON = {401: ErrorOut, 403: ErrorOut, 502: ErrorOut, 503: ErrorOut}
-INT64_MAX = 2 ** 63 - 1  # BSON's largest integer: a larger id cannot be queried
-
-
-def query_int(raw: str | None) -> int | None:
-    """A query value as a non-negative int64: ASCII digits only ("²" is a
-    digit to str.isdigit), at most 2^63 - 1. Raises ValueError."""
-    if raw is None:
-        return None
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > INT64_MAX:
-        raise ValueError(raw)
-    return int(raw)
-
-
 class WorkspaceBase(APIHandler):
     async def target_user(self) -> int:
         """The caller's id, or (admins) the ``?user_id=`` one."""
