@@ -27,19 +27,13 @@ class LoginHandler(APIHandler):
     operations = {"post": Operation(
         "Log in under a role", body=LoginRequest,
         responses={200: LoginOut, 400: ErrorOut, 401: ErrorOut, 403: "Role mismatch: "
-                   "{error, detail, actual_role}", 429: ErrorOut}, tags=AUTH)}
+                   "{error, detail, actual_role}; or a disabled account", 429: ErrorOut}, tags=AUTH)}
 
     async def post(self) -> None:
         request = self.parse_body(LoginRequest)
-        limits = self.services.ratelimits
-        account = email_key(request.email)
-        (await limits.peek("login_failures", account)).raise_if_denied(
-            "Too many failed logins for this account. Try again later.")
-        try:
+        async with self.services.ratelimits.attempt("login_failures", email_key(request.email), InvalidCredentials,
+                                                    "Too many failed logins for this account. Try again later."):
             user, tokens = await self.services.accounts.login(request.email, request.password, request.role)
-        except InvalidCredentials:
-            await limits.hit("login_failures", account)
-            raise
         self.user_id = user["_id"]
         self.send({**tokens.as_dict(), "user": user_model(user), "redirect_url": f"/{request.role}/dashboard"})
 

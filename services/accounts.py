@@ -94,6 +94,8 @@ class AccountService:
         if not await self.hasher.check(password, user.get("password_hash") if user else None):
             raise InvalidCredentials()
         assert user is not None
+        if user.get("disabled"):  # said only to someone who proved the password
+            raise Forbidden("This account is disabled.")
         if user["role"] != role and user["role"] != "superadmin":
             detail = f"You are registered as '{user['role']}' but tried to login as '{role}'"
             raise ApiError(403, "Unauthorized role access", detail,
