@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from tornado import web
 
-from handlers import accounts, docs, health, metrics, oauth, payments, static, workspaces
+from handlers import accounts, docs, health, metrics, oauth, payments, static, verification, workspaces
 from handlers.base import NotFoundHandler, log_request
 
 routes: list[tuple] = [
     *health.routes,
     *accounts.routes,
+    *verification.routes,
     *workspaces.routes,
     *payments.routes,
     *oauth.routes,

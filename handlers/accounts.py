@@ -20,6 +20,7 @@ class RegisterHandler(APIHandler):
         request = self.parse_body(RegisterRequest)
         user, tokens = await self.services.accounts.register(**request.model_dump())
         self.user_id = user["_id"]
+        await self.services.email_links.send_verification(user)
         self.send({**tokens.as_dict(), "user": user_model(user)}, 201)
 
 

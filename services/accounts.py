@@ -113,6 +113,13 @@ class AccountService:
                                                        **STAMP_UPDATED})
         await self.tokens.revoke_all(user_id, reason)
 
+    async def set_password(self, user_id: int, password: str) -> None:
+        """A new password chosen through a mailed link: the mailbox is proven
+        (email verified) and every session of the account is signed out."""
+        await self.users.update_one({"_id": user_id}, {"$set": {"password_hash": await self.hasher.hash(password),
+                                                                "email_verified": True}, **STAMP_UPDATED})
+        await self.tokens.revoke_all(user_id, "password reset")
+
     async def email_exists(self, email: str) -> bool:
         return await self.users.find_one({"email_key": email_key(email)}, {"_id": 1}) is not None
 

@@ -95,3 +95,7 @@ from services import payments as _payments  # noqa: E402
 STARTERS.append(_payments.start)
 from services import oauth as _oauth  # noqa: E402
 STARTERS.append(_oauth.start)
+from services import mail as _mail  # noqa: E402
+STARTERS.append(_mail.start)
+from services import verification as _verification  # noqa: E402 - after mail: it uses services.mailer
+STARTERS.append(_verification.start)

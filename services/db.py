@@ -37,6 +37,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     "payments": [IndexModel([("payment_intent_id", ASCENDING)], unique=True, sparse=True),
                  IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)])],
     "stripe_events": [IndexModel([("event_id", ASCENDING)], unique=True)],
+    "email_tokens": [IndexModel([("user_id", ASCENDING)]),
+                     IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
     "oauth_identities": [IndexModel([("provider", ASCENDING), ("subject", ASCENDING)], unique=True),
                          IndexModel([("user_id", ASCENDING)])],
 }

@@ -122,6 +122,19 @@ SETTINGS: list[Setting] = [
     S("RATE_LIMIT_WORKSPACE", "10/hour", "Workspace creations per user.", _rate, group="rate limits"),
     S("RATE_LIMIT_LOGIN_FAILURES", "10/hour", "Failed logins per account before login is refused.", _rate, group="rate limits"),
     S("RATE_LIMIT_STORAGE", "memory", "'memory' (one process) or 'mongodb' (shared by several processes).", group="rate limits"),
+    # email
+    S("SMTP_HOST", "", "SMTP server for verification and password-reset mail (empty: no mail; see the README's "
+      "'Email' for what is then not protected).", group="email"),
+    S("SMTP_PORT", "587", "SMTP port (587 for STARTTLS, 465 for TLS).", int, group="email"),
+    S("SMTP_TLS", "starttls", "'starttls', 'tls' (implicit, e.g. port 465) or 'none' (loopback or tests only).", group="email"),
+    S("SMTP_USER", "", "SMTP user name (empty: no login).", group="email"),
+    S("SMTP_PASSWORD", "", "SMTP password.", secret=True, group="email"),
+    S("SMTP_FROM", "ApraNova <no-reply@localhost>", "From address of the mail the server sends.", group="email"),
+    S("SMTP_TIMEOUT", "10", "Seconds one mail may take to send.", float, group="email"),
+    S("PUBLIC_BASE_URL", "http://localhost:8000", "Address users reach the site at; links in mail start with it.",
+      _http_url, group="email"),
+    S("EMAIL_VERIFY_HOURS", "48", "Lifetime of an email-verification link.", int, group="email"),
+    S("PASSWORD_RESET_MINUTES", "60", "Lifetime of a password-reset link.", int, group="email"),
     # workspaces
     S("INSTANCE_NAME", "apranova", "Names this deployment: containers are '<name>-ws-<user id>' and carry it as a label; "
       "start-up reconciliation only touches containers with this label.", group="workspaces"),
@@ -244,6 +257,10 @@ def validate(settings: Settings) -> None:
         shlex.split(settings.workspace_cmd)
     except ValueError as exc:
         raise SettingsError(f"WORKSPACE_CMD cannot be read as shell words: {exc}") from None
+    if settings.smtp_tls not in {"starttls", "tls", "none"}:
+        raise SettingsError("SMTP_TLS must be 'starttls', 'tls' or 'none'")
+    if settings.email_verify_hours < 1 or settings.password_reset_minutes < 1:
+        raise SettingsError("EMAIL_VERIFY_HOURS and PASSWORD_RESET_MINUTES must be at least 1")
     if not 0 < settings.oauth_timeout <= 300:
         raise SettingsError("OAUTH_TIMEOUT must be more than 0 and at most 300 seconds")
     if settings.production:
