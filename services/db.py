@@ -45,19 +45,24 @@ INDEXES: dict[str, list[IndexModel]] = {
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """True when an exception means 'the database cannot be reached now'."""
-    return isinstance(exc, ConnectionFailure)  # ServerSelectionTimeoutError and AutoReconnect included
+    """True when an exception means 'the database cannot be reached now':
+    a connection failure (ServerSelectionTimeoutError and AutoReconnect
+    included), or any operation that ran out of its timeoutMS budget."""
+    return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
 
 
 def connect(uri: str, db_name: str, timeout_ms: int = 2000) -> tuple[AsyncMongoClient, AsyncDatabase]:
-    """Create the client. Short timeouts make a down database a quick 503
-    instead of a hanging request; the driver reconnects by itself."""
+    """Create the client. `timeoutMS` is the driver's client-side operation
+    timeout: every operation (server selection, connecting, waiting for the
+    answer, retries) fits in it, so a database that is down *or hung* (a
+    stopped process keeps its socket open and silent) is a 503 within about
+    DB_TIMEOUT_MS. The driver reconnects by itself."""
     client: AsyncMongoClient = AsyncMongoClient(
         uri,
         tz_aware=True,
+        timeoutMS=timeout_ms,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
-        socketTimeoutMS=max(timeout_ms * 5, 10000),
         retryWrites=False,  # nx-27017 is a standalone server; no retryable writes there
     )
     return client, client[db_name]
