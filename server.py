@@ -85,14 +85,18 @@ async def serve(settings) -> int:
 
     log.info("shutting down: no new connections, draining %d in-flight request(s)", app.inflight)
     server.stop()
+    # The whole exit fits in SHUTDOWN_TIMEOUT: draining gets it minus what
+    # closing needs (the embedded database's SIGTERM -> SIGKILL grace and a
+    # little more), and closing gets the rest (Services.close).
     deadline = time.monotonic() + settings.shutdown_timeout
-    while app.inflight > 0 and time.monotonic() < deadline:
+    closing = min(settings.shutdown_timeout / 2, (services.embedded.term_grace if services.embedded else 0) + 1.0)
+    while app.inflight > 0 and time.monotonic() < deadline - closing:
         await asyncio.sleep(0.05)
     if app.inflight:
-        log.warning("%d request(s) still running after %.0fs; closing anyway", app.inflight,
-                    settings.shutdown_timeout)
+        log.warning("%d request(s) still running after %.1fs; closing anyway", app.inflight,
+                    settings.shutdown_timeout - closing)
     await server.close_all_connections()
-    await services.close()
+    await services.close(deadline)
     log.info("stopped")
     return 0
 

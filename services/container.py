@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -25,6 +26,7 @@ class Services:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.embedded: dbmod.EmbeddedMongo | None = None
+        self.supervisor: dbmod.Supervisor | None = None
         self.dependency_errors: Counter[str] = Counter()
         self._closers: list[Any] = []
 
@@ -34,6 +36,8 @@ class Services:
         if not uri:
             self.embedded = dbmod.EmbeddedMongo(settings.data_dir)
             uri = await asyncio.get_running_loop().run_in_executor(None, self.embedded.start)
+            self.supervisor = dbmod.Supervisor(self.embedded)
+            self.supervisor.start()
         self.client, self.db = dbmod.connect(uri, settings.mongodb_db, settings.db_timeout_ms)
         await self._wait_for_database()
         await dbmod.ensure_indexes(self.db)
@@ -67,9 +71,30 @@ class Services:
         self.dependency_errors[dependency] += 1
 
     async def ready(self) -> dict[str, bool]:
-        return {"database": await dbmod.ping(self.db)}
+        checks = {"database": await dbmod.ping(self.db)}
+        if self.supervisor is not None:  # the embedded child: running, not stopped or being restarted
+            checks["embedded_database"] = self.supervisor.state == "running"
+        return checks
 
-    async def close(self) -> None:
+    async def close(self, deadline: float | None = None) -> None:
+        """Close every service, then stop the embedded database. With a
+        `deadline` (time.monotonic()), the services get what is left of it
+        minus the database's own stop time, so the whole close fits."""
+        if self.supervisor:  # first, or it would restart the child being stopped
+            await self.supervisor.close()
+        budget = None
+        if deadline is not None:
+            reserve = self.embedded.term_grace + 0.5 if self.embedded else 0.0
+            budget = max(0.2, deadline - time.monotonic() - reserve)
+        try:
+            async with asyncio.timeout(budget):
+                await self._close_services()
+        except TimeoutError:
+            log.warning("closing the services took longer than the shutdown allows; stopping anyway")
+        if self.embedded:
+            await self.embedded.wait_stopped()
+
+    async def _close_services(self) -> None:
         for closer in reversed(self._closers):
             try:
                 await closer()
@@ -79,8 +104,6 @@ class Services:
             await self.client.close()
         except PyMongoError:
             pass
-        if self.embedded:
-            await self.embedded.wait_stopped()
 
 
 # Other features (workspaces, payments, OAuth) add an async `start(services)`

@@ -98,26 +98,75 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     os.setpgrp()  # Ctrl-C on the terminal goes to the server, which stops the child in order
 
 
+class DatabaseInUse(RuntimeError):
+    """DATA_DIR's embedded database is already run by another process."""
+
+    def __init__(self, data_dir: Path, pid: int):
+        super().__init__(f"the embedded database in {data_dir} is already running (pid {pid}), "
+                         "most likely under a server started with this DATA_DIR")
+        self.pid = pid
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of a process (R, S, T stopped, Z zombie...), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2]
+
+
 class EmbeddedMongo:
     """An nx-27017 child process on a free loopback port."""
 
-    def __init__(self, data_dir: str | os.PathLike):
+    def __init__(self, data_dir: str | os.PathLike, term_grace: float = 1.5):
         self.data_dir = Path(data_dir).resolve() / "db"
         self.port = 0
         self.process: subprocess.Popen | None = None
+        self.term_grace = term_grace  # seconds between SIGTERM and SIGKILL on stop
+        self.restarts = 0
 
     @property
     def uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "nx-27017.pid"
+
+    @property
+    def port_file(self) -> Path:
+        return self.data_dir / "nx-27017.port"
+
+    def running_elsewhere(self) -> tuple[int, str] | None:
+        """(pid, uri) of a live nx-27017 on these files that is not our child."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if (self.process is not None and pid == self.process.pid) or process_state(pid) in (None, "Z"):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            port = int(self.port_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return (pid, f"mongodb://127.0.0.1:{port}/") if b"nx_27017" in cmdline else None
+
     def start(self, timeout: float = 30.0) -> str:
         """Start the child (again on the same port after a stop) and wait
-        until it accepts connections."""
+        until it accepts connections. A pid file left by a dead child is
+        removed (nx-27017 would refuse to start: "already running"); one of a
+        live process means DATA_DIR is in use (DatabaseInUse)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        other = self.running_elsewhere()
+        if other:
+            raise DatabaseInUse(self.data_dir, other[0])
+        self.pid_file.unlink(missing_ok=True)
         self.port = self.port or free_port()
         cmd = [sys.executable, "-m", "nx_27017.nx_27017", "--host", "127.0.0.1", "-p", str(self.port),
                "--data-dir", str(self.data_dir), "--log-file", str(self.data_dir / "nx-27017.log"),
-               "--pid-file", str(self.data_dir / "nx-27017.pid")]
+               "--pid-file", str(self.pid_file)]
         log_file = open(self.data_dir / "nx-27017.out", "ab")
         self.process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         preexec_fn=_die_with_parent, close_fds=True)
@@ -129,6 +178,7 @@ class EmbeddedMongo:
                                    f"see {self.data_dir / 'nx-27017.out'}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    self.port_file.write_text(str(self.port))
                     log.info("embedded database nx-27017 listening on 127.0.0.1:%d (files in %s)",
                              self.port, self.data_dir)
                     return self.uri
@@ -137,16 +187,79 @@ class EmbeddedMongo:
         self.stop()
         raise RuntimeError("embedded database did not start in time")
 
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        log.info("embedded database stopped")
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after `term_grace` seconds, then reap: the
+        whole stop fits well inside SHUTDOWN_TIMEOUT. (nx-27017's own SIGTERM
+        exit is unreliable; a SIGSTOPped child gets SIGCONT so it can exit.)"""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                os.kill(process.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            try:
+                process.wait(self.term_grace)
+            except subprocess.TimeoutExpired:
+                log.warning("embedded database still running %.1fs after SIGTERM; killing it", self.term_grace)
+                process.kill()
+                process.wait()
+            log.info("embedded database stopped")
+        if process is not None:
+            self.pid_file.unlink(missing_ok=True)
+            self.port_file.unlink(missing_ok=True)
 
     async def wait_stopped(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+
+class Supervisor:
+    """Keeps the embedded database alive while the server runs: a dead child
+    is reaped at once (no zombie), its pid file cleared, and it is started
+    again on the same port and files, with backoff (0.5 s doubling to 30 s;
+    back to 0.5 s after a minute up). Each restart is logged. A stopped
+    (SIGSTOP) child is reported, not killed: requests answer 503 within
+    DB_TIMEOUT_MS meanwhile, and SIGCONT brings it back."""
+
+    MIN_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
+
+    def __init__(self, embedded: EmbeddedMongo, interval: float = 0.25):
+        self.embedded = embedded
+        self.interval = interval
+        self.state = "running"  # running | stopped | restarting
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        backoff, up_since = self.MIN_BACKOFF, time.monotonic()
+        while True:
+            await asyncio.sleep(self.interval)
+            process = self.embedded.process
+            code = process.poll() if process is not None else None  # poll() reaps a dead child
+            if process is not None and code is None:
+                self.state = "stopped" if process_state(process.pid) == "T" else "running"
+                if time.monotonic() - up_since > self.STABLE_AFTER:
+                    backoff = self.MIN_BACKOFF
+                continue
+            self.state = "restarting"
+            self.embedded.restarts += 1
+            log.error("embedded database exited with code %s; restart #%d in %.1fs", code,
+                      self.embedded.restarts, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.MAX_BACKOFF)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.embedded.start)
+            except (RuntimeError, OSError) as exc:
+                log.error("embedded database restart #%d failed: %s", self.embedded.restarts, exc)
+                continue
+            up_since = time.monotonic()
+            self.state = "running"
+            log.warning("embedded database restarted (restart #%d) on 127.0.0.1:%d", self.embedded.restarts,
+                        self.embedded.port)

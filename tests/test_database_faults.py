@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 
 import httpx
 
-from services.db import EmbeddedMongo
+from services.db import EmbeddedMongo, process_state
 from tests.conftest import auth, register
 
 
@@ -49,3 +50,67 @@ async def test_a_hung_database_answers_503_within_db_timeout(start_server, tmp_p
             assert (await wait_status(client, "/api/users/profile/", 200, headers=auth(user))).status_code == 200
     finally:
         database.stop()
+
+
+async def metric(client: httpx.AsyncClient, name: str) -> float:
+    text = (await client.get("/metrics")).text
+    lines = [line for line in text.splitlines() if line.startswith(name + " ")]
+    assert lines, f"{name} not in /metrics"
+    return float(lines[0].split()[1])
+
+
+async def test_a_killed_embedded_database_is_reaped_and_restarted(start_server, caplog):
+    server = await start_server(mongodb_uri="", db_timeout_ms=1000)
+    embedded = server.services.embedded
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        user = await register(client)
+        assert (await client.get("/ready")).json()["checks"] == {"database": True, "embedded_database": True}
+        assert await metric(client, "apranova_embedded_database_restarts_total") == 0
+        old_pid = embedded.process.pid
+        os.kill(old_pid, signal.SIGKILL)
+
+        again = await wait_status(client, "/api/users/profile/", 200, headers=auth(user))
+        assert again.status_code == 200, again.text  # the same data, after a restart
+        assert embedded.process.pid != old_pid and embedded.restarts == 1
+        assert process_state(old_pid) is None, "the dead child must be reaped, not left a zombie"
+        assert int(embedded.pid_file.read_text()) == embedded.process.pid
+        assert (await wait_status(client, "/ready", 200)).status_code == 200
+        assert await metric(client, "apranova_embedded_database_restarts_total") == 1
+        assert await metric(client, "apranova_embedded_database_up") == 1
+    assert "restart #1" in caplog.text and "exited with code -9" in caplog.text
+
+
+async def test_a_stopped_embedded_database_shows_in_ready_and_metrics_and_comes_back(start_server):
+    server = await start_server(mongodb_uri="", db_timeout_ms=1000)
+    embedded = server.services.embedded
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        user = await register(client)
+        pid = embedded.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            down = await wait_status(client, "/ready", 503)
+            assert down.status_code == 503
+            assert down.json()["details"] == {"database": False, "embedded_database": False}
+            assert await metric(client, "apranova_embedded_database_up") == 0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert (await wait_status(client, "/ready", 200)).status_code == 200
+        assert (await client.get("/api/users/profile/", headers=auth(user))).status_code == 200
+        # Stopped is not dead: the same process, never restarted.
+        assert embedded.process.pid == pid and embedded.restarts == 0
+
+
+def test_a_stale_pid_file_does_not_block_a_start(tmp_path):
+    """A pid file naming a process that is gone (a crash, kill -9) is cleared
+    instead of nx-27017 refusing with "already running"."""
+    database = EmbeddedMongo(tmp_path)
+    database.data_dir.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    database.pid_file.write_text(str(dead.pid))
+    try:
+        database.start()
+        assert int(database.pid_file.read_text()) == database.process.pid
+    finally:
+        database.stop()
+    assert not database.pid_file.exists()

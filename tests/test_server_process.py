@@ -216,3 +216,38 @@ async def test_database_down_answers_503_quickly_and_recovers(start_server, tmp_
             assert (await client.get("/ready")).status_code == 200
     finally:
         database.stop()
+
+
+def test_sigterm_after_load_exits_within_shutdown_timeout(process, tmp_path):
+    """The whole exit (draining, closing, stopping the embedded database with
+    SIGTERM -> SIGKILL -> reap) fits in SHUTDOWN_TIMEOUT: after load, with
+    requests stuck on a hung (SIGSTOPped) database when the signal comes.
+    It used to wait out the requests, then 10 s more for the database."""
+    server = process(SHUTDOWN_TIMEOUT="4", DB_TIMEOUT_MS="10000")
+    server.wait_ready(timeout=60)
+    body = {"name": "Ada", "email": "ada@example.com", "password1": PASSWORD, "password2": PASSWORD}
+    tokens = httpx.post(server.url + "/api/auth/registration/", json=body, timeout=10).json()
+
+    async def load_then_sigterm() -> float:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            async def burst(n: int) -> None:
+                for i in range(n):
+                    await client.post("/api/users/check-email/", json={"email": f"u{i}@example.com"})
+                    await client.get("/api/users/profile/", headers=auth(tokens))
+            await asyncio.gather(*(burst(40) for _ in range(8)))
+            (child,) = children_using(tmp_path / "data")
+            os.kill(child, signal.SIGSTOP)
+            stuck = [asyncio.create_task(client.get("/api/users/profile/", headers=auth(tokens)))
+                     for _ in range(5)]
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            await asyncio.get_running_loop().run_in_executor(None, server.proc.wait, 30)
+            elapsed = time.monotonic() - started
+            await asyncio.gather(*stuck, return_exceptions=True)
+            return elapsed
+
+    elapsed = asyncio.run(load_then_sigterm())
+    assert server.proc.returncode == 0, server.output()
+    assert elapsed <= 4.5, f"exit took {elapsed:.1f}s with SHUTDOWN_TIMEOUT=4\n{server.output()[-3000:]}"
+    assert not children_using(tmp_path / "data"), "the embedded database must be stopped and reaped"
