@@ -105,7 +105,8 @@ SETTINGS: list[Setting] = [
     S("TRUSTED_PROXIES", "", "Comma-separated proxy networks whose X-Forwarded-For is believed (e.g. 10.0.0.0/8).", _networks),
     S("LOG_LEVEL", "INFO", "Logging level."),
     S("LOG_FORMAT", "text", "'text' or 'json' (one JSON object per line)."),
-    S("METRICS_ALLOWED_NETWORKS", "", "Comma-separated networks that may read /metrics (empty: anyone).", _networks),
+    S("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1", "Comma-separated networks that may read /metrics (default: this "
+      "host only; add your Prometheus network, e.g. 10.0.0.0/8; empty: anyone).", _networks),
     # database
     S("MONGODB_URI", "", "MongoDB URI. Empty: start the embedded nx-27017 server under DATA_DIR.", group="database"),
     S("MONGODB_DB", "apranova", "Database name.", group="database"),
