@@ -98,6 +98,24 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     os.setpgrp()  # Ctrl-C on the terminal goes to the server, which stops the child in order
 
 
+def make_private(root: Path) -> None:
+    """0700 for `root` and the directories in it, 0600 for its files: they
+    hold bcrypt hashes and the signing key. Applied at every start, so files
+    left readable by an older version are fixed too."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        try:
+            path.chmod(0o700 if path.is_dir() else 0o600)
+        except OSError as exc:
+            log.warning("cannot make %s private: %s", path, exc)
+
+
+def _private_umask() -> None:  # pragma: no cover - runs in the child
+    os.umask(0o077)  # the database's new files (SQLite journal, logs) are 0600 from the start
+    _die_with_parent()
+
+
 class DatabaseInUse(RuntimeError):
     """DATA_DIR's embedded database is already run by another process."""
 
@@ -158,7 +176,8 @@ class EmbeddedMongo:
         until it accepts connections. A pid file left by a dead child is
         removed (nx-27017 would refuse to start: "already running"); one of a
         live process means DATA_DIR is in use (DatabaseInUse)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private(self.data_dir.parent)
         other = self.running_elsewhere()
         if other:
             raise DatabaseInUse(self.data_dir, other[0])
@@ -167,9 +186,10 @@ class EmbeddedMongo:
         cmd = [sys.executable, "-m", "nx_27017.nx_27017", "--host", "127.0.0.1", "-p", str(self.port),
                "--data-dir", str(self.data_dir), "--log-file", str(self.data_dir / "nx-27017.log"),
                "--pid-file", str(self.pid_file)]
-        log_file = open(self.data_dir / "nx-27017.out", "ab")
+        log_file = os.fdopen(os.open(self.data_dir / "nx-27017.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                             "ab")
         self.process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        preexec_fn=_die_with_parent, close_fds=True)
+                                        preexec_fn=_private_umask, close_fds=True)
         log_file.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -179,6 +199,7 @@ class EmbeddedMongo:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     self.port_file.write_text(str(self.port))
+                    self.port_file.chmod(0o600)
                     log.info("embedded database nx-27017 listening on 127.0.0.1:%d (files in %s)",
                              self.port, self.data_dir)
                     return self.uri

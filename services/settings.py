@@ -294,7 +294,7 @@ def resolve_jwt_secret(settings: Settings) -> str:
     if settings.production:
         raise SettingsError("JWT_SECRET is required in production")
     path = Path(settings.data_dir) / "jwt_secret"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # DATA_DIR is private (see db.make_private)
     if path.exists():
         return path.read_text().strip()
     secret = secrets.token_urlsafe(48)

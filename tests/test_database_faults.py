@@ -114,3 +114,22 @@ def test_a_stale_pid_file_does_not_block_a_start(tmp_path):
     finally:
         database.stop()
     assert not database.pid_file.exists()
+
+
+async def test_data_dir_and_database_files_are_private(start_server, tmp_path):
+    """The data directory holds bcrypt hashes and the signing key: 0700, and
+    every file in it 0600, also when an older version left them readable."""
+    data = tmp_path / "data"
+    (data / "db").mkdir(parents=True)
+    data.chmod(0o755)
+    (data / "db").chmod(0o755)
+    leftover = data / "db" / "old.log"
+    leftover.write_text("x")
+    leftover.chmod(0o644)
+    server = await start_server(mongodb_uri="", jwt_secret="")
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        await register(client)
+    paths = [data, *data.rglob("*")]
+    assert any(p.name.endswith(".out") for p in paths) and (data / "jwt_secret").exists()
+    for path in paths:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
