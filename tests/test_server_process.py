@@ -102,12 +102,17 @@ def test_production_refuses_to_start_without_a_real_secret(tmp_path):
 
 @pytest.mark.parametrize("flag, value, name", [("--rate-limit-anon", "lots", "RATE_LIMIT_ANON"),
                                                ("--workspace-cmd", "sh -c 'unclosed", "WORKSPACE_CMD"),
-                                               ("--workspace-memory", "lots", "WORKSPACE_MEMORY")])
+                                               ("--workspace-memory", "lots", "WORKSPACE_MEMORY"),
+                                               ("--port", "70000", "PORT"), ("--port", "abc", "PORT"),
+                                               ("--cors-origins", "localhost:8000", "CORS_ORIGINS"),
+                                               ("--tracks", "DP", "TRACKS")])
 def test_bad_setting_is_a_clear_error(tmp_path, flag, value, name):
     result = subprocess.run([sys.executable, "server.py", flag, value], cwd=ROOT,
                             env=server_env(), capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert name in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "invalid literal" not in result.stderr  # one clear line
+    assert "listening" not in result.stderr
 
 
 def test_help_lists_every_setting():
