@@ -62,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def browser_url(host: str, port: int) -> str:
+    """The address to open in a browser on this machine for HOST and PORT."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
 async def serve(settings) -> int:
     from handlers import make_app
     from services.container import Services
@@ -76,6 +85,7 @@ async def serve(settings) -> int:
         await services.close()
         return 2
     log.info("ApraNova listening on http://%s:%s (%s mode)", settings.host, settings.port, settings.apranova_env)
+    print(f"open {browser_url(settings.host, settings.port)}", flush=True)  # where to go, whatever the log level
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

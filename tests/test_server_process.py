@@ -126,6 +126,7 @@ def test_help_lists_every_setting():
 def test_embedded_database_lifecycle_and_persistent_dev_secret(process, tmp_path):
     server = process()
     server.wait_ready()
+    assert f"open http://127.0.0.1:{server.port}/" in server.output()  # where to go, said at start-up
     assert children_using(tmp_path / "data"), "the embedded database child should be running"
     body = {"name": "Ada Lovelace", "email": "ada@example.com", "password1": PASSWORD, "password2": PASSWORD,
             "role": "student"}

@@ -45,3 +45,11 @@ def test_every_default_is_usable():
     settings = settings_mod.load(environ={})
     for setting in SETTINGS:
         assert hasattr(settings, setting.attr)
+
+
+@pytest.mark.parametrize("host, url", [("0.0.0.0", "http://localhost:8000/"), ("::", "http://localhost:8000/"),
+                                       ("127.0.0.1", "http://127.0.0.1:8000/"), ("::1", "http://[::1]:8000/"),
+                                       ("apranova.local", "http://apranova.local:8000/")])
+def test_start_up_says_which_address_to_open(host, url):
+    from server import browser_url
+    assert browser_url(host, 8000) == url
