@@ -23,8 +23,11 @@ log = logging.getLogger("apranova")
 class Services:
     """Everything a handler may call, built once per process."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, share_embedded: bool = False):
         self.settings = settings
+        # create-user: use the embedded database of a server running on this
+        # DATA_DIR instead of refusing (a server refuses: DatabaseInUse).
+        self.share_embedded = share_embedded
         self.embedded: dbmod.EmbeddedMongo | None = None
         self.supervisor: dbmod.Supervisor | None = None
         self.dependency_errors: Counter[str] = Counter()
@@ -34,10 +37,16 @@ class Services:
         settings = self.settings
         uri = settings.mongodb_uri
         if not uri:
-            self.embedded = dbmod.EmbeddedMongo(settings.data_dir)
-            uri = await asyncio.get_running_loop().run_in_executor(None, self.embedded.start)
-            self.supervisor = dbmod.Supervisor(self.embedded)
-            self.supervisor.start()
+            embedded = dbmod.EmbeddedMongo(settings.data_dir)
+            running = embedded.running_elsewhere()
+            if self.share_embedded and running and running[1]:
+                uri = running[1]
+                log.info("using the embedded database of the server running on this DATA_DIR (pid %d)", running[0])
+            else:
+                self.embedded = embedded
+                uri = await asyncio.get_running_loop().run_in_executor(None, embedded.start)
+                self.supervisor = dbmod.Supervisor(embedded)
+                self.supervisor.start()
         self.client, self.db = dbmod.connect(uri, settings.mongodb_db, settings.db_timeout_ms)
         await self._wait_for_database()
         await dbmod.ensure_indexes(self.db)

@@ -116,6 +116,21 @@ def _private_umask() -> None:  # pragma: no cover - runs in the child
     _die_with_parent()
 
 
+def running_embedded_databases() -> list[Path]:
+    """The DATA_DIRs of the nx-27017 processes running on this machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if any(b"nx_27017" in arg for arg in args) and b"--data-dir" in args:
+            index = args.index(b"--data-dir") + 1
+            if index < len(args):
+                found.append(Path(os.fsdecode(args[index])).parent)
+    return found
+
+
 class DatabaseInUse(RuntimeError):
     """DATA_DIR's embedded database is already run by another process."""
 
@@ -156,8 +171,9 @@ class EmbeddedMongo:
     def port_file(self) -> Path:
         return self.data_dir / "nx-27017.port"
 
-    def running_elsewhere(self) -> tuple[int, str] | None:
-        """(pid, uri) of a live nx-27017 on these files that is not our child."""
+    def running_elsewhere(self) -> tuple[int, str | None] | None:
+        """(pid, uri) of a live nx-27017 on these files that is not our child
+        (uri None when it did not say its port)."""
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
@@ -165,11 +181,14 @@ class EmbeddedMongo:
         if (self.process is not None and pid == self.process.pid) or process_state(pid) in (None, "Z"):
             return None
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            port = int(self.port_file.read_text().strip())
-        except (OSError, ValueError):
+            if b"nx_27017" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return None  # the pid was reused by something else: the pid file is stale
+        except OSError:
             return None
-        return (pid, f"mongodb://127.0.0.1:{port}/") if b"nx_27017" in cmdline else None
+        try:
+            return pid, f"mongodb://127.0.0.1:{int(self.port_file.read_text().strip())}/"
+        except (OSError, ValueError):
+            return pid, None
 
     def start(self, timeout: float = 30.0) -> str:
         """Start the child (again on the same port after a stop) and wait

@@ -176,7 +176,11 @@ def test_create_user_makes_an_admin_who_can_log_in(process, tmp_path):
         [sys.executable, "server.py", "create-user", "--email", "weak@example.com", "--role", "admin",
          "--data-dir", str(tmp_path / "data")],
         cwd=ROOT, env=server_env(), input="12345678\n", capture_output=True, text=True, timeout=60)
-    assert weak.returncode == 1 and "password1" in weak.stderr
+    assert weak.returncode == 1 and "Traceback" not in weak.stderr
+    # A sentence, not a JSON envelope.
+    (line,) = [line for line in weak.stderr.splitlines() if "could not create" in line]
+    assert line.startswith("could not create the user: The password is not accepted: ")
+    assert "{" not in line and "password1" not in line and "too common" in line
 
     server = process()
     server.wait_ready()
@@ -257,3 +261,35 @@ def test_sigterm_after_load_exits_within_shutdown_timeout(process, tmp_path):
     assert server.proc.returncode == 0, server.output()
     assert elapsed <= 4.5, f"exit took {elapsed:.1f}s with SHUTDOWN_TIMEOUT=4\n{server.output()[-3000:]}"
     assert not children_using(tmp_path / "data"), "the embedded database must be stopped and reaped"
+
+
+def create_user_cmd(email: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "server.py"), "create-user", "--email", email, "--role", "admin",
+                           *args], cwd=cwd, env=server_env(), input=PASSWORD + "\n", capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_create_user_while_the_server_runs_uses_its_database(process, tmp_path):
+    server = process()
+    server.wait_ready()
+    # Into the running server's database (its DATA_DIR): the user can log in at once.
+    made = create_user_cmd("live@example.com", "--data-dir", str(tmp_path / "data"))
+    assert made.returncode == 0, made.stderr
+    login = httpx.post(server.url + "/api/users/login/",
+                       json={"email": "live@example.com", "password": PASSWORD, "role": "admin"}, timeout=10)
+    assert login.status_code == 200, login.text
+    assert len(children_using(tmp_path / "data")) == 1, "never a second database process on the same files"
+
+    # Without --data-dir, from elsewhere: the default ./data has no database,
+    # and a server's database runs: refused in one line, nothing created.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    refused = create_user_cmd("lost@example.com", cwd=elsewhere)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.count("\n") == 1 and "--data-dir" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (elsewhere / "data").exists()
+    # A second server on the same DATA_DIR is refused in one line too.
+    second = process()
+    assert second.proc.wait(30) == 2
+    assert "already running" in second.output() and "Traceback" not in second.output()
+    assert server.proc.poll() is None and len(children_using(tmp_path / "data")) == 1
