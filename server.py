@@ -90,7 +90,10 @@ async def serve(settings) -> int:
         await services.close()
         return 2
     log.info("ApraNova listening on http://%s:%s (%s mode)", settings.host, settings.port, settings.apranova_env)
-    print(f"open {browser_url(settings.host, settings.port)}", flush=True)  # where to go, whatever the log level
+    if settings.log_format == "json":  # every output line stays JSON
+        log.info("open %s", browser_url(settings.host, settings.port))
+    else:  # where to go, whatever the log level
+        print(f"open {browser_url(settings.host, settings.port)}", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
