@@ -12,6 +12,7 @@ from pymongo.errors import PyMongoError
 
 from services import db as dbmod
 from services.accounts import AccountService
+from services.db_supervisor import Supervisor
 from services.passwords import PasswordHasher
 from services.ratelimit import MemoryBackend, MongoBackend, RateLimits
 from services.settings import Settings, resolve_jwt_secret
@@ -29,7 +30,7 @@ class Services:
         # DATA_DIR instead of refusing (a server refuses: DatabaseInUse).
         self.share_embedded = share_embedded
         self.embedded: dbmod.EmbeddedMongo | None = None
-        self.supervisor: dbmod.Supervisor | None = None
+        self.supervisor: Supervisor | None = None
         self.dependency_errors: Counter[str] = Counter()
         self._closers: list[Any] = []
 
@@ -45,7 +46,7 @@ class Services:
             else:
                 self.embedded = embedded
                 uri = await asyncio.get_running_loop().run_in_executor(None, embedded.start)
-                self.supervisor = dbmod.Supervisor(embedded)
+                self.supervisor = Supervisor(embedded)
                 self.supervisor.start()
         self.client, self.db = dbmod.connect(uri, settings.mongodb_db, settings.db_timeout_ms)
         await self._wait_for_database()

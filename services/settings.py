@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
-import math
 import os
 import re
 import shlex
@@ -19,15 +18,13 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
+from services.setting_parsers import csv_list as _csv, number, origins, port, tracks, whole_number
+
 DEFAULT_TRACKS = "DP=Data Professional,FSD=Full-Stack Developer"
 
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message says which."""
-
-
-def _csv(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _bool(value: str) -> bool:
@@ -54,65 +51,6 @@ def _http_url(value: str) -> str:
 
 def _networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(part, strict=False) for part in _csv(value)]
-
-
-def _int(value: str) -> int:
-    if not re.fullmatch(r"\s*-?[0-9]+\s*", value):
-        raise ValueError(f"must be a whole number, not {value!r}")
-    return int(value)
-
-
-def _number(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"must be a number, not {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"must be a number, not {value!r}")
-    if number < 0:
-        raise ValueError(f"must not be negative, not {value!r}")
-    return number
-
-
-def _port(value: str) -> int:
-    port = _int(value)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"a port must be between 1 and 65535, not {port}")
-    return port
-
-
-def _origins(value: str) -> list[str]:
-    """CORS origins as browsers send them: scheme://host[:port], or '*'."""
-    origins = _csv(value)
-    for origin in origins:
-        if origin == "*":
-            continue
-        try:
-            parts = urllib.parse.urlsplit(origin)
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError:
-            raise ValueError(f"not an origin like https://app.example.com: {origin!r}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"an origin needs a scheme and a host, like https://app.example.com: {origin!r}")
-        if parts.path or parts.query or parts.fragment or parts.username:
-            raise ValueError(f"an origin has no path, like https://app.example.com: {origin!r}")
-    return origins
-
-
-def _tracks(value: str) -> dict[str, str]:
-    tracks: dict[str, str] = {}
-    for part in _csv(value):
-        code, equals, title = (piece.strip() for piece in part.partition("="))
-        if not equals or not code or not title:
-            raise ValueError(f"each track is CODE=Title (e.g. DP=Data Professional), not {part!r}")
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", code):
-            raise ValueError(f"a track code is 1-32 letters, digits, '-' or '_', not {code!r}")
-        if code in tracks:
-            raise ValueError(f"track {code!r} is listed twice")
-        tracks[code] = title
-    if not tracks:
-        raise ValueError("at least one track is needed")
-    return tracks
 
 
 def _prices(value: str) -> dict[str, str]:
@@ -146,12 +84,12 @@ SETTINGS: list[Setting] = [
     # server
     S("APRANOVA_ENV", "development", "'development' or 'production'. Production refuses a missing or weak JWT_SECRET."),
     S("HOST", "0.0.0.0", "Address to listen on."),
-    S("PORT", "8000", "Port to listen on.", _port),
+    S("PORT", "8000", "Port to listen on.", port),
     S("DATA_DIR", "./data", "Directory for the embedded database and the development signing key."),
-    S("SHUTDOWN_TIMEOUT", "10", "Seconds SIGTERM waits for in-flight requests before closing.", _number),
-    S("MAX_BODY_BYTES", "1048576", "Largest accepted request body (larger: 413).", _int),
+    S("SHUTDOWN_TIMEOUT", "10", "Seconds SIGTERM waits for in-flight requests before closing.", number),
+    S("MAX_BODY_BYTES", "1048576", "Largest accepted request body (larger: 413).", whole_number),
     S("CORS_ORIGINS", "http://localhost:3000,http://localhost:8000,http://127.0.0.1:8000",
-      "Comma-separated origins allowed by CORS and by the WebSocket Origin check ('*' allows any).", _origins),
+      "Comma-separated origins allowed by CORS and by the WebSocket Origin check ('*' allows any).", origins),
     S("TRUSTED_PROXIES", "", "Comma-separated proxy networks whose X-Forwarded-For is believed (e.g. 10.0.0.0/8).", _networks),
     S("LOG_LEVEL", "INFO", "Logging level."),
     S("LOG_FORMAT", "text", "'text' or 'json' (one JSON object per line)."),
@@ -160,13 +98,13 @@ SETTINGS: list[Setting] = [
     # database
     S("MONGODB_URI", "", "MongoDB URI. Empty: start the embedded nx-27017 server under DATA_DIR.", group="database"),
     S("MONGODB_DB", "apranova", "Database name.", group="database"),
-    S("DB_TIMEOUT_MS", "2000", "How long a request waits for the database before answering 503.", _int, group="database"),
+    S("DB_TIMEOUT_MS", "2000", "How long a request waits for the database before answering 503.", whole_number, group="database"),
     # auth
     S("JWT_SECRET", "", "HS256 signing key. Empty in development: generated once and kept in DATA_DIR.", secret=True, group="auth"),
-    S("JWT_ACCESS_MINUTES", "60", "Access-token lifetime in minutes.", _int, group="auth"),
-    S("JWT_REFRESH_DAYS", "7", "Refresh-token lifetime in days.", _int, group="auth"),
-    S("BCRYPT_ROUNDS", "12", "bcrypt cost factor (4-31).", _int, group="auth"),
-    S("TRACKS", DEFAULT_TRACKS, "Comma-separated CODE=Title learning tracks.", _tracks, group="auth"),
+    S("JWT_ACCESS_MINUTES", "60", "Access-token lifetime in minutes.", whole_number, group="auth"),
+    S("JWT_REFRESH_DAYS", "7", "Refresh-token lifetime in days.", whole_number, group="auth"),
+    S("BCRYPT_ROUNDS", "12", "bcrypt cost factor (4-31).", whole_number, group="auth"),
+    S("TRACKS", DEFAULT_TRACKS, "Comma-separated CODE=Title learning tracks.", tracks, group="auth"),
     # rate limits
     S("RATE_LIMIT_ANON", "100/hour", "Requests per client IP without a token.", _rate, group="rate limits"),
     S("RATE_LIMIT_USER", "1000/hour", "Requests per authenticated user.", _rate, group="rate limits"),
@@ -176,33 +114,33 @@ SETTINGS: list[Setting] = [
     # email
     S("SMTP_HOST", "", "SMTP server for verification and password-reset mail (empty: no mail; see the README's "
       "'Email' for what is then not protected).", group="email"),
-    S("SMTP_PORT", "587", "SMTP port (587 for STARTTLS, 465 for TLS).", _port, group="email"),
+    S("SMTP_PORT", "587", "SMTP port (587 for STARTTLS, 465 for TLS).", port, group="email"),
     S("SMTP_TLS", "starttls", "'starttls', 'tls' (implicit, e.g. port 465) or 'none' (loopback or tests only).", group="email"),
     S("SMTP_USER", "", "SMTP user name (empty: no login).", group="email"),
     S("SMTP_PASSWORD", "", "SMTP password.", secret=True, group="email"),
     S("SMTP_FROM", "ApraNova <no-reply@localhost>", "From address of the mail the server sends.", group="email"),
-    S("SMTP_TIMEOUT", "10", "Seconds one mail may take to send.", _number, group="email"),
+    S("SMTP_TIMEOUT", "10", "Seconds one mail may take to send.", number, group="email"),
     S("PUBLIC_BASE_URL", "http://localhost:8000", "Address users reach the site at; links in mail start with it.",
       _http_url, group="email"),
-    S("EMAIL_VERIFY_HOURS", "48", "Lifetime of an email-verification link.", _int, group="email"),
-    S("PASSWORD_RESET_MINUTES", "60", "Lifetime of a password-reset link.", _int, group="email"),
+    S("EMAIL_VERIFY_HOURS", "48", "Lifetime of an email-verification link.", whole_number, group="email"),
+    S("PASSWORD_RESET_MINUTES", "60", "Lifetime of a password-reset link.", whole_number, group="email"),
     # workspaces
     S("INSTANCE_NAME", "apranova", "Names this deployment: containers are '<name>-ws-<user id>' and carry it as a label; "
       "start-up reconciliation only touches containers with this label.", group="workspaces"),
     S("DOCKER_HOST", "", "Docker Engine address, as the docker CLI reads it (empty: unix:///var/run/docker.sock).", group="workspaces"),
     S("WORKSPACE_IMAGE", "apranova/workspace:latest", "Image of the per-user code-server container.", group="workspaces"),
     S("WORKSPACE_PULL_POLICY", "if-not-present", "'if-not-present', 'always' or 'never'.", group="workspaces"),
-    S("WORKSPACE_CONTAINER_PORT", "8080", "The IDE's port inside the container.", _port, group="workspaces"),
+    S("WORKSPACE_CONTAINER_PORT", "8080", "The IDE's port inside the container.", port, group="workspaces"),
     S("WORKSPACE_HOST_IP", "127.0.0.1", "Host address the IDE port is published on.", group="workspaces"),
     S("WORKSPACE_PORT_RANGE", "8081-9999", "Host ports given to workspaces (first-last).", group="workspaces"),
     S("WORKSPACE_URL_TEMPLATE", "http://localhost:{port}", "URL shown to the user; {port}, {host_ip}, {user_id} are filled in.", group="workspaces"),
-    S("WORKSPACE_CPUS", "1", "CPU limit per workspace.", _number, group="workspaces"),
+    S("WORKSPACE_CPUS", "1", "CPU limit per workspace.", number, group="workspaces"),
     S("WORKSPACE_MEMORY", "2g", "Memory limit per workspace (bytes, or with k/m/g).", group="workspaces"),
-    S("WORKSPACE_PIDS", "512", "Process limit per workspace.", _int, group="workspaces"),
+    S("WORKSPACE_PIDS", "512", "Process limit per workspace.", whole_number, group="workspaces"),
     S("WORKSPACE_NETWORK", "", "Docker network for workspaces (empty: the default bridge).", group="workspaces"),
     S("WORKSPACE_CMD", "", "Command override for the container, split like shell words (quotes work; empty: the image's own).", group="workspaces"),
-    S("WORKSPACE_READY_TIMEOUT", "120", "Seconds to wait for the IDE to answer HTTP before failing.", _number, group="workspaces"),
-    S("WORKSPACE_WAIT_TIMEOUT", "180", "Longest a create with {\"wait\": true} waits.", _number, group="workspaces"),
+    S("WORKSPACE_READY_TIMEOUT", "120", "Seconds to wait for the IDE to answer HTTP before failing.", number, group="workspaces"),
+    S("WORKSPACE_WAIT_TIMEOUT", "180", "Longest a create with {\"wait\": true} waits.", number, group="workspaces"),
     S("WORKSPACE_READY_HOST", "", "Host the readiness probe connects to (empty: WORKSPACE_HOST_IP, or 127.0.0.1 when that is 0.0.0.0).", group="workspaces"),
     # payments
     S("STRIPE_SECRET_KEY", "", "Stripe secret key (empty: payments answer 503).", secret=True, group="payments"),
@@ -226,7 +164,7 @@ SETTINGS: list[Setting] = [
     S("GITHUB_API_BASE", "https://api.github.com", "GitHub API base URL.", _http_url, group="oauth"),
     S("OAUTH_REDIRECT_URIS", "http://localhost:3000/auth/callback,http://localhost:8000/auth/callback",
       "Comma-separated redirect URIs that OAuth sign-in accepts.", _csv, group="oauth"),
-    S("OAUTH_TIMEOUT", "10", "Seconds each call to Google or GitHub may take before sign-in answers 502.", _number, group="oauth"),
+    S("OAUTH_TIMEOUT", "10", "Seconds each call to Google or GitHub may take before sign-in answers 502.", number, group="oauth"),
 ]
 del S
 
