@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -62,11 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def browser_url(host: str, port: int) -> str:
+    """The address to open in a browser on this machine for HOST and PORT."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
 async def serve(settings) -> int:
     from handlers import make_app
     from services.container import Services
 
-    services = await Services(settings).start()
+    try:
+        services = await Services(settings).start()
+    except RuntimeError as exc:  # the embedded database cannot start, or DATA_DIR is in use (DatabaseInUse)
+        log.error("cannot start: %s", exc)
+        return 2
     app = make_app(services)
     server = HTTPServer(app, max_body_size=64 * 1024 * 1024, idle_connection_timeout=75)
     try:
@@ -76,6 +90,10 @@ async def serve(settings) -> int:
         await services.close()
         return 2
     log.info("ApraNova listening on http://%s:%s (%s mode)", settings.host, settings.port, settings.apranova_env)
+    if settings.log_format == "json":  # every output line stays JSON
+        log.info("open %s", browser_url(settings.host, settings.port))
+    else:  # where to go, whatever the log level
+        print(f"open {browser_url(settings.host, settings.port)}", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,24 +103,64 @@ async def serve(settings) -> int:
 
     log.info("shutting down: no new connections, draining %d in-flight request(s)", app.inflight)
     server.stop()
+    # The whole exit fits in SHUTDOWN_TIMEOUT: draining gets it minus what
+    # closing needs (the embedded database's SIGTERM -> SIGKILL grace and a
+    # little more), and closing gets the rest (Services.close).
     deadline = time.monotonic() + settings.shutdown_timeout
-    while app.inflight > 0 and time.monotonic() < deadline:
+    closing = min(settings.shutdown_timeout / 2, (services.embedded.term_grace if services.embedded else 0) + 1.0)
+    while app.inflight > 0 and time.monotonic() < deadline - closing:
         await asyncio.sleep(0.05)
     if app.inflight:
-        log.warning("%d request(s) still running after %.0fs; closing anyway", app.inflight,
-                    settings.shutdown_timeout)
+        log.warning("%d request(s) still running after %.1fs; closing anyway", app.inflight,
+                    settings.shutdown_timeout - closing)
     await server.close_all_connections()
-    await services.close()
+    await services.close(deadline)
     log.info("stopped")
     return 0
 
 
-async def create_user(settings, args) -> int:
+FIELD_NAMES = {"password1": "the password", "email": "the email", "track": "the track", "name": "the name"}
+
+
+def as_sentence(exc: Exception) -> str:
+    """An error of create-user as one line for a person, not a JSON envelope."""
+    from services.errors import ApiError, ValidationFailed
+
+    if isinstance(exc, ValidationFailed):
+        return " ".join(f"{FIELD_NAMES.get(field, field).capitalize()} is not accepted: {' '.join(messages)}"
+                        for field, messages in exc.fields.items())
+    return exc.message if isinstance(exc, ApiError) else str(exc)
+
+
+def database_for_create_user(settings, data_dir_given: bool) -> str | None:
+    """Why create-user must not run here (None: it may). It never makes a
+    second database by accident: with the default DATA_DIR holding no
+    database while a server's embedded database runs elsewhere, the user
+    surely meant that one."""
+    from pathlib import Path
+
+    from services.db import running_embedded_databases
+
+    if settings.mongodb_uri or data_dir_given or (Path(settings.data_dir) / "db").exists():
+        return None
+    others = [str(path) for path in running_embedded_databases()
+              if path.resolve() != Path(settings.data_dir).resolve()]
+    if not others:
+        return None  # nothing runs: this makes the first database (e.g. the first admin before the first start)
+    return (f"there is no database in {settings.data_dir} yet, but a server's database is running with "
+            f"DATA_DIR {' or '.join(others[:3])}: pass --data-dir (or set DATA_DIR) to add the user there")
+
+
+async def create_user(settings, args, data_dir_given: bool) -> int:
     from services.container import Services
     from services.errors import ApiError
 
     if not args.email:
         print("create-user needs --email", file=sys.stderr)
+        return 2
+    refusal = database_for_create_user(settings, data_dir_given)
+    if refusal:
+        print(f"create-user: {refusal}", file=sys.stderr)
         return 2
     if sys.stdin.isatty():
         password = getpass.getpass("Password: ")
@@ -111,15 +169,18 @@ async def create_user(settings, args) -> int:
             return 2
     else:
         password = sys.stdin.readline().rstrip("\n")
-    services = await Services(settings).start()
+    try:  # with a server running on this DATA_DIR, its database is used
+        services = await Services(settings, share_embedded=True).start()
+    except RuntimeError as exc:
+        print(f"create-user: cannot open the database: {exc}", file=sys.stderr)
+        return 2
     try:
         name = args.name or args.email.split("@", 1)[0]
         services.accounts.check_track(args.track)
         user = await services.accounts.create_user(email=args.email, name=name, role=args.role,
                                                    password=password, track=args.track)
     except (ApiError, ValueError) as exc:
-        detail = exc.body() if isinstance(exc, ApiError) else str(exc)
-        print(f"could not create the user: {json.dumps(detail)}", file=sys.stderr)
+        print(f"could not create the user: {as_sentence(exc)}", file=sys.stderr)
         return 1
     finally:
         await services.close()
@@ -140,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level, settings.log_format)
     if args.command == "create-user":
-        return asyncio.run(create_user(settings, args))
+        data_dir_given = args.data_dir is not None or "DATA_DIR" in os.environ
+        return asyncio.run(create_user(settings, args, data_dir_given))
     return asyncio.run(serve(settings))
 
 

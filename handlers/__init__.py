@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from tornado import web
 
-from handlers import accounts, admin, docs, health, metrics, oauth, payments, static, workspaces
+from handlers import accounts, admin, docs, health, metrics, oauth, payments, static, verification, workspaces
 from handlers.base import NotFoundHandler
 from handlers.observe import log_request
 
 routes: list[tuple] = [
     *health.routes,
     *accounts.routes,
+    *verification.routes,
     *workspaces.routes,
     *payments.routes,
     *admin.routes,

@@ -27,12 +27,13 @@ class RegisterHandler(APIHandler):
                                                              **({"consent": consent} if consent else {}))
         self.user_id = user["_id"]
         trainer = await self.services.students.assign(user)
+        await self.services.email_links.send_verification(user)
         self.send({**tokens.as_dict(), "user": user_model(user), "trainer_assigned": trainer is not None,
                    "trainer_name": trainer["name"] if trainer else None}, 201)
 
 
 LOGIN_RESPONSES = {200: LoginOut, 400: ErrorOut, 401: ErrorOut,
-                   403: "Role mismatch: {error, detail, actual_role}", 429: ErrorOut}
+                   403: "Role mismatch: {error, detail, actual_role}; or a disabled account", 429: ErrorOut}
 
 
 class LoginHandler(APIHandler):
@@ -42,15 +43,9 @@ class LoginHandler(APIHandler):
 
     async def post(self) -> None:
         request = self.parse_body(self.body_model)
-        limits = self.services.ratelimits
-        account = email_key(request.email)
-        (await limits.peek("login_failures", account)).raise_if_denied(
-            "Too many failed logins for this account. Try again later.")
-        try:
+        async with self.services.ratelimits.attempt("login_failures", email_key(request.email), InvalidCredentials,
+                                                    "Too many failed logins for this account. Try again later."):
             user, tokens = await self.services.accounts.login(request.email, request.password, request.role)
-        except InvalidCredentials:
-            await limits.hit("login_failures", account)
-            raise
         self.user_id = user["_id"]
         role = request.role or user["role"]
         self.send({**tokens.as_dict(), "user": user_model(user), "redirect_url": f"/{role}/dashboard"})

@@ -1,5 +1,5 @@
 """GET /metrics: Prometheus exposition, for the networks in
-METRICS_ALLOWED_NETWORKS only (empty: anyone). The client address honours
+METRICS_ALLOWED_NETWORKS only (default loopback; empty: anyone). The client address honours
 TRUSTED_PROXIES like everything else, so a proxy in front cannot be used to
 read metrics from outside."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ class MetricsHandler(APIHandler):
     rate_limited = False
     operations = {"get": Operation(
         "Prometheus metrics (text exposition format)", tags=("meta",),
-        description="Restricted to METRICS_ALLOWED_NETWORKS when that is set (403 otherwise).",
+        description="Restricted to METRICS_ALLOWED_NETWORKS (default: loopback; 403 otherwise).",
         responses={200: "Metrics in the Prometheus text format (text/plain; version=0.0.4)", 403: ErrorOut})}
 
     async def get(self) -> None:

@@ -9,6 +9,9 @@ from models.oauth import AuthorizeUrlOut, OAuthLoginOut, OAuthLoginRequest
 from services.errors import field_error
 
 OAUTH = ("oauth",)
+SECURED_NOTICE = ("An account with this email already existed, but its email address had never been verified. "
+                  "To keep it yours alone, its password has been removed and every other session signed out. "
+                  "Sign in with this provider, or set a new password with 'forgot password'.")
 
 
 def _login_operation(title: str) -> Operation:
@@ -37,7 +40,8 @@ class OAuthLoginHandler(APIHandler):
         result = await self.services.oauth.sign_in(self.provider, request.code, request.redirect_uri,
                                                    state=request.state, code_verifier=request.code_verifier)
         self.user_id = result.user["_id"]
-        self.send({**result.tokens.as_dict(), "user": user_model(result.user), "new_user": result.created})
+        self.send({**result.tokens.as_dict(), "user": user_model(result.user), "new_user": result.created,
+                   "account_secured": result.secured, "notice": SECURED_NOTICE if result.secured else None})
 
 
 class AuthorizeUrlHandler(APIHandler):

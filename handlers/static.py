@@ -116,6 +116,8 @@ class AssetHandler(web.StaticFileHandler):
 
     async def get(self, version: str | None, path: str, include_body: bool = True) -> None:
         self.versioned = version is not None
+        if "\x00" in path:  # os.stat/open raise ValueError on a NUL: no file has one in its name
+            raise web.HTTPError(404)
         await super().get(path, include_body)
 
     async def head(self, version: str | None, path: str) -> None:  # type: ignore[override]

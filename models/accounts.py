@@ -18,7 +18,10 @@ SELF_SERVICE_ROLES = ("student", "trainer")
 
 def normalize_email(value: str) -> str:
     value = unicodedata.normalize("NFC", value.strip())
-    if len(value) > 254 or not EMAIL_RE.match(value):
+    # Control, format (Cf: zero-width space, right-to-left override, ...),
+    # surrogate, private-use and unassigned characters: invisible or
+    # ambiguous, they make look-alikes of real addresses.
+    if len(value) > 254 or not EMAIL_RE.match(value) or any(unicodedata.category(c)[0] == "C" for c in value):
         raise ValueError("Enter a valid email address.")
     return value
 

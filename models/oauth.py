@@ -32,6 +32,10 @@ class OAuthLoginRequest(RequestModel):
 
 class OAuthLoginOut(AuthOut):
     new_user: bool = Field(description="True when this sign-in created the account.")
+    account_secured: bool = Field(
+        default=False, description="True when this sign-in linked an existing account whose email had never been "
+                                   "verified: its password was removed and every other session signed out.")
+    notice: Optional[str] = Field(default=None, description="A message to show the user, when there is one.")
 
 
 class AuthorizeUrlOut(ResponseModel):

@@ -64,7 +64,7 @@ class AccountService:
             "email": email, "email_key": email_key(email), "name": name, "role": role, "track": track,
             "password_hash": await self.hasher.hash(password) if password is not None else None,
             "created_at": now, "updated_at": now, "enrollment_status": "NOT_ENROLLED",
-            "payment_verified": False, **extra,
+            "payment_verified": False, "email_verified": False, **extra,
         }
         if await self.users.find_one({"email_key": user["email_key"]}, {"_id": 1}):
             raise ValidationFailed({"email": ["A user with this email already exists."]})
@@ -96,7 +96,7 @@ class AccountService:
         if not await self.hasher.check(password, user.get("password_hash") if user else None):
             raise InvalidCredentials()
         assert user is not None
-        if user.get("disabled"):
+        if user.get("disabled"):  # said only to someone who proved the password
             raise Forbidden("This account is disabled.")
         if role is not None and user["role"] != role and user["role"] != "superadmin":
             detail = f"You are registered as '{user['role']}' but tried to login as '{role}'"
@@ -104,6 +104,23 @@ class AccountService:
                            extra={"detail": detail, "actual_role": user["role"]})
         await self.users.update_one({"_id": user["_id"]}, {"$currentDate": {"last_login_at": True}})
         return user, await self.tokens.start_session(user["_id"])
+
+    async def hand_over_to_email_owner(self, user_id: int, reason: str) -> None:
+        """Someone proved they own this account's email (a provider's verified
+        email, or a reset link) while it was never verified: whoever chose the
+        password may not be that person (account pre-hijacking). Make the old
+        password unusable and end every session, so the email's owner is the
+        only one left holding the account."""
+        await self.users.update_one({"_id": user_id}, {"$set": {"password_hash": None, "email_verified": True},
+                                                       **STAMP_UPDATED})
+        await self.tokens.revoke_all(user_id, reason)
+
+    async def set_password(self, user_id: int, password: str) -> None:
+        """A new password chosen through a mailed link: the mailbox is proven
+        (email verified) and every session of the account is signed out."""
+        await self.users.update_one({"_id": user_id}, {"$set": {"password_hash": await self.hasher.hash(password),
+                                                                "email_verified": True}, **STAMP_UPDATED})
+        await self.tokens.revoke_all(user_id, "password reset")
 
     async def email_exists(self, email: str) -> bool:
         return await self.users.find_one({"email_key": email_key(email)}, {"_id": 1}) is not None

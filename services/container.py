@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -11,6 +12,7 @@ from pymongo.errors import PyMongoError
 
 from services import db as dbmod
 from services.accounts import AccountService
+from services.db_supervisor import Supervisor
 from services.passwords import PasswordHasher
 from services.ratelimit import MemoryBackend, MongoBackend, RateLimits
 from services.settings import Settings, resolve_jwt_secret
@@ -22,9 +24,13 @@ log = logging.getLogger("apranova")
 class Services:
     """Everything a handler may call, built once per process."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, share_embedded: bool = False):
         self.settings = settings
+        # create-user: use the embedded database of a server running on this
+        # DATA_DIR instead of refusing (a server refuses: DatabaseInUse).
+        self.share_embedded = share_embedded
         self.embedded: dbmod.EmbeddedMongo | None = None
+        self.supervisor: Supervisor | None = None
         self.dependency_errors: Counter[str] = Counter()
         self._closers: list[Any] = []
 
@@ -32,8 +38,16 @@ class Services:
         settings = self.settings
         uri = settings.mongodb_uri
         if not uri:
-            self.embedded = dbmod.EmbeddedMongo(settings.data_dir)
-            uri = await asyncio.get_running_loop().run_in_executor(None, self.embedded.start)
+            embedded = dbmod.EmbeddedMongo(settings.data_dir)
+            running = embedded.running_elsewhere()
+            if self.share_embedded and running and running[1]:
+                uri = running[1]
+                log.info("using the embedded database of the server running on this DATA_DIR (pid %d)", running[0])
+            else:
+                self.embedded = embedded
+                uri = await asyncio.get_running_loop().run_in_executor(None, embedded.start)
+                self.supervisor = Supervisor(embedded)
+                self.supervisor.start()
         self.client, self.db = dbmod.connect(uri, settings.mongodb_db, settings.db_timeout_ms)
         await self._wait_for_database()
         await dbmod.ensure_indexes(self.db)
@@ -68,9 +82,30 @@ class Services:
         self.dependency_errors[dependency] += 1
 
     async def ready(self) -> dict[str, bool]:
-        return {"database": await dbmod.ping(self.db)}
+        checks = {"database": await dbmod.ping(self.db)}
+        if self.supervisor is not None:  # the embedded child: running, not stopped or being restarted
+            checks["embedded_database"] = self.supervisor.state == "running"
+        return checks
 
-    async def close(self) -> None:
+    async def close(self, deadline: float | None = None) -> None:
+        """Close every service, then stop the embedded database. With a
+        `deadline` (time.monotonic()), the services get what is left of it
+        minus the database's own stop time, so the whole close fits."""
+        if self.supervisor:  # first, or it would restart the child being stopped
+            await self.supervisor.close()
+        budget = None
+        if deadline is not None:
+            reserve = self.embedded.term_grace + 0.5 if self.embedded else 0.0
+            budget = max(0.2, deadline - time.monotonic() - reserve)
+        try:
+            async with asyncio.timeout(budget):
+                await self._close_services()
+        except TimeoutError:
+            log.warning("closing the services took longer than the shutdown allows; stopping anyway")
+        if self.embedded:
+            await self.embedded.wait_stopped()
+
+    async def _close_services(self) -> None:
         for closer in reversed(self._closers):
             try:
                 await closer()
@@ -80,8 +115,6 @@ class Services:
             await self.client.close()
         except PyMongoError:
             pass
-        if self.embedded:
-            await self.embedded.wait_stopped()
 
 
 # Other features (workspaces, payments, OAuth) add an async `start(services)`
@@ -100,3 +133,7 @@ from services import admin as _admin  # noqa: E402
 STARTERS.append(_admin.start)
 from services import students as _students  # noqa: E402
 STARTERS.append(_students.start)
+from services import mail as _mail  # noqa: E402
+STARTERS.append(_mail.start)
+from services import verification as _verification  # noqa: E402 - after mail: it uses services.mailer
+STARTERS.append(_verification.start)

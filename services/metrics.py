@@ -50,6 +50,17 @@ class _LiveCollector:
             errors.add_metric([dependency], value)
         yield errors
 
+        supervisor = getattr(services, "supervisor", None)
+        if supervisor is not None:  # only with the embedded database
+            up = GaugeMetricFamily("apranova_embedded_database_up",
+                                   "1 when the embedded database child is running (not stopped or restarting)")
+            up.add_metric([], 1 if supervisor.state == "running" else 0)
+            yield up
+            restarts = CounterMetricFamily("apranova_embedded_database_restarts",
+                                           "Restarts of the embedded database child by its supervisor")
+            restarts.add_metric([], supervisor.embedded.restarts)
+            yield restarts
+
         inflight = GaugeMetricFamily("apranova_http_requests_in_flight", "HTTP requests being served")
         inflight.add_metric([], self.metrics.inflight())
         yield inflight

@@ -10,6 +10,8 @@ def _in(address: str, networks: Iterable) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if getattr(ip, "ipv4_mapped", None):  # ::ffff:10.1.2.3 on a dual-stack socket is 10.1.2.3
+        ip = ip.ipv4_mapped
     return any(ip in network for network in networks)
 
 

@@ -117,6 +117,7 @@ class SignIn:
     user: dict
     tokens: TokenPair
     created: bool
+    secured: bool = False  # an unverified account was handed over to the email's owner
 
 
 # -- providers ---------------------------------------------------------------------
@@ -446,26 +447,29 @@ class OAuthService:
             if exc.status >= 500:
                 self.on_provider_error(name)
             raise
-        user, created = await self.account_for(identity)
+        user, created, secured = await self.account_for(identity)
         tokens = await self.tokens.start_session(user["_id"])
-        log.info("%s sign-in: user %s%s", name, user["_id"], " (new account)" if created else "")
-        return SignIn(user, tokens, created)
+        log.info("%s sign-in: user %s%s%s", name, user["_id"], " (new account)" if created else "",
+                 " (unverified account handed over: password removed, sessions revoked)" if secured else "")
+        return SignIn(user, tokens, created, secured)
 
-    async def account_for(self, identity: Identity) -> tuple[dict, bool]:
-        """The user an identity signs in as, creating or linking as needed."""
+    async def account_for(self, identity: Identity) -> tuple[dict, bool, bool]:
+        """The user an identity signs in as, creating or linking as needed,
+        and whether an existing account with an unverified email was handed
+        over to the provider's (verified) owner of that email."""
         key = {"provider": identity.provider, "subject": identity.subject}
         link = await self.identities.find_one(key)
         if link is not None:
             user = await self.accounts.get(link["user_id"])
             if user is not None:
-                return await self._signed_in(user, identity), False
+                return await self._signed_in(user, identity), False, False
             await self.identities.delete_one({"_id": link["_id"]})  # its user was deleted
         created = False
         user = await self.accounts.find_by_email(identity.email)
         if user is None:
             try:
                 user = await self.accounts.create_user(email=identity.email, name=identity.name, role="student",
-                                                       password=None, check_password=False)
+                                                       password=None, check_password=False, email_verified=True)
                 created = True
             except ValidationFailed:  # registered at this very moment, by a form or a parallel sign-in
                 user = await self.accounts.find_by_email(identity.email)
@@ -480,7 +484,10 @@ class OAuthService:
             link = await self.identities.find_one(key)
             if link is None or link["user_id"] != user["_id"]:
                 raise OAuthFailed("This account is being linked by another sign-in; try again.") from None
-        return await self._signed_in(user, identity), created
+        secured = not created and not user.get("email_verified")
+        if secured:
+            await self.accounts.hand_over_to_email_owner(user["_id"], f"email verified by {identity.provider}")
+        return await self._signed_in(user, identity), created, secured
 
     async def _signed_in(self, user: dict, identity: Identity) -> dict:
         if user.get("disabled"):

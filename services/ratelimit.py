@@ -7,6 +7,7 @@ one budget.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import time
@@ -47,6 +48,9 @@ class MemoryBackend:
         reset = int(math.ceil(stats.reset_time)) if stats.reset_time else int(time.time()) + item.get_expiry()
         return Decision(allowed, item.amount, max(0, stats.remaining), reset)
 
+    async def refund(self, item: RateLimitItem, key: str, decision: Decision) -> None:
+        await self.limiter.storage.decr(item.key_for(key))
+
 
 class MongoBackend:
     def __init__(self, db: AsyncDatabase) -> None:
@@ -71,6 +75,13 @@ class MongoBackend:
             allowed = count < item.amount
         return Decision(allowed, item.amount, max(0, item.amount - count), reset)
 
+    async def refund(self, item: RateLimitItem, key: str, decision: Decision) -> None:
+        # The window the hit was counted in (a refund after it rolled over
+        # finds no document and changes nothing).
+        window = decision.reset - item.get_expiry()
+        await self.counters.update_one({"_id": f"{item.key_for(key)}:{window}", "count": {"$gt": 0}},
+                                       {"$inc": {"count": -1}})
+
 
 class RateLimits:
     """Named limits ('anon', 'user', 'workspace', 'login_failures')."""
@@ -82,6 +93,28 @@ class RateLimits:
     async def hit(self, rule: str, key: str) -> Decision:
         """Count one request against the rule."""
         return await self.backend.hit(self.rules[rule], f"{rule}:{key}", 1)
+
+    async def refund(self, rule: str, key: str, decision: Decision) -> None:
+        """Give back one hit counted by `hit` (an attempt that turned out not
+        to count, such as a login whose password was right)."""
+        await self.backend.refund(self.rules[rule], f"{rule}:{key}", decision)
+
+    @contextlib.asynccontextmanager
+    async def attempt(self, rule: str, key: str, counts: type[BaseException], message: str):
+        """Count an attempt BEFORE it runs, so that parallel attempts cannot
+        all pass a look at the budget first (25 concurrent wrong passwords
+        against a limit of 5 check at most 5). The hit is given back unless
+        the attempt ended with `counts` (e.g. a wrong password)."""
+        decision = await self.hit(rule, key)
+        decision.raise_if_denied(message)
+        try:
+            yield
+        except counts:
+            raise
+        except BaseException:
+            await self.refund(rule, key, decision)
+            raise
+        await self.refund(rule, key, decision)
 
     async def peek(self, rule: str, key: str) -> Decision:
         """Is there budget left, without spending any?"""

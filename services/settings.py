@@ -18,15 +18,13 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
+from services.setting_parsers import csv_list as _csv, number, origins, port, tracks, whole_number
+
 DEFAULT_TRACKS = "DP=Data Professional,FSD=Full-Stack Developer"
 
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message says which."""
-
-
-def _csv(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _bool(value: str) -> bool:
@@ -53,16 +51,6 @@ def _http_url(value: str) -> str:
 
 def _networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(part, strict=False) for part in _csv(value)]
-
-
-def _tracks(value: str) -> dict[str, str]:
-    tracks = {}
-    for part in _csv(value):
-        code, _, title = part.partition("=")
-        tracks[code.strip()] = (title or code).strip()
-    if not tracks:
-        raise ValueError("at least one track is needed")
-    return tracks
 
 
 def _prices(value: str) -> dict[str, str]:
@@ -96,34 +84,48 @@ SETTINGS: list[Setting] = [
     # server
     S("APRANOVA_ENV", "development", "'development' or 'production'. Production refuses a missing or weak JWT_SECRET."),
     S("HOST", "0.0.0.0", "Address to listen on."),
-    S("PORT", "8000", "Port to listen on.", int),
+    S("PORT", "8000", "Port to listen on.", port),
     S("DATA_DIR", "./data", "Directory for the embedded database and the development signing key."),
-    S("SHUTDOWN_TIMEOUT", "10", "Seconds SIGTERM waits for in-flight requests before closing.", float),
-    S("MAX_BODY_BYTES", "1048576", "Largest accepted request body (larger: 413).", int),
+    S("SHUTDOWN_TIMEOUT", "10", "Seconds SIGTERM waits for in-flight requests before closing.", number),
+    S("MAX_BODY_BYTES", "1048576", "Largest accepted request body (larger: 413).", whole_number),
     S("CORS_ORIGINS", "http://localhost:3000,http://localhost:8000,http://127.0.0.1:8000",
-      "Comma-separated origins allowed by CORS and by the WebSocket Origin check ('*' allows any).", _csv),
+      "Comma-separated origins allowed by CORS and by the WebSocket Origin check ('*' allows any).", origins),
     S("TRUSTED_PROXIES", "", "Comma-separated proxy networks whose X-Forwarded-For is believed (e.g. 10.0.0.0/8).", _networks),
     S("LOG_LEVEL", "INFO", "Logging level."),
     S("LOG_FORMAT", "text", "'text' or 'json' (one JSON object per line)."),
-    S("METRICS_ALLOWED_NETWORKS", "", "Comma-separated networks that may read /metrics (empty: anyone).", _networks),
+    S("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1", "Comma-separated networks that may read /metrics (default: this "
+      "host only; add your Prometheus network, e.g. 10.0.0.0/8; empty: anyone).", _networks),
     # database
     S("MONGODB_URI", "", "MongoDB URI. Empty: start the embedded nx-27017 server under DATA_DIR.", group="database"),
     S("MONGODB_DB", "apranova", "Database name.", group="database"),
-    S("DB_TIMEOUT_MS", "2000", "How long a request waits for the database before answering 503.", int, group="database"),
+    S("DB_TIMEOUT_MS", "2000", "How long a request waits for the database before answering 503.", whole_number, group="database"),
     # auth
     S("JWT_SECRET", "", "HS256 signing key. Empty in development: generated once and kept in DATA_DIR.", secret=True, group="auth"),
-    S("JWT_ACCESS_MINUTES", "60", "Access-token lifetime in minutes.", int, group="auth"),
-    S("JWT_REFRESH_DAYS", "7", "Refresh-token lifetime in days.", int, group="auth"),
+    S("JWT_ACCESS_MINUTES", "60", "Access-token lifetime in minutes.", whole_number, group="auth"),
+    S("JWT_REFRESH_DAYS", "7", "Refresh-token lifetime in days.", whole_number, group="auth"),
     S("JWT_REFRESH_REUSE_SECONDS", "10", "Seconds after a refresh during which the same refresh token gets the same "
-      "new pair again (concurrent refreshes); later reuse revokes the login. 0: off.", int, group="auth"),
-    S("BCRYPT_ROUNDS", "12", "bcrypt cost factor (4-31).", int, group="auth"),
-    S("TRACKS", DEFAULT_TRACKS, "Comma-separated CODE=Title learning tracks.", _tracks, group="auth"),
+      "new pair again (concurrent refreshes); later reuse revokes the login. 0: off.", whole_number, group="auth"),
+    S("BCRYPT_ROUNDS", "12", "bcrypt cost factor (4-31).", whole_number, group="auth"),
+    S("TRACKS", DEFAULT_TRACKS, "Comma-separated CODE=Title learning tracks.", tracks, group="auth"),
     # rate limits
     S("RATE_LIMIT_ANON", "100/hour", "Requests per client IP without a token.", _rate, group="rate limits"),
     S("RATE_LIMIT_USER", "1000/hour", "Requests per authenticated user.", _rate, group="rate limits"),
     S("RATE_LIMIT_WORKSPACE", "10/hour", "Workspace creations per user.", _rate, group="rate limits"),
     S("RATE_LIMIT_LOGIN_FAILURES", "10/hour", "Failed logins per account before login is refused.", _rate, group="rate limits"),
     S("RATE_LIMIT_STORAGE", "memory", "'memory' (one process) or 'mongodb' (shared by several processes).", group="rate limits"),
+    # email
+    S("SMTP_HOST", "", "SMTP server for verification and password-reset mail (empty: no mail; see the README's "
+      "'Email' for what is then not protected).", group="email"),
+    S("SMTP_PORT", "587", "SMTP port (587 for STARTTLS, 465 for TLS).", port, group="email"),
+    S("SMTP_TLS", "starttls", "'starttls', 'tls' (implicit, e.g. port 465) or 'none' (loopback or tests only).", group="email"),
+    S("SMTP_USER", "", "SMTP user name (empty: no login).", group="email"),
+    S("SMTP_PASSWORD", "", "SMTP password.", secret=True, group="email"),
+    S("SMTP_FROM", "ApraNova <no-reply@localhost>", "From address of the mail the server sends.", group="email"),
+    S("SMTP_TIMEOUT", "10", "Seconds one mail may take to send.", number, group="email"),
+    S("PUBLIC_BASE_URL", "http://localhost:8000", "Address users reach the site at; links in mail start with it.",
+      _http_url, group="email"),
+    S("EMAIL_VERIFY_HOURS", "48", "Lifetime of an email-verification link.", whole_number, group="email"),
+    S("PASSWORD_RESET_MINUTES", "60", "Lifetime of a password-reset link.", whole_number, group="email"),
     # workspaces
     S("INSTANCE_NAME", "apranova", "Names this deployment: containers are '<name>-ws-<user id>' and carry it as a label; "
       "start-up reconciliation only touches containers with this label.", group="workspaces"),
@@ -132,17 +134,17 @@ SETTINGS: list[Setting] = [
     S("DOCKER_HOST", "", "Docker Engine address, as the docker CLI reads it (empty: unix:///var/run/docker.sock).", group="workspaces"),
     S("WORKSPACE_IMAGE", "apranova/workspace:latest", "Image of the per-user code-server container.", group="workspaces"),
     S("WORKSPACE_PULL_POLICY", "if-not-present", "'if-not-present', 'always' or 'never'.", group="workspaces"),
-    S("WORKSPACE_CONTAINER_PORT", "8080", "The IDE's port inside the container.", int, group="workspaces"),
+    S("WORKSPACE_CONTAINER_PORT", "8080", "The IDE's port inside the container.", port, group="workspaces"),
     S("WORKSPACE_HOST_IP", "127.0.0.1", "Host address the IDE port is published on.", group="workspaces"),
     S("WORKSPACE_PORT_RANGE", "8081-9999", "Host ports given to workspaces (first-last).", group="workspaces"),
     S("WORKSPACE_URL_TEMPLATE", "http://localhost:{port}", "URL shown to the user; {port}, {host_ip}, {user_id} are filled in.", group="workspaces"),
-    S("WORKSPACE_CPUS", "1", "CPU limit per workspace.", float, group="workspaces"),
+    S("WORKSPACE_CPUS", "1", "CPU limit per workspace.", number, group="workspaces"),
     S("WORKSPACE_MEMORY", "2g", "Memory limit per workspace (bytes, or with k/m/g).", group="workspaces"),
-    S("WORKSPACE_PIDS", "512", "Process limit per workspace.", int, group="workspaces"),
+    S("WORKSPACE_PIDS", "512", "Process limit per workspace.", whole_number, group="workspaces"),
     S("WORKSPACE_NETWORK", "", "Docker network for workspaces (empty: the default bridge).", group="workspaces"),
     S("WORKSPACE_CMD", "", "Command override for the container, split like shell words (quotes work; empty: the image's own).", group="workspaces"),
-    S("WORKSPACE_READY_TIMEOUT", "120", "Seconds to wait for the IDE to answer HTTP before failing.", float, group="workspaces"),
-    S("WORKSPACE_WAIT_TIMEOUT", "180", "Longest a create with {\"wait\": true} waits.", float, group="workspaces"),
+    S("WORKSPACE_READY_TIMEOUT", "120", "Seconds to wait for the IDE to answer HTTP before failing.", number, group="workspaces"),
+    S("WORKSPACE_WAIT_TIMEOUT", "180", "Longest a create with {\"wait\": true} waits.", number, group="workspaces"),
     S("WORKSPACE_READY_HOST", "", "Host the readiness probe connects to (empty: WORKSPACE_HOST_IP, or 127.0.0.1 when that is 0.0.0.0).", group="workspaces"),
     # payments
     S("STRIPE_SECRET_KEY", "", "Stripe secret key (empty: payments answer 503).", secret=True, group="payments"),
@@ -166,7 +168,7 @@ SETTINGS: list[Setting] = [
     S("GITHUB_API_BASE", "https://api.github.com", "GitHub API base URL.", _http_url, group="oauth"),
     S("OAUTH_REDIRECT_URIS", "http://localhost:3000/auth/callback,http://localhost:8000/auth/callback",
       "Comma-separated redirect URIs that OAuth sign-in accepts.", _csv, group="oauth"),
-    S("OAUTH_TIMEOUT", "10", "Seconds each call to Google or GitHub may take before sign-in answers 502.", float, group="oauth"),
+    S("OAUTH_TIMEOUT", "10", "Seconds each call to Google or GitHub may take before sign-in answers 502.", number, group="oauth"),
 ]
 del S
 
@@ -248,6 +250,10 @@ def validate(settings: Settings) -> None:
         raise SettingsError("JWT_REFRESH_REUSE_SECONDS must be between 0 and 300")
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise SettingsError("BCRYPT_ROUNDS must be between 4 and 31")
+    if settings.smtp_tls not in {"starttls", "tls", "none"}:
+        raise SettingsError("SMTP_TLS must be 'starttls', 'tls' or 'none'")
+    if settings.email_verify_hours < 1 or settings.password_reset_minutes < 1:
+        raise SettingsError("EMAIL_VERIFY_HOURS and PASSWORD_RESET_MINUTES must be at least 1")
     if not 0 < settings.oauth_timeout <= 300:
         raise SettingsError("OAUTH_TIMEOUT must be more than 0 and at most 300 seconds")
     if settings.production:
@@ -290,7 +296,7 @@ def resolve_jwt_secret(settings: Settings) -> str:
     if settings.production:
         raise SettingsError("JWT_SECRET is required in production")
     path = Path(settings.data_dir) / "jwt_secret"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # DATA_DIR is private (see db.make_private)
     if path.exists():
         return path.read_text().strip()
     secret = secrets.token_urlsafe(48)

@@ -83,6 +83,17 @@ async def test_malformed_emails_are_field_errors(client, email):
     assert_field_error(response, "email")
 
 
+# Invisible format characters (Unicode category Cf) make look-alikes of real
+# addresses: zero-width space, right-to-left override, soft hyphen, BOM, ...
+@pytest.mark.parametrize("char", ["\u200b", "\u202e", "\u00ad", "\u2060", "\ufeff", "\u200d", "\U000e0041"])
+@pytest.mark.parametrize("where", ["local", "domain"])
+async def test_emails_with_invisible_format_characters_are_refused(client, char, where):
+    email = f"ad{char}min@example.com" if where == "local" else f"admin@exa{char}mple.com"
+    response = await client.post("/api/auth/registration/", json=registration_body(email=email))
+    body = assert_field_error(response, "email")
+    assert body["email"] == ["Enter a valid email address."]
+
+
 async def test_unicode_emails_register_log_in_and_are_unique_ignoring_case(client, server):
     email = f"Jos\u00e9.M\u00fcller-{unique_email('u')}".replace("@example.com", "@b\u00fccher.example")
     response = await client.post("/api/auth/registration/", json=registration_body(email=email))

@@ -253,3 +253,41 @@ async def test_openapi_describes_the_status_websocket(client):
                  "4404"):
         assert text in operation["description"], text
     assert {p["name"] for p in operation["parameters"]} == {"after", "user_id"}
+
+
+# Values that break naive parsing: NUL, a superscript digit ("²".isdigit() is
+# True), invalid UTF-8, a lone surrogate, beyond int64, traversal, very long.
+JUNK = ["%00", "a%00b", "%C2%B2", "%FF", "%ED%A0%80", "9223372036854775808", "-1", "%0A", "..%2F..%2Fetc%2Fpasswd",
+        "%2e%2e", "%5C", "x" * 3000]
+# Every path segment and query parameter the server reads itself (the
+# workspace `user_id`/`after` ones are swept in the workspace tests).
+JUNK_TARGETS = ["/static/{}", "/static/v-000000000000/{}", "/static/js/{}", "/{}", "/api/{}",
+                "/api/users/profile/{}", "/api/payments/my-payments/?limit={}",
+                "/api/auth/google/authorize-url/?redirect_uri={}", "/api/auth/github/authorize-url/?redirect_uri={}",
+                "/api/users/workspace/?purge={}", "/login?x={}", "/api/docs?{}={}", "/metrics?{}",
+                "/api/openapi.json?{}"]
+
+
+async def test_junk_in_every_path_segment_and_query_parameter_is_4xx(start_server, caplog):
+    server = await start_server(google_client_id="id", google_client_secret="secret", github_client_id="id",
+                                github_client_secret="secret", docker_host="unix:///nonexistent/edge.sock")
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        tokens = await register(client)
+        failures = []
+        for junk in JUNK:
+            for target in JUNK_TARGETS:
+                path = target.replace("{}", junk)
+                for method, headers in (("GET", {}), ("GET", auth(tokens)), ("HEAD", {}), ("DELETE", auth(tokens))):
+                    response = await client.request(method, path, headers=headers)
+                    no_docker = response.status_code == 503 and path.startswith("/api/users/workspace/")
+                    if response.status_code >= 500 and not no_docker:
+                        failures.append((method, path[:60], response.status_code))
+    assert not failures, failures
+    assert "Traceback" not in caplog.text and "unhandled error" not in caplog.text
+
+
+async def test_static_path_with_a_nul_byte_is_404(client):
+    for method in ("GET", "HEAD"):
+        response = await client.request(method, "/static/a%00b")
+        assert response.status_code == 404, response.text
+    assert (await client.get("/static/a%00b")).json()["error"] == "Not found"

@@ -258,3 +258,18 @@ async def test_errors_before_the_body_is_read_announce_connection_close(start_se
         # An error raised after the body was read keeps the connection.
         unauthorized = await client.get("/api/users/profile/")
         assert unauthorized.status_code == 401 and unauthorized.headers.get("Connection") != "close"
+
+
+async def test_metrics_default_to_loopback_only(start_server):
+    """By default only this host reads /metrics; an empty
+    METRICS_ALLOWED_NETWORKS opens it to anyone (an explicit choice)."""
+    default = await start_server(trusted_proxies="127.0.0.0/8", docker_host=NO_DOCKER)
+    assert [str(n) for n in default.services.settings.metrics_allowed_networks] == ["127.0.0.0/8", "::1/128"]
+    anyone = await start_server(metrics_allowed_networks="", trusted_proxies="127.0.0.0/8", docker_host=NO_DOCKER)
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await client.get(default.url + "/metrics")).status_code == 200
+        remote = {"X-Forwarded-For": "203.0.113.9"}
+        assert (await client.get(default.url + "/metrics", headers=remote)).status_code == 403
+        mapped = {"X-Forwarded-For": "::ffff:203.0.113.9"}
+        assert (await client.get(default.url + "/metrics", headers=mapped)).status_code == 403
+        assert (await client.get(anyone.url + "/metrics", headers=remote)).status_code == 200

@@ -182,11 +182,15 @@ async def test_github_name_falls_back_to_login(api, github):
 
 async def test_verified_google_email_links_to_the_existing_account(app, api, google):
     existing = await register(api, role="trainer", email="Ada@Gmail.com", name="Ada L.")
+    # An account whose email was verified (an unverified one is handed over:
+    # see tests/test_account_takeover.py).
+    await app.db.users.update_one({"_id": existing["user"]["id"]}, {"$set": {"email_verified": True}})
     response = await post(api, "google", google.issue_code(REDIRECT))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["user"]["id"] == existing["user"]["id"] and body["new_user"] is False
     assert body["user"]["role"] == "trainer" and body["user"]["name"] == "Ada L."  # the account as it is
+    assert body["account_secured"] is False and body["notice"] is None
     assert await user_count(app) == 1
     assert await app.db.oauth_identities.count_documents({"user_id": existing["user"]["id"]}) == 1
     # The password still works: linking changes nothing else.

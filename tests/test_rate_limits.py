@@ -111,3 +111,35 @@ async def test_x_forwarded_for_is_honoured_from_trusted_proxies(start_server):
         # ... and a spoofed left-most hop does not help: the proxy's own right-most entry counts.
         spoofed = await client.get("/api/users/profile/", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7"})
         assert_429(spoofed, 2)
+
+
+@pytest.mark.parametrize("storage", ["memory", "mongodb"])
+async def test_parallel_wrong_passwords_never_check_more_than_the_limit(start_server, storage):
+    """25 concurrent wrong passwords against a limit of 5: each attempt is
+    counted before its bcrypt check, so at most 5 are ever checked (401) and
+    the rest are refused (429) without a check."""
+    import asyncio
+
+    server = await start_server(rate_limit_login_failures="5/hour", rate_limit_storage=storage)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        victim = await register(client)
+        email = victim["user"]["email"]
+        answers = await asyncio.gather(*(login(client, email, f"Wrong-Password-{n}") for n in range(25)))
+        statuses = sorted(response.status_code for response in answers)
+        assert statuses.count(401) == 5, statuses
+        assert statuses.count(429) == 20, statuses
+        assert_envelope(await login(client, email, victim["password"]), 429)
+
+
+async def test_refused_role_and_success_give_the_attempt_back(start_server):
+    """Only a wrong password spends the failure budget: a right password
+    under the wrong role (403) and a success leave it as it was."""
+    server = await start_server(rate_limit_login_failures="2/hour")
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        data = await register(client)
+        email = data["user"]["email"]
+        for _ in range(3):
+            assert (await login(client, email, data["password"], role="trainer")).status_code == 403
+            assert (await login(client, email, data["password"])).status_code == 200
+        assert (await login(client, email, "Wrong-Password-1")).status_code == 401
+        assert (await login(client, email, data["password"])).status_code == 200

@@ -102,12 +102,17 @@ def test_production_refuses_to_start_without_a_real_secret(tmp_path):
 
 @pytest.mark.parametrize("flag, value, name", [("--rate-limit-anon", "lots", "RATE_LIMIT_ANON"),
                                                ("--workspace-cmd", "sh -c 'unclosed", "WORKSPACE_CMD"),
-                                               ("--workspace-memory", "lots", "WORKSPACE_MEMORY")])
+                                               ("--workspace-memory", "lots", "WORKSPACE_MEMORY"),
+                                               ("--port", "70000", "PORT"), ("--port", "abc", "PORT"),
+                                               ("--cors-origins", "localhost:8000", "CORS_ORIGINS"),
+                                               ("--tracks", "DP", "TRACKS")])
 def test_bad_setting_is_a_clear_error(tmp_path, flag, value, name):
     result = subprocess.run([sys.executable, "server.py", flag, value], cwd=ROOT,
                             env=server_env(), capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert name in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "invalid literal" not in result.stderr  # one clear line
+    assert "listening" not in result.stderr
 
 
 def test_help_lists_every_setting():
@@ -121,6 +126,7 @@ def test_help_lists_every_setting():
 def test_embedded_database_lifecycle_and_persistent_dev_secret(process, tmp_path):
     server = process()
     server.wait_ready()
+    assert f"open http://127.0.0.1:{server.port}/" in server.output()  # where to go, said at start-up
     assert children_using(tmp_path / "data"), "the embedded database child should be running"
     body = {"name": "Ada Lovelace", "email": "ada@example.com", "password1": PASSWORD, "password2": PASSWORD,
             "role": "student"}
@@ -170,7 +176,11 @@ def test_create_user_makes_an_admin_who_can_log_in(process, tmp_path):
         [sys.executable, "server.py", "create-user", "--email", "weak@example.com", "--role", "admin",
          "--data-dir", str(tmp_path / "data")],
         cwd=ROOT, env=server_env(), input="12345678\n", capture_output=True, text=True, timeout=60)
-    assert weak.returncode == 1 and "password1" in weak.stderr
+    assert weak.returncode == 1 and "Traceback" not in weak.stderr
+    # A sentence, not a JSON envelope.
+    (line,) = [line for line in weak.stderr.splitlines() if "could not create" in line]
+    assert line.startswith("could not create the user: The password is not accepted: ")
+    assert "{" not in line and "password1" not in line and "too common" in line
 
     server = process()
     server.wait_ready()
@@ -216,3 +226,70 @@ async def test_database_down_answers_503_quickly_and_recovers(start_server, tmp_
             assert (await client.get("/ready")).status_code == 200
     finally:
         database.stop()
+
+
+def test_sigterm_after_load_exits_within_shutdown_timeout(process, tmp_path):
+    """The whole exit (draining, closing, stopping the embedded database with
+    SIGTERM -> SIGKILL -> reap) fits in SHUTDOWN_TIMEOUT: after load, with
+    requests stuck on a hung (SIGSTOPped) database when the signal comes.
+    It used to wait out the requests, then 10 s more for the database."""
+    server = process(SHUTDOWN_TIMEOUT="4", DB_TIMEOUT_MS="10000")
+    server.wait_ready(timeout=60)
+    body = {"name": "Ada", "email": "ada@example.com", "password1": PASSWORD, "password2": PASSWORD}
+    tokens = httpx.post(server.url + "/api/auth/registration/", json=body, timeout=10).json()
+
+    async def load_then_sigterm() -> float:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            async def burst(n: int) -> None:
+                for i in range(n):
+                    await client.post("/api/users/check-email/", json={"email": f"u{i}@example.com"})
+                    await client.get("/api/users/profile/", headers=auth(tokens))
+            await asyncio.gather(*(burst(40) for _ in range(8)))
+            (child,) = children_using(tmp_path / "data")
+            os.kill(child, signal.SIGSTOP)
+            stuck = [asyncio.create_task(client.get("/api/users/profile/", headers=auth(tokens)))
+                     for _ in range(5)]
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            await asyncio.get_running_loop().run_in_executor(None, server.proc.wait, 30)
+            elapsed = time.monotonic() - started
+            await asyncio.gather(*stuck, return_exceptions=True)
+            return elapsed
+
+    elapsed = asyncio.run(load_then_sigterm())
+    assert server.proc.returncode == 0, server.output()
+    assert elapsed <= 4.5, f"exit took {elapsed:.1f}s with SHUTDOWN_TIMEOUT=4\n{server.output()[-3000:]}"
+    assert not children_using(tmp_path / "data"), "the embedded database must be stopped and reaped"
+
+
+def create_user_cmd(email: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "server.py"), "create-user", "--email", email, "--role", "admin",
+                           *args], cwd=cwd, env=server_env(), input=PASSWORD + "\n", capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_create_user_while_the_server_runs_uses_its_database(process, tmp_path):
+    server = process()
+    server.wait_ready()
+    # Into the running server's database (its DATA_DIR): the user can log in at once.
+    made = create_user_cmd("live@example.com", "--data-dir", str(tmp_path / "data"))
+    assert made.returncode == 0, made.stderr
+    login = httpx.post(server.url + "/api/users/login/",
+                       json={"email": "live@example.com", "password": PASSWORD, "role": "admin"}, timeout=10)
+    assert login.status_code == 200, login.text
+    assert len(children_using(tmp_path / "data")) == 1, "never a second database process on the same files"
+
+    # Without --data-dir, from elsewhere: the default ./data has no database,
+    # and a server's database runs: refused in one line, nothing created.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    refused = create_user_cmd("lost@example.com", cwd=elsewhere)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.count("\n") == 1 and "--data-dir" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (elsewhere / "data").exists()
+    # A second server on the same DATA_DIR is refused in one line too.
+    second = process()
+    assert second.proc.wait(30) == 2
+    assert "already running" in second.output() and "Traceback" not in second.output()
+    assert server.proc.poll() is None and len(children_using(tmp_path / "data")) == 1

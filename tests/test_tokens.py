@@ -105,6 +105,17 @@ async def test_refresh_for_a_deleted_user_is_refused(server, client):
     assert_401(await refresh(client, data["refresh"]))
 
 
+async def test_disabled_account_cannot_log_in_with_its_password(server, client):
+    """Refused at the login, not with tokens that are refused afterwards. A
+    wrong password still gets the ordinary 401 (no hint that it is disabled)."""
+    data = await register(client)
+    await server.db.users.update_one({"_id": data["user"]["id"]}, {"$set": {"disabled": True}})
+    response = await login(client, data["user"]["email"], data["password"])
+    body = assert_envelope(response, 403)
+    assert "access" not in body and "disabled" in body["message"]
+    assert (await login(client, data["user"]["email"], "Wrong-Password-1")).status_code == 401
+
+
 # -- forged and expired tokens -------------------------------------------------------------------
 
 async def test_alg_none_token_is_refused(client):

@@ -1,0 +1,72 @@
+"""Parsers of setting values (services/settings.py): each turns the raw
+string into the value, or raises ValueError with a message that says what is
+expected; `settings.load` prefixes the setting's name, so an operator reads
+one line like "PORT: a port must be between 1 and 65535, not 70000"."""
+from __future__ import annotations
+
+import math
+import re
+import urllib.parse
+
+
+def csv_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def whole_number(value: str) -> int:
+    if not re.fullmatch(r"\s*-?[0-9]+\s*", value):
+        raise ValueError(f"must be a whole number, not {value!r}")
+    return int(value)
+
+
+def number(value: str) -> float:
+    try:
+        parsed = float(value)
+    except ValueError:
+        raise ValueError(f"must be a number, not {value!r}") from None
+    if not math.isfinite(parsed):
+        raise ValueError(f"must be a number, not {value!r}")
+    if parsed < 0:
+        raise ValueError(f"must not be negative, not {value!r}")
+    return parsed
+
+
+def port(value: str) -> int:
+    port = whole_number(value)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"a port must be between 1 and 65535, not {port}")
+    return port
+
+
+def origins(value: str) -> list[str]:
+    """CORS origins as browsers send them: scheme://host[:port], or '*'."""
+    origins = csv_list(value)
+    for origin in origins:
+        if origin == "*":
+            continue
+        try:
+            parts = urllib.parse.urlsplit(origin)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise ValueError(f"not an origin like https://app.example.com: {origin!r}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"an origin needs a scheme and a host, like https://app.example.com: {origin!r}")
+        if parts.path or parts.query or parts.fragment or parts.username:
+            raise ValueError(f"an origin has no path, like https://app.example.com: {origin!r}")
+    return origins
+
+
+def tracks(value: str) -> dict[str, str]:
+    tracks: dict[str, str] = {}
+    for part in csv_list(value):
+        code, equals, title = (piece.strip() for piece in part.partition("="))
+        if not equals or not code or not title:
+            raise ValueError(f"each track is CODE=Title (e.g. DP=Data Professional), not {part!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", code):
+            raise ValueError(f"a track code is 1-32 letters, digits, '-' or '_', not {code!r}")
+        if code in tracks:
+            raise ValueError(f"track {code!r} is listed twice")
+        tracks[code] = title
+    if not tracks:
+        raise ValueError("at least one track is needed")
+    return tracks
