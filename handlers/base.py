@@ -22,6 +22,7 @@ from models.base import parse
 from services.db import is_unavailable
 from services.errors import ApiError, DatabaseUnavailable, Unauthorized
 from services.netutil import client_ip
+from services.tokens import AccessClaims
 
 log = logging.getLogger("apranova.http")
 access_log = logging.getLogger("apranova.access")
@@ -59,6 +60,7 @@ class APIHandler(web.RequestHandler):
         self.started = time.monotonic()
         self.user: dict | None = None
         self.user_id: int | None = None
+        self._claims: AccessClaims | Unauthorized | None = None
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
@@ -157,19 +159,35 @@ class APIHandler(web.RequestHandler):
             return None
         return token.strip()
 
+    def access_claims(self) -> AccessClaims:
+        """The bearer token's verified claims, decoded once per request (the
+        rate limit and authentication both need them). Raises 401."""
+        if self._claims is None:
+            token = self.bearer_token()
+            if token is None:
+                self._claims = Unauthorized("Authentication credentials were not provided.")
+            else:
+                try:
+                    self._claims = self.services.tokens.access_claims(token)
+                except Unauthorized as exc:
+                    self._claims = exc
+        if isinstance(self._claims, Unauthorized):
+            raise self._claims
+        return self._claims
+
     async def require_user(self) -> dict:
         """The authenticated caller, as stored now. Raises 401."""
         if self.user is None:
-            token = self.bearer_token()
-            if token is None:
-                raise Unauthorized("Authentication credentials were not provided.")
-            self.user = await self.services.accounts.authenticate(token)
+            claims = self.access_claims()
+            self.user = await self.services.accounts.authenticate("", claims)
             self.user_id = self.user["_id"]
         return self.user
 
     async def apply_rate_limit(self) -> None:
-        token = self.bearer_token()
-        user_id = self.services.tokens.peek_user_id(token) if token else None
+        try:
+            user_id: int | None = self.access_claims().user_id
+        except Unauthorized:
+            user_id = None
         if user_id is not None:
             decision = await self.services.ratelimits.hit("user", str(user_id))
         else:

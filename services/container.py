@@ -11,6 +11,7 @@ from pymongo.errors import PyMongoError
 
 from services import db as dbmod
 from services.accounts import AccountService
+from services.authstate import AuthState
 from services.passwords import PasswordHasher
 from services.ratelimit import MemoryBackend, MongoBackend, RateLimits
 from services.settings import Settings, resolve_jwt_secret
@@ -37,11 +38,14 @@ class Services:
         self.client, self.db = dbmod.connect(uri, settings.mongodb_db, settings.db_timeout_ms)
         await self._wait_for_database()
         await dbmod.ensure_indexes(self.db)
+        self.authstate = AuthState(self.db, settings.auth_cache_size)
+        await self.authstate.start()
+        self.on_close(self.authstate.close)
         self.tokens = TokenService(self.db, resolve_jwt_secret(settings),
                                    dt.timedelta(minutes=settings.jwt_access_minutes),
-                                   dt.timedelta(days=settings.jwt_refresh_days))
+                                   dt.timedelta(days=settings.jwt_refresh_days), self.authstate)
         self.hasher = PasswordHasher(settings.bcrypt_rounds)
-        self.accounts = AccountService(self.db, self.tokens, self.hasher, settings.tracks)
+        self.accounts = AccountService(self.db, self.tokens, self.hasher, settings.tracks, self.authstate)
         backend = MongoBackend(self.db) if settings.rate_limit_storage == "mongodb" else MemoryBackend()
         self.ratelimits = RateLimits({
             "anon": settings.rate_limit_anon, "user": settings.rate_limit_user,

@@ -298,6 +298,7 @@ class PaymentService:
                                     {"$set": changes, "$currentDate": {"updated_at": True}})
         await self.users.update_one({"_id": payment["user_id"], "enrolled_at": None},
                                     {"$currentDate": {"enrolled_at": True}})
+        await self.user_changed(payment["user_id"])
 
 
 def _parse_max_amount(raw: str) -> Decimal:
@@ -351,3 +352,4 @@ async def start(services: Any) -> None:
                                      base_addresses={"api": settings.stripe_api_base.rstrip("/")})
         services.on_close(http_client.close_async)
     services.payments = PaymentService(services.db, settings, client)
+    services.payments.user_changed = services.authstate.user_changed  # enrolment shows in the cached profile

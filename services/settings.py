@@ -115,6 +115,8 @@ SETTINGS: list[Setting] = [
     S("JWT_ACCESS_MINUTES", "60", "Access-token lifetime in minutes.", int, group="auth"),
     S("JWT_REFRESH_DAYS", "7", "Refresh-token lifetime in days.", int, group="auth"),
     S("BCRYPT_ROUNDS", "12", "bcrypt cost factor (4-31).", int, group="auth"),
+    S("AUTH_CACHE_SIZE", "10000", "Sessions (and as many users) whose auth state each process caches; 0: read the "
+      "database on every request. Other processes' changes reach the cache within 1 s.", int, group="auth"),
     S("TRACKS", DEFAULT_TRACKS, "Comma-separated CODE=Title learning tracks.", _tracks, group="auth"),
     # rate limits
     S("RATE_LIMIT_ANON", "100/hour", "Requests per client IP without a token.", _rate, group="rate limits"),
@@ -236,6 +238,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("RATE_LIMIT_STORAGE must be 'memory' or 'mongodb'")
     if settings.workspace_pull_policy not in {"if-not-present", "always", "never"}:
         raise SettingsError("WORKSPACE_PULL_POLICY must be 'if-not-present', 'always' or 'never'")
+    if settings.auth_cache_size < 0:
+        raise SettingsError("AUTH_CACHE_SIZE must be 0 or more")
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise SettingsError("BCRYPT_ROUNDS must be between 4 and 31")
     workspace_port_range(settings)
