@@ -1,6 +1,7 @@
 """ApraNova server: settings -> services -> app -> listen; graceful SIGTERM.
 
     python server.py [--port 8000 ...]                run the API
+    python server.py --workers 2                        the same, as 2 processes (see serve_workers)
     python server.py create-user --email E --role admin   make a user (password from a prompt or stdin)
     python server.py settings-table                    print the README's settings table
 """
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def serve(settings) -> int:
+async def serve(settings, reuse_port: bool = False) -> int:
     from handlers import make_app
     from services.container import Services
 
@@ -70,7 +71,7 @@ async def serve(settings) -> int:
     app = make_app(services)
     server = HTTPServer(app, max_body_size=64 * 1024 * 1024, idle_connection_timeout=75)
     try:
-        server.listen(settings.port, settings.host)
+        server.listen(settings.port, settings.host, reuse_port=reuse_port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         await services.close()
@@ -141,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     if args.command == "create-user":
         return asyncio.run(create_user(settings, args))
+    if settings.workers > 1:
+        from services.workers import serve_workers
+        return serve_workers(settings, lambda child_settings: asyncio.run(serve(child_settings, reuse_port=True)))
     return asyncio.run(serve(settings))
 
 

@@ -98,6 +98,8 @@ SETTINGS: list[Setting] = [
     S("HOST", "0.0.0.0", "Address to listen on."),
     S("PORT", "8000", "Port to listen on.", int),
     S("DATA_DIR", "./data", "Directory for the embedded database and the development signing key."),
+    S("WORKERS", "1", "Server processes, all on PORT (SO_REUSEPORT) and one database; more than 1 also sets "
+      "RATE_LIMIT_STORAGE=mongodb so that the limits hold across them.", int),
     S("SHUTDOWN_TIMEOUT", "10", "Seconds SIGTERM waits for in-flight requests before closing.", float),
     S("MAX_BODY_BYTES", "1048576", "Largest accepted request body (larger: 413).", int),
     S("CORS_ORIGINS", "http://localhost:3000,http://localhost:8000,http://127.0.0.1:8000",
@@ -238,6 +240,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("RATE_LIMIT_STORAGE must be 'memory' or 'mongodb'")
     if settings.workspace_pull_policy not in {"if-not-present", "always", "never"}:
         raise SettingsError("WORKSPACE_PULL_POLICY must be 'if-not-present', 'always' or 'never'")
+    if not 1 <= settings.workers <= 64:
+        raise SettingsError("WORKERS must be between 1 and 64")
     if settings.auth_cache_size < 0:
         raise SettingsError("AUTH_CACHE_SIZE must be 0 or more")
     if not 4 <= settings.bcrypt_rounds <= 31:
