@@ -38,7 +38,7 @@ from pymongo.errors import PyMongoError
 
 log = logging.getLogger("apranova.authstate")
 
-POLL_INTERVAL = 0.25  # seconds between two reads of the change log
+POLL_INTERVAL = 0.1  # seconds between two reads of the change log (a loaded loop may take long to answer one)
 STALE_AFTER = 0.9  # the cache is bypassed when no poll succeeded for this long (the promise is 1 s)
 MAX_AGE = 60.0  # seconds an entry lives at most (edits outside the server)
 GAP_GIVE_UP = 5.0  # a change log sequence number still missing after this was never written
@@ -93,6 +93,7 @@ class _LRU:
 class AuthState:
     def __init__(self, db: AsyncDatabase, size: int = 10000):
         self.db = db
+        self.session_docs, self.user_docs, self.changes = db.sessions, db.users, db.auth_changes  # made once
         self.size = size
         self.sessions = _LRU(size)
         self.users = _LRU(size)
@@ -120,7 +121,7 @@ class AuthState:
                 return state
         self.misses += 1  # an expired entry is reread: a refresh may have extended the session
         generation = self.generation
-        doc = await self.db.sessions.find_one({"_id": session_id}, {"user_id": 1, "revoked": 1, "expires_at": 1})
+        doc = await self.session_docs.find_one({"_id": session_id}, {"user_id": 1, "revoked": 1, "expires_at": 1})
         if doc is None:
             return None
         state = SessionState(int(doc.get("user_id", -1)), bool(doc.get("revoked")), _epoch(doc.get("expires_at")))
@@ -139,7 +140,7 @@ class AuthState:
                 return dict(doc)
         self.misses += 1
         generation = self.generation
-        doc = await self.db.users.find_one({"_id": user_id}, {"password_hash": 0})
+        doc = await self.user_docs.find_one({"_id": user_id}, {"password_hash": 0})
         if doc is not None and generation == self.generation:
             self.users.put(user_id, doc, now)
         return dict(doc) if doc is not None else None
@@ -160,7 +161,7 @@ class AuthState:
         self._apply(change)
         counter = await self.db.counters.find_one_and_update(
             {"_id": "auth_changes"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER)
-        await self.db.auth_changes.insert_one({"_id": int(counter["seq"]), **change})
+        await self.changes.insert_one({"_id": int(counter["seq"]), **change})
 
     def _apply(self, change: dict) -> None:
         self.generation += 1
@@ -175,7 +176,7 @@ class AuthState:
 
     # -- the change log poller --------------------------------------------------------
     async def start(self) -> None:
-        last = await self.db.auth_changes.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+        last = await self.changes.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
         self.floor = int(last["_id"]) if last else 0
         self.fresh_until = time.monotonic() + STALE_AFTER
         self._poller = asyncio.create_task(self._poll_loop(), name="auth-state-poller")
@@ -202,7 +203,7 @@ class AuthState:
 
     async def poll(self) -> None:
         """Apply what other processes changed since the last poll."""
-        async for change in self.db.auth_changes.find({"_id": {"$gt": self.floor}}).sort("_id", 1):
+        async for change in self.changes.find({"_id": {"$gt": self.floor}}).sort("_id", 1):
             seq = int(change.pop("_id"))
             if seq not in self.seen:
                 self.seen.add(seq)
@@ -228,6 +229,6 @@ class AuthState:
     async def purge_log(self) -> None:
         """Drop old change log entries (purged here, on a timer, rather than
         by a TTL index, which nx-27017 would run on every poll)."""
-        newest = await self.db.auth_changes.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+        newest = await self.changes.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
         if newest:
-            await self.db.auth_changes.delete_many({"_id": {"$lte": int(newest["_id"]) - LOG_KEEP}})
+            await self.changes.delete_many({"_id": {"$lte": int(newest["_id"]) - LOG_KEEP}})

@@ -47,6 +47,8 @@ class Services:
         self.hasher = PasswordHasher(settings.bcrypt_rounds)
         self.accounts = AccountService(self.db, self.tokens, self.hasher, settings.tracks, self.authstate)
         backend = MongoBackend(self.db) if settings.rate_limit_storage == "mongodb" else MemoryBackend()
+        if isinstance(backend, MongoBackend):
+            self.on_close(backend.close)  # sends the hits it counted locally
         self.ratelimits = RateLimits({
             "anon": settings.rate_limit_anon, "user": settings.rate_limit_user,
             "workspace": settings.rate_limit_workspace, "login_failures": settings.rate_limit_login_failures,

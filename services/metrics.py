@@ -79,13 +79,21 @@ class Metrics:
                                       "Time from a create to a running workspace, in this process",
                                       buckets=PROVISION_BUCKETS, registry=self.registry)
         self._provisioned_seen = 0
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry.register(_LiveCollector(self))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        # The labelled children are kept: prometheus-client's labels() lookup
+        # (validation, a lock) cost more than the increment itself.
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(method, route, str(status)),
+                                              self.latency.labels(method, route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def _drain_provisioning(self, workspaces: Any) -> None:
         """Move durations finished since the last scrape into the histogram.
