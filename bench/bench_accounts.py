@@ -167,6 +167,20 @@ def wrk_load(url: str, path: str, token: str, connections: int, seconds: float) 
             "p99_ms": ms(re.search(r"\s99%\s+(\S+)", out)[1]), "non_200": int(non_2xx[1]) if non_2xx else 0}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its descendants."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            pending.extend(int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split())
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def rss_mib(pid: int) -> float:
     """VmRSS of a process and all its descendants (workers, embedded database)."""
     total, pending = 0, [pid]
@@ -246,7 +260,12 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, url in urls.items():
                     path = "/" if name == "bare_tornado" else "/api/users/profile/"
-                    runs[name].append(load(url, path, tokens[name], args.connections, args.seconds))
+                    cpu = cpu_seconds(processes[name].pid)
+                    run = load(url, path, tokens[name], args.connections, args.seconds)
+                    # CPU per request (server + database) barely depends on the machine's other load.
+                    run["cpu_ms_per_request"] = (cpu_seconds(processes[name].pid) - cpu) * 1000 / max(
+                        1.0, run["rps"] * args.seconds)
+                    runs[name].append(run)
             results = {name: summarize(numbers) for name, numbers in runs.items()}
             bare = results["bare_tornado"]["rps"]
             for name, numbers in results.items():
@@ -255,17 +274,19 @@ def main() -> None:
                     ratio += (f", x_original_django={numbers['rps'] / ORIGINAL_DJANGO_RPS[1]:.2f}"
                               f"-{numbers['rps'] / ORIGINAL_DJANGO_RPS[0]:.2f}")
                 each = ", ".join(f"{run['rps']:.0f}" for run in runs[name])
-                print(f"{name}: " + ", ".join(f"{k}={v:.1f}" for k, v in numbers.items()) + ratio
+                print(f"{name}: " + ", ".join(f"{k}={v:.2f}" if k.startswith("cpu") else f"{k}={v:.1f}"
+                                              for k, v in numbers.items()) + ratio
                       + f"  (runs: {each} req/s)")
             if "profile_2_workers" in results and "profile_1_worker" in results:
                 scaling = results["profile_2_workers"]["rps"] / results["profile_1_worker"]["rps"]
                 print(f"2 workers / 1 worker: {scaling:.2f}x")
             for name, process in processes.items():
                 print(f"rss_after_benchmark {name}: {rss_mib(process.pid):.0f} MiB (server + its children)")
-            if "profile_1_worker" in urls:
-                numbers = asyncio.run(health_during_logins(urls["profile_1_worker"], email, password))
-                print("health_during_logins (1 worker): " + ", ".join(
-                    f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in numbers.items()))
+            for name in ("profile_1_worker", "profile_before"):
+                if name in urls:
+                    numbers = asyncio.run(health_during_logins(urls[name], email, password))
+                    print(f"health_during_logins ({name}): " + ", ".join(
+                        f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in numbers.items()))
             print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
         finally:
             for process in processes.values():

@@ -45,6 +45,7 @@ class Services:
                                    dt.timedelta(minutes=settings.jwt_access_minutes),
                                    dt.timedelta(days=settings.jwt_refresh_days), self.authstate)
         self.hasher = PasswordHasher(settings.bcrypt_rounds)
+        self.on_close(self.hasher.close)
         self.accounts = AccountService(self.db, self.tokens, self.hasher, settings.tracks, self.authstate)
         backend = MongoBackend(self.db) if settings.rate_limit_storage == "mongodb" else MemoryBackend()
         if isinstance(backend, MongoBackend):
