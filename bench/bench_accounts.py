@@ -181,14 +181,15 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def rss_mib(pid: int) -> float:
-    """VmRSS of a process and all its descendants (workers, embedded database)."""
+def rss_mib(pid: int, field: str = "Rss") -> float:
+    """Rss (or Pss: shared pages split between the sharers, fairer for forked
+    workers) of a process and all its descendants (workers, embedded database)."""
     total, pending = 0, [pid]
     while pending:
         current = pending.pop()
         try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += int(re.search(r"VmRSS:\s+(\d+)", status)[1])
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+            total += int(re.search(rf"^{field}:\s+(\d+)", rollup, re.M)[1])
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except (OSError, TypeError):
             continue
@@ -281,7 +282,8 @@ def main() -> None:
                 scaling = results["profile_2_workers"]["rps"] / results["profile_1_worker"]["rps"]
                 print(f"2 workers / 1 worker: {scaling:.2f}x")
             for name, process in processes.items():
-                print(f"rss_after_benchmark {name}: {rss_mib(process.pid):.0f} MiB (server + its children)")
+                print(f"memory_after_benchmark {name}: RSS {rss_mib(process.pid):.0f} MiB, "
+                      f"PSS {rss_mib(process.pid, 'Pss'):.0f} MiB (server + its children)")
             for name in ("profile_1_worker", "profile_before"):
                 if name in urls:
                     numbers = asyncio.run(health_during_logins(urls[name], email, password))
