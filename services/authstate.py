@@ -176,6 +176,8 @@ class AuthState:
 
     # -- the change log poller --------------------------------------------------------
     async def start(self) -> None:
+        if self.size <= 0:
+            return  # nothing cached, nothing to invalidate
         last = await self.changes.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
         self.floor = int(last["_id"]) if last else 0
         self.fresh_until = time.monotonic() + STALE_AFTER

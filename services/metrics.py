@@ -55,6 +55,14 @@ class _LiveCollector:
         sockets.add_metric([], workspaces.open_sockets if workspaces is not None else 0)
         yield sockets
 
+        authstate = getattr(services, "authstate", None)
+        if authstate is not None:
+            lookups = CounterMetricFamily("apranova_auth_cache_lookups", "Auth-state cache lookups (sessions and "
+                                          "users) in this process, by result", labels=["result"])
+            lookups.add_metric(["hit"], authstate.hits)
+            lookups.add_metric(["miss"], authstate.misses)
+            yield lookups
+
         inflight = GaugeMetricFamily("apranova_http_requests_in_flight", "HTTP requests being served")
         inflight.add_metric([], self.metrics.inflight())
         yield inflight

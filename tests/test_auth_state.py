@@ -26,6 +26,8 @@ async def test_a_warm_request_is_served_from_the_cache(server, client):
     response = await profile(client, data)
     assert response.status_code == 200 and response.json()["email"] == data["user"]["email"]
     assert (state.hits - hits, state.misses - misses) == (2, 0)  # the session and the user
+    metrics = (await client.get("/metrics")).text
+    assert f'apranova_auth_cache_lookups_total{{result="hit"}} {float(state.hits)}' in metrics
 
 
 async def test_own_changes_take_effect_on_the_next_request(server, client):
