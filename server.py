@@ -1,6 +1,7 @@
 """ApraNova server: settings -> services -> app -> listen; graceful SIGTERM.
 
     python server.py [--port 8000 ...]                run the API
+    python server.py --workers 2                        the same, as 2 processes (see serve_workers)
     python server.py create-user --email E --role admin   make a user (password from a prompt or stdin)
     python server.py settings-table                    print the README's settings table
 """
@@ -72,7 +73,7 @@ def browser_url(host: str, port: int) -> str:
     return f"http://{host}:{port}/"
 
 
-async def serve(settings) -> int:
+async def serve(settings, reuse_port: bool = False) -> int:
     from handlers import make_app
     from services.container import Services
 
@@ -84,7 +85,7 @@ async def serve(settings) -> int:
     app = make_app(services)
     server = HTTPServer(app, max_body_size=64 * 1024 * 1024, idle_connection_timeout=75)
     try:
-        server.listen(settings.port, settings.host)
+        server.listen(settings.port, settings.host, reuse_port=reuse_port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         await services.close()
@@ -203,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "create-user":
         data_dir_given = args.data_dir is not None or "DATA_DIR" in os.environ
         return asyncio.run(create_user(settings, args, data_dir_given))
+    if settings.workers > 1:
+        from services.workers import serve_workers
+        return serve_workers(settings, lambda child_settings: asyncio.run(serve(child_settings, reuse_port=True)))
     return asyncio.run(serve(settings))
 
 

@@ -1,13 +1,19 @@
 """Accounts benchmark: prints numbers (not a test).
 
-    .venv/bin/python bench/bench_accounts.py [--seconds 10] [--connections 64]
+    .venv/bin/python bench/bench_accounts.py [--seconds 8] [--connections 64] [--rounds 3]
 
-1. Starts `python server.py` (embedded nx-27017 in a temp dir, BCRYPT_ROUNDS=12)
-   and a bare Tornado JSON handler, each as its own process.
-2. Drives GET /api/users/profile/ and the bare handler with a keep-alive
-   load generator (raw asyncio streams, a separate process) at N connections:
-   requests/s, p50, p99.
-3. Measures /health latency while 20 logins (bcrypt cost 12) run at once.
+1. Starts, each as its own process with its own embedded nx-27017
+   (BCRYPT_ROUNDS=12): `python server.py` (1 worker), the same with
+   AUTH_CACHE_SIZE=0 (every request reads the database: the "before"),
+   `python server.py --workers 2`, and a bare Tornado JSON handler.
+2. Drives GET /api/users/profile/ (and the bare handler) with wrk -t2 (or, without
+   wrk, a keep-alive asyncio load generator in a separate process) at N
+   connections, in alternating rounds: medians of requests/s, p50, p99, and
+   the ratios against bare Tornado and the original Django backend's figure
+   recorded in issue 10.
+3. Prints the resident memory of each server with its children (workers,
+   database) after the load, then /health latency while 20 logins (bcrypt
+   cost 12) run at once on the 1-worker server.
 """
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -135,47 +143,157 @@ async def health_during_logins(url: str, email: str, password: str, logins: int 
             "health_p99_ms": percentile(latencies, 99) * 1000, "health_max_ms": max(latencies) * 1000}
 
 
+ORIGINAL_DJANGO_RPS = (543, 567)  # issue 10: the original backend on this machine, same load (not rerun here)
+CONFIGS = {  # name -> (extra environment, extra arguments)
+    "profile_1_worker": ({}, []),
+    "profile_1_worker_no_cache": ({"AUTH_CACHE_SIZE": "0"}, []),
+    "profile_2_workers": ({}, ["--workers", "2"]),
+}
+
+
+def wrk_load(url: str, path: str, token: str, connections: int, seconds: float) -> dict:
+    """wrk (C, 2 threads) when installed: it leaves more CPU to the server
+    than the Python load generator does on a 2-core machine."""
+    header = ["-H", f"Authorization: Bearer {token}"] if token else []
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--latency", *header, url + path],
+                         check=True, capture_output=True, text=True).stdout
+
+    def ms(text: str) -> float:
+        value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50_ms": ms(re.search(r"\s50%\s+(\S+)", out)[1]),
+            "p99_ms": ms(re.search(r"\s99%\s+(\S+)", out)[1]), "non_200": int(non_2xx[1]) if non_2xx else 0}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its descendants."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            pending.extend(int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split())
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def rss_mib(pid: int, field: str = "Rss") -> float:
+    """Rss (or Pss: shared pages split between the sharers, fairer for forked
+    workers) of a process and all its descendants (workers, embedded database)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+            total += int(re.search(rf"^{field}:\s+(\d+)", rollup, re.M)[1])
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except (OSError, TypeError):
+            continue
+        pending.extend(int(child) for child in children)
+    return total / 1024
+
+
+def start_server(tmp: str, env: dict, extra: list[str], cwd: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    from services.db import free_port
+    port = free_port()
+    data = tempfile.mkdtemp(dir=tmp)
+    process = subprocess.Popen([sys.executable, "server.py", "--port", str(port), "--host", "127.0.0.1",
+                                "--data-dir", data, *extra], cwd=cwd, env=env)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def register(url: str, email: str, password: str) -> str:
+    import httpx
+    registered = httpx.post(url + "/api/auth/registration/", timeout=30, json={
+        "name": "Bench", "email": email, "password1": password, "password2": password, "role": "student"})
+    registered.raise_for_status()
+    return registered.json()["access"]
+
+
+def summarize(runs: list[dict]) -> dict:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
+    parser.add_argument("--only", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk exists")
+    parser.add_argument("--before", type=Path, help="a checkout of an older commit (git worktree add DIR COMMIT): "
+                        "its server.py runs as 'profile_before', 1 worker, for a before/after in the same run")
     args = parser.parse_args()
-    import httpx
     from services.db import free_port
 
-    processes = []
+    load = load_in_subprocess if args.python_load or not shutil.which("wrk") else wrk_load
+    processes: dict[str, subprocess.Popen] = {}
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            port, bare_port = free_port(), free_port()
             env = {**os.environ, "BCRYPT_ROUNDS": "12", "RATE_LIMIT_ANON": "100000000/hour",
                    "RATE_LIMIT_USER": "100000000/hour", "LOG_LEVEL": "WARNING", "APRANOVA_ENV": "development"}
             env.pop("MONGODB_URI", None)
-            processes.append(subprocess.Popen([sys.executable, "server.py", "--port", str(port), "--host", "127.0.0.1",
-                                               "--data-dir", tmp], cwd=ROOT, env=env))
-            processes.append(subprocess.Popen([sys.executable, __file__, "--bare", str(bare_port)]))
-            url, bare_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"
-            wait_http(url + "/health")
-            wait_http(bare_url + "/")
+            urls: dict[str, str] = {}
+            for name in args.only:
+                extra_env, extra_args = CONFIGS[name]
+                processes[name], urls[name] = start_server(tmp, {**env, **extra_env}, extra_args)
+            if args.before:
+                processes["profile_before"], urls["profile_before"] = start_server(tmp, env, [], args.before.resolve())
+            bare_port = free_port()
+            processes["bare_tornado"] = subprocess.Popen([sys.executable, __file__, "--bare", str(bare_port)])
+            urls["bare_tornado"] = f"http://127.0.0.1:{bare_port}"
+            for name, url in urls.items():
+                wait_http(url + ("/" if name == "bare_tornado" else "/health"))
             email, password = "bench@example.com", "Correct-Battery-Staple-9"
-            registered = httpx.post(url + "/api/auth/registration/", timeout=30, json={
-                "name": "Bench", "email": email, "password1": password, "password2": password, "role": "student"})
-            registered.raise_for_status()
-            token = registered.json()["access"]
+            tokens = {name: register(url, email, password) for name, url in urls.items() if name != "bare_tornado"}
+            tokens["bare_tornado"] = ""
 
             print(f"machine: {os.cpu_count()} cores, "
-                  f"{next(line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if 'model name' in line)}")
-            results = {
-                "profile": load_in_subprocess(url, "/api/users/profile/", token, args.connections, args.seconds),
-                "bare_tornado": load_in_subprocess(bare_url, "/", "", args.connections, args.seconds),
-                "health_during_logins": asyncio.run(health_during_logins(url, email, password)),
-            }
+                  f"{next(line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if 'model name' in line)}; "
+                  f"load average before: {open('/proc/loadavg').read().split()[:3]}")
+            print(f"load generator: {'wrk -t2' if load is wrk_load else 'python asyncio'} -c{args.connections}, "
+                  f"{args.seconds:.0f} s per run, {args.rounds} alternating rounds, medians")
+            runs: dict[str, list[dict]] = {name: [] for name in urls}
+            for _ in range(args.rounds):
+                for name, url in urls.items():
+                    path = "/" if name == "bare_tornado" else "/api/users/profile/"
+                    cpu = cpu_seconds(processes[name].pid)
+                    run = load(url, path, tokens[name], args.connections, args.seconds)
+                    # CPU per request (server + database) barely depends on the machine's other load.
+                    run["cpu_ms_per_request"] = (cpu_seconds(processes[name].pid) - cpu) * 1000 / max(
+                        1.0, run["rps"] * args.seconds)
+                    runs[name].append(run)
+            results = {name: summarize(numbers) for name, numbers in runs.items()}
+            bare = results["bare_tornado"]["rps"]
             for name, numbers in results.items():
-                print(f"{name}: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                                              for k, v in numbers.items()))
+                ratio = f", x_bare={numbers['rps'] / bare:.2f}" if name != "bare_tornado" else ""
+                if name != "bare_tornado":
+                    ratio += (f", x_original_django={numbers['rps'] / ORIGINAL_DJANGO_RPS[1]:.2f}"
+                              f"-{numbers['rps'] / ORIGINAL_DJANGO_RPS[0]:.2f}")
+                each = ", ".join(f"{run['rps']:.0f}" for run in runs[name])
+                print(f"{name}: " + ", ".join(f"{k}={v:.2f}" if k.startswith("cpu") else f"{k}={v:.1f}"
+                                              for k, v in numbers.items()) + ratio
+                      + f"  (runs: {each} req/s)")
+            if "profile_2_workers" in results and "profile_1_worker" in results:
+                scaling = results["profile_2_workers"]["rps"] / results["profile_1_worker"]["rps"]
+                print(f"2 workers / 1 worker: {scaling:.2f}x")
+            for name, process in processes.items():
+                print(f"memory_after_benchmark {name}: RSS {rss_mib(process.pid):.0f} MiB, "
+                      f"PSS {rss_mib(process.pid, 'Pss'):.0f} MiB (server + its children)")
+            for name in ("profile_1_worker", "profile_before"):
+                if name in urls:
+                    numbers = asyncio.run(health_during_logins(urls[name], email, password))
+                    print(f"health_during_logins ({name}): " + ", ".join(
+                        f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in numbers.items()))
+            print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
         finally:
-            for process in processes:
+            for process in processes.values():
                 process.terminate()
-                process.wait(20)
+                process.wait(30)
 
 
 if __name__ == "__main__":

@@ -51,8 +51,9 @@ def log_request(handler: web.RequestHandler) -> None:
     user_id = getattr(handler, "user_id", None)
     request_id = getattr(handler, "request_id", "-")
     level = logging.INFO if status < 500 else logging.ERROR
-    access_log.log(level, "%s %s %d %.1fms user=%s ip=%s rid=%s", handler.request.method, handler.request.path,
-                   status, ms, user_id if user_id is not None else "-", handler.request.remote_ip, request_id,
-                   extra={"method": handler.request.method, "path": handler.request.path, "status": status,
-                          "ms": round(ms, 1), "user_id": user_id, "request_id": request_id})
+    if access_log.isEnabledFor(level):  # else skip building the line and its fields
+        access_log.log(level, "%s %s %d %.1fms user=%s ip=%s rid=%s", handler.request.method, handler.request.path,
+                       status, ms, user_id if user_id is not None else "-", handler.request.remote_ip, request_id,
+                       extra={"method": handler.request.method, "path": handler.request.path, "status": status,
+                              "ms": round(ms, 1), "user_id": user_id, "request_id": request_id})
     record_request(handler)

@@ -1,10 +1,12 @@
 """Accounts: registration, login, profiles and role changes.
 
 Authorization rules live here, each in one function, and always read the
-role stored now (never one copied into a token).
+role stored now (never one copied into a token): through the auth-state cache
+(services/authstate.py), which every write to a user here announces.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -12,9 +14,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from models.accounts import ROLES, email_key, normalize_email
+from services.authstate import AuthState
 from services.errors import ApiError, Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from services.passwords import PasswordHasher, password_problems
-from services.tokens import TokenPair, TokenService, utcnow
+from services.tokens import AccessClaims, TokenPair, TokenService, utcnow
 
 ADMIN_ROLES = ("admin", "superadmin")
 # "now" timestamps in updates use $currentDate: nx-27017 stores a top-level
@@ -28,8 +31,10 @@ class InvalidCredentials(Unauthorized):
 
 
 class AccountService:
-    def __init__(self, db: AsyncDatabase, tokens: TokenService, hasher: PasswordHasher, tracks: dict[str, str]):
+    def __init__(self, db: AsyncDatabase, tokens: TokenService, hasher: PasswordHasher, tracks: dict[str, str],
+                 authstate: AuthState):
         self.db = db
+        self.authstate = authstate
         self.users = db.users
         self.tokens = tokens
         self.hasher = hasher
@@ -103,6 +108,7 @@ class AccountService:
             raise ApiError(403, "Unauthorized role access", detail,
                            extra={"detail": detail, "actual_role": user["role"]})
         await self.users.update_one({"_id": user["_id"]}, {"$currentDate": {"last_login_at": True}})
+        await self.authstate.user_changed(user["_id"])
         return user, await self.tokens.start_session(user["_id"])
 
     async def hand_over_to_email_owner(self, user_id: int, reason: str) -> None:
@@ -111,15 +117,13 @@ class AccountService:
         password may not be that person (account pre-hijacking). Make the old
         password unusable and end every session, so the email's owner is the
         only one left holding the account."""
-        await self.users.update_one({"_id": user_id}, {"$set": {"password_hash": None, "email_verified": True},
-                                                       **STAMP_UPDATED})
+        await self.set_fields(user_id, {"password_hash": None, "email_verified": True})
         await self.tokens.revoke_all(user_id, reason)
 
     async def set_password(self, user_id: int, password: str) -> None:
         """A new password chosen through a mailed link: the mailbox is proven
         (email verified) and every session of the account is signed out."""
-        await self.users.update_one({"_id": user_id}, {"$set": {"password_hash": await self.hasher.hash(password),
-                                                                "email_verified": True}, **STAMP_UPDATED})
+        await self.set_fields(user_id, {"password_hash": await self.hasher.hash(password), "email_verified": True})
         await self.tokens.revoke_all(user_id, "password reset")
 
     async def email_exists(self, email: str) -> bool:
@@ -134,6 +138,7 @@ class AccountService:
 
     async def record_login(self, user_id: int) -> None:
         await self.users.update_one({"_id": user_id}, {"$currentDate": {"last_login_at": True}})
+        await self.authstate.user_changed(user_id)
 
     async def enroll(self, user_id: int, track: str | None) -> None:
         """A paid enrolment (idempotent: `enrolled_at` keeps the first one)."""
@@ -142,6 +147,7 @@ class AccountService:
             changes["track"] = track
         await self.users.update_one({"_id": user_id}, {"$set": changes, **STAMP_UPDATED})
         await self.users.update_one({"_id": user_id, "enrolled_at": None}, {"$currentDate": {"enrolled_at": True}})
+        await self.authstate.user_changed(user_id)  # the enrolment shows in the (cached) profile at once
 
     async def update_profile(self, user_id: int, changes: dict[str, Any]) -> dict:
         changes = {key: value for key, value in changes.items() if value is not None and key in {"name", "track"}}
@@ -155,6 +161,7 @@ class AccountService:
                                                     return_document=ReturnDocument.AFTER)
         if user is None:
             raise NotFound("User not found.")
+        await self.authstate.user_changed(user_id)
         return user
 
     async def change_role(self, actor: dict, target_id: int, new_role: str) -> dict:
@@ -181,6 +188,7 @@ class AccountService:
             if others == 0:
                 raise Conflict("The last superadmin cannot be demoted.")
         await self.users.update_one({"_id": target["_id"]}, {"$set": {"role": new_role}, **STAMP_UPDATED})
+        await self.authstate.user_changed(target["_id"])
         return {"id": target["_id"], "role": new_role}
 
     async def refresh(self, refresh_token: str) -> TokenPair:
@@ -192,11 +200,40 @@ class AccountService:
             raise Unauthorized("User no longer exists.", error="Invalid token")
         return await self.tokens.rotate(claims)
 
-    async def authenticate(self, access_token: str) -> dict:
-        """The caller's current user document for an access token."""
-        claims = await self.tokens.authenticate(access_token)
-        user = await self.get(claims.user_id)
-        if user is None or user.get("disabled"):
-            raise Unauthorized("User no longer exists.", error="Invalid token")
-        user["_session_id"] = claims.session_id
-        return user
+    async def set_disabled(self, user_id: int, disabled: bool) -> None:
+        """Disable (or re-enable) an account: its tokens stop working on the
+        next request in this process, within 1 s in the others."""
+        await self.set_fields(user_id, {"disabled": disabled})
+
+    async def set_fields(self, user_id: int, fields: dict[str, Any], stamp: tuple[str, ...] = ()) -> None:
+        """The one write of a user's fields by other services (verification,
+        trainer assignment, the admin console): stamps updated_at (and the
+        `stamp` fields) and tells the auth-state cache, so that the change is
+        seen on the next request here and within 1 s elsewhere."""
+        stamps = {"updated_at": True, **{name: True for name in stamp}}
+        await self.users.update_one({"_id": user_id}, {"$set": fields, "$currentDate": stamps})
+        await self.authstate.user_changed(user_id)
+
+    async def session_user(self, session_id: str) -> dict | None:
+        """The user of a live, unrevoked, unexpired session whose user is not
+        disabled; else None. Served from the auth-state cache (no database
+        round trip when warm); the one check behind access tokens and
+        workspace cookies."""
+        session = await self.authstate.session(session_id)
+        if session is None or not session.live(time.time()):
+            return None
+        user = await self.authstate.user(session.user_id)
+        return None if user is None or user.get("disabled") else user
+
+    async def authenticate(self, access_token: str, claims: AccessClaims | None = None) -> dict:
+        """The caller's current user document for an access token (`claims`:
+        the token already decoded by the caller)."""
+        claims = claims or self.tokens.access_claims(access_token)
+        user = await self.session_user(claims.session_id)
+        if user is not None and user["_id"] == claims.user_id:
+            user["_session_id"] = claims.session_id
+            return user
+        session = await self.authstate.session(claims.session_id)  # cached now: only picks the message
+        if session is None or not session.live(time.time()) or session.user_id != claims.user_id:
+            raise Unauthorized("Token has been revoked.", error="Token revoked")
+        raise Unauthorized("User no longer exists.", error="Invalid token")

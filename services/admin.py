@@ -165,8 +165,7 @@ class AdminService:
         return await self.get_user(target_id)
 
     async def set_disabled(self, actor: dict, target: dict, disabled: bool) -> None:
-        await self.users.update_one({"_id": target["_id"]}, {"$set": {"disabled": disabled},
-                                                             "$currentDate": {"updated_at": True}})
+        await self.accounts.set_disabled(target["_id"], disabled)
         await self.tokens.revoke_all(target["_id"], "account disabled" if disabled else "account re-enabled")
         details = await self._stop_workspace(target["_id"]) if disabled else {}
         await self.audit(actor, "user.disabled" if disabled else "user.enabled", target, **details)
@@ -175,9 +174,9 @@ class AdminService:
         require_admin(actor)
         target = await self.get_user(target_id)
         check_may_manage(actor, target, "delete")
-        await self.users.update_one({"_id": target_id}, {
-            "$set": {"disabled": True, "email_key": f"deleted:{target_id}:{target['email_key']}"},
-            "$currentDate": {"deleted_at": True, "updated_at": True}})
+        await self.accounts.set_fields(target_id, {"disabled": True,
+                                                   "email_key": f"deleted:{target_id}:{target['email_key']}"},
+                                       stamp=("deleted_at",))
         await self.tokens.revoke_all(target_id, "account deleted")
         details = await self._stop_workspace(target_id)
         await self.audit(actor, "user.deleted", target, **details)

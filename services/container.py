@@ -13,6 +13,7 @@ from pymongo.errors import PyMongoError
 from services import db as dbmod
 from services.accounts import AccountService
 from services.db_supervisor import Supervisor
+from services.authstate import AuthState
 from services.passwords import PasswordHasher
 from services.ratelimit import MemoryBackend, MongoBackend, RateLimits
 from services.settings import Settings, resolve_jwt_secret
@@ -51,13 +52,19 @@ class Services:
         self.client, self.db = dbmod.connect(uri, settings.mongodb_db, settings.db_timeout_ms)
         await self._wait_for_database()
         await dbmod.ensure_indexes(self.db)
+        self.authstate = AuthState(self.db, settings.auth_cache_size)
+        await self.authstate.start()
+        self.on_close(self.authstate.close)
         self.tokens = TokenService(self.db, resolve_jwt_secret(settings),
                                    dt.timedelta(minutes=settings.jwt_access_minutes),
-                                   dt.timedelta(days=settings.jwt_refresh_days),
+                                   dt.timedelta(days=settings.jwt_refresh_days), self.authstate,
                                    reuse_seconds=settings.jwt_refresh_reuse_seconds)
         self.hasher = PasswordHasher(settings.bcrypt_rounds)
-        self.accounts = AccountService(self.db, self.tokens, self.hasher, settings.tracks)
+        self.on_close(self.hasher.close)
+        self.accounts = AccountService(self.db, self.tokens, self.hasher, settings.tracks, self.authstate)
         backend = MongoBackend(self.db) if settings.rate_limit_storage == "mongodb" else MemoryBackend()
+        if isinstance(backend, MongoBackend):
+            self.on_close(backend.close)  # sends the hits it counted locally
         self.ratelimits = RateLimits({
             "anon": settings.rate_limit_anon, "user": settings.rate_limit_user,
             "workspace": settings.rate_limit_workspace, "login_failures": settings.rate_limit_login_failures,

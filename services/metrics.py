@@ -61,6 +61,14 @@ class _LiveCollector:
             restarts.add_metric([], supervisor.embedded.restarts)
             yield restarts
 
+        authstate = getattr(services, "authstate", None)
+        if authstate is not None:
+            lookups = CounterMetricFamily("apranova_auth_cache_lookups", "Auth-state cache lookups (sessions and "
+                                          "users) in this process, by result", labels=["result"])
+            lookups.add_metric(["hit"], authstate.hits)
+            lookups.add_metric(["miss"], authstate.misses)
+            yield lookups
+
         inflight = GaugeMetricFamily("apranova_http_requests_in_flight", "HTTP requests being served")
         inflight.add_metric([], self.metrics.inflight())
         yield inflight
@@ -87,13 +95,21 @@ class Metrics:
         self.websockets_open = Gauge("apranova_websockets_open", "Open WebSocket connections (the status socket "
                                      "counts itself: open() and on_close())", registry=self.registry)
         self._provisioned_seen = 0
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry.register(_LiveCollector(self))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        # The labelled children are kept: prometheus-client's labels() lookup
+        # (validation, a lock) cost more than the increment itself.
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(method, route, str(status)),
+                                              self.latency.labels(method, route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def _drain_provisioning(self, workspaces: Any) -> None:
         """Move durations finished since the last scrape into the histogram.

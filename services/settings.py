@@ -86,6 +86,8 @@ SETTINGS: list[Setting] = [
     S("HOST", "0.0.0.0", "Address to listen on."),
     S("PORT", "8000", "Port to listen on.", port),
     S("DATA_DIR", "./data", "Directory for the embedded database and the development signing key."),
+    S("WORKERS", "1", "Server processes, all on PORT (SO_REUSEPORT) and one database; more than 1 also sets "
+      "RATE_LIMIT_STORAGE=mongodb so that the limits hold across them.", whole_number),
     S("SHUTDOWN_TIMEOUT", "10", "Seconds SIGTERM waits for in-flight requests before closing.", number),
     S("MAX_BODY_BYTES", "1048576", "Largest accepted request body (larger: 413).", whole_number),
     S("CORS_ORIGINS", "http://localhost:3000,http://localhost:8000,http://127.0.0.1:8000",
@@ -106,6 +108,8 @@ SETTINGS: list[Setting] = [
     S("JWT_REFRESH_REUSE_SECONDS", "10", "Seconds after a refresh during which the same refresh token gets the same "
       "new pair again (concurrent refreshes); later reuse revokes the login. 0: off.", whole_number, group="auth"),
     S("BCRYPT_ROUNDS", "12", "bcrypt cost factor (4-31).", whole_number, group="auth"),
+    S("AUTH_CACHE_SIZE", "10000", "Sessions (and as many users) whose auth state each process caches; 0: read the "
+      "database on every request. Other processes' changes reach the cache within 1 s.", whole_number, group="auth"),
     S("TRACKS", DEFAULT_TRACKS, "Comma-separated CODE=Title learning tracks.", tracks, group="auth"),
     # rate limits
     S("RATE_LIMIT_ANON", "100/hour", "Requests per client IP without a token.", _rate, group="rate limits"),
@@ -248,6 +252,10 @@ def validate(settings: Settings) -> None:
         raise SettingsError("WORKSPACE_PULL_POLICY must be 'if-not-present', 'always' or 'never'")
     if not 0 <= settings.jwt_refresh_reuse_seconds <= 300:
         raise SettingsError("JWT_REFRESH_REUSE_SECONDS must be between 0 and 300")
+    if not 1 <= settings.workers <= 64:
+        raise SettingsError("WORKERS must be between 1 and 64")
+    if settings.auth_cache_size < 0:
+        raise SettingsError("AUTH_CACHE_SIZE must be 0 or more")
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise SettingsError("BCRYPT_ROUNDS must be between 4 and 31")
     if settings.smtp_tls not in {"starttls", "tls", "none"}:

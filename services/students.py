@@ -14,6 +14,7 @@ Rules, each in one place:
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -49,8 +50,9 @@ def student_model(student: dict) -> dict:
 
 
 class TrainerAssignments:
-    def __init__(self, db: AsyncDatabase):
+    def __init__(self, db: AsyncDatabase, accounts: Any):
         self.users = db.users
+        self.accounts = accounts  # writes go through it (the auth-state cache must hear of them)
 
     async def assign(self, student: dict) -> dict | None:
         """Give a new student the least loaded trainer of their track; returns
@@ -66,7 +68,7 @@ class TrainerAssignments:
                 best = (load, trainer)
         if best is None:
             return None
-        await self.users.update_one({"_id": student["_id"]}, {"$set": {"trainer_id": best[1]["_id"]}})
+        await self.accounts.set_fields(student["_id"], {"trainer_id": best[1]["_id"]})
         student["trainer_id"] = best[1]["_id"]
         return best[1]
 
@@ -86,4 +88,4 @@ class TrainerAssignments:
 
 async def start(services) -> None:
     await services.db.users.create_index([("trainer_id", ASCENDING)])  # each trainer's students
-    services.students = TrainerAssignments(services.db)
+    services.students = TrainerAssignments(services.db, services.accounts)

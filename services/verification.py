@@ -110,8 +110,7 @@ class EmailLinks:
         user = await self._spend(VERIFY, key)
         if not user:
             raise ValidationFailed({"key": [BAD_LINK]})
-        await self.users.update_one({"_id": user["_id"]}, {"$set": {"email_verified": True},
-                                                           "$currentDate": {"updated_at": True}})
+        await self.accounts.set_fields(user["_id"], {"email_verified": True})
 
     # -- password reset -----------------------------------------------------------------
     async def request_reset(self, email: str) -> None:

@@ -144,6 +144,7 @@ async def make_admin(server: RunningServer, client: httpx.AsyncClient, role: str
     """A registered user promoted in the database, as `create-user` would make one."""
     data = await register(client)
     await server.db.users.update_one({"_id": data["user"]["id"]}, {"$set": {"role": role}})
+    await server.services.authstate.user_changed(data["user"]["id"])  # as every writer announces its change
     data["user"]["role"] = role
     return data
 

@@ -143,3 +143,25 @@ async def test_refused_role_and_success_give_the_attempt_back(start_server):
             assert (await login(client, email, data["password"])).status_code == 200
         assert (await login(client, email, "Wrong-Password-1")).status_code == 401
         assert (await login(client, email, data["password"])).status_code == 200
+
+
+async def test_shared_storage_counts_locally_far_from_the_limit_and_exactly_near_it(server):
+    """Two MongoDB backends stand for two processes on one database."""
+    from limits import parse
+
+    from services.ratelimit import MongoBackend
+    first, second = MongoBackend(server.db), MongoBackend(server.db)
+    roomy = parse("1000/hour")
+    for _ in range(50):
+        assert (await first.hit(roomy, "roomy", 1)).allowed
+    stored = await server.db.rate_limits.find_one({"_id": {"$regex": "roomy"}})
+    assert stored["count"] == 1  # only the first hit went to the database; the rest wait for the sync
+    await first.flush()
+    assert (await server.db.rate_limits.find_one({"_id": stored["_id"]}))["count"] == 50
+    assert (await second.hit(roomy, "roomy", 1)).remaining == 1000 - 51  # the other process sees them
+
+    tight = parse("30/hour")
+    allowed = [(await backend.hit(tight, "tight", 1)).allowed for _ in range(25) for backend in (first, second)]
+    assert allowed.count(True) == 30 and allowed[:30] == [True] * 30
+    await first.close()
+    await second.close()

@@ -195,12 +195,14 @@ async def test_token_of_a_deleted_user_stops_working_on_the_next_request(server,
     data = await register(client)
     assert (await profile(client, data)).status_code == 200
     await server.db.users.delete_one({"_id": data["user"]["id"]})
+    await server.services.authstate.user_changed(data["user"]["id"])  # as every writer announces its change
     assert_401(await profile(client, data))
 
 
 async def test_token_of_a_disabled_user_stops_working(server, client):
     data = await register(client)
-    await server.db.users.update_one({"_id": data["user"]["id"]}, {"$set": {"disabled": True}})
+    assert (await profile(client, data)).status_code == 200  # the user is in the auth-state cache now
+    await server.services.accounts.set_disabled(data["user"]["id"], True)
     assert_401(await profile(client, data))
     assert_401(await refresh(client, data["refresh"]))
 

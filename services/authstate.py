@@ -1,0 +1,236 @@
+"""The authentication state, cached in the process: each session's
+revocation state and each user's document (what authorization reads), so
+that an authenticated request needs no database round trip.
+
+What keeps it correct:
+
+* this process's own writes (logout, revocation, role or profile change,
+  disabling, enrolment) call ``session_changed`` / ``user_changed`` /
+  ``sessions_of_user_changed``: the entry is dropped at once and the change
+  is appended to the change log ``auth_changes`` (a sequence number from
+  ``counters``);
+* every process polls that log every POLL_INTERVAL and drops what others
+  changed. nx-27017 0.8 has change streams, but a standalone MongoDB
+  (MONGODB_URI) has none; a poll of one small collection by primary key
+  works on both, like the workspace event poll;
+* the cache is trusted only while the last successful poll started less than
+  STALE_AFTER ago; otherwise (database trouble) every read goes to the
+  database, so "another process's write takes effect within 1 s" holds;
+* a read that raced with an invalidation is not stored (generation counter);
+* entries are reread after MAX_AGE: a safety net for edits made outside the
+  server (a mongo shell), which write no change log entry;
+* at most ``size`` sessions and ``size`` users (least recently used go
+  first); size 0 turns the cache off.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+log = logging.getLogger("apranova.authstate")
+
+POLL_INTERVAL = 0.1  # seconds between two reads of the change log (a loaded loop may take long to answer one)
+STALE_AFTER = 0.9  # the cache is bypassed when no poll succeeded for this long (the promise is 1 s)
+MAX_AGE = 60.0  # seconds an entry lives at most (edits outside the server)
+GAP_GIVE_UP = 5.0  # a change log sequence number still missing after this was never written
+PURGE_EVERY = 300.0  # seconds between two trims of the change log
+LOG_KEEP = 10000  # change log entries kept (tiny; far more than a poll interval's worth)
+
+
+@dataclass(frozen=True)
+class SessionState:
+    user_id: int
+    revoked: bool
+    expires_at: float | None  # epoch seconds; None: unknown (the TTL index still removes it)
+
+    def live(self, now: float) -> bool:
+        return not self.revoked and (self.expires_at is None or self.expires_at > now)
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
+    if isinstance(value, str):  # nx-27017 stores a $set datetime as a string
+        try:
+            return _epoch(dt.datetime.fromisoformat(value))
+        except ValueError:
+            return None
+    return None
+
+
+class _LRU:
+    """key -> (loaded_at, value), bounded, least recently used first out."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.entries: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: Any, now: float) -> Any:
+        entry = self.entries.get(key)
+        if entry is None or now - entry[0] > MAX_AGE:
+            return None
+        self.entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: Any, value: Any, now: float) -> None:
+        if self.size <= 0:
+            return
+        self.entries[key] = (now, value)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+
+class AuthState:
+    def __init__(self, db: AsyncDatabase, size: int = 10000):
+        self.db = db
+        self.session_docs, self.user_docs, self.changes = db.sessions, db.users, db.auth_changes  # made once
+        self.size = size
+        self.sessions = _LRU(size)
+        self.users = _LRU(size)
+        self.generation = 0  # bumped by every invalidation
+        self.fresh_until = 0.0  # monotonic time until which the cache is trusted
+        self.floor = 0  # every change log entry up to here has been applied
+        self.seen: set[int] = set()  # applied entries above the floor
+        self.gap_since: float | None = None
+        self.hits = self.misses = 0
+        self._poller: asyncio.Task | None = None
+        self._stopping = False
+        self._last_purge = time.monotonic()
+
+    # -- reads ---------------------------------------------------------------------
+    def trusted(self) -> bool:
+        return self.size > 0 and time.monotonic() < self.fresh_until
+
+    async def session(self, session_id: str) -> SessionState | None:
+        """The session's state, or None if there is no such session."""
+        now = time.monotonic()
+        if self.trusted():
+            state = self.sessions.get(session_id, now)
+            if state is not None and state.live(time.time()):
+                self.hits += 1
+                return state
+        self.misses += 1  # an expired entry is reread: a refresh may have extended the session
+        generation = self.generation
+        doc = await self.session_docs.find_one({"_id": session_id}, {"user_id": 1, "revoked": 1, "expires_at": 1})
+        if doc is None:
+            return None
+        state = SessionState(int(doc.get("user_id", -1)), bool(doc.get("revoked")), _epoch(doc.get("expires_at")))
+        if generation == self.generation:
+            self.sessions.put(session_id, state, now)
+        return state
+
+    async def user(self, user_id: int) -> dict | None:
+        """The user's document without the password hash (a copy: callers may
+        add keys), or None."""
+        now = time.monotonic()
+        if self.trusted():
+            doc = self.users.get(user_id, now)
+            if doc is not None:
+                self.hits += 1
+                return dict(doc)
+        self.misses += 1
+        generation = self.generation
+        doc = await self.user_docs.find_one({"_id": user_id}, {"password_hash": 0})
+        if doc is not None and generation == self.generation:
+            self.users.put(user_id, doc, now)
+        return dict(doc) if doc is not None else None
+
+    # -- writes (call after the database write) --------------------------------------
+    async def session_changed(self, session_id: str) -> None:
+        await self._changed({"session_id": session_id})
+
+    async def user_changed(self, user_id: int) -> None:
+        await self._changed({"user_id": user_id})
+
+    async def sessions_of_user_changed(self, user_id: int) -> None:
+        await self._changed({"sessions_of": user_id})
+
+    async def _changed(self, change: dict) -> None:
+        # Dropped here first: the next request of this process rereads. A read
+        # that started before the write sees the new generation and stores nothing.
+        self._apply(change)
+        counter = await self.db.counters.find_one_and_update(
+            {"_id": "auth_changes"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER)
+        await self.changes.insert_one({"_id": int(counter["seq"]), **change})
+
+    def _apply(self, change: dict) -> None:
+        self.generation += 1
+        if "session_id" in change:
+            self.sessions.entries.pop(change["session_id"], None)
+        if "user_id" in change:
+            self.users.entries.pop(change["user_id"], None)
+        if "sessions_of" in change:
+            for session_id in [key for key, (_, state) in self.sessions.entries.items()
+                               if state.user_id == change["sessions_of"]]:
+                self.sessions.entries.pop(session_id, None)
+
+    # -- the change log poller --------------------------------------------------------
+    async def start(self) -> None:
+        if self.size <= 0:
+            return  # nothing cached, nothing to invalidate
+        last = await self.changes.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+        self.floor = int(last["_id"]) if last else 0
+        self.fresh_until = time.monotonic() + STALE_AFTER
+        self._poller = asyncio.create_task(self._poll_loop(), name="auth-state-poller")
+
+    async def close(self) -> None:
+        self._stopping = True  # as well as the cancel: a driver call may swallow a CancelledError
+        if self._poller:
+            self._poller.cancel()
+            await asyncio.wait([self._poller], timeout=2 * POLL_INTERVAL + 1)
+
+    async def _poll_loop(self) -> None:
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                await self.poll()
+                self.fresh_until = started + STALE_AFTER
+                if started - self._last_purge > PURGE_EVERY:
+                    self._last_purge = started
+                    await self.purge_log()
+            except PyMongoError as exc:
+                log.warning("auth state poll failed (%s); reading from the database until it works",
+                            type(exc).__name__)
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def poll(self) -> None:
+        """Apply what other processes changed since the last poll."""
+        async for change in self.changes.find({"_id": {"$gt": self.floor}}).sort("_id", 1):
+            seq = int(change.pop("_id"))
+            if seq not in self.seen:
+                self.seen.add(seq)
+                self._apply(change)
+        self._advance_floor()
+
+    def _advance_floor(self) -> None:
+        """Move the floor over applied entries. A missing number (a writer
+        between its counter and its insert) holds the floor back, so that
+        entry is still read when it lands; after GAP_GIVE_UP it is skipped."""
+        while self.floor + 1 in self.seen:
+            self.floor += 1
+            self.seen.discard(self.floor)
+        if not self.seen:
+            self.gap_since = None
+        elif self.gap_since is None:
+            self.gap_since = time.monotonic()
+        elif time.monotonic() - self.gap_since > GAP_GIVE_UP:
+            self.floor = min(self.seen) - 1
+            self.gap_since = None
+            self._advance_floor()
+
+    async def purge_log(self) -> None:
+        """Drop old change log entries (purged here, on a timer, rather than
+        by a TTL index, which nx-27017 would run on every poll)."""
+        newest = await self.changes.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+        if newest:
+            await self.changes.delete_many({"_id": {"$lte": int(newest["_id"]) - LOG_KEEP}})
