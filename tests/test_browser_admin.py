@@ -206,3 +206,9 @@ async def test_admin_stops_and_deletes_a_workspace_with_confirm(docker_servers, 
     await workspaces.get_by_text("No workspace in this state.").wait_for(timeout=30000)
     assert (await server.db.workspaces.find_one({"owner_id": student["user"]["id"]}))["state"] == "deleted"
     await page.locator("#audit tbody tr", has_text="workspace.delete").wait_for()
+    # Started again behind the console's back: Refresh shows it.
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        await client.post("/api/users/workspace/create/", json={"wait": True},
+                          headers={"Authorization": f"Bearer {student['access']}"})
+    await workspaces.get_by_role("button", name="Refresh workspaces").click()
+    await workspaces.locator("tbody tr", has_text="Running").wait_for()
