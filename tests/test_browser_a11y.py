@@ -58,6 +58,13 @@ async def test_running_pill_and_focus_ring_contrast(app, open_tab) -> None:
                 getComputedStyle(document.querySelector('.site-header')).backgroundColor]; }""")
     assert await contrast(page, *header) >= 3
 
+    # A keyboard route change: the new page's heading takes focus and shows the ring.
+    await page.locator("#nav a", has_text="Sign up").focus()
+    await page.keyboard.press("Enter")
+    await page.get_by_role("heading", name="Create your account").wait_for()
+    assert await page.evaluate("() => document.activeElement.tagName") == "H1"
+    assert await page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle") != "none"
+
 
 async def test_focus_after_a_failed_login_a_bad_sign_up_and_a_profile_save(app, api, open_tab) -> None:
     user = await register(api, email=unique_email("focus"), password=PASSWORD, name="Focus Person")

@@ -40,6 +40,9 @@ async def test_admin_manages_a_student_and_meets_the_boundaries(app, api, open_t
     await page.get_by_role("heading", name="Users").wait_for()
     await page.locator("#users .pager-summary", has_text="Page 1 of 2 · 14 in all").wait_for()
     assert await page.get_by_text("Manage users and roles from the API").count() == 0
+    unlabelled = await page.evaluate("""() => [...document.querySelectorAll('main input, main select')]
+        .filter(el => !el.labels || el.labels.length === 0).map(el => el.name)""")
+    assert unlabelled == []
     await page.get_by_role("button", name="Next page").first.click()
     await page.locator("#users .pager-summary", has_text="Page 2 of 2").wait_for()
 
@@ -52,6 +55,7 @@ async def test_admin_manages_a_student_and_meets_the_boundaries(app, api, open_t
     await page.keyboard.press("Enter")
     detail = page.locator("#users .detail")
     await detail.get_by_role("heading", name="Ada Student").wait_for()
+    assert await detail.get_by_label("Role").count() == 1  # the detail's role select is labelled too
     assert await page.evaluate("() => document.activeElement.textContent") == "Ada Student"
     # An admin is offered student and trainer only.
     options = await detail.get_by_label("Role").locator("option").all_text_contents()
@@ -202,3 +206,9 @@ async def test_admin_stops_and_deletes_a_workspace_with_confirm(docker_servers, 
     await workspaces.get_by_text("No workspace in this state.").wait_for(timeout=30000)
     assert (await server.db.workspaces.find_one({"owner_id": student["user"]["id"]}))["state"] == "deleted"
     await page.locator("#audit tbody tr", has_text="workspace.delete").wait_for()
+    # Started again behind the console's back: Refresh shows it.
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        await client.post("/api/users/workspace/create/", json={"wait": True},
+                          headers={"Authorization": f"Bearer {student['access']}"})
+    await workspaces.get_by_role("button", name="Refresh workspaces").click()
+    await workspaces.locator("tbody tr", has_text="Running").wait_for()

@@ -184,8 +184,10 @@ function workspacesSection(onChange) {
     filters.state = filter.elements["ws-state"].value;
     table.show(1);
   });
-  const { card, heading, status } = consoleCard("workspaces", "Workspaces", filter, table.element, confirmSlot,
-    historySlot);
+  // No auto-refresh: rebuilding the rows under a keyboard user would drop their focus.
+  const refresh = h("button", { type: "button", onclick: () => table.show() }, "Refresh workspaces");
+  const { card, heading, status } = consoleCard("workspaces", "Workspaces", filter, table.element,
+    h("div", { class: "actions" }, refresh), confirmSlot, historySlot);
 
   function actionsFor(ws) {
     const who = ws.owner.name || `user ${ws.owner.id}`;

@@ -53,9 +53,11 @@ export class PagedTable {
 
   async show(page = this.page) {
     const pressed = document.activeElement;
+    const request = (this.requests = (this.requests || 0) + 1);
     this.element.setAttribute("aria-busy", "true");
     try {
       const data = await this.load(Math.max(1, page));
+      if (request !== this.requests) return; // a newer show() answers instead (answers may come out of order)
       this.page = data.page;
       this.rows = data.results;
       this.body.replaceChildren(...data.results.map((row) => h("tr", {},
