@@ -39,7 +39,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGE = os.environ.get("WORKSPACE_TEST_IMAGE", "apranova/workspace-test:latest")
+IMAGE = os.environ.get("WORKSPACE_TEST_IMAGE", "apranova/workspace-test:2")
 PASSWORD = "Correct-Horse-42"
 CREATE = "/api/users/workspace/create/"
 

@@ -115,10 +115,53 @@ class DockerEngine:
         except (aiohttp.ClientError, OSError) as exc:
             raise DockerUnavailable(f"{type(exc).__name__}: {exc}") from None
 
-    # -- volumes ------------------------------------------------------------------
+    # -- volumes and networks -----------------------------------------------------
     async def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
         """Create the volume (creating an existing one is a no-op in Docker)."""
         await self._json("volumes/create", "POST", body={"Name": name, "Labels": labels})
+
+    async def volume_exists(self, name: str) -> bool:
+        try:
+            await self._json(f"volumes/{name}")
+            return True
+        except DockerError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    async def inspect_network(self, name: str) -> dict | None:
+        try:
+            return await self._json(f"networks/{name}")
+        except DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def ensure_network(self, name: str, labels: dict[str, str], options: dict[str, str]) -> dict:
+        """The bridge network `name`, created when missing (a simultaneous
+        create by another process is fine)."""
+        found = await self.inspect_network(name)
+        if found is None:
+            try:
+                await self._json("networks/create", "POST", body={
+                    "Name": name, "Driver": "bridge", "Labels": labels, "Options": options, "CheckDuplicate": True})
+            except DockerError as exc:
+                if exc.status != 409:
+                    raise
+            found = await self.inspect_network(name) or {}
+        return found
+
+    async def run_once(self, name: str, config: dict, timeout: float = 60) -> int:
+        """Create, start and wait for a one-shot container; always removed.
+        Returns its exit code."""
+        await self.remove_container(name)
+        result = await self._json("containers/create", "POST", params={"name": name}, body=config)
+        try:
+            await self._json(f"containers/{result['Id']}/start", "POST")
+            status = await asyncio.wait_for(self._json(f"containers/{result['Id']}/wait", "POST"), timeout)
+            return int(status.get("StatusCode", -1))
+        finally:
+            await self.remove_container(result["Id"])
 
     async def remove_volume(self, name: str) -> None:
         try:
@@ -190,26 +233,31 @@ class DockerEngine:
 
 
 def container_config(*, image: str, labels: dict[str, str], env: dict[str, str], container_port: int,
-                     host_ip: str, host_port: int, volume: str, cpus: float, memory: int, pids: int,
-                     network: str = "", cmd: list[str] | None = None) -> dict:
-    """The Engine API body of `POST /containers/create` for one workspace."""
+                     host_ip: str, host_port: int | None, mounts: list[tuple[str, str]], cpus: float, memory: int,
+                     pids: int, user: str, network: str = "", cmd: list[str] | None = None) -> dict:
+    """The Engine API body of `POST /containers/create` for one workspace:
+    no capabilities, a non-root user, no privilege gain; a published port
+    only when `host_port` is given (direct mode)."""
     port_key = f"{container_port}/tcp"
     config: dict[str, Any] = {
         "Image": image,
         "Labels": labels,
         "Env": [f"{key}={value}" for key, value in env.items()],
         "ExposedPorts": {port_key: {}},
+        "User": user,
         "HostConfig": {
-            "PortBindings": {port_key: [{"HostIp": host_ip, "HostPort": str(host_port)}]},
-            "Mounts": [{"Type": "volume", "Source": volume, "Target": "/home/coder/project"}],
+            "Mounts": [{"Type": "volume", "Source": source, "Target": target} for source, target in mounts],
             "NanoCpus": int(cpus * 1e9),
             "Memory": memory,
             "PidsLimit": pids,
             "RestartPolicy": {"Name": "no"},
             "Init": True,  # tini as PID 1: signals reach the IDE (a quick stop) and zombies are reaped
+            "CapDrop": ["ALL"],
             "SecurityOpt": ["no-new-privileges"],
         },
     }
+    if host_port is not None:
+        config["HostConfig"]["PortBindings"] = {port_key: [{"HostIp": host_ip, "HostPort": str(host_port)}]}
     if network:
         config["HostConfig"]["NetworkMode"] = network
     if cmd:

@@ -49,6 +49,13 @@ def _http_url(value: str) -> str:
     return value.strip()
 
 
+def _statuses(value: str) -> list[int]:
+    statuses = [int(part) for part in _csv(value) if part.isascii() and part.isdigit() and 100 <= int(part) <= 599]
+    if not statuses or len(statuses) != len(_csv(value)):
+        raise ValueError(f"not a list of HTTP statuses like '200,204': {value!r}")
+    return statuses
+
+
 def _networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(part, strict=False) for part in _csv(value)]
 
@@ -145,10 +152,19 @@ SETTINGS: list[Setting] = [
     S("WORKSPACE_CPUS", "1", "CPU limit per workspace.", number, group="workspaces"),
     S("WORKSPACE_MEMORY", "2g", "Memory limit per workspace (bytes, or with k/m/g).", group="workspaces"),
     S("WORKSPACE_PIDS", "512", "Process limit per workspace.", whole_number, group="workspaces"),
-    S("WORKSPACE_NETWORK", "", "Docker network for workspaces (empty: the default bridge).", group="workspaces"),
+    S("WORKSPACE_NETWORK", "", "Docker network for workspaces (empty: the default bridge; with WORKSPACE_EXPOSURE=network, "
+      "'<INSTANCE_NAME>-workspaces', made by the server).", group="workspaces"),
     S("WORKSPACE_CMD", "", "Command override for the container, split like shell words (quotes work; empty: the image's own).", group="workspaces"),
     S("WORKSPACE_READY_TIMEOUT", "120", "Seconds to wait for the IDE to answer HTTP before failing.", number, group="workspaces"),
     S("WORKSPACE_WAIT_TIMEOUT", "180", "Longest a create with {\"wait\": true} waits.", number, group="workspaces"),
+    S("WORKSPACE_EXPOSURE", "direct", "'direct': each IDE published on a host port from WORKSPACE_PORT_RANGE (the contract's "
+      "literal url/port; anyone who reaches that port reaches the IDE's login). 'network': no published port; workspaces on a "
+      "Docker network the server makes with inter-container traffic off, reachable only from the server (for the proxy).",
+      group="workspaces"),
+    S("WORKSPACE_USER", "1000:1000", "uid:gid the IDE runs as (never root: all capabilities are dropped).", group="workspaces"),
+    S("WORKSPACE_READY_PATH", "/healthz", "Path the readiness probe requests (code-server answers /healthz).", group="workspaces"),
+    S("WORKSPACE_READY_STATUSES", "200", "Comma-separated HTTP statuses of WORKSPACE_READY_PATH that mean ready.",
+      _statuses, group="workspaces"),
     S("WORKSPACE_READY_HOST", "", "Host the readiness probe connects to (empty: WORKSPACE_HOST_IP, or 127.0.0.1 when that is 0.0.0.0).", group="workspaces"),
     # payments
     S("STRIPE_SECRET_KEY", "", "Stripe secret key (empty: payments answer 503).", secret=True, group="payments"),
@@ -256,6 +272,12 @@ def validate(settings: Settings) -> None:
         raise SettingsError("WORKERS must be between 1 and 64")
     if settings.auth_cache_size < 0:
         raise SettingsError("AUTH_CACHE_SIZE must be 0 or more")
+    if settings.workspace_exposure not in {"direct", "network"}:
+        raise SettingsError("WORKSPACE_EXPOSURE must be 'direct' or 'network'")
+    if not re.fullmatch(r"\d+(:\d+)?", settings.workspace_user) or settings.workspace_user.split(":")[0] == "0":
+        raise SettingsError("WORKSPACE_USER must be a non-root uid or uid:gid, like 1000:1000")
+    if not settings.workspace_ready_path.startswith("/") or any(c in settings.workspace_ready_path for c in " \r\n"):
+        raise SettingsError("WORKSPACE_READY_PATH must be a path starting with '/'")
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise SettingsError("BCRYPT_ROUNDS must be between 4 and 31")
     if settings.smtp_tls not in {"starttls", "tls", "none"}:

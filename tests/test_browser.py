@@ -23,7 +23,7 @@ from tornado.netutil import bind_sockets
 
 from tests.accounts_helpers import age_refresh_rotations
 from tests.conftest import ARTIFACTS, docker_available, make_admin, register, require_or_skip, unique_email
-from tests.workspaces_helpers import TEST_IMAGE, WorkspaceServers, containers_of, docker
+from tests.workspaces_helpers import TEST_IMAGE, WorkspaceServers, containers_of, docker, ensure_test_image
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -122,6 +122,7 @@ async def docker_servers(mongo, tmp_path) -> AsyncIterator[WorkspaceServers]:
     (40000-44999, apart from the workspace tests' 20000-32749); every
     container and volume they made is removed at the end."""
     require_or_skip(docker_available(), "Docker engine")
+    ensure_test_image()
     require_or_skip(bool(docker("image", "ls", "-q", TEST_IMAGE, check=False)), f"test image {TEST_IMAGE}")
     manager = WorkspaceServers(mongo, tmp_path)
     manager.instance = "brw" + manager.instance[3:]
@@ -149,6 +150,11 @@ async def progress(tab: Tab) -> int:
 
 async def shown_seqs(tab: Tab) -> list[int]:
     return [int(seq) for seq in await tab.page.eval_on_selector_all("#ws-log li", "els => els.map(e => e.dataset.seq)")]
+
+
+async def shown_seqs_end_at(tab: Tab, seq: int) -> bool:
+    shown = await shown_seqs(tab)
+    return bool(shown) and shown[-1] >= seq
 
 
 async def wait_until_async(predicate: Any, timeout: float = 10, what: str = "condition") -> None:
@@ -615,6 +621,8 @@ async def test_server_outage_on_the_dashboard_then_the_missed_events(docker_serv
         await page.locator("#workspace[data-state=stopped]").wait_for(timeout=15000)
         assert tab.sockets[-1].endswith(f"?after={shown_before[-1]}")
         doc = await server.db.workspaces.find_one({"owner_id": user["user"]["id"]})
+        # The snapshot may show "stopped" a moment before the replayed events are listed.
+        await wait_until_async(lambda: shown_seqs_end_at(tab, doc["seq"]), what="the missed events")
         assert await shown_seqs(tab) == list(range(shown_before[0], doc["seq"] + 1))  # the missed ones, once
         assert await page.locator("#ws-live").is_hidden()
     finally:

@@ -13,6 +13,7 @@ from tornado.websocket import websocket_connect
 
 from tests.conftest import auth, docker_available, register, require_or_skip
 from tests.test_server_process import ServerProcess
+from tests.workspaces_helpers import TEST_IMAGE, ensure_test_image
 
 NO_DOCKER = "unix:///nonexistent/apranova-metrics.sock"
 
@@ -112,8 +113,9 @@ async def test_workspaces_by_state_sockets_and_docker_errors(start_server):
 @pytest.mark.docker
 async def test_provisioning_duration_is_observed(start_server):
     require_or_skip(docker_available(), "Docker engine")
+    ensure_test_image()
     instance = f"t6metrics{uuid.uuid4().hex[:6]}"
-    server = await start_server(instance_name=instance, workspace_image="apranova/workspace-test:latest",
+    server = await start_server(instance_name=instance, workspace_image=TEST_IMAGE,
                                 workspace_pull_policy="never", workspace_port_range="23100-23199")
     async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
         tokens = await register(client)

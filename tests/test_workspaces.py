@@ -34,7 +34,7 @@ async def answers_http(port: int) -> bool:
 async def test_whole_lifecycle_with_the_contract_shapes(ws_server, http, servers):
     user = await register(http)
     uid, headers = user["user"]["id"], auth(user)
-    name, volume = f"{servers.instance}-ws-{uid}", f"{servers.instance}-ws-{uid}-project"
+    name, volume = f"{servers.instance}-ws-{uid}", f"{servers.instance}-ws-{uid}-home"
 
     assert (await http.get(WORKSPACE, headers=headers)).status_code == 404
     started = time.monotonic()
@@ -64,13 +64,18 @@ async def test_whole_lifecycle_with_the_contract_shapes(ws_server, http, servers
     host = info["HostConfig"]
     assert host["PortBindings"]["8080/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(running["port"])}]
     assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 64 * 1024 ** 2 and host["PidsLimit"] == 64
-    assert [(m["Name"], m["Destination"]) for m in info["Mounts"]] == [(volume, "/home/coder/project")]
+    assert [(m["Name"], m["Destination"]) for m in info["Mounts"]] == [(volume, "/home/coder")]
+    # No capabilities, not root, no privilege gain (issue 14 item 4).
+    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd") and info["Config"]["User"] == "1000:1000"
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert docker("exec", name, "/bin/busybox", "id", "-u") == "1000"
 
     got = await http.get(WORKSPACE, headers=headers)
     assert got.status_code == 200 and set(got.json()) == WORKSPACE_KEYS and got.json()["state"] == "running"
 
     # The files volume survives stop, start and delete; purge removes it.
-    docker("exec", name, "/bin/busybox", "sh", "-c", "echo kept > /home/coder/project/file.txt")
+    docker("exec", name, "/bin/busybox", "sh", "-c", "echo kept > /home/coder/project/file.txt && "
+           "/bin/busybox mkdir -p /home/coder/.config && echo '{}' > /home/coder/.config/settings.json")
     stopped = await http.post(STOP, headers=headers)
     assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
     assert inspect(name)["State"]["Running"] is False
@@ -78,6 +83,7 @@ async def test_whole_lifecycle_with_the_contract_shapes(ws_server, http, servers
     assert restarted.status_code == 200 and restarted.json()["state"] == "running"
     assert restarted.json()["port"] == running["port"]
     assert docker("exec", name, "/bin/busybox", "cat", "/home/coder/project/file.txt") == "kept"
+    assert docker("exec", name, "/bin/busybox", "cat", "/home/coder/.config/settings.json") == "{}"  # the whole home
 
     deleted = await http.delete(WORKSPACE, headers=headers)
     assert deleted.status_code == 200 and deleted.json()["state"] == "deleted" and deleted.json()["message"]
@@ -265,7 +271,7 @@ async def test_restart_reconciles_documents_and_containers(servers):
     # An orphan: our labels, no document.
     orphan = docker("create", "--label", "apranova.managed=true", "--label", f"apranova.instance={servers.instance}",
                     "--label", "apranova.workspace_id=orphan", "--label", "apranova.user_id=999999",
-                    "apranova/workspace-test:latest")
+                    "apranova/workspace-test:2")
 
     second = await servers.start(mongodb_db=db_name)
     async with httpx.AsyncClient(base_url=second.url, timeout=60) as client:

@@ -20,7 +20,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from tests.conftest import RunningServer, docker_available, require_or_skip, serve, test_settings
 
-TEST_IMAGE = os.environ.get("WORKSPACE_TEST_IMAGE", "apranova/workspace-test:latest")
+TEST_IMAGE = os.environ.get("WORKSPACE_TEST_IMAGE", "apranova/workspace-test:2")
 DOCKER_SOCKET = "/var/run/docker.sock"
 CONTRACT_503 = {"error": "Workspace feature not available",
                 "message": "Docker is not accessible from the backend container.",
@@ -55,6 +55,23 @@ def cleanup_instance(instance: str) -> None:
     volumes = docker("volume", "ls", "-q", "--filter", f"label=apranova.instance={instance}").split()
     if volumes:
         docker("volume", "rm", "-f", *volumes, check=False)
+    networks = docker("network", "ls", "-q", "--filter", f"label=apranova.instance={instance}").split()
+    if networks:
+        docker("network", "rm", *networks, check=False)
+
+
+_image_checked = False
+
+
+def ensure_test_image() -> None:
+    """Build (or find current) the stand-in image once per test process:
+    the script is idempotent, and another checkout's older script may have
+    rebuilt the shared tag meanwhile."""
+    global _image_checked
+    if not _image_checked:
+        script = os.path.join(os.path.dirname(__file__), "..", "workspace-image", "build-test-image.sh")
+        subprocess.run(["bash", script, TEST_IMAGE], capture_output=True, timeout=120, check=False)
+        _image_checked = True
 
 
 class WorkspaceServers:
@@ -94,6 +111,7 @@ class WorkspaceServers:
 @pytest.fixture
 async def servers(mongo, tmp_path) -> AsyncIterator[WorkspaceServers]:
     require_or_skip(docker_available(), "Docker engine")
+    ensure_test_image()
     require_or_skip(bool(docker("image", "ls", "-q", TEST_IMAGE, check=False)),
                     f"test image {TEST_IMAGE} (run workspace-image/build-test-image.sh)")
     manager = WorkspaceServers(mongo, tmp_path)

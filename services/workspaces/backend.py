@@ -115,7 +115,8 @@ class Backend(Protocol):
         Raises BackendError when none is left."""
 
     async def ensure_storage(self, spec: WorkspaceSpec) -> None:
-        """Make the workspace's persistent home exist and writable by the IDE's user."""
+        """Make the workspace's persistent home exist and writable by the
+        IDE's user (called after `prepare_image`)."""
 
     def prepare_image(self) -> AsyncIterator[Progress]:
         """Make the IDE image available (pull per policy), yielding progress

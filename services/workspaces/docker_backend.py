@@ -1,41 +1,32 @@
 """The Docker backend: one container per workspace, through the aiodocker
 adapter (services/docker.py).
 
-What lives here and nowhere else: container and volume names, labels, the
-Engine-API container body, the direct mode's host ports (a published port
-per workspace, taken from WORKSPACE_PORT_RANGE and recorded through the
-provisioner's PortBook), the pull policy, and the readiness probe.
+What lives here and nowhere else: container, volume and network names,
+labels, the container body (no capabilities, a non-root user), the two
+exposures (WORKSPACE_EXPOSURE: `direct` publishes a host port from
+WORKSPACE_PORT_RANGE, recorded through the provisioner's PortBook;
+`network` publishes nothing and joins a server-made network with
+inter-container traffic off), the pull policy and the readiness probe.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator
 
 from services.docker import DockerEngine, DockerError, DockerUnavailable, container_config, is_port_taken
 from services.settings import Settings
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
                                          LifecycleEvent, PortBook, Progress, WorkspaceSpec)
+from services.workspaces.docker_support import (HOME, ICC_OFF, chown_config, engine_errors, lifecycle_events,
+                                                network_ip, published_port)
 from services.workspaces.probe import http_status
 from services.workspaces.pull import PullProgress
 
 log = logging.getLogger("apranova.workspaces")
 BAD_PORT_SECONDS = 600  # a host port Docker could not bind is skipped this long
-HOME = "/home/coder"
-
-
-@contextlib.contextmanager
-def engine_errors(refusal: str) -> Iterator[None]:
-    """The adapter's errors as the backend's: `refusal` prefixes the engine's own words."""
-    try:
-        yield
-    except DockerUnavailable as exc:
-        raise BackendUnavailable(str(exc)) from None
-    except DockerError as exc:
-        raise BackendError(f"{refusal}: {exc.message}") from None
 
 
 class DockerBackend:
@@ -56,6 +47,10 @@ class DockerBackend:
     def errors(self) -> int:
         return self.engine.errors if self.engine is not None else 0
 
+    @property
+    def direct(self) -> bool:
+        return self.settings.workspace_exposure == "direct"
+
     def _engine(self) -> DockerEngine:
         if self.engine is None:
             raise BackendUnavailable("no usable DOCKER_HOST")
@@ -68,15 +63,25 @@ class DockerBackend:
     def ref(self, spec: WorkspaceSpec) -> str:
         return f"{self.instance}-ws-{spec.owner_id}"
 
-    def volume_name(self, spec: WorkspaceSpec) -> str:
-        return f"{self.instance}-ws-{spec.owner_id}-project"
+    def volumes(self, spec: WorkspaceSpec) -> tuple[str, str]:
+        """The home volume, and the files-only volume of earlier versions
+        (still mounted at ~/project where it exists, so nobody's files vanish)."""
+        return f"{self.ref(spec)}-home", f"{self.ref(spec)}-project"
 
     def labels(self, spec: WorkspaceSpec) -> dict[str, str]:
         return {"apranova.managed": "true", "apranova.instance": self.instance,
                 "apranova.user_id": str(spec.owner_id), "apranova.workspace_id": spec.workspace_id}
 
+    @property
+    def network(self) -> str:
+        if self.direct:
+            return self.settings.workspace_network
+        return self.settings.workspace_network or f"{self.instance}-workspaces"
+
     # -- host ports (direct mode) -------------------------------------------------------
     async def reserve(self, spec: WorkspaceSpec, ports: PortBook) -> int | None:
+        if not self.direct:
+            return None
         return spec.port if spec.port is not None else await self._allocate(ports)
 
     async def _allocate(self, ports: PortBook) -> int:
@@ -96,19 +101,44 @@ class DockerBackend:
                 return port
         raise BackendError("Could not reserve a workspace port; try again.")
 
-    def endpoint(self, port: int) -> Endpoint:
+    def _host_endpoint(self, port: int) -> Endpoint:
         host_ip = self.settings.workspace_host_ip
         host = self.settings.workspace_ready_host or (host_ip if host_ip not in ("", "0.0.0.0", "::") else "127.0.0.1")
         return Endpoint(host, port)
 
+    def _endpoint(self, container: dict) -> Endpoint | None:
+        """Where the server reaches a container: its published port
+        (direct), or its address on the workspace network."""
+        if self.direct:
+            port = published_port(container)
+            return self._host_endpoint(port) if port else None
+        ip = network_ip(container, self.network)
+        return Endpoint(ip, self.settings.workspace_container_port) if ip else None
+
     # -- storage and image ----------------------------------------------------------------
     async def ensure_storage(self, spec: WorkspaceSpec) -> None:
-        with engine_errors("Docker refused to create the workspace's volume"):
-            await self._engine().ensure_volume(self.volume_name(spec), self.labels(spec))
+        """The home volume, given to the IDE's user when first made. A volume
+        whose chown failed is removed, so that the next run tries again."""
+        engine, (home, _) = self._engine(), self.volumes(spec)
+        with engine_errors("Docker refused to prepare the workspace's home volume"):
+            if await engine.volume_exists(home):
+                return
+            await engine.ensure_volume(home, self.labels(spec))
+            config = chown_config(self.settings.workspace_image, home, self.settings.workspace_user,
+                                  {"apranova.instance": self.instance, "apranova.role": "home-setup"})
+            try:
+                code = await engine.run_once(f"{self.ref(spec)}-home-setup", config)
+            except BaseException:
+                await engine.remove_volume(home)
+                raise
+            if code != 0:
+                await engine.remove_volume(home)
+                raise BackendError(f"The workspace's home could not be given to its user (chown exit code {code}).")
 
     async def remove_storage(self, spec: WorkspaceSpec) -> None:
         with engine_errors("Docker refused the operation"):
-            await self._engine().remove_volume(self.volume_name(spec))
+            for volume in self.volumes(spec):
+                await self._engine().remove_volume(volume)
 
     async def prepare_image(self) -> AsyncIterator[Progress]:
         engine, image, policy = self._engine(), self.settings.workspace_image, self.settings.workspace_pull_policy
@@ -134,22 +164,27 @@ class DockerBackend:
         yield Progress(100, "Image is available")
 
     # -- containers -------------------------------------------------------------------------
-    def _config(self, spec: WorkspaceSpec, port: int) -> dict:
-        s = self.settings
+    async def _config(self, spec: WorkspaceSpec, port: int | None) -> dict:
+        s, engine = self.settings, self._engine()
+        home, legacy = self.volumes(spec)
+        mounts = [(home, HOME)] + ([(legacy, f"{HOME}/project")] if await engine.volume_exists(legacy) else [])
+        if not self.direct:  # made idempotently, labelled for cleanup, before the first container joins
+            await engine.ensure_network(self.network, {"apranova.instance": self.instance,
+                                                       "apranova.role": "workspace-network"}, ICC_OFF)
         return container_config(
             image=s.workspace_image, labels=self.labels(spec), env={"PASSWORD": spec.password},
             container_port=s.workspace_container_port, host_ip=s.workspace_host_ip, host_port=port,
-            volume=self.volume_name(spec), cpus=s.workspace_cpus, memory=s.workspace_memory_bytes,
-            pids=s.workspace_pids, network=s.workspace_network, cmd=s.workspace_argv)
+            mounts=mounts, cpus=s.workspace_cpus, memory=s.workspace_memory_bytes, pids=s.workspace_pids,
+            user=s.workspace_user, network=self.network, cmd=s.workspace_argv)
 
     async def launch(self, spec: WorkspaceSpec, ports: PortBook) -> Launched:
         engine, name = self._engine(), self.ref(spec)
         with engine_errors("Docker refused to create the workspace"):
             await engine.remove_container(name)  # the leftover of an earlier run
-            port = spec.port if spec.port is not None else await self._allocate(ports)
+            port = await self.reserve(spec, ports)
             for _ in range(10):
                 try:
-                    container_id = await engine.create_container(name, self._config(spec, port))
+                    container_id = await engine.create_container(name, await self._config(spec, port))
                 except DockerError as exc:
                     if exc.status == 409:  # the name is taken: a leftover appeared; clear it and retry
                         await engine.remove_container(name)
@@ -157,10 +192,13 @@ class DockerBackend:
                     raise
                 try:
                     await engine.start_container(container_id)
-                    return Launched(container_id, self.endpoint(port), port)
-                except DockerError as exc:
+                    endpoint = self._endpoint(await engine.inspect_container(container_id) or {})
+                    if endpoint is None:
+                        raise BackendError("The workspace container has no address the server can reach.")
+                    return Launched(container_id, endpoint, port)
+                except (DockerError, BackendError) as exc:
                     await engine.remove_container(container_id)
-                    if not is_port_taken(exc):
+                    if not (isinstance(exc, DockerError) and is_port_taken(exc)) or port is None:
                         raise
                 log.info("host port %s is taken outside ApraNova; choosing another", port)
                 self._bad_ports[port] = time.monotonic()
@@ -168,16 +206,20 @@ class DockerBackend:
         raise BackendError("Could not start the workspace container; try again.")
 
     async def wait_ready(self, launched: Launched) -> None:
-        """Ready means the IDE answers HTTP, not merely that the container started."""
-        timeout = self.settings.workspace_ready_timeout
+        """Ready means WORKSPACE_READY_PATH answers one of
+        WORKSPACE_READY_STATUSES, not merely that the container started or
+        that something answers on that address."""
+        s = self.settings
         host, port = launched.endpoint.host, launched.endpoint.port
-        deadline = time.monotonic() + timeout
-        next_check = time.monotonic() + 1
+        deadline, next_check, status = time.monotonic() + s.workspace_ready_timeout, time.monotonic() + 1, None
         while True:
-            if await http_status(host, port, "/") is not None:
+            status = await http_status(host, port, s.workspace_ready_path)
+            if status in s.workspace_ready_statuses:
                 return
             if time.monotonic() > deadline:
-                raise BackendError(f"The IDE did not answer on port {launched.port or port} within {timeout:g} s.")
+                answer = f" (it answered {status})" if status else ""
+                raise BackendError(f"The IDE did not answer on port {launched.port or port} within "
+                                   f"{s.workspace_ready_timeout:g} s{answer}.")
             if time.monotonic() > next_check:
                 next_check = time.monotonic() + 1
                 with engine_errors("Docker refused to inspect the workspace"):
@@ -196,12 +238,8 @@ class DockerBackend:
             await self._engine().remove_container(ref)
 
     def _instance(self, container: dict, running: bool) -> Instance:
-        labels = container.get("Config", {}).get("Labels") or container.get("Labels") or {}
-        ports = [p.get("PublicPort") for p in container.get("Ports") or () if p.get("PublicPort")]
-        bindings = (container.get("HostConfig", {}).get("PortBindings") or {}).values()
-        ports += [int(b["HostPort"]) for binding in bindings for b in binding or () if b.get("HostPort")]
-        return Instance(labels.get("apranova.workspace_id", ""), container["Id"], running,
-                        self.endpoint(ports[0]) if ports else None)
+        labels = (container.get("Config") or {}).get("Labels") or container.get("Labels") or {}
+        return Instance(labels.get("apranova.workspace_id", ""), container["Id"], running, self._endpoint(container))
 
     async def inspect(self, ref: str) -> Instance | None:
         with engine_errors("Docker refused to inspect the workspace"):
@@ -218,30 +256,20 @@ class DockerBackend:
         labels = {"apranova.instance": self.instance}
         try:
             async for event in self._engine().events(labels, since=int(since) if since else None):
-                for found in self._lifecycle_events(event):
+                for found in lifecycle_events(event, self._oom):
                     yield found
         except DockerUnavailable as exc:
             raise BackendUnavailable(str(exc)) from None
 
-    def _lifecycle_events(self, event: dict) -> Iterator[LifecycleEvent]:
-        """Docker's container events as the backend's: an ``oom`` is
-        remembered and makes the ``die`` that follows an "oom"."""
-        action = event.get("Action") or event.get("status") or ""
-        actor = event.get("Actor") or {}
-        ref = actor.get("ID") or event.get("id") or ""
-        attributes = actor.get("Attributes") or {}
-        workspace_id = attributes.get("apranova.workspace_id")
-        if action == "oom":
-            self._oom.add(ref)
-        elif action in ("die", "destroy") and workspace_id:
-            oom = ref in self._oom
-            self._oom.discard(ref)
-            code = str(attributes.get("exitCode") or "")
-            kind = "removed" if action == "destroy" else "oom" if oom else "died"
-            yield LifecycleEvent(kind, workspace_id, ref, int(code) if code.isdigit() else None)
-
     async def check(self) -> list[str]:
-        return []
+        """What an operator should know at start-up, before a student finds out."""
+        image, policy = self.settings.workspace_image, self.settings.workspace_pull_policy
+        if self.engine is None or not await self.engine.ping() or await self.engine.image_exists(image):
+            return []
+        if policy == "never":
+            return [f"WORKSPACE_IMAGE {image} is not on the Docker host and WORKSPACE_PULL_POLICY is 'never': "
+                    "every workspace will fail until the image is built or loaded there."]
+        return [f"WORKSPACE_IMAGE {image} is not on the Docker host; the first workspace will pull it."]
 
     def end_event_streams(self) -> None:
         if self.engine is not None:

@@ -120,9 +120,9 @@ class Provisioner:
         started = time.monotonic()
         launched: Launched | None = None
         try:
-            doc = await self.step(doc, 5, "Preparing the files volume")
+            doc = await self._prepare_image(doc)  # first: making the storage may need the image
+            doc = await self.step(doc, 72, "Preparing the home volume")
             await self.backend.ensure_storage(spec_of(doc))
-            doc = await self._prepare_image(doc)
             doc = await self.step(doc, 74, "Creating the container", fields={"container_id": None})
             ports = RunPorts(self, doc)
             launched = await self.backend.launch(spec_of(doc), ports)

@@ -106,10 +106,11 @@ class Reconciler:
         if state == State.PROVISIONING:
             if doc.get("worker") == self.lifecycle.worker:
                 return  # launched by this process a moment ago
-            # A new run number supersedes the interrupted one, should its process still be alive.
+            # A new run number supersedes the interrupted one, should its process still be alive;
+            # it keeps its port (launch finds one if it has none).
             doc = await change(doc, "step", "Resuming provisioning after a restart", when=same_run(doc),
                                fields={"worker": self.lifecycle.worker, "run": doc.get("run", 0) + 1,
-                                       "reserved": doc.get("run", 0) + 1})  # it keeps its port; launch finds one if none
+                                       "reserved": doc.get("run", 0) + 1})
             if doc is not None:
                 self.provisioner.launch(doc)
         elif state == State.RUNNING and not running:

@@ -3,8 +3,10 @@ per user, created, read, stopped and deleted; who may act on whose; the URL
 shown to the user and the endpoint the server connects to."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
+import logging
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -21,6 +23,7 @@ from services.workspaces.provisioner import Provisioner
 from services.workspaces.reconcile import Reconciler
 from services.workspaces.store import WorkspaceStore
 
+log = logging.getLogger("apranova.workspaces")
 BACKENDS = {"docker": "services.workspaces.docker_backend:DockerBackend"}
 
 
@@ -71,11 +74,14 @@ class WorkspaceService:
         return await self.store.count_by_state(s.value for s in State)
 
     def url(self, doc: dict) -> str | None:
-        """The URL shown to the user (direct mode: the published port)."""
-        if doc.get("port") is None:
+        """The URL shown to the user: WORKSPACE_URL_TEMPLATE filled in; None
+        when it needs a {port} and the workspace has none (network exposure
+        publishes none: its template names the proxied host instead)."""
+        template = self.settings.workspace_url_template
+        if doc.get("port") is None and "{port}" in template:
             return None
-        return self.settings.workspace_url_template.format(port=doc["port"], host_ip=self.settings.workspace_host_ip,
-                                                           user_id=doc["owner_id"])
+        return template.format(port=doc.get("port") or "", host_ip=self.settings.workspace_host_ip,
+                               user_id=doc["owner_id"])
 
     @staticmethod
     def endpoint(doc: dict) -> Endpoint | None:
@@ -214,3 +220,8 @@ async def start(services: Any) -> None:
     services.workspaces = workspaces
     workspaces.start()
     services.on_close(workspaces.close)
+    try:  # say at start-up what the first student would otherwise find out
+        for warning in await asyncio.wait_for(workspaces.backend.check(), 3):
+            log.warning("%s", warning)
+    except Exception as exc:  # noqa: BLE001 - a check must never stop the server
+        log.warning("workspace start-up check failed: %s", type(exc).__name__)

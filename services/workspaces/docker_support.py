@@ -1,0 +1,67 @@
+"""Pieces of the Docker backend that are plain data: error translation, the
+one-shot container that gives a fresh home volume to the IDE's user, the
+address of a container, and Docker's events as the backend's."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from services.docker import DockerError, DockerUnavailable
+from services.workspaces.backend import BackendError, BackendUnavailable, LifecycleEvent
+
+HOME = "/home/coder"  # the image user's home: the whole of it persists
+ICC_OFF = {"com.docker.network.bridge.enable_icc": "false"}  # containers on it cannot reach each other
+
+
+@contextlib.contextmanager
+def engine_errors(refusal: str) -> Iterator[None]:
+    """The adapter's errors as the backend's: `refusal` prefixes the engine's own words."""
+    try:
+        yield
+    except DockerUnavailable as exc:
+        raise BackendUnavailable(str(exc)) from None
+    except DockerError as exc:
+        raise BackendError(f"{refusal}: {exc.message}") from None
+
+
+def chown_config(image: str, volume: str, user: str, labels: dict[str, str]) -> dict:
+    """A fresh volume mounted where the image has no directory (or a
+    root-owned one) comes out root-owned: chown it once, as root with only
+    CAP_CHOWN, no network, from the workspace image itself (which has chown)."""
+    return {
+        "Image": image, "Labels": labels, "User": "0:0", "Entrypoint": ["chown"], "Cmd": ["-R", user, HOME],
+        "HostConfig": {"Mounts": [{"Type": "volume", "Source": volume, "Target": HOME}], "CapDrop": ["ALL"],
+                       "CapAdd": ["CHOWN"], "SecurityOpt": ["no-new-privileges"], "NetworkMode": "none"},
+    }
+
+
+def network_ip(container: dict, network: str) -> str | None:
+    """The container's address on `network`, from an inspect or a list answer."""
+    found = ((container.get("NetworkSettings") or {}).get("Networks") or {}).get(network) or {}
+    return found.get("IPAddress") or None
+
+
+def published_port(container: dict) -> int | None:
+    """The host port a container publishes, from an inspect or a list answer."""
+    ports = [p.get("PublicPort") for p in container.get("Ports") or () if p.get("PublicPort")]
+    bindings = ((container.get("HostConfig") or {}).get("PortBindings") or {}).values()
+    ports += [int(b["HostPort"]) for binding in bindings for b in binding or () if b.get("HostPort")]
+    return ports[0] if ports else None
+
+
+def lifecycle_events(event: dict, oom: set[str]) -> Iterator[LifecycleEvent]:
+    """Docker's container events as the backend's: an ``oom`` is remembered
+    in `oom` and makes the ``die`` that follows an "oom"."""
+    action = event.get("Action") or event.get("status") or ""
+    actor = event.get("Actor") or {}
+    ref = actor.get("ID") or event.get("id") or ""
+    attributes = actor.get("Attributes") or {}
+    workspace_id = attributes.get("apranova.workspace_id")
+    if action == "oom":
+        oom.add(ref)
+    elif action in ("die", "destroy") and workspace_id:
+        killed = ref in oom
+        oom.discard(ref)
+        code = str(attributes.get("exitCode") or "")
+        kind = "removed" if action == "destroy" else "oom" if killed else "died"
+        yield LifecycleEvent(kind, workspace_id, ref, int(code) if code.isdigit() else None)

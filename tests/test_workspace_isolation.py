@@ -1,0 +1,147 @@
+"""The Docker backend's isolation and hardening, against the real engine:
+the network exposure (no published port; one workspace cannot reach
+another's IDE, the server reaches both), the non-root user owning its whole
+home even on an image without that directory, and a readiness probe that a
+mere answer does not fool."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import uuid
+
+import httpx
+import pytest
+
+from services import settings as settings_mod
+from tests.conftest import auth, register
+from tests.workspaces_helpers import TEST_IMAGE, docker
+
+CREATE = "/api/users/workspace/create/"
+# Every request answered 403 (busybox httpd's deny-all rule): "something
+# else" on the IDE's address, which must not count as a ready IDE.
+FORBIDS_ALL = ("/bin/busybox sh -c 'echo D:* > /tmp/httpd.conf; "
+               "exec /bin/busybox httpd -f -p 8080 -h /www -c /tmp/httpd.conf'")
+
+
+def inspect(name: str) -> dict:
+    return json.loads(docker("inspect", name))[0]
+
+
+def reaches(name: str, host: str, port: int) -> bool:
+    """From inside container `name`: does host:port answer HTTP? (busybox nc:
+    its wget crashes in this static build)."""
+    script = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 2 {host} {port}"
+    result = subprocess.run(["docker", "exec", name, "/bin/busybox", "sh", "-c", script], capture_output=True,
+                            text=True, timeout=30)
+    return result.stdout.startswith("HTTP/")
+
+
+@pytest.mark.docker
+async def test_network_exposure_isolates_workspaces_and_publishes_no_port(servers):
+    server = await servers.start(workspace_exposure="network", workspace_url_template="http://ws-{user_id}.localhost/")
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        users = [await register(client) for _ in range(2)]
+        bodies = [(await client.post(CREATE, headers=auth(u), json={"wait": True})).json() for u in users]
+        assert [b["state"] for b in bodies] == ["running", "running"], bodies
+        assert bodies[0]["port"] is None and bodies[0]["url"] == f"http://ws-{users[0]['user']['id']}.localhost/"
+        names = [f"{servers.instance}-ws-{u['user']['id']}" for u in users]
+        network = f"{servers.instance}-workspaces"
+        details = json.loads(docker("network", "inspect", network))[0]
+        assert details["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+        assert details["Labels"]["apranova.instance"] == servers.instance  # removed by the cleanup
+        workspaces = server.services.workspaces
+        endpoints = [workspaces.endpoint(await workspaces.find(u["user"]["id"])) for u in users]
+        for name, endpoint in zip(names, endpoints):
+            info = inspect(name)
+            assert not info["HostConfig"].get("PortBindings") and info["NetworkSettings"]["Ports"] == {"8080/tcp": None}
+            assert endpoint.host == info["NetworkSettings"]["Networks"][network]["IPAddress"] and endpoint.port == 8080
+            assert (await client.get(f"http://{endpoint.host}:{endpoint.port}/healthz")).status_code == 200  # server
+        assert reaches(names[1], "127.0.0.1", 8080)  # the probe itself works...
+        assert not reaches(names[0], endpoints[1].host, 8080)  # ...but A cannot reach B's IDE
+        assert not reaches(names[1], endpoints[0].host, 8080)
+
+
+@pytest.fixture
+def image_without_home():
+    """A second stand-in with no /home at all (busybox only, serving / as its page)."""
+    tag = f"apranova/workspace-test-nohome:{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as root:
+        os.chmod(root, 0o755)
+        os.makedirs(f"{root}/bin")
+        os.makedirs(f"{root}/www", mode=0o755)
+        os.makedirs(f"{root}/tmp")
+        os.chmod(f"{root}/tmp", 0o1777)
+        subprocess.run(["cp", "/bin/busybox", f"{root}/bin/busybox"], check=True)
+        for applet in ("sh", "chown"):
+            os.symlink("busybox", f"{root}/bin/{applet}")
+        with open(f"{root}/www/healthz", "w") as handle:
+            handle.write("ok\n")
+        os.chmod(f"{root}/www/healthz", 0o644)
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        command = 'CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]'
+        subprocess.run(["docker", "import", "--change", command, "-", tag], stdin=tar.stdout, check=True, capture_output=True, timeout=120)
+        tar.wait()
+    try:
+        yield tag
+    finally:
+        docker("rmi", "-f", tag, check=False)
+
+
+@pytest.mark.docker
+async def test_the_non_root_user_owns_its_home_on_an_image_without_that_directory(servers, image_without_home):
+    assert docker("run", "--rm", image_without_home, "/bin/busybox", "ls", "/home", check=False) == ""
+    server = await servers.start(workspace_image=image_without_home, workspace_pull_policy="never")
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        user = await register(client)
+        body = (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()
+        assert body["state"] == "running", body
+        name = f"{servers.instance}-ws-{user['user']['id']}"
+        docker("exec", name, "/bin/busybox", "sh", "-c",
+               "echo mine > /home/coder/x && /bin/busybox mkdir /home/coder/.ssh")
+        assert docker("exec", name, "/bin/busybox", "stat", "-c", "%u:%g", "/home/coder") == "1000:1000"
+        # The one-shot chown container is gone, and a second start does not need it.
+        assert docker("ps", "-aq", "--filter", f"name={name}-home-setup") == ""
+        await client.post("/api/users/workspace/stop/", headers=auth(user))
+        again = (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()
+        assert again["state"] == "running" and docker("exec", name, "/bin/busybox", "cat", "/home/coder/x") == "mine"
+
+
+@pytest.mark.docker
+async def test_a_403_from_something_else_is_not_ready_and_statuses_are_a_setting(servers):
+    # 8 s: the 403 must be seen before the deadline even on a busy machine.
+    strict = await servers.start(workspace_cmd=FORBIDS_ALL, workspace_ready_timeout="8")
+    async with httpx.AsyncClient(base_url=strict.url, timeout=60) as client:
+        user = await register(client)
+        body = (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()
+        assert body["state"] == "failed" and "did not answer" in body["message"] and "403" in body["message"], body
+    await servers.stop(strict)
+    lenient = await servers.start(workspace_cmd=FORBIDS_ALL, workspace_ready_statuses="200,403")
+    async with httpx.AsyncClient(base_url=lenient.url, timeout=60) as client:
+        user = await register(client)
+        assert (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()["state"] == "running"
+
+
+@pytest.mark.docker
+async def test_start_up_warns_once_when_the_image_cannot_be_had(servers, caplog):
+    caplog.set_level(logging.WARNING, logger="apranova.workspaces")
+    await servers.start(workspace_image="apranova/no-such-image:never", workspace_pull_policy="never")
+    warnings = [r.getMessage() for r in caplog.records if "apranova/no-such-image:never" in r.getMessage()]
+    assert len(warnings) == 1 and "'never'" in warnings[0], warnings
+    caplog.clear()
+    await servers.start(workspace_image=TEST_IMAGE, workspace_pull_policy="never")
+    assert not [r for r in caplog.records if "WORKSPACE_IMAGE" in r.getMessage()]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("workspace_exposure", "public"), ("workspace_user", "0:0"), ("workspace_user", "root"),
+    ("workspace_ready_path", "healthz"), ("workspace_ready_statuses", "ok"), ("workspace_ready_statuses", "200,99"),
+    ("workspace_backend", "no.such.module:Backend"),
+])
+def test_bad_workspace_settings_are_refused(name, value, tmp_path):
+    with pytest.raises(settings_mod.SettingsError):
+        settings = settings_mod.load(environ={}, **{name: value, "data_dir": str(tmp_path)})
+        from services.workspaces import load_backend
+        load_backend(settings)
