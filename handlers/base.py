@@ -31,7 +31,7 @@ JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json\s*(;.*)?$", re.I)
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 ALLOWED_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-Id"
 EXPOSED_HEADERS = ("X-Request-Id, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, "
-                   "X-RateLimit-Reset")
+                   "X-RateLimit-Reset, X-Total-Count")
 
 
 INT64_MAX = 2 ** 63 - 1  # BSON's largest integer: a larger id cannot be queried
