@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from tornado import web
 
-from handlers import accounts, docs, health, metrics, oauth, payments, static, workspaces
+from handlers import accounts, docs, health, metrics, oauth, payments, proxy, static, workspaces
 from handlers.base import NotFoundHandler, log_request
 
 routes: list[tuple] = [
     *health.routes,
     *accounts.routes,
+    *proxy.routes,
     *workspaces.routes,
     *payments.routes,
     *oauth.routes,
@@ -30,5 +31,8 @@ def make_app(services, extra_routes: list[tuple] | None = None) -> web.Applicati
         websocket_ping_interval=20,
         websocket_ping_timeout=15,  # Tornado wants it no longer than the interval
     )
+    # Each workspace's own host (ws-<id>.localhost by default) is the proxy, whatever the path;
+    # add_handlers puts these rules before the API's.
+    app.add_handlers(proxy.host_pattern(services.settings), proxy.host_routes)
     app.inflight = 0
     return app

@@ -5,6 +5,7 @@ role stored now (never one copied into a token).
 """
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -162,3 +163,32 @@ class AccountService:
             raise Unauthorized("User no longer exists.", error="Invalid token")
         user["_session_id"] = claims.session_id
         return user
+
+    async def session_user(self, session_id: str) -> dict | None:
+        """The user of a live login session (not revoked, not expired, user
+        not disabled), or None. The workspace proxy asks on every request and
+        every second for each open WebSocket, so that logout and revocation
+        reach it at once."""
+        session = await self.db.sessions.find_one({"_id": session_id}, {"revoked": 1, "user_id": 1, "expires_at": 1})
+        if not session or session.get("revoked") or _expired(session.get("expires_at")):
+            return None
+        user = await self.get(session["user_id"])
+        if user is None or user.get("disabled"):
+            return None
+        user["_session_id"] = session_id
+        return user
+
+
+def _expired(value: Any) -> bool:
+    """A session's expires_at is a datetime, or text where nx-27017 stored a
+    $set datetime as a string (then naive UTC)."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return True
+    if not isinstance(value, dt.datetime):
+        return value is not None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value <= utcnow()

@@ -95,3 +95,5 @@ from services import payments as _payments  # noqa: E402
 STARTERS.append(_payments.start)
 from services import oauth as _oauth  # noqa: E402
 STARTERS.append(_oauth.start)
+from services import proxy_auth as _proxy_auth  # noqa: E402 - after workspaces: it reads services.workspaces
+STARTERS.append(_proxy_auth.start)

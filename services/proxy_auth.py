@@ -1,0 +1,181 @@
+"""Who may pass the workspace proxy: tickets, cookies and the checks made
+on every proxied request and, every second, for every open WebSocket.
+
+* ``POST /api/users/workspace/open/`` issues a one-time ticket (stored as its
+  SHA-256 in ``workspace_tickets``, TTL-indexed) for the caller's workspace or,
+  for an admin, a student's (that call is logged in ``workspace_access_log``).
+* The proxy redeems it once (``find_one_and_delete``: atomic, so it works
+  across processes) and sets a cookie on that workspace's host only: a signed
+  token naming the viewer, the login session (``sid``) and the workspace owner.
+* Every request re-checks the session (`AccountService.session_user`), the
+  viewer's right to the workspace and the workspace's state, so logout, token
+  reuse revocation, a role change or a delete end access at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from services.accounts import ADMIN_ROLES
+from services.tokens import utcnow
+
+log = logging.getLogger("apranova.proxy")
+COOKIE_KEY_LABEL = b"apranova workspace proxy cookie"  # derives the cookie key from JWT_SECRET
+SWEEP_SECONDS = 1.0
+
+
+class Denied(Exception):
+    """Why nothing is forwarded: `reason` (login, forbidden, none, stopped,
+    provisioning, failed, busy) picks the page the user sees."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+@dataclass(frozen=True)
+class Grant:
+    viewer_id: int
+    session_id: str
+    owner_id: int
+    admin: bool  # opened by an admin through the logged API call
+
+
+@dataclass(frozen=True)
+class Access:
+    grant: Grant
+    doc: dict  # the workspace, running
+
+
+class ProxyAccess:
+    def __init__(self, services: Any):
+        self.services = services
+        self.settings = services.settings
+        db = services.db
+        self.tickets = db.workspace_tickets
+        self.access_log = db.workspace_access_log
+        self.key = hmac.new(services.tokens.secret.encode(), COOKIE_KEY_LABEL, hashlib.sha256).digest()
+        self.sockets: set[Any] = set()  # open proxied WebSockets: .grant, .close(code, reason)
+        self._sweeper: asyncio.Task | None = None
+
+    # -- tickets ---------------------------------------------------------------------------
+    async def issue_ticket(self, viewer: dict, owner_id: int) -> str:
+        """A one-time ticket for `viewer` (an authenticated user) to open
+        `owner_id`'s workspace; an admin opening someone else's is logged."""
+        admin = viewer["_id"] != owner_id
+        ticket = secrets.token_urlsafe(32)
+        now = utcnow()
+        await self.tickets.insert_one({
+            "_id": _digest(ticket), "user_id": viewer["_id"], "session_id": viewer["_session_id"],
+            "owner_id": owner_id, "admin": admin,
+            "expires_at": now + dt.timedelta(seconds=self.settings.proxy_ticket_seconds)})
+        if admin:
+            await self.access_log.insert_one({"action": "open workspace", "actor_id": viewer["_id"],
+                                              "actor_email": viewer.get("email"), "owner_id": owner_id, "at": now})
+            log.warning("admin %s <%s> opened the workspace of user %s", viewer["_id"], viewer.get("email"), owner_id)
+        return ticket
+
+    async def redeem(self, ticket: str, owner_id: int) -> Grant | None:
+        """The ticket's grant, once; None when unknown, used, expired or for
+        another workspace. Deleted whatever the outcome: one try per ticket."""
+        doc = await self.tickets.find_one_and_delete({"_id": _digest(ticket)})
+        if doc is None or doc["owner_id"] != owner_id or _aware(doc["expires_at"]) <= utcnow():
+            return None
+        return Grant(doc["user_id"], doc["session_id"], owner_id, bool(doc.get("admin")))
+
+    # -- cookies ----------------------------------------------------------------------------
+    def cookie_for(self, grant: Grant) -> str:
+        lifetime = dt.timedelta(hours=self.settings.proxy_cookie_hours)
+        claims = {"sub": str(grant.viewer_id), "sid": grant.session_id, "ws": grant.owner_id,
+                  "adm": grant.admin, "exp": utcnow() + lifetime}
+        return jwt.encode(claims, self.key, algorithm="HS256")
+
+    def grant_of(self, cookie: str | None, owner_id: int) -> Grant | None:
+        """The grant a cookie carries, only for this workspace's host."""
+        if not cookie:
+            return None
+        try:
+            claims = jwt.decode(cookie, self.key, algorithms=["HS256"], options={"require": ["exp", "sub", "sid"]})
+        except jwt.PyJWTError:
+            return None
+        if claims.get("ws") != owner_id or not str(claims["sub"]).isdigit():
+            return None
+        return Grant(int(claims["sub"]), str(claims["sid"]), owner_id, bool(claims.get("adm")))
+
+    # -- the check --------------------------------------------------------------------------
+    async def check(self, grant: Grant | None) -> Access:
+        """Raise Denied unless the grant's login is live, its viewer may see
+        the workspace now, and the workspace runs."""
+        if grant is None:
+            raise Denied(401, "login")
+        viewer = await self.services.accounts.session_user(grant.session_id)
+        if viewer is None or viewer["_id"] != grant.viewer_id:
+            raise Denied(401, "login")
+        if viewer["_id"] != grant.owner_id and not (grant.admin and viewer.get("role") in ADMIN_ROLES):
+            raise Denied(403, "forbidden")
+        doc = await self.services.workspaces.find(grant.owner_id)
+        if doc is None:
+            raise Denied(404, "none")
+        if doc["state"] != "running":
+            state = doc["state"] if doc["state"] in ("stopped", "provisioning", "failed") else "busy"
+            raise Denied(503, state)
+        return Access(grant, doc)
+
+    # -- open WebSockets ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="workspace-proxy-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        for socket in list(self.sockets):
+            socket.close(1001, "Server shutting down")
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - a database hiccup must not end the sweeping
+                log.warning("workspace proxy sweep failed", exc_info=True)
+
+    async def sweep(self) -> None:
+        """Close every proxied WebSocket whose grant no longer passes (one
+        check per distinct grant, however many sockets share it)."""
+        verdicts: dict[Grant, Denied | None] = {}
+        for socket in list(self.sockets):
+            grant = socket.grant
+            if grant not in verdicts:
+                try:
+                    await self.check(grant)
+                    verdicts[grant] = None
+                except Denied as denied:
+                    verdicts[grant] = denied
+            denied = verdicts[grant]
+            if denied is not None and socket in self.sockets:
+                socket.close(4000 + denied.status, f"Workspace access ended ({denied.reason})")
+
+
+def _digest(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def _aware(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+async def start(services: Any) -> None:
+    """Container starter: ``services.proxy``."""
+    services.proxy = ProxyAccess(services)
+    services.proxy.start()
+    services.on_close(services.proxy.close)
