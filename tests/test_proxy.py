@@ -237,13 +237,21 @@ async def test_refusals_are_a_page_for_browsers_and_the_envelope_otherwise(proxi
     assert recorder.requests == []
 
 
-async def test_logout_and_workspace_delete_end_http_access_at_once(proxied):
+async def test_logout_reuse_revocation_and_delete_end_http_access_at_once(proxied):
     server, client, port, _ = proxied
     user, cookie = await signed_in(server, client, port)
     host = host_of(server, user["user"]["id"])
     assert (await workspace_get(server, host, "/", cookie)).status_code == 200
     response = await client.post("/api/users/logout/", headers=auth(user), json={"refresh": user["refresh"]})
     assert response.status_code in (200, 205), response.text
+    assert (await workspace_get(server, host, "/", cookie)).status_code == 401
+
+    # A copied refresh token used twice revokes the login: the cookie dies with it.
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    for expected in (200, 401):
+        response = await client.post("/api/auth/token/refresh/", json={"refresh": user["refresh"]})
+        assert response.status_code == expected, response.text
     assert (await workspace_get(server, host, "/", cookie)).status_code == 401
 
     user, cookie = await signed_in(server, client, port)
@@ -388,3 +396,21 @@ async def test_logout_closes_open_websockets(proxied):
     assert await asyncio.wait_for(socket.read_message(), 10) is None
     assert socket.close_code == 4503
     assert json.loads(json.dumps(socket.close_reason))  # a reason is given
+
+
+@pytest.mark.docker
+async def test_a_real_workspace_container_through_the_proxy(ws_server, http):
+    """The busybox stand-in image in a real container: opened from a ticket,
+    served through the proxy, and gone for the cookie once deleted."""
+    user = await register(http)
+    created = await http.post("/api/users/workspace/create/", headers=auth(user), json={"wait": True})
+    assert created.json()["state"] == "running", created.text
+    _, cookie = await redeem(ws_server, await open_url(http, user))
+    host = host_of(ws_server, user["user"]["id"])
+    page = await workspace_get(ws_server, host, "/", cookie)
+    assert page.status_code == 200 and "apranova test workspace" in page.text
+    assert (await workspace_get(ws_server, host, "/")).status_code == 401  # no cookie, no container
+
+    assert (await http.delete("/api/users/workspace/", headers=auth(user))).status_code == 200
+    gone = await workspace_get(ws_server, host, "/", cookie, headers={"Accept": "text/html"})
+    assert gone.status_code == 404 and "No workspace here" in gone.text
