@@ -24,9 +24,9 @@ from models.common import ErrorOut
 from services.errors import ApiError
 from services.proxy_auth import Denied
 from services.settings import workspace_host_regex
-from services.workspace_proxy import (COOKIE_NAME, WEBSOCKET_HANDSHAKE, IdleWatch, cookie_value, forwarded_headers,
-                                      open_exchange, owner_of_host, public_origin, request_port, request_scheme,
-                                      response_headers, upstream_of, workspace_origin)
+from services.workspace_proxy import (COOKIE_NAME, WEBSOCKET_HANDSHAKE, IdleWatch, cookie_value, exchange_on,
+                                      forwarded_headers, owner_of_host, public_origin, request_port, request_scheme,
+                                      response_headers, reusable, upstream_of, workspace_origin)
 
 log = logging.getLogger("apranova.proxy")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -128,7 +128,9 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
 
     def initialize(self) -> None:
         self.setup()
-        self.stream = self.exchange = self.watch = None
+        self.pool = self.services.proxy.pool
+        self.stream = self.exchange = self.watch = self.address = None
+        self.reused = False
 
     async def prepare(self) -> None:
         self._transforms = []  # the workspace's bytes pass as they are (no second gzip)
@@ -141,18 +143,31 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
             return await self.redeem(ticket)
         if self.request.method not in SAFE_METHODS and self.cross_origin():
             return refuse(self, 403, "origin")  # another workspace's page posting here with our cookie
-        address = await self.admitted()
-        if address is None:
-            return
+        self.address = await self.admitted()
+        if self.address is not None and self._has_body():
+            # The body streams through as it arrives, on a fresh connection: a
+            # parked one may have gone stale, and a streamed body cannot be sent twice.
+            await self._start(reuse=False)
+
+    def _has_body(self) -> bool:
+        length = self.request.headers.get("Content-Length")
+        return length not in (None, "0") or "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+
+    async def _start(self, reuse: bool) -> bool:
+        """Connect to the workspace and send the request head; False after
+        refusing (502) when it does not answer."""
+        config = self.config
         try:
-            self.stream, self.exchange = await open_exchange(address, self.config.proxy_connect_timeout,
-                                                             self.config.proxy_idle_timeout)
+            self.stream, self.reused = await self.pool.connect(self.address, config.proxy_connect_timeout, reuse)
         except (OSError, asyncio.TimeoutError, StreamClosedError):
-            return refuse(self, 502, "unreachable")
-        self.watch = IdleWatch(self.stream, self.config.proxy_idle_timeout)
-        headers = forwarded_headers(self.request, self.scheme, self.config.trusted_proxies)
+            refuse(self, 502, "unreachable")
+            return False
+        self.exchange = exchange_on(self.stream, config.proxy_idle_timeout)
+        self.watch = IdleWatch(self.stream, config.proxy_idle_timeout)
+        headers = forwarded_headers(self.request, self.scheme, config.trusted_proxies)
         start = httputil.RequestStartLine(self.request.method, self.request.uri, "HTTP/1.1")
         await self._upstream(self.exchange.write_headers(start, headers))
+        return True
 
     async def redeem(self, ticket: str) -> None:
         grant = await self.services.proxy.redeem(ticket, self.owner_id)
@@ -179,15 +194,32 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
             pass
 
     async def get(self, *args: Any) -> None:
-        relay = ResponseRelay(self)
-        self.exchange.finish()
-        complete = await self.exchange.read_response(relay)
+        if self.exchange is None and not await self._start(reuse=True):
+            return
+        relay, complete = await self._relay()
+        if not relay.started and self.reused:  # a parked connection had gone stale: once more, fresh
+            self._release()
+            if not await self._start(reuse=False):
+                return
+            relay, complete = await self._relay()
         if not relay.started:
             return refuse(self, 504 if self.watch.fired else 502, "unreachable")
         if not complete:  # cut short: the browser must see a broken transfer, not a short one
             self.request.connection.close()
             return
+        if reusable(self.request.method, relay.start_line, relay.headers) and not self.stream.closed():
+            self.watch.cancel()
+            self.pool.park(self.address, self.exchange.detach())
+            self.stream = None
         self.finish()
+
+    async def _relay(self) -> tuple["ResponseRelay", bool]:
+        relay = ResponseRelay(self)
+        try:
+            self.exchange.finish()
+            return relay, await self.exchange.read_response(relay)
+        except StreamClosedError:  # closed by the workspace before it answered
+            return relay, False
 
     head = post = put = patch = delete = options = get
 
@@ -202,6 +234,7 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
             self.watch.cancel()
         if self.stream is not None:
             self.stream.close()
+            self.stream = None
 
 
 class ResponseRelay(httputil.HTTPMessageDelegate):
@@ -211,6 +244,8 @@ class ResponseRelay(httputil.HTTPMessageDelegate):
     def __init__(self, handler: WorkspaceProxyHandler):
         self.handler = handler
         self.started = False
+        self.start_line: Any = None
+        self.headers = httputil.HTTPHeaders()
 
     def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> None:
         handler = self.handler
@@ -221,6 +256,7 @@ class ResponseRelay(httputil.HTTPMessageDelegate):
         for name, value in response_headers(headers):
             handler.add_header(name, value)
         self.started = True
+        self.start_line, self.headers = start_line, headers
 
     async def data_received(self, chunk: bytes) -> None:
         handler = self.handler

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +27,12 @@ import jwt
 
 from services.accounts import ADMIN_ROLES
 from services.tokens import utcnow
+from services.workspace_proxy import UpstreamPool
 
 log = logging.getLogger("apranova.proxy")
 COOKIE_KEY_LABEL = b"apranova workspace proxy cookie"  # derives the cookie key from JWT_SECRET
 SWEEP_SECONDS = 1.0
+CACHE_SECONDS = 1.0  # how stale a workspace's state may be when another process changed it
 
 
 class Denied(Exception):
@@ -64,6 +67,8 @@ class ProxyAccess:
         self.access_log = db.workspace_access_log
         self.key = hmac.new(services.tokens.secret.encode(), COOKIE_KEY_LABEL, hashlib.sha256).digest()
         self.sockets: set[Any] = set()  # open proxied WebSockets: .grant, .close(code, reason)
+        self.pool = UpstreamPool()
+        self.workspaces = WorkspaceCache(services)
         self._sweeper: asyncio.Task | None = None
 
     # -- tickets ---------------------------------------------------------------------------
@@ -111,9 +116,10 @@ class ProxyAccess:
         return Grant(int(claims["sub"]), str(claims["sid"]), owner_id, bool(claims.get("adm")))
 
     # -- the check --------------------------------------------------------------------------
-    async def check(self, grant: Grant | None) -> Access:
+    async def check(self, grant: Grant | None, fresh: bool = False) -> Access:
         """Raise Denied unless the grant's login is live, its viewer may see
-        the workspace now, and the workspace runs."""
+        the workspace now, and the workspace runs (`fresh`: read from the
+        database, not the cache)."""
         if grant is None:
             raise Denied(401, "login")
         viewer = await self.services.accounts.session_user(grant.session_id)
@@ -121,7 +127,7 @@ class ProxyAccess:
             raise Denied(401, "login")
         if viewer["_id"] != grant.owner_id and not (grant.admin and viewer.get("role") in ADMIN_ROLES):
             raise Denied(403, "forbidden")
-        doc = await self.services.workspaces.find(grant.owner_id)
+        doc = await self.workspaces.find(grant.owner_id, fresh)
         if doc is None:
             raise Denied(404, "none")
         if doc["state"] != "running":
@@ -138,10 +144,14 @@ class ProxyAccess:
             self._sweeper.cancel()
         for socket in list(self.sockets):
             socket.close(1001, "Server shutting down")
+        self.pool.close()
+        self.workspaces.clear()
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
+            self.pool.prune()
+            self.workspaces.prune()
             try:
                 await self.sweep()
             except Exception:  # noqa: BLE001 - a database hiccup must not end the sweeping
@@ -155,13 +165,62 @@ class ProxyAccess:
             grant = socket.grant
             if grant not in verdicts:
                 try:
-                    await self.check(grant)
+                    await self.check(grant, fresh=True)
                     verdicts[grant] = None
                 except Denied as denied:
                     verdicts[grant] = denied
             denied = verdicts[grant]
             if denied is not None and socket in self.sockets:
                 socket.close(4000 + denied.status, f"Workspace access ended ({denied.reason})")
+
+
+class WorkspaceCache:
+    """Workspace documents the proxy read in the last second, so a page's
+    burst of requests does not read the database for each one. A change made
+    in this process empties the entry at once (the workspace's in-process
+    event stream); one made by another process shows within CACHE_SECONDS."""
+
+    def __init__(self, services: Any):
+        self.services = services
+        self.entries: dict[int, dict] = {}  # owner id -> {doc, at, used, changes, workspace_id}
+
+    async def find(self, owner_id: int, fresh: bool = False) -> dict | None:
+        entry = self.entries.get(owner_id)
+        now = time.monotonic()
+        if entry is not None and not fresh and now - entry["at"] < CACHE_SECONDS and entry["changes"].empty():
+            entry["used"] = now
+            return entry["doc"]
+        doc = await self.services.workspaces.find(owner_id)
+        if entry is not None and (doc is None or doc["_id"] != entry["workspace_id"]):
+            self._forget(owner_id)
+            entry = None
+        if doc is not None:
+            if entry is None:
+                entry = self.entries[owner_id] = {"workspace_id": doc["_id"],
+                                                  "changes": _changes_of(self.services, doc["_id"])}
+            while not entry["changes"].empty():
+                entry["changes"].get_nowait()
+            entry.update(doc=doc, at=now, used=now)
+        return doc
+
+    def prune(self, unused_seconds: float = 30.0) -> None:
+        limit = time.monotonic() - unused_seconds
+        for owner_id in [o for o, entry in self.entries.items() if entry["used"] < limit]:
+            self._forget(owner_id)
+
+    def clear(self) -> None:
+        for owner_id in list(self.entries):
+            self._forget(owner_id)
+
+    def _forget(self, owner_id: int) -> None:
+        entry = self.entries.pop(owner_id)
+        self.services.workspaces.hub.unsubscribe(entry["workspace_id"], entry["changes"])
+
+
+def _changes_of(services: Any, workspace_id: str) -> asyncio.Queue:
+    """A queue that receives each change of the workspace made in this
+    process (and, through the workspaces' poller, by others)."""
+    return services.workspaces.hub.subscribe(workspace_id)
 
 
 def _digest(ticket: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import urllib.parse
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -147,18 +148,73 @@ def response_headers(headers: httputil.HTTPHeaders) -> list[tuple[str, str]]:
     return kept
 
 
-# -- one connection to a workspace ---------------------------------------------------------
-async def open_exchange(address: tuple[str, int], connect_timeout: float,
-                        idle_timeout: float) -> tuple[IOStream, HTTP1Connection]:
-    """A fresh TCP connection and a client-side HTTP/1.1 exchange on it.
-    Raises OSError or asyncio.TimeoutError when the workspace does not answer."""
-    host, port = address
-    stream = await asyncio.wait_for(_tcp.connect(host, port), connect_timeout)
-    stream.set_nodelay(True)
+# -- connections to workspaces -------------------------------------------------------------
+class UpstreamPool:
+    """Idle keep-alive connections to workspaces, per address, so that a
+    page's many asset requests do not each open a TCP connection. Kept
+    shorter than Node's 5 s keep-alive (code-server closes idle ones then);
+    a connection that went stale anyway is noticed by its first request,
+    which is retried once on a fresh one (only requests without a body)."""
+
+    def __init__(self, per_address: int = 32, idle_seconds: float = 4.0):
+        self.per_address, self.idle_seconds = per_address, idle_seconds
+        self.idle: dict[tuple[str, int], list[tuple[IOStream, float]]] = {}
+
+    async def connect(self, address: tuple[str, int], timeout: float, reuse: bool) -> tuple[IOStream, bool]:
+        """A connection to `address` and whether it was reused. Raises OSError
+        or asyncio.TimeoutError when the workspace does not answer."""
+        now = time.monotonic()
+        parked = self.idle.get(address)
+        while reuse and parked:
+            stream, since = parked.pop()
+            if not stream.closed() and now - since < self.idle_seconds:
+                return stream, True
+            stream.close()
+        stream = await asyncio.wait_for(_tcp.connect(*address), timeout)
+        stream.set_nodelay(True)
+        return stream, False
+
+    def park(self, address: tuple[str, int], stream: IOStream) -> None:
+        parked = self.idle.setdefault(address, [])
+        if stream.closed() or len(parked) >= self.per_address:
+            stream.close()
+        else:
+            parked.append((stream, time.monotonic()))
+
+    def prune(self) -> None:
+        """Close connections idle too long (run every second)."""
+        limit = time.monotonic() - self.idle_seconds
+        for address, parked in list(self.idle.items()):
+            for stream, since in parked:
+                if since < limit or stream.closed():
+                    stream.close()
+            parked[:] = [(s, t) for s, t in parked if not s.closed()]
+            if not parked:
+                del self.idle[address]
+
+    def close(self) -> None:
+        for parked in self.idle.values():
+            for stream, _ in parked:
+                stream.close()
+        self.idle.clear()
+
+
+def exchange_on(stream: IOStream, idle_timeout: float) -> HTTP1Connection:
+    """A client-side HTTP/1.1 exchange on a connection to a workspace."""
     # Responses are streamed, never held, so their size needs no bound here.
-    params = HTTP1ConnectionParameters(no_keep_alive=True, decompress=False, header_timeout=idle_timeout,
-                                       max_body_size=2**62, chunk_size=64 * 1024)
-    return stream, HTTP1Connection(stream, True, params)
+    params = HTTP1ConnectionParameters(decompress=False, header_timeout=idle_timeout, max_body_size=2**62,
+                                       chunk_size=64 * 1024)
+    return HTTP1Connection(stream, True, params)
+
+
+def reusable(method: str, start_line: Any, headers: httputil.HTTPHeaders) -> bool:
+    """Whether the connection may carry another request after this answer:
+    HTTP/1.1 without `Connection: close`, its body delimited (not by close)."""
+    if start_line is None or start_line.version != "HTTP/1.1" or \
+            headers.get("Connection", "").lower() == "close":
+        return False
+    return (method == "HEAD" or start_line.code in (204, 304) or "Content-Length" in headers
+            or headers.get("Transfer-Encoding", "").lower() == "chunked")
 
 
 class IdleWatch:

@@ -50,7 +50,7 @@ class EchoHandler(web.RequestHandler):
     def get(self, *args: Any) -> None:
         seen = {"method": self.request.method, "uri": self.request.uri, "headers": dict(self.request.headers),
                 "cookies": self.request.headers.get_list("Cookie"), "size": self.size,
-                "sha256": self.digest.hexdigest()}
+                "sha256": self.digest.hexdigest(), "peer": self.request.connection.stream.socket.getpeername()[1]}
         self.recorder.requests.append(seen)
         self.set_header("Content-Type", "application/json")
         self.add_header("Set-Cookie", "ide-session=abc; Path=/; HttpOnly")

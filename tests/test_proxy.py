@@ -90,6 +90,17 @@ async def redeem(server, url: str) -> tuple[httpx.Response, str | None]:
     return response, cookie.split(";", 1)[0] if cookie else None
 
 
+async def eventually(request, predicate, timeout: float = 5.0) -> httpx.Response:
+    """The first answer matching `predicate`: a change written straight to the
+    database stands for another process's, which the proxy sees within ~1 s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await request()
+        if predicate(response) or asyncio.get_running_loop().time() > deadline:
+            return response
+        await asyncio.sleep(0.1)
+
+
 async def signed_in(server, client, port: int, **register_args) -> tuple[dict, str]:
     """A student with a running workspace and its proxy cookie."""
     user = await register(client, **register_args)
@@ -184,6 +195,17 @@ async def test_the_workspace_never_sees_our_cookies_or_authorization(proxied):
     assert not any(c.startswith("apranova_ws=forged") for c in set_cookies)
 
 
+async def test_connections_to_the_workspace_are_reused_and_stale_ones_retried(proxied):
+    server, client, port, recorder = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    peers = [(await workspace_get(server, host, "/a", cookie)).json()["peer"] for _ in range(3)]
+    assert len(set(peers)) == 1  # one kept-alive connection carried all three
+    await recorder.server.close_all_connections()  # code-server closing idle connections
+    response = await workspace_get(server, host, "/b", cookie)
+    assert response.status_code == 200 and response.json()["peer"] != peers[0]
+
+
 async def test_https_behind_a_trusted_proxy_gives_secure_cookies_and_urls(start_server, upstream):
     server = await start_server(trusted_proxies="127.0.0.1/32", **NO_DOCKER)
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -233,7 +255,9 @@ async def test_refusals_are_a_page_for_browsers_and_the_envelope_otherwise(proxi
     page = await workspace_get(server, host, "/", cookie, headers={"Accept": "text/html"})
     assert page.status_code == 503 and "stopped" in page.text and "Start it from the dashboard" in page.text
     await server.db.workspaces.update_one({"owner_id": uid}, {"$set": {"state": "provisioning"}})
-    assert (await workspace_get(server, host, "/", cookie)).json()["details"]["reason"] == "provisioning"
+    response = await eventually(lambda: workspace_get(server, host, "/", cookie),
+                                lambda r: r.json()["details"]["reason"] != "stopped")
+    assert response.json()["details"]["reason"] == "provisioning"
     assert recorder.requests == []
 
 
@@ -257,7 +281,7 @@ async def test_logout_reuse_revocation_and_delete_end_http_access_at_once(proxie
     user, cookie = await signed_in(server, client, port)
     host = host_of(server, user["user"]["id"])
     await server.db.workspaces.update_one({"owner_id": user["user"]["id"]}, {"$set": {"state": "deleted"}})
-    response = await workspace_get(server, host, "/", cookie)
+    response = await eventually(lambda: workspace_get(server, host, "/", cookie), lambda r: r.status_code != 200)
     assert response.status_code == 404 and response.json()["details"]["reason"] == "none"
 
 
