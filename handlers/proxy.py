@@ -103,8 +103,8 @@ class ProxyEdge:
         self.user_id = self.grant.viewer_id if self.grant else None  # for the access log
 
     def cross_origin(self: Any) -> bool:
-        """A browser request made by another origin's page (another workspace
-        is same-site under `localhost`, so SameSite alone does not stop it)."""
+        """A browser request made by another origin's page (under a wildcard
+        domain every workspace is the same site, so SameSite does not stop it)."""
         origin = self.request.headers.get("Origin")
         return origin is not None and urlsplit(origin).netloc.lower() != self.request.host.lower()
 
