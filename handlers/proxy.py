@@ -1,48 +1,30 @@
 """The workspace proxy's HTTP edge: the ticket endpoint on the API's origin,
 and, on each workspace's own host (``ws-<id>.localhost:<port>``), a streaming
-HTTP relay and a WebSocket relay to the workspace.
+HTTP relay (here) and a WebSocket relay (handlers/proxy_socket.py).
 
 Nothing reaches a workspace without a cookie that passes `ProxyAccess.check`;
-refusals are a small HTML page for browsers and the JSON envelope otherwise.
+refusals are a small HTML page for browsers and the JSON envelope otherwise
+(handlers/proxy_edge.py).
 """
 from __future__ import annotations
 
 import asyncio
-import html
-import json
-import logging
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-from tornado import httputil, routing, web, websocket
-from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado import httputil, routing, web
 from tornado.iostream import StreamClosedError
 
-from handlers.workspaces import WorkspaceBase
 from handlers.base import Operation
+from handlers.proxy_edge import ProxyEdge, refuse
+from handlers.proxy_socket import WorkspaceProxySocket
+from handlers.workspaces import WorkspaceBase
 from models.common import ErrorOut
-from services.errors import ApiError
-from services.proxy_auth import Denied
 from services.settings import workspace_host_regex
-from services.workspace_proxy import (COOKIE_NAME, WEBSOCKET_HANDSHAKE, IdleWatch, cookie_value, exchange_on,
-                                      forwarded_headers, owner_of_host, public_origin, request_port, request_scheme,
-                                      response_headers, reusable, upstream_of, workspace_origin)
+from services.workspace_proxy import (COOKIE_NAME, IdleWatch, exchange_on, forwarded_headers, request_port,
+                                      request_scheme, response_headers, reusable, workspace_origin)
 
-log = logging.getLogger("apranova.proxy")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-PAGE_CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-PAGES = {  # reason -> (title, what to do)
-    "login": ("Sign in to open this workspace", "Open it from your dashboard: the link there signs you in."),
-    "forbidden": ("Not your workspace", "Only its owner can open this workspace."),
-    "origin": ("Request refused", "This request came from another site."),
-    "none": ("No workspace here", "Create your workspace from the dashboard."),
-    "stopped": ("This workspace is stopped", "Start it from the dashboard; your files are kept."),
-    "provisioning": ("This workspace is starting", "Wait until the dashboard shows it running, then open it."),
-    "failed": ("This workspace failed to start", "Start it again from the dashboard."),
-    "busy": ("This workspace is changing state", "Check its state on the dashboard."),
-    "unreachable": ("The workspace does not answer", "Try again in a moment, or restart it from the dashboard."),
-    "too_large": ("Upload too large", "This upload is larger than the server accepts."),
-}
 
 
 class OpenWorkspaceHandler(WorkspaceBase):
@@ -61,64 +43,6 @@ class OpenWorkspaceHandler(WorkspaceBase):
         scheme = request_scheme(self.request, self.config.trusted_proxies)
         origin = workspace_origin(self.config, target, scheme, request_port(self.request))
         self.send({"url": f"{origin}/?{urlencode({'ticket': ticket})}"})
-
-
-def refuse(handler: web.RequestHandler, status: int, reason: str) -> None:
-    """Finish with the page for `reason`: HTML for a browser, else the envelope."""
-    config = handler.application.settings["services"].settings
-    title, advice = PAGES[reason]
-    handler.clear()
-    handler.clear_header("Server")
-    handler.set_status(status)
-    handler.set_header("Cache-Control", "no-store")
-    handler.set_header("X-Content-Type-Options", "nosniff")
-    if status == 401:
-        handler.set_header("WWW-Authenticate", 'Cookie realm="workspace"')
-    if "text/html" in handler.request.headers.get("Accept", ""):
-        scheme = request_scheme(handler.request, config.trusted_proxies)
-        dashboard = public_origin(config, scheme, request_port(handler.request)) + "/"
-        handler.set_header("Content-Type", "text/html; charset=UTF-8")
-        handler.set_header("Content-Security-Policy", PAGE_CSP)
-        handler.finish(f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title>"
-                       f"<h1>{html.escape(title)}</h1><p>{html.escape(advice)}</p>"
-                       f'<p><a href="{html.escape(dashboard)}">Go to the dashboard</a></p></html>')
-    else:
-        handler.set_header("Content-Type", "application/json; charset=UTF-8")
-        body = ApiError(status, title, advice, details={"reason": reason}).body()
-        handler.finish(json.dumps(body, separators=(",", ":")))
-
-
-class ProxyEdge:
-    """What the HTTP and the WebSocket relay share: the workspace this host
-    names and the check of the caller's cookie."""
-    request: httputil.HTTPServerRequest
-
-    def setup(self: Any) -> None:
-        self.services = self.application.settings["services"]
-        self.config = self.services.settings
-        self.owner_id = owner_of_host(self.config, self.request.host_name)
-        self.scheme = request_scheme(self.request, self.config.trusted_proxies)
-        self.grant = self.services.proxy.grant_of(cookie_value(self.request.headers.get("Cookie", "")),
-                                                  self.owner_id)
-        self.user_id = self.grant.viewer_id if self.grant else None  # for the access log
-
-    def cross_origin(self: Any) -> bool:
-        """A browser request made by another origin's page (under a wildcard
-        domain every workspace is the same site, so SameSite does not stop it)."""
-        origin = self.request.headers.get("Origin")
-        return origin is not None and urlsplit(origin).netloc.lower() != self.request.host.lower()
-
-    async def admitted(self: Any) -> tuple[str, int] | None:
-        """The workspace's address, or None after refusing the request."""
-        try:
-            access = await self.services.proxy.check(self.grant)
-        except Denied as denied:
-            refuse(self, denied.status, denied.reason)
-            return None
-        address = upstream_of(self.services, access.doc)
-        if address is None:
-            refuse(self, 503, "busy")
-        return address
 
 
 @web.stream_request_body
@@ -266,72 +190,6 @@ class ResponseRelay(httputil.HTTPMessageDelegate):
             await handler.flush()
         except StreamClosedError:  # the browser went away: stop reading the workspace
             handler.stream.close()
-
-
-def _sendable(code: int | None) -> int | None:
-    """A close code that may be sent on (1005, 1006 and 1015 only describe)."""
-    if code is None or code in (1005, 1006, 1015) or not (1000 <= code <= 1014 or 3000 <= code <= 4999):
-        return None
-    return code
-
-
-class WorkspaceProxySocket(ProxyEdge, websocket.WebSocketHandler):
-    """A WebSocket relayed frame by frame; each direction reads the next
-    frame only once the previous one is written (backpressure)."""
-
-    def initialize(self) -> None:
-        self.setup()
-        self.upstream: websocket.WebSocketClientConnection | None = None
-        self.pump: asyncio.Task | None = None
-
-    async def get(self, *args: Any) -> None:
-        if self.cross_origin():
-            return refuse(self, 403, "origin")
-        address = await self.admitted()
-        if address is None:
-            return
-        headers = forwarded_headers(self.request, self.scheme, self.config.trusted_proxies, skip=WEBSOCKET_HANDSHAKE)
-        protocols = [p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        request = HTTPRequest(f"ws://{address[0]}:{address[1]}{self.request.uri}", headers=headers,
-                              connect_timeout=self.config.proxy_connect_timeout,
-                              request_timeout=self.config.proxy_connect_timeout)
-        try:
-            self.upstream = await websocket.websocket_connect(request, subprotocols=protocols or None)
-        except (HTTPClientError, OSError, StreamClosedError, asyncio.TimeoutError):
-            return refuse(self, 502, "unreachable")
-        await super().get(*args)
-
-    def check_origin(self, origin: str) -> bool:
-        return False  # Tornado asks only about cross-origin handshakes; get() refused those already
-
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        return self.upstream.selected_subprotocol if self.upstream else None
-
-    def open(self, *args: Any) -> None:
-        self.services.proxy.sockets.add(self)
-        self.pump = asyncio.create_task(self._pump())
-
-    async def _pump(self) -> None:
-        upstream = self.upstream
-        try:
-            while (message := await upstream.read_message()) is not None:
-                await self.write_message(message, binary=isinstance(message, bytes))
-        except websocket.WebSocketClosedError:
-            pass
-        self.close(_sendable(upstream.close_code), upstream.close_reason if _sendable(upstream.close_code) else None)
-
-    def on_message(self, message: str | bytes) -> Any:
-        try:
-            return self.upstream.write_message(message, binary=isinstance(message, bytes))
-        except websocket.WebSocketClosedError:
-            self.close(1011, "Workspace connection lost")
-            return None
-
-    def on_close(self) -> None:
-        self.services.proxy.sockets.discard(self)
-        if self.upstream is not None:
-            code = _sendable(self.close_code)
-            self.upstream.close(code, self.close_reason if code else None)
 
 
 class IsUpgrade(routing.Matcher):
