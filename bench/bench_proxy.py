@@ -64,8 +64,8 @@ async def _http_connection(port: int, request: bytes, deadline: float, latencies
     writer.close()
 
 
-async def http_load(port: int, host: str, cookie: str, connections: int, seconds: float) -> dict:
-    request = (f"GET /static/asset.js HTTP/1.1\r\nHost: {host}\r\n" + (f"Cookie: {cookie}\r\n" if cookie else "")
+async def http_load(port: int, host: str, path: str, header: str, connections: int, seconds: float) -> dict:
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\n" + (f"{header}\r\n" if header else "")
                + "Accept-Encoding: identity\r\n\r\n").encode()
     await asyncio.gather(*(_http_connection(port, request, time.perf_counter() + 1, [], [])
                            for _ in range(connections)))  # warm-up
@@ -131,8 +131,9 @@ def wait_http(url: str, headers: dict | None = None, timeout: float = 60) -> Non
     raise RuntimeError(f"{url} did not answer")
 
 
-def sign_in(url: str, port: int, upstream_port: int, mongo_uri: str, db_name: str) -> tuple[str, str]:
-    """A student whose running workspace is the stand-in; returns its host and proxy cookie."""
+def sign_in(url: str, port: int, upstream_port: int, mongo_uri: str, db_name: str) -> tuple[str, str, str]:
+    """A student whose running workspace is the stand-in; returns its host,
+    proxy cookie and access token."""
     import httpx
     import pymongo
     password = "Correct-Battery-Staple-9"
@@ -150,7 +151,7 @@ def sign_in(url: str, port: int, upstream_port: int, mongo_uri: str, db_name: st
                             timeout=30).json()["url"]
     host = f"ws-{user_id}.localhost:{port}"
     redeemed = httpx.get(url + ticket_url.split(host, 1)[1], headers={"Host": host}, timeout=30)
-    return host, redeemed.headers["set-cookie"].split(";", 1)[0]
+    return host, redeemed.headers["set-cookie"].split(";", 1)[0], token
 
 
 def big_download(port: int, host: str, cookie: str, size: int) -> float:
@@ -195,16 +196,20 @@ def main() -> None:
             url, direct_host = f"http://127.0.0.1:{port}", f"127.0.0.1:{upstream_port}"
             wait_http(url + "/health")
             wait_http(f"http://{direct_host}/static/asset.js")
-            host, cookie = sign_in(url, port, upstream_port, mongo_uri, "bench")
+            host, cookie, token = sign_in(url, port, upstream_port, mongo_uri, "bench")
             print(f"machine: {os.cpu_count()} cores, "
                   f"{next(line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if 'model name' in line)}")
 
             load = [str(args.connections), str(args.seconds)]
-            direct = run_load("--http", str(upstream_port), direct_host, "-", *load)
-            proxied = run_load("--http", str(port), host, cookie, *load)
+            asset = "/static/asset.js"
+            direct = run_load("--http", str(upstream_port), direct_host, asset, "-", *load)
+            proxied = run_load("--http", str(port), host, asset, f"Cookie: {cookie}", *load)
+            profile = run_load("--http", str(port), f"127.0.0.1:{port}", "/api/users/profile/",
+                               f"Authorization: Bearer {token}", *load)
             report("asset direct", direct)
             report("asset proxied", proxied)
             print(f"asset throughput proxied/direct: {proxied['rps'] / direct['rps']:.2f}x (goal >= 0.7x)")
+            report("API GET /api/users/profile/ (same session + user reads, for reference)", profile)
 
             ws_direct = ws_round(upstream_port, direct_host, "-", args, tmp, None)
             before = memory_kib(server.pid)
@@ -256,9 +261,9 @@ def serve_upstream(port: int) -> None:
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     if mode == "--http":
-        _, _, port, host, cookie, connections, seconds = sys.argv
-        print(json.dumps(asyncio.run(http_load(int(port), host, "" if cookie == "-" else cookie, int(connections),
-                                               float(seconds)))))
+        _, _, port, host, path, header, connections, seconds = sys.argv
+        print(json.dumps(asyncio.run(http_load(int(port), host, path, "" if header == "-" else header,
+                                               int(connections), float(seconds)))))
     elif mode == "--ws":
         _, _, port, host, cookie, sockets, seconds, ready = sys.argv
         print(json.dumps(asyncio.run(ws_load(int(port), host, "" if cookie == "-" else cookie, int(sockets),

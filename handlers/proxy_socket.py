@@ -1,78 +1,62 @@
 """The workspace proxy's WebSocket relay (code-server's terminal and editor
-live on WebSockets): frame by frame both ways, with backpressure."""
+live on WebSockets): the handshake is checked here and passed on to the
+workspace; once it answers 101, both connections become a byte tunnel
+(services/proxy_tunnel.py) that the proxy's sweep can close."""
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from tornado import websocket
-from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.iostream import StreamClosedError
+from tornado import httputil, web
+from tornado.iostream import StreamClosedError, UnsatisfiableReadError
 
 from handlers.proxy_edge import ProxyEdge, refuse
-from services.workspace_proxy import WEBSOCKET_HANDSHAKE, forwarded_headers
+from services.proxy_tunnel import Tunnel
+from services.workspace_proxy import forwarded_headers, response_headers
 
-def _sendable(code: int | None) -> int | None:
-    """A close code that may be sent on (1005, 1006 and 1015 only describe)."""
-    if code is None or code in (1005, 1006, 1015) or not (1000 <= code <= 1014 or 3000 <= code <= 4999):
-        return None
-    return code
+HANDSHAKE_HEAD_BYTES = 64 * 1024
 
 
-class WorkspaceProxySocket(ProxyEdge, websocket.WebSocketHandler):
-    """A WebSocket relayed frame by frame; each direction reads the next
-    frame only once the previous one is written (backpressure)."""
+class WorkspaceProxySocket(ProxyEdge, web.RequestHandler):
+    """A WebSocket handshake on a workspace host."""
 
     def initialize(self) -> None:
         self.setup()
-        self.upstream: websocket.WebSocketClientConnection | None = None
-        self.pump: asyncio.Task | None = None
 
     async def get(self, *args: Any) -> None:
-        if self.cross_origin():
+        if self.cross_origin():  # another origin's page opening this workspace's terminal with our cookie
             return refuse(self, 403, "origin")
         address = await self.admitted()
         if address is None:
             return
-        headers = forwarded_headers(self.request, self.scheme, self.config.trusted_proxies, skip=WEBSOCKET_HANDSHAKE)
-        protocols = [p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        request = HTTPRequest(f"ws://{address[0]}:{address[1]}{self.request.uri}", headers=headers,
-                              connect_timeout=self.config.proxy_connect_timeout,
-                              request_timeout=self.config.proxy_connect_timeout)
+        proxy, timeout = self.services.proxy, self.config.proxy_connect_timeout
         try:
-            self.upstream = await websocket.websocket_connect(request, subprotocols=protocols or None)
-        except (HTTPClientError, OSError, StreamClosedError, asyncio.TimeoutError):
+            upstream, _ = await proxy.pool.connect(address, timeout, reuse=False)
+            start, headers = await asyncio.wait_for(self._handshake(upstream), timeout)
+        except (OSError, asyncio.TimeoutError, StreamClosedError, UnsatisfiableReadError, httputil.HTTPInputError):
             return refuse(self, 502, "unreachable")
-        await super().get(*args)
+        if start.code != 101:
+            upstream.close()
+            return refuse(self, 502, "unreachable")
+        self.set_status(101, start.reason or "Switching Protocols")
+        for name in ("Content-Type", "Date"):
+            self.clear_header(name)
+        for name, value in response_headers(headers):
+            self.add_header(name, value)
+        self.set_header("Upgrade", "websocket")
+        self.set_header("Connection", "Upgrade")
+        self.finish()
+        tunnel = Tunnel(self.detach(), upstream, self.grant)  # detached at once, as Tornado's own WebSockets do
+        proxy.sockets.add(tunnel)
+        asyncio.ensure_future(tunnel.run(proxy.sockets.discard))
 
-    def check_origin(self, origin: str) -> bool:
-        return False  # Tornado asks only about cross-origin handshakes; get() refused those already
-
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        return self.upstream.selected_subprotocol if self.upstream else None
-
-    def open(self, *args: Any) -> None:
-        self.services.proxy.sockets.add(self)
-        self.pump = asyncio.create_task(self._pump())
-
-    async def _pump(self) -> None:
-        upstream = self.upstream
-        try:
-            while (message := await upstream.read_message()) is not None:
-                await self.write_message(message, binary=isinstance(message, bytes))
-        except websocket.WebSocketClosedError:
-            pass
-        self.close(_sendable(upstream.close_code), upstream.close_reason if _sendable(upstream.close_code) else None)
-
-    def on_message(self, message: str | bytes) -> Any:
-        try:
-            return self.upstream.write_message(message, binary=isinstance(message, bytes))
-        except websocket.WebSocketClosedError:
-            self.close(1011, "Workspace connection lost")
-            return None
-
-    def on_close(self) -> None:
-        self.services.proxy.sockets.discard(self)
-        if self.upstream is not None:
-            code = _sendable(self.close_code)
-            self.upstream.close(code, self.close_reason if code else None)
+    async def _handshake(self, upstream: Any) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders]:
+        """Send the browser's handshake on (its key, version, subprotocols and
+        extensions unchanged) and read the workspace's answer head."""
+        headers = forwarded_headers(self.request, self.scheme, self.config.trusted_proxies)
+        headers["Connection"], headers["Upgrade"] = "Upgrade", "websocket"
+        lines = [f"GET {self.request.uri} HTTP/1.1"] + [f"{name}: {value}" for name, value in headers.get_all()]
+        await upstream.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        head = await upstream.read_until(b"\r\n\r\n", max_bytes=HANDSHAKE_HEAD_BYTES)
+        first, _, rest = head.decode("latin-1").partition("\r\n")
+        return httputil.parse_response_start_line(first), httputil.HTTPHeaders.parse(rest)

@@ -30,8 +30,6 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "
               "proxy-authorization", "proxy-authenticate", "expect"}
 NEVER_FORWARDED = HOP_BY_HOP | {"authorization", "cookie", "x-forwarded-for", "x-forwarded-proto",
                                 "x-forwarded-host", "x-real-ip", "forwarded"}
-WEBSOCKET_HANDSHAKE = {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-                       "sec-websocket-protocol", "sec-websocket-accept"}
 _tcp = TCPClient()
 
 
@@ -110,8 +108,7 @@ def cookie_value(header: str, name: str = COOKIE_NAME) -> str | None:
     return jar[name].value if name in jar else None
 
 
-def forwarded_headers(request: httputil.HTTPServerRequest, scheme: str, trusted: list,
-                      skip: set[str] = frozenset()) -> httputil.HTTPHeaders:
+def forwarded_headers(request: httputil.HTTPServerRequest, scheme: str, trusted: list) -> httputil.HTTPHeaders:
     """The client's headers as the workspace may see them: no hop-by-hop
     headers, no Authorization, no cookie of ours, and X-Forwarded-* set by us
     (a client's own are believed only from a trusted proxy)."""
@@ -119,7 +116,7 @@ def forwarded_headers(request: httputil.HTTPServerRequest, scheme: str, trusted:
     connection_tokens = {t.strip().lower() for t in request.headers.get("Connection", "").split(",")}
     for name, value in request.headers.get_all():
         lowered = name.lower()
-        if lowered in NEVER_FORWARDED or lowered in connection_tokens or lowered in skip:
+        if lowered in NEVER_FORWARDED or lowered in connection_tokens:
             continue
         out.add(name, value)
     cookies = foreign_cookies("; ".join(request.headers.get_list("Cookie")))
