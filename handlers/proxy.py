@@ -20,6 +20,7 @@ from handlers.proxy_edge import ProxyEdge, refuse
 from handlers.proxy_socket import WorkspaceProxySocket
 from handlers.workspaces import WorkspaceBase
 from models.common import ErrorOut
+from models.proxy import WorkspaceOpenOut
 from services.settings import workspace_host_regex
 from services.workspace_proxy import (COOKIE_NAME, IdleWatch, exchange_on, forwarded_headers, request_port,
                                       request_scheme, response_headers, reusable, workspace_origin)
@@ -33,8 +34,7 @@ class OpenWorkspaceHandler(WorkspaceBase):
         query={"user_id": "Admins only: open this user's workspace (logged)."}, tags=("workspaces",),
         description="Answers {\"url\": \"http://ws-<id>.localhost:<port>/?ticket=...\"}: the ticket works once, "
                     "within PROXY_TICKET_SECONDS, and becomes a cookie for that workspace's host only.",
-        responses={200: "{\"url\": the workspace URL with its one-time ticket}", 404: ErrorOut, 401: ErrorOut,
-                   403: ErrorOut})}
+        responses={200: WorkspaceOpenOut, 404: ErrorOut, 401: ErrorOut, 403: ErrorOut})}
 
     async def post(self) -> None:
         target = await self.target_user()
@@ -42,7 +42,7 @@ class OpenWorkspaceHandler(WorkspaceBase):
         ticket = await self.services.proxy.issue_ticket(self.user, target)
         scheme = request_scheme(self.request, self.config.trusted_proxies)
         origin = workspace_origin(self.config, target, scheme, request_port(self.request))
-        self.send({"url": f"{origin}/?{urlencode({'ticket': ticket})}"})
+        self.send(WorkspaceOpenOut(url=f"{origin}/?{urlencode({'ticket': ticket})}").model_dump())
 
 
 @web.stream_request_body
@@ -94,15 +94,19 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         return True
 
     async def redeem(self, ticket: str) -> None:
+        """Trade the ticket for this host's cookie, then drop it from the URL.
+        A spent ticket with a cookie already set (the Back button) just
+        leads on: the cookie is checked at the ticketless URL."""
         grant = await self.services.proxy.redeem(ticket, self.owner_id)
-        if grant is None:
+        if grant is None and self.grant is None:
             return refuse(self, 401, "login")
-        self.set_cookie(COOKIE_NAME, self.services.proxy.cookie_for(grant), httponly=True, samesite="Lax",
-                        secure=self.scheme == "https", path="/")
-        query = [(k, v) for k, vs in self.request.query_arguments.items() if k != "ticket"
-                 for v in vs]
+        if grant is not None:
+            self.set_cookie(COOKIE_NAME, self.services.proxy.cookie_for(grant), httponly=True, samesite="Lax",
+                            secure=self.scheme == "https", path="/")
+        query = [(k, v.decode("utf-8", "replace")) for k, vs in self.request.query_arguments.items()
+                 if k != "ticket" for v in vs]
         self.set_header("Cache-Control", "no-store")
-        self.redirect(self.request.path + (f"?{urlencode([(k, v.decode()) for k, v in query])}" if query else ""))
+        self.redirect(self.request.path + (f"?{urlencode(query)}" if query else ""))
 
     async def data_received(self, chunk: bytes) -> None:
         if self.exchange is not None:

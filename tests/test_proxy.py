@@ -132,6 +132,8 @@ async def test_a_ticket_opens_the_workspace_once_and_becomes_a_host_cookie(proxi
 
     again, no_cookie = await redeem(server, url)
     assert again.status_code == 401 and no_cookie is None  # used once
+    back = await workspace_get(server, parts.netloc, f"/?{parts.query}", cookie)  # the Back button, cookie set
+    assert back.status_code == 302 and back.headers["location"] == "/" and "set-cookie" not in back.headers
 
     page = await workspace_get(server, parts.netloc, "/some/file?x=1", cookie)
     assert page.status_code == 200 and page.json()["uri"] == "/some/file?x=1"
