@@ -62,7 +62,8 @@ class EchoHandler(web.RequestHandler):
 
 class DownloadHandler(web.RequestHandler):
     """GET /download?size=N: N bytes of the pattern, streamed chunk by chunk;
-    ?gate=1 holds the rest back until the test opens the gate."""
+    ?gate=1 holds the rest back until the test opens the gate; ?cut=1 closes
+    the connection after the first chunk."""
 
     def initialize(self, recorder: Recorder) -> None:
         self.recorder = recorder
@@ -80,6 +81,9 @@ class DownloadHandler(web.RequestHandler):
             sent += len(piece)
             if gated:
                 await self.recorder.gate.wait()
+            if self.get_query_argument("cut", "") == "1":  # dies mid-answer
+                self.request.connection.close()
+                return
         self.finish()
 
 

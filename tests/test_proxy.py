@@ -347,6 +347,11 @@ async def test_bodies_stream_both_ways_and_uploads_are_bounded(start_server, ups
     assert response.status_code == 200 and int(response.headers["content-length"]) == size
     assert hashlib.sha256(response.content).digest() == hashlib.sha256(pattern(size)).digest()
 
+    # A workspace dying mid-answer: the browser sees a broken transfer, never a short "complete" body.
+    with pytest.raises(httpx.RemoteProtocolError):
+        await workspace_get(server, host, "/download?size=1000000&cut=1", cookie)
+    assert (await workspace_get(server, host, "/after", cookie)).status_code == 200
+
     # Streamed, not buffered: the first bytes arrive while the workspace still holds back the rest.
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         async with http.stream("GET", "/download?size=1000000&gate=1",
