@@ -214,13 +214,18 @@ class WorkspaceCache:
 
     def _forget(self, owner_id: int) -> None:
         entry = self.entries.pop(owner_id)
-        self.services.workspaces.hub.unsubscribe(entry["workspace_id"], entry["changes"])
+        _ignore_changes(self.services, entry["workspace_id"], entry["changes"])
 
 
+# The two places that know how workspaces publish their changes in-process.
 def _changes_of(services: Any, workspace_id: str) -> asyncio.Queue:
     """A queue that receives each change of the workspace made in this
     process (and, through the workspaces' poller, by others)."""
     return services.workspaces.hub.subscribe(workspace_id)
+
+
+def _ignore_changes(services: Any, workspace_id: str, queue: asyncio.Queue) -> None:
+    services.workspaces.hub.unsubscribe(workspace_id, queue)
 
 
 def _digest(ticket: str) -> str:
