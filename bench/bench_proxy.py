@@ -6,6 +6,10 @@ Processes: nx-27017, `python server.py` (no Docker: a workspace document
 points at the stand-in, as `upstream_of` reads a running one), the loopback
 stand-in for code-server (tests/proxy_upstream.py), and each load generator.
 
+With --cached-sessions the server answers session checks from a 1 s
+in-memory cache (what the separate auth-state cache provides): the proxy's
+own cost without the two database reads of each check.
+
 1. GET of a static asset (about 5 KiB), keep-alive, N connections: direct to
    the stand-in, then through the proxy (Host ws-<id>.localhost, cookie), in
    the same run: requests/s, p50, p99, and the ratio.
@@ -178,6 +182,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--sockets", type=int, default=200)
     parser.add_argument("--big-mb", type=int, default=1024)
+    parser.add_argument("--cached-sessions", action="store_true",
+                        help="what-if: the server answers session_user from a 1 s in-memory cache (the auth-state "
+                             "cache being built separately), to show the proxy's own cost without the two reads")
     args = parser.parse_args()
     from services.db import EmbeddedMongo, free_port
 
@@ -190,7 +197,8 @@ def main() -> None:
             env = {**os.environ, "BCRYPT_ROUNDS": "4", "RATE_LIMIT_ANON": "100000000/hour",
                    "RATE_LIMIT_USER": "100000000/hour", "LOG_LEVEL": "WARNING", "APRANOVA_ENV": "development",
                    "MONGODB_URI": mongo_uri, "MONGODB_DB": "bench", "DOCKER_HOST": "unix:///nonexistent.sock"}
-            server = subprocess.Popen([sys.executable, "server.py", "--port", str(port), "--host", "127.0.0.1",
+            command = [__file__, "--cached-server"] if args.cached_sessions else ["server.py"]
+            server = subprocess.Popen([sys.executable, *command, "--port", str(port), "--host", "127.0.0.1",
                                        "--data-dir", tmp], cwd=ROOT, env=env)
             processes += [server, subprocess.Popen([sys.executable, __file__, "--upstream", str(upstream_port)])]
             url, direct_host = f"http://127.0.0.1:{port}", f"127.0.0.1:{upstream_port}"
@@ -251,6 +259,23 @@ def ws_round(port: int, host: str, cookie: str, args, tmp: str, server_pid: int 
     return {**json.loads(out), "rss_kib": rss}
 
 
+def serve_with_cached_sessions(argv: list[str]) -> int:
+    """server.py whose AccountService.session_user keeps answers for 1 s
+    (bench only: what the proxy costs once session checks are in memory)."""
+    import server
+    from services import accounts
+    original, cache = accounts.AccountService.session_user, {}
+
+    async def session_user(self, session_id: str):
+        hit = cache.get(session_id)
+        if hit is None or time.monotonic() - hit[0] > 1.0:
+            hit = cache[session_id] = (time.monotonic(), await original(self, session_id))
+        return hit[1]
+
+    accounts.AccountService.session_user = session_user
+    return server.main(argv)
+
+
 def serve_upstream(port: int) -> None:
     from tornado import ioloop
     from tests.proxy_upstream import Recorder, make_upstream_app
@@ -268,6 +293,8 @@ if __name__ == "__main__":
         _, _, port, host, cookie, sockets, seconds, ready = sys.argv
         print(json.dumps(asyncio.run(ws_load(int(port), host, "" if cookie == "-" else cookie, int(sockets),
                                              float(seconds), ready))))
+    elif mode == "--cached-server":
+        sys.exit(serve_with_cached_sessions(sys.argv[2:]))
     elif mode == "--upstream":
         serve_upstream(int(sys.argv[2]))
     else:
