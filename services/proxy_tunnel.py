@@ -7,8 +7,8 @@ close codes) and costs a fraction of parsing, unmasking and re-masking every
 frame. Each direction reads its next bytes only once the previous ones were
 written (backpressure).
 
-The workspace-to-browser direction follows frame boundaries (headers only;
-payloads are copied untouched), so that the proxy can end a socket whose
+The workspace-to-browser direction follows frame boundaries (`FrameTracker`:
+headers read, bytes untouched), so that the proxy can end a socket whose
 access was revoked with a proper close frame (e.g. 4401) between frames.
 """
 from __future__ import annotations
@@ -46,28 +46,16 @@ class Tunnel:
             self._shut()
 
     async def _to_browser(self) -> None:
-        upstream, client = self.upstream, self.client
+        frames = FrameTracker()
         try:
             while True:
-                self.at_boundary = True
-                if self.pending_close:
+                if self.pending_close and frames.at_boundary:
                     return await self._send_close()
-                head = await upstream.read_bytes(2)
+                self.at_boundary = frames.at_boundary  # close() may write its frame while this waits
+                data = await self.upstream.read_bytes(COPY_BYTES, partial=True)
                 self.at_boundary = False
-                size = head[1] & 0x7F
-                if size >= 126:
-                    extended = await upstream.read_bytes(2 if size == 126 else 8)
-                    head += extended
-                    size = int.from_bytes(extended, "big")
-                if head[1] & 0x80:  # masked (a server should not; passed on as it is)
-                    head += await upstream.read_bytes(4)
-                if not size:
-                    await client.write(head)
-                while size:
-                    chunk = await upstream.read_bytes(min(size, COPY_BYTES), partial=True)
-                    size -= len(chunk)
-                    await client.write(head + chunk if head else chunk)
-                    head = b""
+                frames.feed(data)
+                await self.client.write(data)
         except StreamClosedError:
             pass
         finally:
@@ -95,3 +83,41 @@ class Tunnel:
         self.closed = True
         self.client.close()
         self.upstream.close()
+
+
+class FrameTracker:
+    """Where WebSocket frames end in a byte stream: headers are read, payloads
+    skipped, bytes never changed. One read and one write per chunk, however
+    many frames it holds."""
+
+    def __init__(self) -> None:
+        self.remaining = 0  # payload bytes of the current frame still to come
+        self.header = b""  # a frame header split across chunks
+
+    @property
+    def at_boundary(self) -> bool:
+        return not self.remaining and not self.header
+
+    def feed(self, data: bytes) -> None:
+        pos, end = 0, len(data)
+        while pos < end:
+            if self.remaining:
+                step = min(self.remaining, end - pos)
+                self.remaining -= step
+                pos += step
+                continue
+            known = len(self.header)
+            head = self.header + data[pos:pos + 14]
+            if len(head) < 2:
+                self.header = head
+                return
+            size = head[1] & 0x7F
+            head_size = 2 + {126: 2, 127: 8}.get(size, 0) + (4 if head[1] & 0x80 else 0)
+            if len(head) < head_size:  # the rest of the header comes with the next chunk
+                self.header = head
+                return
+            if size >= 126:
+                size = int.from_bytes(head[2:4] if size == 126 else head[2:10], "big")
+            self.header = b""
+            pos += head_size - known
+            self.remaining = size

@@ -445,3 +445,37 @@ async def test_a_real_workspace_container_through_the_proxy(ws_server, http):
     assert (await http.delete("/api/users/workspace/", headers=auth(user))).status_code == 200
     gone = await workspace_get(ws_server, host, "/", cookie, headers={"Accept": "text/html"})
     assert gone.status_code == 404 and "No workspace here" in gone.text
+
+
+def test_frame_boundaries_are_found_across_any_chunking():
+    """The tunnel injects a close frame only between frames: every split of a
+    byte stream of frames (7-bit, 16-bit and 64-bit lengths, masked or not)
+    must report a boundary exactly where a frame ends."""
+    import random
+    import struct
+    from services.proxy_tunnel import FrameTracker
+
+    def frame(size: int, masked: bool) -> bytes:
+        flag = 0x80 if masked else 0
+        if size < 126:
+            head = bytes([0x82, size | flag])
+        elif size < 65536:
+            head = bytes([0x82, 126 | flag]) + struct.pack(">H", size)
+        else:
+            head = bytes([0x82, 127 | flag]) + struct.pack(">Q", size)
+        return head + (b"MASK" if masked else b"") + b"x" * size
+
+    rng = random.Random(7)
+    for _ in range(200):
+        frames = [frame(rng.choice([0, 1, 125, 126, 300, 65535, 65536]), rng.random() < 0.5)
+                  for _ in range(rng.randint(1, 5))]
+        data, ends, total = b"".join(frames), set(), 0
+        for one in frames:
+            total += len(one)
+            ends.add(total)
+        tracker, pos = FrameTracker(), 0
+        while pos < len(data):
+            chunk = data[pos:pos + rng.randint(1, 4000)]
+            tracker.feed(chunk)
+            pos += len(chunk)
+            assert tracker.at_boundary == (pos in ends)
