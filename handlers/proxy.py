@@ -86,7 +86,7 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         except (OSError, asyncio.TimeoutError, StreamClosedError):
             refuse(self, 502, "unreachable")
             return False
-        self.exchange = exchange_on(self.stream, config.proxy_idle_timeout)
+        self.exchange = exchange_on(self.stream)
         self.watch = IdleWatch(self.stream, config.proxy_idle_timeout)
         headers = forwarded_headers(self.request, self.scheme, config.trusted_proxies)
         start = httputil.RequestStartLine(self.request.method, self.request.uri, "HTTP/1.1")

@@ -9,10 +9,11 @@ cookies and storage.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
+import types
 import urllib.parse
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from tornado import httputil
@@ -49,8 +50,14 @@ def upstream_of(services: Any, doc: dict) -> tuple[str, int] | None:
 # -- origins ------------------------------------------------------------------------------
 def owner_of_host(settings: Settings, host_name: str) -> int | None:
     """The user id a workspace host name belongs to, or None."""
-    match = re.fullmatch(workspace_host_regex(settings), host_name.lower())
+    match = _host_pattern(settings.workspace_host_template).fullmatch(host_name.lower())
     return int(match["user_id"]) if match else None
+
+
+@functools.lru_cache(maxsize=8)
+def _host_pattern(template: str) -> re.Pattern:
+    """Compiled once per template (asked on every proxied request)."""
+    return re.compile(workspace_host_regex(types.SimpleNamespace(workspace_host_template=template)))
 
 
 def public_origin(settings: Settings, scheme: str, port: int | None) -> str:
@@ -101,11 +108,13 @@ def foreign_cookies(header: str) -> str | None:
 
 
 def cookie_value(header: str, name: str = COOKIE_NAME) -> str | None:
-    try:
-        jar = SimpleCookie(header)
-    except CookieError:
-        return None
-    return jar[name].value if name in jar else None
+    """One cookie's value from a Cookie header (a plain split: SimpleCookie
+    costs more than the rest of the check on every proxied request)."""
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip().strip('"') or None
+    return None
 
 
 def forwarded_headers(request: httputil.HTTPServerRequest, scheme: str, trusted: list) -> httputil.HTTPHeaders:
@@ -196,11 +205,11 @@ class UpstreamPool:
         self.idle.clear()
 
 
-def exchange_on(stream: IOStream, idle_timeout: float) -> HTTP1Connection:
+def exchange_on(stream: IOStream) -> HTTP1Connection:
     """A client-side HTTP/1.1 exchange on a connection to a workspace."""
     # Responses are streamed, never held, so their size needs no bound here.
-    params = HTTP1ConnectionParameters(decompress=False, header_timeout=idle_timeout, max_body_size=2**62,
-                                       chunk_size=64 * 1024)
+    # No header_timeout: the caller's IdleWatch already cuts a silent workspace (one timer, not two).
+    params = HTTP1ConnectionParameters(decompress=False, max_body_size=2**62, chunk_size=64 * 1024)
     return HTTP1Connection(stream, True, params)
 
 
