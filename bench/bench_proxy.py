@@ -17,6 +17,10 @@ own cost without the two database reads of each check.
    5 times a second: round-trip p50/p99 direct and through the proxy (the
    difference is the proxy's added latency), and the server's resident memory
    (VmRSS) before and with the S proxied sockets open, per socket.
+Each run also gives the CPU milliseconds the server and the stand-in used
+per request (or echoed message), which unlike latency does not depend on
+what else the machine runs.
+
 3. One download of --big-mb MiB through the proxy: MiB/s and the server's
    peak resident memory (VmHWM), showing the body is streamed, not held.
 """
@@ -48,6 +52,22 @@ def memory_kib(pid: int, field: str = "VmRSS") -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(field)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (load-independent, unlike latency)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pids: dict[str, int], run, *args: str) -> dict:
+    """run(*args), plus each process's CPU milliseconds per request/message."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = run(*args)
+    count = result.get("requests") or result.get("messages") or 1
+    for name, pid in pids.items():
+        result[f"{name}_cpu_ms_each"] = (cpu_seconds(pid) - before[name]) * 1000 / count
+    return result
 
 
 # -- load generators (each in its own process) -------------------------------------------------------
@@ -200,7 +220,9 @@ def main() -> None:
             command = [__file__, "--cached-server"] if args.cached_sessions else ["server.py"]
             server = subprocess.Popen([sys.executable, *command, "--port", str(port), "--host", "127.0.0.1",
                                        "--data-dir", tmp], cwd=ROOT, env=env)
-            processes += [server, subprocess.Popen([sys.executable, __file__, "--upstream", str(upstream_port)])]
+            upstream = subprocess.Popen([sys.executable, __file__, "--upstream", str(upstream_port)])
+            processes += [server, upstream]
+            pids = {"server": server.pid, "upstream": upstream.pid}
             url, direct_host = f"http://127.0.0.1:{port}", f"127.0.0.1:{upstream_port}"
             wait_http(url + "/health")
             wait_http(f"http://{direct_host}/static/asset.js")
@@ -210,8 +232,8 @@ def main() -> None:
 
             load = [str(args.connections), str(args.seconds)]
             asset = "/static/asset.js"
-            direct = run_load("--http", str(upstream_port), direct_host, asset, "-", *load)
-            proxied = run_load("--http", str(port), host, asset, f"Cookie: {cookie}", *load)
+            direct = measured(pids, run_load, "--http", str(upstream_port), direct_host, asset, "-", *load)
+            proxied = measured(pids, run_load, "--http", str(port), host, asset, f"Cookie: {cookie}", *load)
             profile = run_load("--http", str(port), f"127.0.0.1:{port}", "/api/users/profile/",
                                f"Authorization: Bearer {token}", *load)
             report("asset direct", direct)
@@ -219,10 +241,10 @@ def main() -> None:
             print(f"asset throughput proxied/direct: {proxied['rps'] / direct['rps']:.2f}x (goal >= 0.7x)")
             report("API GET /api/users/profile/ (same session + user reads, for reference)", profile)
 
-            ws_direct = ws_round(upstream_port, direct_host, "-", args, tmp, None)
+            ws_direct = measured(pids, ws_round, upstream_port, direct_host, "-", args, tmp, None)
             before = memory_kib(server.pid)
-            ws_proxied = ws_round(port, host, cookie, args, tmp, server.pid)
-            report("websocket echo direct", ws_direct)
+            ws_proxied = measured(pids, ws_round, port, host, cookie, args, tmp, server.pid)
+            report("websocket echo direct", {k: v for k, v in ws_direct.items() if k != "rss_kib"})
             report("websocket echo proxied", {k: v for k, v in ws_proxied.items() if k != "rss_kib"})
             print(f"websocket added p99: {ws_proxied['p99_ms'] - ws_direct['p99_ms']:.2f} ms (goal < 5 ms), "
                   f"added p50: {ws_proxied['p50_ms'] - ws_direct['p50_ms']:.2f} ms")
