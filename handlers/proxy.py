@@ -106,7 +106,8 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         query = [(k, v.decode("utf-8", "replace")) for k, vs in self.request.query_arguments.items()
                  if k != "ticket" for v in vs]
         self.set_header("Cache-Control", "no-store")
-        self.redirect(self.request.path + (f"?{urlencode(query)}" if query else ""))
+        path = "/" + self.request.path.lstrip("/\\")  # never `//other.site`: a redirect to this host only
+        self.redirect(path + (f"?{urlencode(query)}" if query else ""))
 
     async def data_received(self, chunk: bytes) -> None:
         if self.exchange is not None:

@@ -134,6 +134,13 @@ async def test_a_ticket_opens_the_workspace_once_and_becomes_a_host_cookie(proxi
     assert again.status_code == 401 and no_cookie is None  # used once
     back = await workspace_get(server, parts.netloc, f"/?{parts.query}", cookie)  # the Back button, cookie set
     assert back.status_code == 302 and back.headers["location"] == "/" and "set-cookie" not in back.headers
+    # A path like `//evil.example/x` (raw: HTTP clients rewrite it) still redirects to this host.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+    writer.write(f"GET //evil.example/x?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                 f"Cookie: {cookie}\r\nConnection: close\r\n\r\n".encode())
+    head = (await asyncio.wait_for(reader.read(), 10)).split(b"\r\n\r\n")[0].decode()
+    writer.close()
+    assert head.startswith("HTTP/1.1 302") and "\r\nLocation: /evil.example/x\r\n" in head
 
     page = await workspace_get(server, parts.netloc, "/some/file?x=1", cookie)
     assert page.status_code == 200 and page.json()["uri"] == "/some/file?x=1"
