@@ -372,8 +372,8 @@ async def test_bodies_stream_both_ways_and_uploads_are_bounded(start_server, ups
 
 
 async def proxy_socket(server, host: str, cookie: str | None, path: str = "/ws", origin: str | None = None,
-                       **kwargs):
-    headers = {"Host": host, "Origin": origin or f"http://{host}"}
+                       extra: dict | None = None, **kwargs):
+    headers = {"Host": host, "Origin": origin or f"http://{host}", **(extra or {})}
     if cookie:
         headers["Cookie"] = cookie
     request = HTTPRequest(f"{server.ws_url}{path}", headers=headers, connect_timeout=10)
@@ -384,7 +384,8 @@ async def test_websockets_relay_both_ways_with_close_codes(proxied):
     server, client, port, recorder = proxied
     user, cookie = await signed_in(server, client, port)
     host = host_of(server, user["user"]["id"])
-    socket = await proxy_socket(server, host, cookie, "/ws?x=1", subprotocols=["tty", "other"])
+    socket = await proxy_socket(server, host, f"{cookie}; ide-session=keep", "/ws?x=1",
+                                extra={"Authorization": f"Bearer {user['access']}"}, subprotocols=["tty", "other"])
     assert socket.selected_subprotocol == "tty"
     await socket.write_message("hello")
     assert await socket.read_message() == "hello"
@@ -392,8 +393,8 @@ async def test_websockets_relay_both_ways_with_close_codes(proxied):
     await socket.write_message(blob, binary=True)
     assert await socket.read_message() == blob
     seen = recorder.requests[-1]
-    assert seen["uri"] == "/ws?x=1" and seen["cookies"] == []
-    assert "Authorization" not in seen["headers"]
+    assert seen["uri"] == "/ws?x=1" and seen["cookies"] == ["ide-session=keep"]
+    assert "Authorization" not in seen["headers"] and seen["headers"]["X-Forwarded-Host"] == host
     await socket.write_message("close:4321")
     assert await socket.read_message() is None and socket.close_code == 4321
 
