@@ -305,9 +305,11 @@ async def test_an_admin_opens_a_students_workspace_only_through_the_logged_call(
     assert entry["actor_id"] == admin["user"]["id"] and entry["action"] == "open workspace" and entry["at"]
     _, cookie = await redeem(server, url)
     assert (await workspace_get(server, host_of(server, sid), "/", cookie)).status_code == 200
-    # Demoted: the same cookie stops working at once.
+    socket = await proxy_socket(server, host_of(server, sid), cookie)
+    # Demoted: the same cookie stops working at once, and the open socket is closed.
     await server.db.users.update_one({"_id": admin["user"]["id"]}, {"$set": {"role": "trainer"}})
     assert (await workspace_get(server, host_of(server, sid), "/", cookie)).status_code == 403
+    assert await asyncio.wait_for(socket.read_message(), 10) is None and socket.close_code == 4403
 
 
 async def test_cross_origin_writes_are_refused(proxied):
@@ -487,3 +489,23 @@ def test_frame_boundaries_are_found_across_any_chunking():
             tracker.feed(chunk)
             pos += len(chunk)
             assert tracker.at_boundary == (pos in ends)
+
+
+async def test_a_logout_in_one_process_ends_access_in_another(start_server, upstream):
+    """Two server processes on one database (as behind a load balancer): a
+    cookie from one works on the other, and a logout on the first ends the
+    other's HTTP access at once and its open WebSocket within a sweep."""
+    port, _ = upstream
+    first = await start_server(**NO_DOCKER)
+    second = await start_server(**NO_DOCKER, mongodb_db=first.services.settings.mongodb_db)
+    async with httpx.AsyncClient(base_url=first.url, timeout=30) as client:
+        user, cookie = await signed_in(first, client, port)
+        other_host = host_of(second, user["user"]["id"])
+        assert (await workspace_get(second, other_host, "/", cookie)).status_code == 200
+        socket = await proxy_socket(second, other_host, cookie)
+        await socket.write_message("hi")
+        assert await socket.read_message() == "hi"
+        response = await client.post("/api/users/logout/", headers=auth(user), json={"refresh": user["refresh"]})
+        assert response.status_code == 200
+    assert (await workspace_get(second, other_host, "/", cookie)).status_code == 401
+    assert await asyncio.wait_for(socket.read_message(), 10) is None and socket.close_code == 4401
