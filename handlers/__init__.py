@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tornado import web
 
-from handlers import accounts, admin, docs, health, metrics, oauth, payments, static, verification, workspaces
+from handlers import accounts, admin, docs, health, metrics, oauth, payments, proxy, static, verification, workspaces
 from handlers.base import NotFoundHandler
 from handlers.observe import log_request
 
@@ -12,6 +12,7 @@ routes: list[tuple] = [
     *health.routes,
     *accounts.routes,
     *verification.routes,
+    *proxy.routes,
     *workspaces.routes,
     *payments.routes,
     *admin.routes,
@@ -33,5 +34,8 @@ def make_app(services, extra_routes: list[tuple] | None = None) -> web.Applicati
         websocket_ping_interval=20,
         websocket_ping_timeout=15,  # Tornado wants it no longer than the interval
     )
+    # Each workspace's own host (ws-<id>.localhost by default) is the proxy, whatever the path;
+    # add_handlers puts these rules before the API's.
+    app.add_handlers(proxy.host_pattern(services.settings), proxy.host_routes)
     app.inflight = 0
     return app

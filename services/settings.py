@@ -56,6 +56,10 @@ def _statuses(value: str) -> list[int]:
     return statuses
 
 
+def _optional_http_url(value: str) -> str:
+    return _http_url(value).rstrip("/") if value.strip() else ""
+
+
 def _networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(part, strict=False) for part in _csv(value)]
 
@@ -166,6 +170,23 @@ SETTINGS: list[Setting] = [
     S("WORKSPACE_READY_STATUSES", "200", "Comma-separated HTTP statuses of WORKSPACE_READY_PATH that mean ready.",
       _statuses, group="workspaces"),
     S("WORKSPACE_READY_HOST", "", "Host the readiness probe connects to (empty: WORKSPACE_HOST_IP, or 127.0.0.1 when that is 0.0.0.0).", group="workspaces"),
+    # workspace proxy
+    S("PUBLIC_URL", "", "The API's own origin, e.g. https://apranova.example.edu (links back to the dashboard, and the "
+      "scheme and port of workspace URLs). Empty: http://localhost:<PORT>, or the port a request came in on.",
+      _optional_http_url, group="workspace proxy"),
+    S("WORKSPACE_HOST_TEMPLATE", "ws-{user_id}.localhost", "Host name of each workspace's own origin, served by this "
+      "server's port through the proxy; production: a wildcard DNS name such as ws-{user_id}.example.edu.",
+      group="workspace proxy"),
+    S("PROXY_MAX_BODY_BYTES", "1073741824", "Largest request body (upload) the workspace proxy forwards (larger: 413).",
+      int, group="workspace proxy"),
+    S("PROXY_CONNECT_TIMEOUT", "10", "Seconds the proxy waits to connect to a workspace before answering 502.", float,
+      group="workspace proxy"),
+    S("PROXY_IDLE_TIMEOUT", "300", "Seconds a proxied HTTP exchange may go without any byte before it is cut.", float,
+      group="workspace proxy"),
+    S("PROXY_TICKET_SECONDS", "60", "Lifetime of the one-time ticket in a workspace URL from /api/users/workspace/open/.",
+      int, group="workspace proxy"),
+    S("PROXY_COOKIE_HOURS", "12", "Lifetime of the workspace cookie (it also dies with the login session).", float,
+      group="workspace proxy"),
     # payments
     S("STRIPE_SECRET_KEY", "", "Stripe secret key (empty: payments answer 503).", secret=True, group="payments"),
     S("STRIPE_PUBLISHABLE_KEY", "", "Stripe publishable key returned to clients.", group="payments"),
@@ -286,6 +307,11 @@ def validate(settings: Settings) -> None:
         raise SettingsError("EMAIL_VERIFY_HOURS and PASSWORD_RESET_MINUTES must be at least 1")
     if not 0 < settings.oauth_timeout <= 300:
         raise SettingsError("OAUTH_TIMEOUT must be more than 0 and at most 300 seconds")
+    workspace_host_regex(settings)
+    if settings.proxy_max_body_bytes < 0 or not 0 < settings.proxy_connect_timeout <= 300 \
+            or settings.proxy_idle_timeout <= 0 or not 1 <= settings.proxy_ticket_seconds <= 3600:
+        raise SettingsError("PROXY_MAX_BODY_BYTES must be >= 0, PROXY_CONNECT_TIMEOUT in (0, 300], "
+                            "PROXY_IDLE_TIMEOUT > 0 and PROXY_TICKET_SECONDS between 1 and 3600")
     if settings.production:
         secret = settings.jwt_secret
         if not secret or secret.lower() in WEAK_SECRETS or len(secret) < 32:
@@ -316,6 +342,18 @@ def workspace_argv(settings: Settings) -> list[str] | None:
         return shlex.split(settings.workspace_cmd) or None
     except ValueError as exc:
         raise SettingsError(f"WORKSPACE_CMD cannot be read as shell words: {exc}") from None
+
+
+def workspace_host_regex(settings: Settings) -> str:
+    """WORKSPACE_HOST_TEMPLATE as a regex whose group `user_id` is the
+    workspace owner's id (Tornado matches it against the request's host)."""
+    template = settings.workspace_host_template.strip().lower()
+    before, found, after = template.partition("{user_id}")
+    label = re.compile(r"^[a-z0-9.-]*$")
+    if not found or "{" in before + after or not label.match(before) or not label.match(after) or not after:
+        raise SettingsError("WORKSPACE_HOST_TEMPLATE must be a host name holding {user_id} once, "
+                            "e.g. ws-{user_id}.example.edu")
+    return f"{re.escape(before)}(?P<user_id>[0-9]{{1,18}}){re.escape(after)}"
 
 
 def resolve_jwt_secret(settings: Settings) -> str:

@@ -651,3 +651,26 @@ async def test_failure_shows_the_server_message_and_retry_works(docker_servers, 
     await page.get_by_role("link", name="Open the IDE").wait_for(timeout=30000)
     assert await error.is_hidden()
     assert await progress(tab) == 100
+
+
+@pytest.mark.docker
+async def test_open_the_ide_through_the_proxy_on_its_own_origin(docker_servers, open_tab) -> None:
+    """The dashboard's "Open the IDE" asks for a one-time ticket and opens the
+    workspace on its own origin (ws-<id>.localhost: Chromium resolves it to
+    loopback); the ticket leaves the address bar and becomes a host cookie."""
+    server = await docker_servers.start()
+    tab, user = await student_tab(server, open_tab)
+    await tab.page.get_by_role("button", name="Open my workspace").click()
+    link = tab.page.get_by_role("link", name="Open the IDE")
+    await link.wait_for(timeout=30000)
+    async with tab.context.expect_page() as opened:
+        await link.click()
+    ide = await opened.value
+    port = server.url.rsplit(":", 1)[1]
+    await ide.wait_for_url(f"http://ws-{user['user']['id']}.localhost:{port}/")
+    assert "apranova test workspace" in await ide.content()
+    assert await ide.evaluate("() => window.opener") is None
+    cookies = await tab.context.cookies(f"http://ws-{user['user']['id']}.localhost:{port}/")
+    assert [c["name"] for c in cookies] == ["apranova_ws"] and cookies[0]["httpOnly"]
+    assert await tab.context.cookies(server.url) == []  # host-only: the API's origin never gets it
+    await ide.screenshot(path=str(ARTIFACTS / "browser-ide-through-proxy.png"))

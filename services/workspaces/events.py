@@ -84,6 +84,17 @@ class Events:
         finally:
             self._unsubscribe(workspace_id, queue)
 
+    def listen(self, workspace_id: str) -> asyncio.Queue:
+        """A queue that receives each change of the workspace made in this
+        process, for caches that must forget it at once (the proxy's);
+        `unlisten` ends it. Other processes' changes are not polled for."""
+        queue: asyncio.Queue = asyncio.Queue()
+        self.queues[workspace_id].add(queue)
+        return queue
+
+    def unlisten(self, workspace_id: str, queue: asyncio.Queue) -> None:
+        self._unsubscribe(workspace_id, queue)
+
     def _unsubscribe(self, workspace_id: str, queue: asyncio.Queue) -> None:
         queues = self.queues.get(workspace_id)
         if queues is not None:

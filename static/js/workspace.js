@@ -182,6 +182,28 @@ export class WorkspacePanel {
     (retry || this.heading).focus();
   }
 
+  /**
+   * The IDE through the server's proxy: a one-time ticket URL on the
+   * workspace's own origin, opened in a new tab. The tab is opened before
+   * the request (a popup blocker allows it only within the click) and cut
+   * from this page (`opener = null`) before it leaves for the workspace.
+   */
+  async openIde(event) {
+    event?.preventDefault();
+    const tab = window.open("", "_blank");
+    if (tab) tab.opener = null;
+    this.clearError();
+    try {
+      const { url } = await api("/api/users/workspace/open/", { method: "POST" });
+      if (tab) tab.location.href = url;
+      else window.location.assign(url);
+    } catch (error) {
+      if (tab) tab.close();
+      if (error instanceof ApiError && error.status === 404) this.workspaceGone();
+      else this.showError(error, () => this.openIde());
+    }
+  }
+
   open() {
     return this.act(async () => {
       const workspace = await api("/api/users/workspace/create/", { method: "POST" });
@@ -322,8 +344,8 @@ export class WorkspacePanel {
     this.retryButton = h("button", { type: "button", id: "ws-retry" }, "Try again");
     this.errorBox = h("div", { id: "ws-error", class: "error-box", role: "alert", hidden: true },
       this.errorText, this.retryButton);
-    this.link = h("a", { id: "ws-link", class: "button primary", target: "_blank", rel: "noopener noreferrer" },
-      "Open the IDE");
+    this.link = h("a", { id: "ws-link", class: "button primary", target: "_blank", rel: "noopener noreferrer",
+      onclick: (event) => this.openIde(event) }, "Open the IDE");
     this.password = h("input", { id: "ws-password", type: "password", readonly: true, autocomplete: "off",
       spellcheck: "false" });
     this.showButton = h("button", { type: "button", id: "ws-show", "aria-pressed": "false",

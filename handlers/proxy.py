@@ -1,0 +1,219 @@
+"""The workspace proxy's HTTP edge: the ticket endpoint on the API's origin,
+and, on each workspace's own host (``ws-<id>.localhost:<port>``), a streaming
+HTTP relay (here) and a WebSocket relay (handlers/proxy_socket.py).
+
+Nothing reaches a workspace without a cookie that passes `ProxyAccess.check`;
+refusals are a small HTML page for browsers and the JSON envelope otherwise
+(handlers/proxy_edge.py).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlencode
+
+from tornado import httputil, routing, web
+from tornado.iostream import StreamClosedError
+
+from handlers.base import Operation
+from handlers.proxy_edge import ProxyEdge, refuse
+from handlers.proxy_socket import WorkspaceProxySocket
+from handlers.workspaces import WorkspaceBase
+from models.common import ErrorOut
+from models.proxy import WorkspaceOpenOut
+from services.settings import workspace_host_regex
+from services.workspace_proxy import (COOKIE_NAME, IdleWatch, exchange_on, forwarded_headers, request_port,
+                                      request_scheme, response_headers, reusable, workspace_origin)
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+class OpenWorkspaceHandler(WorkspaceBase):
+    operations = {"post": Operation(
+        "A one-time URL that opens the caller's workspace (admins: ?user_id=) through the proxy", auth=True,
+        query={"user_id": "Admins only: open this user's workspace (logged)."}, tags=("workspaces",),
+        description="Answers {\"url\": \"http://ws-<id>.localhost:<port>/?ticket=...\"}: the ticket works once, "
+                    "within PROXY_TICKET_SECONDS, and becomes a cookie for that workspace's host only.",
+        responses={200: WorkspaceOpenOut, 404: ErrorOut, 401: ErrorOut, 403: ErrorOut})}
+
+    async def post(self) -> None:
+        target = await self.target_user()
+        await self.services.workspaces.get(target)  # 404 when there is none
+        ticket = await self.services.proxy.issue_ticket(self.user, target)
+        scheme = request_scheme(self.request, self.config.trusted_proxies)
+        origin = workspace_origin(self.config, target, scheme, request_port(self.request))
+        self.send(WorkspaceOpenOut(url=f"{origin}/?{urlencode({'ticket': ticket})}").model_dump())
+
+
+@web.stream_request_body
+class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
+    """Any method, bodies streamed both ways with backpressure."""
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
+
+    def initialize(self) -> None:
+        self.setup()
+        self.pool = self.services.proxy.pool
+        self.stream = self.exchange = self.watch = self.address = None
+        self.reused = False
+
+    async def prepare(self) -> None:
+        self._transforms = []  # the workspace's bytes pass as they are (no second gzip)
+        length = self.request.headers.get("Content-Length")
+        if length is not None and (not length.isdigit() or int(length) > self.config.proxy_max_body_bytes):
+            return refuse(self, 413, "too_large")
+        self.request.connection.set_max_body_size(self.config.proxy_max_body_bytes)
+        ticket = self.get_query_argument("ticket", None)
+        if ticket is not None and self.request.method == "GET":
+            return await self.redeem(ticket)
+        if self.request.method not in SAFE_METHODS and self.cross_origin():
+            return refuse(self, 403, "origin")  # another workspace's page posting here with our cookie
+        self.address = await self.admitted()
+        if self.address is not None and self._has_body():
+            # The body streams through as it arrives, on a fresh connection: a
+            # parked one may have gone stale, and a streamed body cannot be sent twice.
+            await self._start(reuse=False)
+
+    def _has_body(self) -> bool:
+        length = self.request.headers.get("Content-Length")
+        return length not in (None, "0") or "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+
+    async def _start(self, reuse: bool) -> bool:
+        """Connect to the workspace and send the request head; False after
+        refusing (502) when it does not answer."""
+        config = self.config
+        try:
+            self.stream, self.reused = await self.pool.connect(self.address, config.proxy_connect_timeout, reuse)
+        except (OSError, asyncio.TimeoutError, StreamClosedError):
+            refuse(self, 502, "unreachable")
+            return False
+        self.exchange = exchange_on(self.stream)
+        self.watch = IdleWatch(self.stream, config.proxy_idle_timeout)
+        headers = forwarded_headers(self.request, self.scheme, config.trusted_proxies)
+        start = httputil.RequestStartLine(self.request.method, self.request.uri, "HTTP/1.1")
+        await self._upstream(self.exchange.write_headers(start, headers))
+        return True
+
+    async def redeem(self, ticket: str) -> None:
+        """Trade the ticket for this host's cookie, then drop it from the URL.
+        A spent ticket with a cookie already set (the Back button) just
+        leads on: the cookie is checked at the ticketless URL."""
+        grant = await self.services.proxy.redeem(ticket, self.owner_id)
+        if grant is None and self.grant is None:
+            return refuse(self, 401, "login")
+        if grant is not None:
+            self.set_cookie(COOKIE_NAME, self.services.proxy.cookie_for(grant), httponly=True, samesite="Lax",
+                            secure=self.scheme == "https", path="/")
+        query = [(k, v.decode("utf-8", "replace")) for k, vs in self.request.query_arguments.items()
+                 if k != "ticket" for v in vs]
+        self.set_header("Cache-Control", "no-store")
+        path = "/" + self.request.path.lstrip("/\\")  # never `//other.site`: a redirect to this host only
+        self.redirect(path + (f"?{urlencode(query)}" if query else ""))
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self.exchange is not None:
+            self.watch.touch()
+            await self._upstream(self.exchange.write(chunk))
+
+    async def _upstream(self, write: Any) -> None:
+        """A write to the workspace; a workspace that went away is noticed
+        when its answer is read."""
+        try:
+            await write
+        except StreamClosedError:
+            pass
+
+    async def get(self, *args: Any) -> None:
+        if self.exchange is None and not await self._start(reuse=True):
+            return
+        relay, complete = await self._relay()
+        if not relay.started and self.reused:  # a parked connection had gone stale: once more, fresh
+            self._release()
+            if not await self._start(reuse=False):
+                return
+            relay, complete = await self._relay()
+        if not relay.started:
+            return refuse(self, 504 if self.watch.fired else 502, "unreachable")
+        if not complete:  # cut short: the browser must see a broken transfer, not a short one
+            self.request.connection.close()
+            return
+        if reusable(self.request.method, relay.start_line, relay.headers) and not self.stream.closed():
+            self.watch.cancel()
+            self.pool.park(self.address, self.exchange.detach())
+            self.stream = None
+        self.finish()
+
+    async def _relay(self) -> tuple["ResponseRelay", bool]:
+        relay = ResponseRelay(self)
+        try:
+            self.exchange.finish()
+            return relay, await self.exchange.read_response(relay)
+        except StreamClosedError:  # closed by the workspace before it answered
+            return relay, False
+
+    head = post = put = patch = delete = options = get
+
+    def on_finish(self) -> None:
+        self._release()
+
+    def on_connection_close(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
+
+class ResponseRelay(httputil.HTTPMessageDelegate):
+    """The workspace's answer, written to the browser as it arrives; each
+    chunk waits until the browser took the previous one (backpressure)."""
+
+    def __init__(self, handler: WorkspaceProxyHandler):
+        self.handler = handler
+        self.started = False
+        self.start_line: Any = None
+        self.headers = httputil.HTTPHeaders()
+
+    def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> None:
+        handler = self.handler
+        handler.watch.touch()
+        handler.set_status(start_line.code, start_line.reason or None)
+        for name in ("Content-Type", "Date"):
+            handler.clear_header(name)
+        for name, value in response_headers(headers):
+            handler.add_header(name, value)
+        self.started = True
+        self.start_line, self.headers = start_line, headers
+
+    async def data_received(self, chunk: bytes) -> None:
+        handler = self.handler
+        handler.watch.touch()
+        handler.write(chunk)
+        try:
+            await handler.flush()
+        except StreamClosedError:  # the browser went away: stop reading the workspace
+            handler.stream.close()
+
+
+class IsUpgrade(routing.Matcher):
+    """Matches a WebSocket handshake (any path)."""
+
+    def match(self, request: httputil.HTTPServerRequest) -> dict | None:
+        return {} if request.headers.get("Upgrade", "").lower() == "websocket" else None
+
+
+def host_pattern(settings: Any) -> str:
+    return workspace_host_regex(settings)
+
+
+# Served on the workspace hosts only (handlers/__init__.py adds them for `host_pattern`).
+host_routes = [
+    (IsUpgrade(), WorkspaceProxySocket),
+    (r".*", WorkspaceProxyHandler),
+]
+
+routes = [
+    (r"/api/users/workspace/open/?", OpenWorkspaceHandler),
+]

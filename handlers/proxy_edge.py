@@ -1,0 +1,88 @@
+"""What the workspace proxy's HTTP and WebSocket relays share: the
+workspace a host names, the check of the caller's cookie, and the refusal
+page (HTML for a browser, the JSON envelope otherwise)."""
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from tornado import httputil, web
+
+from services.errors import ApiError
+from services.proxy_auth import Denied
+from services.workspace_proxy import cookie_value, owner_of_host, public_origin, request_port, request_scheme
+
+PAGE_CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+PAGES = {  # reason -> (title, what to do)
+    "login": ("Sign in to open this workspace", "Open it from your dashboard: the link there signs you in."),
+    "forbidden": ("Not your workspace", "Only its owner can open this workspace."),
+    "origin": ("Request refused", "This request came from another site."),
+    "none": ("No workspace here", "Create your workspace from the dashboard."),
+    "stopped": ("This workspace is stopped", "Start it from the dashboard; your files are kept."),
+    "provisioning": ("This workspace is starting", "Wait until the dashboard shows it running, then open it."),
+    "failed": ("This workspace failed to start", "Start it again from the dashboard."),
+    "busy": ("This workspace is changing state", "Check its state on the dashboard."),
+    "unreachable": ("The workspace does not answer", "Try again in a moment, or restart it from the dashboard."),
+    "too_large": ("Upload too large", "This upload is larger than the server accepts."),
+}
+
+
+def refuse(handler: web.RequestHandler, status: int, reason: str) -> None:
+    """Finish with the page for `reason`: HTML for a browser, else the envelope."""
+    config = handler.application.settings["services"].settings
+    title, advice = PAGES[reason]
+    handler.clear()
+    handler.clear_header("Server")
+    handler.set_status(status)
+    handler.set_header("Cache-Control", "no-store")
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    if status == 401:
+        handler.set_header("WWW-Authenticate", 'Cookie realm="workspace"')
+    if "text/html" in handler.request.headers.get("Accept", ""):
+        scheme = request_scheme(handler.request, config.trusted_proxies)
+        dashboard = public_origin(config, scheme, request_port(handler.request)) + "/"
+        handler.set_header("Content-Type", "text/html; charset=UTF-8")
+        handler.set_header("Content-Security-Policy", PAGE_CSP)
+        handler.finish(f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title>"
+                       f"<h1>{html.escape(title)}</h1><p>{html.escape(advice)}</p>"
+                       f'<p><a href="{html.escape(dashboard)}">Go to the dashboard</a></p></html>')
+    else:
+        handler.set_header("Content-Type", "application/json; charset=UTF-8")
+        body = ApiError(status, title, advice, details={"reason": reason}).body()
+        handler.finish(json.dumps(body, separators=(",", ":")))
+
+
+class ProxyEdge:
+    """What the HTTP and the WebSocket relay share: the workspace this host
+    names and the check of the caller's cookie."""
+    request: httputil.HTTPServerRequest
+
+    def setup(self: Any) -> None:
+        self.services = self.application.settings["services"]
+        self.config = self.services.settings
+        self.owner_id = owner_of_host(self.config, self.request.host_name)
+        self.scheme = request_scheme(self.request, self.config.trusted_proxies)
+        self.grant = self.services.proxy.grant_of(cookie_value(self.request.headers.get("Cookie", "")),
+                                                  self.owner_id)
+        self.user_id = self.grant.viewer_id if self.grant else None  # for the access log
+
+    def cross_origin(self: Any) -> bool:
+        """A browser request made by another origin's page (under a wildcard
+        domain every workspace is the same site, so SameSite does not stop it)."""
+        origin = self.request.headers.get("Origin")
+        return origin is not None and urlsplit(origin).netloc.lower() != self.request.host.lower()
+
+    async def admitted(self: Any) -> tuple[str, int] | None:
+        """The workspace's address, or None after refusing the request."""
+        try:
+            access = await self.services.proxy.check(self.grant)
+        except Denied as denied:
+            refuse(self, denied.status, denied.reason)
+            return None
+        endpoint = self.services.workspaces.endpoint(access.doc)
+        address = (endpoint.host, endpoint.port) if endpoint else None
+        if address is None:
+            refuse(self, 503, "busy")
+        return address

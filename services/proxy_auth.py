@@ -1,0 +1,251 @@
+"""Who may pass the workspace proxy: tickets, cookies and the checks made
+on every proxied request and, every second, for every open WebSocket.
+
+* ``POST /api/users/workspace/open/`` issues a one-time ticket (stored as its
+  SHA-256 in ``workspace_tickets``, TTL-indexed) for the caller's workspace or,
+  for an admin, a student's (that call is logged in ``workspace_access_log``).
+* The proxy redeems it once (``find_one_and_delete``: atomic, so it works
+  across processes) and sets a cookie on that workspace's host only: a signed
+  token naming the viewer, the login session (``sid``) and the workspace owner.
+* Every request re-checks the session (`AccountService.session_user`), the
+  viewer's right to the workspace and the workspace's state, so logout, token
+  reuse revocation, a role change or a delete end access at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from services.accounts import ADMIN_ROLES
+from services.tokens import utcnow
+from services.workspace_proxy import UpstreamPool
+
+log = logging.getLogger("apranova.proxy")
+COOKIE_KEY_LABEL = b"apranova workspace proxy cookie"  # derives the cookie key from JWT_SECRET
+SWEEP_SECONDS = 1.0
+CACHE_SECONDS = 1.0  # how stale a workspace's state may be when another process changed it
+
+
+class Denied(Exception):
+    """Why nothing is forwarded: `reason` (login, forbidden, none, stopped,
+    provisioning, failed, busy) picks the page the user sees."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+@dataclass(frozen=True)
+class Grant:
+    viewer_id: int
+    session_id: str
+    owner_id: int
+    admin: bool  # opened by an admin through the logged API call
+
+
+@dataclass(frozen=True)
+class Access:
+    grant: Grant
+    doc: dict  # the workspace, running
+
+
+class ProxyAccess:
+    def __init__(self, services: Any):
+        self.services = services
+        self.settings = services.settings
+        db = services.db
+        self.tickets = db.workspace_tickets
+        self.access_log = db.workspace_access_log
+        self.key = hmac.new(services.tokens.secret.encode(), COOKIE_KEY_LABEL, hashlib.sha256).digest()
+        self.sockets: set[Any] = set()  # open proxied WebSockets: .grant, .close(code, reason)
+        self.pool = UpstreamPool()
+        self.workspaces = WorkspaceCache(services)
+        self._sweeper: asyncio.Task | None = None
+
+    # -- tickets ---------------------------------------------------------------------------
+    async def issue_ticket(self, viewer: dict, owner_id: int) -> str:
+        """A one-time ticket for `viewer` (an authenticated user) to open
+        `owner_id`'s workspace; an admin opening someone else's is logged."""
+        admin = viewer["_id"] != owner_id
+        ticket = secrets.token_urlsafe(32)
+        now = utcnow()
+        await self.tickets.insert_one({
+            "_id": _digest(ticket), "user_id": viewer["_id"], "session_id": viewer["_session_id"],
+            "owner_id": owner_id, "admin": admin,
+            "expires_at": now + dt.timedelta(seconds=self.settings.proxy_ticket_seconds)})
+        if admin:
+            await self.access_log.insert_one({"action": "open workspace", "actor_id": viewer["_id"],
+                                              "actor_email": viewer.get("email"), "owner_id": owner_id, "at": now})
+            log.warning("admin %s <%s> opened the workspace of user %s", viewer["_id"], viewer.get("email"), owner_id)
+        return ticket
+
+    async def redeem(self, ticket: str, owner_id: int) -> Grant | None:
+        """The ticket's grant, once; None when unknown, used, expired or for
+        another workspace. Deleted whatever the outcome: one try per ticket."""
+        doc = await self.tickets.find_one_and_delete({"_id": _digest(ticket)})
+        if doc is None or doc["owner_id"] != owner_id or _aware(doc["expires_at"]) <= utcnow():
+            return None
+        return Grant(doc["user_id"], doc["session_id"], owner_id, bool(doc.get("admin")))
+
+    # -- cookies ----------------------------------------------------------------------------
+    def cookie_for(self, grant: Grant) -> str:
+        """`v1.<viewer>.<owner>.<admin>.<expiry>.<session>.<HMAC-SHA256>`: a
+        plain HMAC, not a JWT, because it is checked on every proxied request
+        (PyJWT's decoding costs several times more)."""
+        expires = int(time.time() + self.settings.proxy_cookie_hours * 3600)
+        payload = f"v1.{grant.viewer_id}.{grant.owner_id}.{int(grant.admin)}.{expires}.{grant.session_id}"
+        return f"{payload}.{self._sign(payload)}"
+
+    def grant_of(self, cookie: str | None, owner_id: int) -> Grant | None:
+        """The grant a cookie carries, only for this workspace's host."""
+        payload, _, signature = (cookie or "").rpartition(".")
+        if not hmac.compare_digest(signature, self._sign(payload)):
+            return None
+        parts = payload.split(".")
+        if len(parts) != 6 or parts[0] != "v1" or not all(p.isdigit() for p in parts[1:5]) or not parts[5]:
+            return None
+        _, viewer, owner, admin, expires, session = parts
+        if int(owner) != owner_id or int(expires) <= time.time():
+            return None
+        return Grant(int(viewer), session, owner_id, admin == "1")
+
+    def _sign(self, payload: str) -> str:
+        digest = hmac.new(self.key, payload.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    # -- the check --------------------------------------------------------------------------
+    async def check(self, grant: Grant | None, fresh: bool = False) -> Access:
+        """Raise Denied unless the grant's login is live, its viewer may see
+        the workspace now, and the workspace runs (`fresh`: read from the
+        database, not the cache)."""
+        if grant is None:
+            raise Denied(401, "login")
+        viewer = await self.services.accounts.session_user(grant.session_id)
+        if viewer is None or viewer["_id"] != grant.viewer_id:
+            raise Denied(401, "login")
+        if viewer["_id"] != grant.owner_id and not (grant.admin and viewer.get("role") in ADMIN_ROLES):
+            raise Denied(403, "forbidden")
+        doc = await self.workspaces.find(grant.owner_id, fresh)
+        if doc is None:
+            raise Denied(404, "none")
+        if doc["state"] != "running":
+            state = doc["state"] if doc["state"] in ("stopped", "provisioning", "failed") else "busy"
+            raise Denied(503, state)
+        return Access(grant, doc)
+
+    # -- open WebSockets ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="workspace-proxy-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        for socket in list(self.sockets):
+            socket.close(1001, "Server shutting down")
+        self.pool.close()
+        self.workspaces.clear()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            self.pool.prune()
+            self.workspaces.prune()
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - a database hiccup must not end the sweeping
+                log.warning("workspace proxy sweep failed", exc_info=True)
+
+    async def sweep(self) -> None:
+        """Close every proxied WebSocket whose grant no longer passes (one
+        check per distinct grant, however many sockets share it)."""
+        verdicts: dict[Grant, Denied | None] = {}
+        for socket in list(self.sockets):
+            grant = socket.grant
+            if grant not in verdicts:
+                try:
+                    await self.check(grant, fresh=True)
+                    verdicts[grant] = None
+                except Denied as denied:
+                    verdicts[grant] = denied
+            denied = verdicts[grant]
+            if denied is not None and socket in self.sockets:
+                socket.close(4000 + denied.status, f"Workspace access ended ({denied.reason})")
+
+
+class WorkspaceCache:
+    """Workspace documents the proxy read in the last second, so a page's
+    burst of requests does not read the database for each one. A change made
+    in this process empties the entry at once (the workspace's in-process
+    event stream); one made by another process shows within CACHE_SECONDS."""
+
+    def __init__(self, services: Any):
+        self.services = services
+        self.entries: dict[int, dict] = {}  # owner id -> {doc, at, used, changes, workspace_id}
+
+    async def find(self, owner_id: int, fresh: bool = False) -> dict | None:
+        entry = self.entries.get(owner_id)
+        now = time.monotonic()
+        if entry is not None and not fresh and now - entry["at"] < CACHE_SECONDS and entry["changes"].empty():
+            entry["used"] = now
+            return entry["doc"]
+        doc = await self.services.workspaces.find(owner_id)
+        if entry is not None and (doc is None or doc["_id"] != entry["workspace_id"]):
+            self._forget(owner_id)
+            entry = None
+        if doc is not None:
+            if entry is None:
+                entry = self.entries[owner_id] = {"workspace_id": doc["_id"],
+                                                  "changes": _changes_of(self.services, doc["_id"])}
+            while not entry["changes"].empty():
+                entry["changes"].get_nowait()
+            entry.update(doc=doc, at=now, used=now)
+        return doc
+
+    def prune(self, unused_seconds: float = 30.0) -> None:
+        limit = time.monotonic() - unused_seconds
+        for owner_id in [o for o, entry in self.entries.items() if entry["used"] < limit]:
+            self._forget(owner_id)
+
+    def clear(self) -> None:
+        for owner_id in list(self.entries):
+            self._forget(owner_id)
+
+    def _forget(self, owner_id: int) -> None:
+        entry = self.entries.pop(owner_id)
+        _ignore_changes(self.services, entry["workspace_id"], entry["changes"])
+
+
+# The two places that know how workspaces publish their changes in-process.
+def _changes_of(services: Any, workspace_id: str) -> asyncio.Queue:
+    """A queue that receives each change of the workspace made in this
+    process (and, through the workspaces' poller, by others)."""
+    return services.workspaces.events.listen(workspace_id)
+
+
+def _ignore_changes(services: Any, workspace_id: str, queue: asyncio.Queue) -> None:
+    services.workspaces.events.unlisten(workspace_id, queue)
+
+
+def _digest(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def _aware(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+async def start(services: Any) -> None:
+    """Container starter: ``services.proxy``."""
+    services.proxy = ProxyAccess(services)
+    services.proxy.start()
+    services.on_close(services.proxy.close)

@@ -1,0 +1,512 @@
+"""The workspace proxy against a loopback stand-in for code-server
+(tests/proxy_upstream.py), through the real app on a real port and the real
+nx-27017: tickets, cookies, what is stripped, revocation (HTTP and open
+WebSockets), error pages, streaming and the WebSocket relay. The workspace
+document points at the stand-in exactly as a running one points at its
+container (the proxy connects to the document's `endpoint`)."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from tests.conftest import auth, make_admin, register
+from tests.proxy_upstream import another_port, pattern, start_upstream
+
+OPEN = "/api/users/workspace/open/"
+# No Docker engine for these: its reconciliation would (rightly) stop a
+# running workspace document that has no container.
+NO_DOCKER = {"docker_host": "unix:///nonexistent/docker.sock"}
+
+
+RECORDERS: dict = {}
+
+
+@pytest.fixture
+async def upstream():
+    server, port, recorder = await start_upstream()
+    RECORDERS[port] = recorder
+    yield port, recorder
+    server.stop()
+
+
+@pytest.fixture
+async def proxied(start_server, upstream):
+    """(server, api client, upstream port, recorder)."""
+    server = await start_server(**NO_DOCKER)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        yield server, client, upstream[0], upstream[1]
+
+
+def port_of(server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def host_of(server, user_id: int) -> str:
+    return f"ws-{user_id}.localhost:{port_of(server)}"
+
+
+async def give_workspace(server, user_id: int, port: int, state: str = "running") -> None:
+    """A workspace document as provisioning leaves it, its port the stand-in's
+    (`port` names the stand-in: another port of it is used when taken)."""
+    recorder = RECORDERS[port]
+    if await server.db.workspaces.find_one({"port": port}):
+        port = another_port(recorder)
+        RECORDERS[port] = recorder
+    await server.db.workspaces.delete_many({"owner_id": user_id})
+    await server.db.workspaces.insert_one({"_id": uuid.uuid4().hex, "owner_id": user_id, "state": state,
+                                           "port": port, "endpoint": {"host": "127.0.0.1", "port": port},
+                                           "seq": 1, "progress": 100, "message": state,
+                                           "version": 1, "password": "pw"})
+
+
+async def open_url(client, tokens: dict, user_id: int | None = None) -> str:
+    query = f"?user_id={user_id}" if user_id is not None else ""
+    response = await client.post(OPEN + query, headers=auth(tokens))
+    assert response.status_code == 200, response.text
+    return response.json()["url"]
+
+
+async def workspace_get(server, host: str, path: str = "/", cookie: str | None = None, **kwargs) -> httpx.Response:
+    """A request to a workspace host: connect to 127.0.0.1, send its Host
+    (the C resolver does not resolve *.localhost; browsers do)."""
+    headers = {"Host": host, **kwargs.pop("headers", {})}
+    if cookie:
+        headers["Cookie"] = cookie
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        return await http.request(kwargs.pop("method", "GET"), path, headers=headers, **kwargs)
+
+
+async def redeem(server, url: str) -> tuple[httpx.Response, str | None]:
+    parts = urlsplit(url)
+    response = await workspace_get(server, parts.netloc, f"{parts.path}?{parts.query}")
+    cookie = response.headers.get("set-cookie")
+    return response, cookie.split(";", 1)[0] if cookie else None
+
+
+async def eventually(request, predicate, timeout: float = 5.0) -> httpx.Response:
+    """The first answer matching `predicate`: a change written straight to the
+    database stands for another process's, which the proxy sees within ~1 s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await request()
+        if predicate(response) or asyncio.get_running_loop().time() > deadline:
+            return response
+        await asyncio.sleep(0.1)
+
+
+async def signed_in(server, client, port: int, **register_args) -> tuple[dict, str]:
+    """A student with a running workspace and its proxy cookie."""
+    user = await register(client, **register_args)
+    await give_workspace(server, user["user"]["id"], port)
+    _, cookie = await redeem(server, await open_url(client, user))
+    assert cookie
+    return user, cookie
+
+
+async def test_a_ticket_opens_the_workspace_once_and_becomes_a_host_cookie(proxied):
+    server, client, port, recorder = proxied
+    user = await register(client)
+    uid = user["user"]["id"]
+    await give_workspace(server, uid, port)
+    url = await open_url(client, user)
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == f"http://ws-{uid}.localhost:{port_of(server)}/"
+    ticket = parse_qs(parts.query)["ticket"][0]
+    assert len(ticket) >= 40
+    assert await server.db.workspace_tickets.find_one({"_id": ticket}) is None  # only its hash is stored
+
+    response, cookie = await redeem(server, url + "&folder=/home/coder/project")
+    assert response.status_code == 302
+    assert response.headers["location"] == "/?folder=%2Fhome%2Fcoder%2Fproject"  # the ticket is gone
+    attributes = response.headers["set-cookie"].lower()
+    assert cookie.startswith("apranova_ws=") and "httponly" in attributes and "samesite=lax" in attributes
+    assert "domain" not in attributes and "secure" not in attributes and "path=/" in attributes
+    assert recorder.requests == []  # the redemption itself never reached the workspace
+
+    again, no_cookie = await redeem(server, url)
+    assert again.status_code == 401 and no_cookie is None  # used once
+    back = await workspace_get(server, parts.netloc, f"/?{parts.query}", cookie)  # the Back button, cookie set
+    assert back.status_code == 302 and back.headers["location"] == "/" and "set-cookie" not in back.headers
+    # A path like `//evil.example/x` (raw: HTTP clients rewrite it) still redirects to this host.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+    writer.write(f"GET //evil.example/x?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                 f"Cookie: {cookie}\r\nConnection: close\r\n\r\n".encode())
+    head = (await asyncio.wait_for(reader.read(), 10)).split(b"\r\n\r\n")[0].decode()
+    writer.close()
+    assert head.startswith("HTTP/1.1 302") and "\r\nLocation: /evil.example/x\r\n" in head
+
+    page = await workspace_get(server, parts.netloc, "/some/file?x=1", cookie)
+    assert page.status_code == 200 and page.json()["uri"] == "/some/file?x=1"
+
+
+async def test_an_expired_or_foreign_ticket_opens_nothing(proxied):
+    server, client, port, _ = proxied
+    user = await register(client)
+    other = await register(client)
+    for someone in (user, other):
+        await give_workspace(server, someone["user"]["id"], port)
+    url = await open_url(client, user)
+    await server.db.workspace_tickets.update_many({}, {"$set": {"expires_at": 0}})
+    await server.db.workspace_tickets.update_many({}, {"$currentDate": {"expires_at": True}})
+    response, cookie = await redeem(server, url)
+    assert response.status_code == 401 and cookie is None
+
+    # A valid ticket taken to another workspace's host is refused and spent.
+    url = await open_url(client, user)
+    moved = url.replace(f"ws-{user['user']['id']}.", f"ws-{other['user']['id']}.")
+    response, cookie = await redeem(server, moved)
+    assert response.status_code == 401 and cookie is None
+    assert (await redeem(server, url))[0].status_code == 401
+
+
+async def test_the_cookie_is_useless_on_another_host_and_for_another_user(proxied):
+    server, client, port, recorder = proxied
+    alice, alice_cookie = await signed_in(server, client, port)
+    bob, bob_cookie = await signed_in(server, client, port)
+    alice_host, bob_host = host_of(server, alice["user"]["id"]), host_of(server, bob["user"]["id"])
+    assert (await workspace_get(server, alice_host, "/", alice_cookie)).status_code == 200
+    assert (await workspace_get(server, bob_host, "/", alice_cookie)).status_code == 401
+    assert (await workspace_get(server, alice_host, "/", bob_cookie)).status_code == 401
+    # A student cannot ask for someone else's ticket.
+    response = await client.post(f"{OPEN}?user_id={alice['user']['id']}", headers=auth(bob))
+    assert response.status_code == 403
+    before = len(recorder.requests)
+    assert (await workspace_get(server, alice_host, "/")).status_code == 401
+    assert (await workspace_get(server, alice_host, "/", "apranova_ws=forged.token.here")).status_code == 401
+    assert len(recorder.requests) == before  # refused requests never reach the workspace
+
+
+async def test_the_workspace_never_sees_our_cookies_or_authorization(proxied):
+    server, client, port, recorder = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    response = await workspace_get(server, host, "/x", f"{cookie}; ide-session=keep; apranova_other=1",
+                                   headers={"Authorization": f"Bearer {user['access']}",
+                                            "X-Forwarded-For": "6.6.6.6", "Connection": "keep-alive, X-Drop",
+                                            "X-Drop": "1"})
+    seen = response.json()
+    headers = {name.lower(): value for name, value in seen["headers"].items()}
+    assert "authorization" not in headers and "x-drop" not in headers
+    assert seen["cookies"] == ["ide-session=keep"]
+    assert headers["x-forwarded-for"] == "127.0.0.1"  # the client's own claim is not believed
+    assert headers["x-forwarded-proto"] == "http" and headers["x-forwarded-host"] == host
+    assert headers["host"] == host
+    # The workspace's own cookies reach the browser; one named like ours does not.
+    set_cookies = response.headers.get_list("set-cookie")
+    assert any(c.startswith("ide-session=") for c in set_cookies)
+    assert not any(c.startswith("apranova_ws=forged") for c in set_cookies)
+
+
+async def test_connections_to_the_workspace_are_reused_and_stale_ones_retried(proxied):
+    server, client, port, recorder = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    peers = [(await workspace_get(server, host, "/a", cookie)).json()["peer"] for _ in range(3)]
+    assert len(set(peers)) == 1  # one kept-alive connection carried all three
+    await recorder.server.close_all_connections()  # code-server closing idle connections
+    response = await workspace_get(server, host, "/b", cookie)
+    assert response.status_code == 200 and response.json()["peer"] != peers[0]
+
+
+async def test_https_behind_a_trusted_proxy_gives_secure_cookies_and_urls(start_server, upstream):
+    server = await start_server(trusted_proxies="127.0.0.1/32", **NO_DOCKER)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        user = await register(client)
+        await give_workspace(server, user["user"]["id"], upstream[0])
+        response = await client.post(OPEN, headers={**auth(user), "X-Forwarded-Proto": "https"})
+        url = response.json()["url"]
+        assert url.startswith(f"https://ws-{user['user']['id']}.localhost:{port_of(server)}/?ticket=")
+        parts = urlsplit(url)
+        response = await workspace_get(server, parts.netloc, f"/?{parts.query}",
+                                        headers={"X-Forwarded-Proto": "https"})
+        assert response.status_code == 302 and "secure" in response.headers["set-cookie"].lower()
+
+
+async def test_public_url_sets_the_workspace_origin(start_server, upstream):
+    server = await start_server(public_url="https://learn.example.edu",
+                                workspace_host_template="ws-{user_id}.example.edu", **NO_DOCKER)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        user = await register(client)
+        await give_workspace(server, user["user"]["id"], upstream[0])
+        url = await open_url(client, user)
+        assert url.startswith(f"https://ws-{user['user']['id']}.example.edu/?ticket=")
+        page = await workspace_get(server, f"ws-{user['user']['id']}.example.edu", "/",
+                                   headers={"Accept": "text/html"})
+        assert page.status_code == 401 and 'href="https://learn.example.edu/"' in page.text
+
+
+async def test_refusals_are_a_page_for_browsers_and_the_envelope_otherwise(proxied):
+    server, client, port, recorder = proxied
+    user = await register(client)
+    uid = user["user"]["id"]
+    host = host_of(server, uid)
+    page = await workspace_get(server, host, "/", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert page.status_code == 401 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script" not in page.text.lower()
+    assert f'href="http://localhost:{port_of(server)}/"' in page.text and "Traceback" not in page.text
+    envelope = await workspace_get(server, host, "/")
+    assert envelope.status_code == 401 and envelope.json()["details"] == {"reason": "login"}
+    assert set(envelope.json()) == {"error", "message", "details"}
+
+    # No workspace at all: the open call says so.
+    assert (await client.post(OPEN, headers=auth(user))).status_code == 404
+    # Stopped: the page says to start it.
+    await give_workspace(server, uid, port, state="stopped")
+    _, cookie = await redeem(server, await open_url(client, user))
+    page = await workspace_get(server, host, "/", cookie, headers={"Accept": "text/html"})
+    assert page.status_code == 503 and "stopped" in page.text and "Start it from the dashboard" in page.text
+    await server.db.workspaces.update_one({"owner_id": uid}, {"$set": {"state": "provisioning"}})
+    response = await eventually(lambda: workspace_get(server, host, "/", cookie),
+                                lambda r: r.json()["details"]["reason"] != "stopped")
+    assert response.json()["details"]["reason"] == "provisioning"
+    assert recorder.requests == []
+
+
+async def test_logout_reuse_revocation_and_delete_end_http_access_at_once(proxied):
+    server, client, port, _ = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    assert (await workspace_get(server, host, "/", cookie)).status_code == 200
+    response = await client.post("/api/users/logout/", headers=auth(user), json={"refresh": user["refresh"]})
+    assert response.status_code in (200, 205), response.text
+    assert (await workspace_get(server, host, "/", cookie)).status_code == 401
+
+    # A copied refresh token used twice revokes the login: the cookie dies with it.
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    for expected in (200, 401):
+        response = await client.post("/api/auth/token/refresh/", json={"refresh": user["refresh"]})
+        assert response.status_code == expected, response.text
+    assert (await workspace_get(server, host, "/", cookie)).status_code == 401
+
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    await server.db.workspaces.update_one({"owner_id": user["user"]["id"]}, {"$set": {"state": "deleted"}})
+    response = await eventually(lambda: workspace_get(server, host, "/", cookie), lambda r: r.status_code != 200)
+    assert response.status_code == 404 and response.json()["details"]["reason"] == "none"
+
+
+async def test_an_admin_opens_a_students_workspace_only_through_the_logged_call(proxied):
+    server, client, port, _ = proxied
+    student, _ = await signed_in(server, client, port)
+    sid = student["user"]["id"]
+    admin = await make_admin(server, client)
+    url = await open_url(client, admin, user_id=sid)
+    assert urlsplit(url).netloc == host_of(server, sid)
+    entry = await server.db.workspace_access_log.find_one({"owner_id": sid})
+    assert entry["actor_id"] == admin["user"]["id"] and entry["action"] == "open workspace" and entry["at"]
+    _, cookie = await redeem(server, url)
+    assert (await workspace_get(server, host_of(server, sid), "/", cookie)).status_code == 200
+    socket = await proxy_socket(server, host_of(server, sid), cookie)
+    # Demoted: the same cookie stops working at once, and the open socket is closed.
+    await server.db.users.update_one({"_id": admin["user"]["id"]}, {"$set": {"role": "trainer"}})
+    assert (await workspace_get(server, host_of(server, sid), "/", cookie)).status_code == 403
+    assert await asyncio.wait_for(socket.read_message(), 10) is None and socket.close_code == 4403
+
+
+async def test_cross_origin_writes_are_refused(proxied):
+    server, client, port, recorder = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    evil = f"http://ws-999.localhost:{port_of(server)}"
+    response = await workspace_get(server, host, "/save", cookie, method="POST", content=b"x",
+                                   headers={"Origin": evil})
+    assert response.status_code == 403 and recorder.requests == []
+    response = await workspace_get(server, host, "/save", cookie, method="POST", content=b"x",
+                                   headers={"Origin": f"http://{host}"})
+    assert response.status_code == 200 and response.json()["method"] == "POST"
+
+
+async def test_bodies_stream_both_ways_and_uploads_are_bounded(start_server, upstream):
+    port, recorder = upstream
+    server = await start_server(proxy_max_body_bytes=str(16 * 1024 * 1024), **NO_DOCKER)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    body = pattern(12 * 1024 * 1024)  # well over the API's 1 MiB body limit
+
+    async def chunks():
+        for start in range(0, len(body), 1 << 20):
+            yield body[start:start + (1 << 20)]
+
+    for content in (body, chunks()):  # with a Content-Length, and chunked
+        response = await workspace_get(server, host, "/upload", cookie, method="PUT", content=content)
+        assert response.status_code == 200, response.text
+        assert response.json()["size"] == len(body)
+        assert response.json()["sha256"] == hashlib.sha256(body).hexdigest()
+    # Over the bound: refused on the headers, before any byte is read (a client sending
+    # `Expect: 100-continue` waits for exactly this).
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+    writer.write(f"POST /upload HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n"
+                 f"Content-Length: {17 << 20}\r\nExpect: 100-continue\r\n\r\n".encode())
+    status = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert status.split()[1] == b"413"
+
+    size = 48 * 1024 * 1024
+    response = await workspace_get(server, host, f"/download?size={size}", cookie)
+    assert response.status_code == 200 and int(response.headers["content-length"]) == size
+    assert hashlib.sha256(response.content).digest() == hashlib.sha256(pattern(size)).digest()
+
+    # A workspace dying mid-answer: the browser sees a broken transfer, never a short "complete" body.
+    with pytest.raises(httpx.RemoteProtocolError):
+        await workspace_get(server, host, "/download?size=1000000&cut=1", cookie)
+    assert (await workspace_get(server, host, "/after", cookie)).status_code == 200
+
+    # Streamed, not buffered: the first bytes arrive while the workspace still holds back the rest.
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        async with http.stream("GET", "/download?size=1000000&gate=1",
+                               headers={"Host": host, "Cookie": cookie}) as streamed:
+            chunks = streamed.aiter_raw()
+            first = await chunks.__anext__()
+            assert first and not recorder.gate.is_set()
+            recorder.gate.set()
+            rest = b"".join([chunk async for chunk in chunks])
+    assert len(first) + len(rest) == 1000000
+
+
+async def proxy_socket(server, host: str, cookie: str | None, path: str = "/ws", origin: str | None = None,
+                       extra: dict | None = None, **kwargs):
+    headers = {"Host": host, "Origin": origin or f"http://{host}", **(extra or {})}
+    if cookie:
+        headers["Cookie"] = cookie
+    request = HTTPRequest(f"{server.ws_url}{path}", headers=headers, connect_timeout=10)
+    return await websocket_connect(request, **kwargs)
+
+
+async def test_websockets_relay_both_ways_with_close_codes(proxied):
+    server, client, port, recorder = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    socket = await proxy_socket(server, host, f"{cookie}; ide-session=keep", "/ws?x=1",
+                                extra={"Authorization": f"Bearer {user['access']}"}, subprotocols=["tty", "other"])
+    assert socket.selected_subprotocol == "tty"
+    await socket.write_message("hello")
+    assert await socket.read_message() == "hello"
+    blob = bytes(range(256)) * 4096  # 1 MiB binary frame
+    await socket.write_message(blob, binary=True)
+    assert await socket.read_message() == blob
+    seen = recorder.requests[-1]
+    assert seen["uri"] == "/ws?x=1" and seen["cookies"] == ["ide-session=keep"]
+    assert "Authorization" not in seen["headers"] and seen["headers"]["X-Forwarded-Host"] == host
+    await socket.write_message("close:4321")
+    assert await socket.read_message() is None and socket.close_code == 4321
+
+    socket = await proxy_socket(server, host, cookie)
+    socket.close(4002, "bye")
+    for _ in range(100):
+        if (4002, "bye") in recorder.socket_closes:
+            break
+        await asyncio.sleep(0.05)
+    assert (4002, "bye") in recorder.socket_closes
+
+    with pytest.raises(HTTPClientError) as refused:
+        await proxy_socket(server, host, None)
+    assert refused.value.code == 401
+    with pytest.raises(HTTPClientError) as refused:  # another workspace's page opening our terminal
+        await proxy_socket(server, host, cookie, origin=f"http://ws-999.localhost:{port_of(server)}")
+    assert refused.value.code == 403
+    with pytest.raises(HTTPClientError) as refused:
+        await proxy_socket(server, host_of(server, 999999), cookie)
+    assert refused.value.code == 401
+
+
+async def test_logout_closes_open_websockets(proxied):
+    server, client, port, _ = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    socket = await proxy_socket(server, host, cookie)
+    await socket.write_message("ping")
+    assert await socket.read_message() == "ping"
+    response = await client.post("/api/users/logout/", headers=auth(user), json={"refresh": user["refresh"]})
+    assert response.status_code in (200, 205)
+    assert await asyncio.wait_for(socket.read_message(), 10) is None
+    assert socket.close_code == 4401
+
+    user, cookie = await signed_in(server, client, port)
+    socket = await proxy_socket(server, host_of(server, user["user"]["id"]), cookie)
+    await server.db.workspaces.update_one({"owner_id": user["user"]["id"]}, {"$set": {"state": "stopping"}})
+    assert await asyncio.wait_for(socket.read_message(), 10) is None
+    assert socket.close_code == 4503
+    assert json.loads(json.dumps(socket.close_reason))  # a reason is given
+
+
+@pytest.mark.docker
+async def test_a_real_workspace_container_through_the_proxy(ws_server, http):
+    """The busybox stand-in image in a real container: opened from a ticket,
+    served through the proxy, and gone for the cookie once deleted."""
+    user = await register(http)
+    created = await http.post("/api/users/workspace/create/", headers=auth(user), json={"wait": True})
+    assert created.json()["state"] == "running", created.text
+    _, cookie = await redeem(ws_server, await open_url(http, user))
+    host = host_of(ws_server, user["user"]["id"])
+    page = await workspace_get(ws_server, host, "/", cookie)
+    assert page.status_code == 200 and "apranova test workspace" in page.text
+    assert (await workspace_get(ws_server, host, "/")).status_code == 401  # no cookie, no container
+
+    assert (await http.delete("/api/users/workspace/", headers=auth(user))).status_code == 200
+    gone = await workspace_get(ws_server, host, "/", cookie, headers={"Accept": "text/html"})
+    assert gone.status_code == 404 and "No workspace here" in gone.text
+
+
+def test_frame_boundaries_are_found_across_any_chunking():
+    """The tunnel injects a close frame only between frames: every split of a
+    byte stream of frames (7-bit, 16-bit and 64-bit lengths, masked or not)
+    must report a boundary exactly where a frame ends."""
+    import random
+    import struct
+    from services.proxy_tunnel import FrameTracker
+
+    def frame(size: int, masked: bool) -> bytes:
+        flag = 0x80 if masked else 0
+        if size < 126:
+            head = bytes([0x82, size | flag])
+        elif size < 65536:
+            head = bytes([0x82, 126 | flag]) + struct.pack(">H", size)
+        else:
+            head = bytes([0x82, 127 | flag]) + struct.pack(">Q", size)
+        return head + (b"MASK" if masked else b"") + b"x" * size
+
+    rng = random.Random(7)
+    for _ in range(200):
+        frames = [frame(rng.choice([0, 1, 125, 126, 300, 65535, 65536]), rng.random() < 0.5)
+                  for _ in range(rng.randint(1, 5))]
+        data, ends, total = b"".join(frames), set(), 0
+        for one in frames:
+            total += len(one)
+            ends.add(total)
+        tracker, pos = FrameTracker(), 0
+        while pos < len(data):
+            chunk = data[pos:pos + rng.randint(1, 4000)]
+            tracker.feed(chunk)
+            pos += len(chunk)
+            assert tracker.at_boundary == (pos in ends)
+
+
+async def test_a_logout_in_one_process_ends_access_in_another(start_server, upstream):
+    """Two server processes on one database (as behind a load balancer): a
+    cookie from one works on the other, and a logout on the first ends the
+    other's HTTP access at once and its open WebSocket within a sweep."""
+    port, _ = upstream
+    first = await start_server(**NO_DOCKER)
+    second = await start_server(**NO_DOCKER, mongodb_db=first.services.settings.mongodb_db)
+    async with httpx.AsyncClient(base_url=first.url, timeout=30) as client:
+        user, cookie = await signed_in(first, client, port)
+        other_host = host_of(second, user["user"]["id"])
+        assert (await workspace_get(second, other_host, "/", cookie)).status_code == 200
+        socket = await proxy_socket(second, other_host, cookie)
+        await socket.write_message("hi")
+        assert await socket.read_message() == "hi"
+        response = await client.post("/api/users/logout/", headers=auth(user), json={"refresh": user["refresh"]})
+        assert response.status_code == 200
+    assert (await workspace_get(second, other_host, "/", cookie)).status_code == 401
+    assert await asyncio.wait_for(socket.read_message(), 10) is None and socket.close_code == 4401
