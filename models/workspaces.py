@@ -38,8 +38,9 @@ class WorkspaceDeletedOut(ResponseModel):
     state: str
 
 
-def workspace_model(doc: dict, url: Optional[str], msg: Optional[str] = None) -> dict:
-    body = {"url": url, "port": doc.get("port"), "status": doc["state"], "state": doc["state"],
+def workspace_model(doc: dict, address: tuple[Optional[str], Optional[int]], msg: Optional[str] = None) -> dict:
+    url, port = address
+    body = {"url": url, "port": port, "status": doc["state"], "state": doc["state"],
             "progress": doc["progress"], "seq": doc["seq"], "password": doc["password"],
             "message": doc["message"], "created_at": doc["created_at"], "updated_at": doc["updated_at"]}
     if msg is not None:
@@ -47,9 +48,10 @@ def workspace_model(doc: dict, url: Optional[str], msg: Optional[str] = None) ->
     return body
 
 
-def snapshot_message(doc: dict, url: Optional[str]) -> dict:
+def snapshot_message(doc: dict, address: tuple[Optional[str], Optional[int]]) -> dict:
+    url, port = address
     return {"type": "snapshot", "state": doc["state"], "progress": doc["progress"], "url": url,
-            "port": doc.get("port"), "password": doc["password"], "seq": doc["seq"], "message": doc["message"],
+            "port": port, "password": doc["password"], "seq": doc["seq"], "message": doc["message"],
             "at": doc["updated_at"]}
 
 

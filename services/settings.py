@@ -161,7 +161,7 @@ SETTINGS: list[Setting] = [
     S("WORKSPACE_CMD", "", "Command override for the container, split like shell words (quotes work; empty: the image's own).", group="workspaces"),
     S("WORKSPACE_READY_TIMEOUT", "120", "Seconds to wait for the IDE to answer HTTP before failing.", number, group="workspaces"),
     S("WORKSPACE_WAIT_TIMEOUT", "180", "Longest a create with {\"wait\": true} waits.", number, group="workspaces"),
-    S("WORKSPACE_EXPOSURE", "direct", "'direct': each IDE published on a host port from WORKSPACE_PORT_RANGE (the contract's "
+    S("WORKSPACE_EXPOSURE", "network", "'direct': each IDE published on a host port from WORKSPACE_PORT_RANGE (the contract's "
       "literal url/port; anyone who reaches that port reaches the IDE's login). 'network': no published port; workspaces on a "
       "Docker network the server makes with inter-container traffic off, reachable only from the server (for the proxy).",
       group="workspaces"),

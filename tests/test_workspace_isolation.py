@@ -41,7 +41,7 @@ def reaches(name: str, host: str, port: int) -> bool:
 
 @pytest.mark.docker
 async def test_network_exposure_isolates_workspaces_and_publishes_no_port(servers):
-    server = await servers.start(workspace_exposure="network", workspace_url_template="http://ws-{user_id}.localhost/")
+    server = await servers.start(workspace_exposure="network")
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
         users = [await register(client) for _ in range(2)]
         bodies = [(await client.post(CREATE, headers=auth(u), json={"wait": True})).json() for u in users]

@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import logging
 import time
+import urllib.parse
 import uuid
 from typing import Any, AsyncIterator
 
@@ -16,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.accounts import ADMIN_ROLES
 from services.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable
 from services.settings import Settings, SettingsError
+from services.workspace_proxy import workspace_origin
 from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Endpoint
 from services.workspaces.events import Events
 from services.workspaces.lifecycle import ATTEMPTS, SETTLED, Lifecycle, State
@@ -73,15 +75,21 @@ class WorkspaceService:
     async def count_by_state(self) -> dict[str, int]:
         return await self.store.count_by_state(s.value for s in State)
 
-    def url(self, doc: dict) -> str | None:
-        """The URL shown to the user: WORKSPACE_URL_TEMPLATE filled in; None
-        when it needs a {port} and the workspace has none (network exposure
-        publishes none: its template names the proxied host instead)."""
-        template = self.settings.workspace_url_template
-        if doc.get("port") is None and "{port}" in template:
-            return None
-        return template.format(port=doc.get("port") or "", host_ip=self.settings.workspace_host_ip,
-                               user_id=doc["owner_id"])
+    def address(self, doc: dict) -> tuple[str | None, int | None]:
+        """The URL shown to the user and its port. Network exposure: the
+        workspace's own origin, served by this server's proxy (PUBLIC_URL's
+        scheme and port, else http and PORT), known before provisioning
+        ends. Direct: WORKSPACE_URL_TEMPLATE with the published host port."""
+        settings = self.settings
+        if settings.workspace_exposure == "network":
+            url = workspace_origin(settings, doc["owner_id"], "http", settings.port) + "/"
+            parts = urllib.parse.urlsplit(url)
+            return url, parts.port or (443 if parts.scheme == "https" else 80)
+        if doc.get("port") is None and "{port}" in settings.workspace_url_template:
+            return None, None
+        url = settings.workspace_url_template.format(port=doc.get("port") or "", host_ip=settings.workspace_host_ip,
+                                                     user_id=doc["owner_id"])
+        return url, doc.get("port")
 
     @staticmethod
     def endpoint(doc: dict) -> Endpoint | None:
