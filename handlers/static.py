@@ -29,7 +29,8 @@ from services.errors import ApiError
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 VERSIONED_CACHE = "public, max-age=31536000, immutable"
-SPA_ROUTES = r"/(?:login|signup|profile|(?:student|trainer|admin|superadmin)/dashboard)?/?"
+SPA_ROUTES = (r"/(?:login|signup|profile|(?:student|trainer|admin|superadmin)/dashboard"
+              r"|verify-email|reset-password|forgot-password)?/?")  # the last three: pages of mailed links
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "

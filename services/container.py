@@ -68,6 +68,7 @@ class Services:
         self.ratelimits = RateLimits({
             "anon": settings.rate_limit_anon, "user": settings.rate_limit_user,
             "workspace": settings.rate_limit_workspace, "login_failures": settings.rate_limit_login_failures,
+            "mail": settings.rate_limit_mail,
         }, backend)
         for starter in STARTERS:
             await starter(self)

@@ -14,7 +14,9 @@ Rules, each in one place:
   from `/user/emails`.
 * `OAuthService.account_for`: a known (provider, subject) signs in its user
   (even if the email changed at the provider); else a verified email that
-  matches a user links to it; else a new student with no usable password.
+  matches a user links to it (and when that user's email was never
+  verified, hands the account over: old password removed, every session
+  revoked); else a new student with no usable password.
 
 Errors: not configured -> 503; the user's code, state or email refused ->
 400 "OAuth failed"; the provider unreachable, failing or refusing this

@@ -127,6 +127,7 @@ SETTINGS: list[Setting] = [
     S("RATE_LIMIT_USER", "1000/hour", "Requests per authenticated user.", _rate, group="rate limits"),
     S("RATE_LIMIT_WORKSPACE", "10/hour", "Workspace creations per user.", _rate, group="rate limits"),
     S("RATE_LIMIT_LOGIN_FAILURES", "10/hour", "Failed logins per account before login is refused.", _rate, group="rate limits"),
+    S("RATE_LIMIT_MAIL", "5/hour", "Verification and reset mails per account (more are silently not sent).", _rate, group="rate limits"),
     S("RATE_LIMIT_STORAGE", "memory", "'memory' (one process) or 'mongodb' (shared by several processes).", group="rate limits"),
     # email
     S("SMTP_HOST", "", "SMTP server for verification and password-reset mail (empty: no mail; see the README's "

@@ -50,7 +50,8 @@ def decode_uid(uid: str) -> int | None:
 
 
 class EmailLinks:
-    def __init__(self, db: AsyncDatabase, settings: Any, mailer: Any, accounts: Any):
+    def __init__(self, db: AsyncDatabase, settings: Any, mailer: Any, accounts: Any, limits: Any):
+        self.limits = limits  # RateLimits with a "mail" rule: mails per account
         self.tokens = db.email_tokens
         self.users = db.users
         self.settings = settings
@@ -63,6 +64,11 @@ class EmailLinks:
 
     def link(self, path: str, **params: str) -> str:
         return f"{self.settings.public_base_url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
+
+    async def may_mail(self, user: dict) -> bool:
+        """Within RATE_LIMIT_MAIL for this account? Past it nothing is sent
+        (and the answer stays the same), so nobody can flood a mailbox."""
+        return (await self.limits.hit("mail", str(user["_id"]))).allowed
 
     async def _issue(self, purpose: str, user: dict, lifetime: dt.timedelta) -> str:
         token = secrets.token_urlsafe(32)
@@ -91,7 +97,7 @@ class EmailLinks:
     async def send_verification(self, user: dict) -> bool:
         """Mail a verification link to a new (or unverified) user; False when
         there is no mailer."""
-        if self.mailer is None or user.get("email_verified"):
+        if self.mailer is None or user.get("email_verified") or not await self.may_mail(user):
             return False
         key = await self._issue(VERIFY, user, dt.timedelta(hours=self.settings.email_verify_hours))
         self.mailer.send_later(user["email"], "Confirm your email address", (
@@ -118,7 +124,7 @@ class EmailLinks:
         the same either way."""
         self.require_mailer()
         user = await self.users.find_one({"email_key": email_key(email)})
-        if user is None or user.get("disabled"):
+        if user is None or user.get("disabled") or not await self.may_mail(user):
             return
         minutes = self.settings.password_reset_minutes
         token = await self._issue(RESET, user, dt.timedelta(minutes=minutes))
@@ -145,4 +151,5 @@ class EmailLinks:
 
 
 async def start(services: Any) -> None:
-    services.email_links = EmailLinks(services.db, services.settings, services.mailer, services.accounts)
+    services.email_links = EmailLinks(services.db, services.settings, services.mailer, services.accounts,
+                                      services.ratelimits)

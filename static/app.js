@@ -4,6 +4,7 @@ import { api, onConnectionChange, session } from "./js/api.js";
 import { dashboardPath, LOGIN_ROLES, loginView, signupView } from "./js/auth.js";
 import { h } from "./js/dom.js";
 import { dashboardView, profileView } from "./js/pages.js";
+import { forgotPasswordView, resetPasswordView, verifyEmailView } from "./js/email-links.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -26,6 +27,10 @@ function route(path) {
   const loggedIn = session.loggedIn && user && ROLES.includes(user.role);
   const home = loggedIn ? dashboardPath(user.role) : "/login";
   if (path === "/") return { redirect: home };
+  // Pages that mailed links open: logged in or not.
+  if (path === "/verify-email") return { title: "Verify your email", view: verifyEmailView };
+  if (path === "/reset-password") return { title: "Choose a new password", view: () => resetPasswordView({ navigate }) };
+  if (path === "/forgot-password") return { title: "Forgot your password?", view: forgotPasswordView };
   if (path === "/login" || path === "/signup") {
     if (loggedIn) return { redirect: home };
     return { title: path === "/login" ? "Log in" : "Sign up",

@@ -38,6 +38,7 @@ TEST_DEFAULTS: dict[str, Any] = {
     "rate_limit_user": "100000/hour",
     "rate_limit_workspace": "100000/hour",
     "rate_limit_login_failures": "100000/hour",
+    "rate_limit_mail": "100000/hour",
     "log_level": "WARNING",
 }
 

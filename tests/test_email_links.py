@@ -140,3 +140,15 @@ async def test_an_unreachable_smtp_server_does_not_fail_the_request(start_server
         assert response.status_code == 200
     await asyncio.sleep(0.5)
     assert app.services.dependency_errors["smtp"] >= 1
+
+
+async def test_mails_per_account_are_limited_and_the_answer_does_not_change(start_server, smtp):
+    app = await start_server(rate_limit_mail="2/hour", **smtp.settings())
+    async with httpx.AsyncClient(base_url=app.url) as api:
+        data = await register(api)  # mail 1: verification
+        email = data["user"]["email"]
+        answers = [await api.post("/api/auth/password/reset/", json={"email": email}) for _ in range(4)]
+        assert {r.status_code for r in answers} == {200} and len({r.text for r in answers}) == 1
+        await smtp.wait_for(email, subject="Reset")
+        await asyncio.sleep(0.5)
+        assert len(smtp.to(email)) == 2  # the verification and one reset; the rest were not sent

@@ -61,6 +61,7 @@ export function loginView({ navigate, notice }) {
     h("h1", { id: "page-title", tabindex: "-1" }, "Log in"),
     notice ? h("p", { class: "notice", role: "status" }, notice) : null,
     form,
+    h("p", {}, h("a", { href: "/forgot-password", "data-link": true }, "Forgot your password?")),
     h("p", {}, "New to ApraNova? ", h("a", { href: "/signup", "data-link": true }, "Create an account")));
 }
 
