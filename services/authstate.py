@@ -57,14 +57,18 @@ class SessionState:
 
 
 def _epoch(value: Any) -> float | None:
+    """A session's expires_at in epoch seconds: None when there is none; a
+    value that cannot be read counts as expired (0)."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # nx-27017 stores a $set datetime as text (naive UTC)
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return 0.0
     if isinstance(value, dt.datetime):
         return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
-    if isinstance(value, str):  # nx-27017 stores a $set datetime as a string
-        try:
-            return _epoch(dt.datetime.fromisoformat(value))
-        except ValueError:
-            return None
-    return None
+    return 0.0
 
 
 class _LRU:
