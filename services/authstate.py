@@ -174,6 +174,9 @@ class AuthState:
         if "user_id" in change:
             self.users.entries.pop(change["user_id"], None)
         if "sessions_of" in change:
+            # The user too: revoking every login goes with an account change
+            # (disabled, deleted, password reset) whose writer may not announce it.
+            self.users.entries.pop(change["sessions_of"], None)
             for session_id in [key for key, (_, state) in self.sessions.entries.items()
                                if state.user_id == change["sessions_of"]]:
                 self.sessions.entries.pop(session_id, None)

@@ -65,6 +65,18 @@ async def test_session_user_contract(server, client):
         assert await accounts.session_user(other_sid) is None
 
 
+async def test_revoking_every_login_of_a_user_also_rereads_the_user(server, client):
+    """An account change that revokes every login (disable, delete, password
+    reset) is seen even when its writer announces only the revocation."""
+    data = await register(client)
+    assert (await profile(client, data)).status_code == 200
+    state = server.services.authstate
+    assert data["user"]["id"] in state.users.entries
+    await server.services.tokens.revoke_all(data["user"]["id"], "test")
+    assert data["user"]["id"] not in state.users.entries
+    assert (await profile(client, data)).status_code == 401
+
+
 async def test_a_change_log_entry_written_late_is_still_applied(server, client):
     """Two writers take sequence numbers 1 and 2; 2 lands first. The poller
     must not move past 1 before it lands."""
