@@ -120,7 +120,7 @@ class AuthState:
         now = time.monotonic()
         if self.trusted():
             state = self.sessions.get(session_id, now)
-            if state is not None and state.live(time.time()):
+            if state is not None and (state.revoked or state.live(time.time())):  # a revocation is final
                 self.hits += 1
                 return state
         self.misses += 1  # an expired entry is reread: a refresh may have extended the session
