@@ -218,69 +218,84 @@ def summarize(runs: list[dict]) -> dict:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
     parser.add_argument("--only", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk exists")
-    parser.add_argument("--before", type=Path, help="a checkout of an older commit (git worktree add DIR COMMIT): "
+    parser.add_argument("--before", type=Path, help="an unpacked older commit (git archive COMMIT | tar -x -C DIR): "
                         "its server.py runs as 'profile_before', 1 worker, for a before/after in the same run")
-    args = parser.parse_args()
-    from services.db import free_port
+    return parser.parse_args()
 
+
+def start_all(args: argparse.Namespace, tmp: str, processes: dict[str, subprocess.Popen]) -> dict[str, str]:
+    """Every server to compare, each ready; returns name -> URL."""
+    from services.db import free_port
+    env = {**os.environ, "BCRYPT_ROUNDS": "12", "RATE_LIMIT_ANON": "100000000/hour",
+           "RATE_LIMIT_USER": "100000000/hour", "LOG_LEVEL": "WARNING", "APRANOVA_ENV": "development"}
+    env.pop("MONGODB_URI", None)
+    urls: dict[str, str] = {}
+    for name in args.only:
+        extra_env, extra_args = CONFIGS[name]
+        processes[name], urls[name] = start_server(tmp, {**env, **extra_env}, extra_args)
+    if args.before:
+        processes["profile_before"], urls["profile_before"] = start_server(tmp, env, [], args.before.resolve())
+    bare_port = free_port()
+    processes["bare_tornado"] = subprocess.Popen([sys.executable, __file__, "--bare", str(bare_port)])
+    urls["bare_tornado"] = f"http://127.0.0.1:{bare_port}"
+    for name, url in urls.items():
+        wait_http(url + ("/" if name == "bare_tornado" else "/health"))
+    return urls
+
+
+def run_rounds(args: argparse.Namespace, load, urls: dict[str, str], tokens: dict[str, str],
+               processes: dict[str, subprocess.Popen]) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = {name: [] for name in urls}
+    for _ in range(args.rounds):
+        for name, url in urls.items():
+            path = "/" if name == "bare_tornado" else "/api/users/profile/"
+            cpu = cpu_seconds(processes[name].pid)
+            run = load(url, path, tokens[name], args.connections, args.seconds)
+            # CPU per request (server + database) barely depends on the machine's other load.
+            run["cpu_ms_per_request"] = (cpu_seconds(processes[name].pid) - cpu) * 1000 / max(
+                1.0, run["rps"] * args.seconds)
+            runs[name].append(run)
+    return runs
+
+
+def report(runs: dict[str, list[dict]]) -> None:
+    results = {name: summarize(numbers) for name, numbers in runs.items()}
+    bare = results["bare_tornado"]["rps"]
+    for name, numbers in results.items():
+        ratio = ""
+        if name != "bare_tornado":
+            ratio = (f", x_bare={numbers['rps'] / bare:.2f}, x_original_django="
+                     f"{numbers['rps'] / ORIGINAL_DJANGO_RPS[1]:.2f}-{numbers['rps'] / ORIGINAL_DJANGO_RPS[0]:.2f}")
+        each = ", ".join(f"{run['rps']:.0f}" for run in runs[name])
+        print(f"{name}: " + ", ".join(f"{k}={v:.2f}" if k.startswith("cpu") else f"{k}={v:.1f}"
+                                      for k, v in numbers.items()) + ratio + f"  (runs: {each} req/s)")
+    if "profile_2_workers" in results and "profile_1_worker" in results:
+        print(f"2 workers / 1 worker: {results['profile_2_workers']['rps'] / results['profile_1_worker']['rps']:.2f}x")
+
+
+def main() -> None:
+    args = parse_args()
     load = load_in_subprocess if args.python_load or not shutil.which("wrk") else wrk_load
     processes: dict[str, subprocess.Popen] = {}
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            env = {**os.environ, "BCRYPT_ROUNDS": "12", "RATE_LIMIT_ANON": "100000000/hour",
-                   "RATE_LIMIT_USER": "100000000/hour", "LOG_LEVEL": "WARNING", "APRANOVA_ENV": "development"}
-            env.pop("MONGODB_URI", None)
-            urls: dict[str, str] = {}
-            for name in args.only:
-                extra_env, extra_args = CONFIGS[name]
-                processes[name], urls[name] = start_server(tmp, {**env, **extra_env}, extra_args)
-            if args.before:
-                processes["profile_before"], urls["profile_before"] = start_server(tmp, env, [], args.before.resolve())
-            bare_port = free_port()
-            processes["bare_tornado"] = subprocess.Popen([sys.executable, __file__, "--bare", str(bare_port)])
-            urls["bare_tornado"] = f"http://127.0.0.1:{bare_port}"
-            for name, url in urls.items():
-                wait_http(url + ("/" if name == "bare_tornado" else "/health"))
+            urls = start_all(args, tmp, processes)
             email, password = "bench@example.com", "Correct-Battery-Staple-9"
             tokens = {name: register(url, email, password) for name, url in urls.items() if name != "bare_tornado"}
             tokens["bare_tornado"] = ""
-
             print(f"machine: {os.cpu_count()} cores, "
                   f"{next(line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if 'model name' in line)}; "
                   f"load average before: {open('/proc/loadavg').read().split()[:3]}")
             print(f"load generator: {'wrk -t2' if load is wrk_load else 'python asyncio'} -c{args.connections}, "
                   f"{args.seconds:.0f} s per run, {args.rounds} alternating rounds, medians")
-            runs: dict[str, list[dict]] = {name: [] for name in urls}
-            for _ in range(args.rounds):
-                for name, url in urls.items():
-                    path = "/" if name == "bare_tornado" else "/api/users/profile/"
-                    cpu = cpu_seconds(processes[name].pid)
-                    run = load(url, path, tokens[name], args.connections, args.seconds)
-                    # CPU per request (server + database) barely depends on the machine's other load.
-                    run["cpu_ms_per_request"] = (cpu_seconds(processes[name].pid) - cpu) * 1000 / max(
-                        1.0, run["rps"] * args.seconds)
-                    runs[name].append(run)
-            results = {name: summarize(numbers) for name, numbers in runs.items()}
-            bare = results["bare_tornado"]["rps"]
-            for name, numbers in results.items():
-                ratio = f", x_bare={numbers['rps'] / bare:.2f}" if name != "bare_tornado" else ""
-                if name != "bare_tornado":
-                    ratio += (f", x_original_django={numbers['rps'] / ORIGINAL_DJANGO_RPS[1]:.2f}"
-                              f"-{numbers['rps'] / ORIGINAL_DJANGO_RPS[0]:.2f}")
-                each = ", ".join(f"{run['rps']:.0f}" for run in runs[name])
-                print(f"{name}: " + ", ".join(f"{k}={v:.2f}" if k.startswith("cpu") else f"{k}={v:.1f}"
-                                              for k, v in numbers.items()) + ratio
-                      + f"  (runs: {each} req/s)")
-            if "profile_2_workers" in results and "profile_1_worker" in results:
-                scaling = results["profile_2_workers"]["rps"] / results["profile_1_worker"]["rps"]
-                print(f"2 workers / 1 worker: {scaling:.2f}x")
+            report(run_rounds(args, load, urls, tokens, processes))
             for name, process in processes.items():
                 print(f"memory_after_benchmark {name}: RSS {rss_mib(process.pid):.0f} MiB, "
                       f"PSS {rss_mib(process.pid, 'Pss'):.0f} MiB (server + its children)")

@@ -223,7 +223,10 @@ class AccountService:
         if session is None or not session.live(time.time()):
             return None
         user = await self.authstate.user(session.user_id)
-        return None if user is None or user.get("disabled") else user
+        if user is None or user.get("disabled"):
+            return None
+        user["_session_id"] = session_id
+        return user
 
     async def authenticate(self, access_token: str, claims: AccessClaims | None = None) -> dict:
         """The caller's current user document for an access token (`claims`:
@@ -231,7 +234,6 @@ class AccountService:
         claims = claims or self.tokens.access_claims(access_token)
         user = await self.session_user(claims.session_id)
         if user is not None and user["_id"] == claims.user_id:
-            user["_session_id"] = claims.session_id
             return user
         session = await self.authstate.session(claims.session_id)  # cached now: only picks the message
         if session is None or not session.live(time.time()) or session.user_id != claims.user_id:

@@ -57,14 +57,18 @@ class SessionState:
 
 
 def _epoch(value: Any) -> float | None:
+    """A session's expires_at in epoch seconds: None when there is none; a
+    value that cannot be read counts as expired (0)."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # nx-27017 stores a $set datetime as text (naive UTC)
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return 0.0
     if isinstance(value, dt.datetime):
         return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
-    if isinstance(value, str):  # nx-27017 stores a $set datetime as a string
-        try:
-            return _epoch(dt.datetime.fromisoformat(value))
-        except ValueError:
-            return None
-    return None
+    return 0.0
 
 
 class _LRU:
@@ -116,7 +120,7 @@ class AuthState:
         now = time.monotonic()
         if self.trusted():
             state = self.sessions.get(session_id, now)
-            if state is not None and state.live(time.time()):
+            if state is not None and (state.revoked or state.live(time.time())):  # a revocation is final
                 self.hits += 1
                 return state
         self.misses += 1  # an expired entry is reread: a refresh may have extended the session
@@ -170,6 +174,9 @@ class AuthState:
         if "user_id" in change:
             self.users.entries.pop(change["user_id"], None)
         if "sessions_of" in change:
+            # The user too: revoking every login goes with an account change
+            # (disabled, deleted, password reset) whose writer may not announce it.
+            self.users.entries.pop(change["sessions_of"], None)
             for session_id in [key for key, (_, state) in self.sessions.entries.items()
                                if state.user_id == change["sessions_of"]]:
                 self.sessions.entries.pop(session_id, None)

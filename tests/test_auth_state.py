@@ -48,6 +48,7 @@ async def test_session_user_contract(server, client):
     sid = _claims(data["access"])["sid"]
     user = await accounts.session_user(sid)
     assert user is not None and user["_id"] == data["user"]["id"] and "password_hash" not in user
+    assert user["_session_id"] == sid
     assert await accounts.session_user("no-such-session") is None
     await accounts.set_disabled(data["user"]["id"], True)
     assert await accounts.session_user(sid) is None
@@ -55,6 +56,25 @@ async def test_session_user_contract(server, client):
     assert (await accounts.session_user(sid))["_id"] == data["user"]["id"]
     await server.services.tokens.revoke_session(sid, "test")
     assert await accounts.session_user(sid) is None
+    # Expired, also when nx-27017 stored the date as text, and when it cannot be read.
+    other = await register(client)
+    other_sid = _claims(other["access"])["sid"]
+    for expires_at in ("2000-01-01T00:00:00", "not a date"):
+        await server.db.sessions.update_one({"_id": other_sid}, {"$set": {"expires_at": expires_at}})
+        await server.services.authstate.session_changed(other_sid)
+        assert await accounts.session_user(other_sid) is None
+
+
+async def test_revoking_every_login_of_a_user_also_rereads_the_user(server, client):
+    """An account change that revokes every login (disable, delete, password
+    reset) is seen even when its writer announces only the revocation."""
+    data = await register(client)
+    assert (await profile(client, data)).status_code == 200
+    state = server.services.authstate
+    assert data["user"]["id"] in state.users.entries
+    await server.services.tokens.revoke_all(data["user"]["id"], "test")
+    assert data["user"]["id"] not in state.users.entries
+    assert (await profile(client, data)).status_code == 401
 
 
 async def test_a_change_log_entry_written_late_is_still_applied(server, client):

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import auth
+from tests.test_auth_state import refused_within
 from tests.test_server_process import PASSWORD, ServerProcess, children_using
 
 
@@ -71,6 +72,14 @@ def test_one_command_runs_two_workers_and_sigterm_stops_everything(workers, tmp_
     for _ in range(10):  # a new connection each time: the kernel spreads them over the workers
         response = httpx.get(server.url + "/api/users/profile/", headers=auth(tokens), timeout=10)
         assert response.status_code == 200 and response.json()["email"] == "ada@example.com"
+    logout = httpx.post(server.url + "/api/users/logout/", headers=auth(tokens), json={"refresh": tokens["refresh"]},
+                        timeout=10)
+    assert logout.status_code == 200
+    logged_out = time.monotonic()
+    refused_within(server.url, tokens)  # whichever worker answers
+    time.sleep(max(0.0, logged_out + 1.0 - time.monotonic()))
+    for _ in range(10):  # 1 s on, every worker refuses
+        assert httpx.get(server.url + "/api/users/profile/", headers=auth(tokens), timeout=10).status_code == 401
     worker_pids = workers_of(server)
     assert server.stop(signal.SIGTERM, timeout=40) == 0
     assert not children_using(tmp_path / "data"), "SIGTERM must stop the embedded database"
