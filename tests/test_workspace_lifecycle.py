@@ -30,8 +30,11 @@ class Fake:
         self.db_name = f"fk_{uuid.uuid4().hex[:10]}"
 
     async def start(self, **overrides: Any) -> RunningServer:
+        # The direct exposure (host ports) unless a test says otherwise: most
+        # of these tests are about the port book.
         values = {"workspace_backend": FAKE, "instance_name": self.instance, "mongodb_db": self.db_name,
-                  "workspace_port_range": f"{LOW}-{LOW + 49}", "workspace_wait_timeout": "5", **overrides}
+                  "workspace_exposure": "direct", "workspace_port_range": f"{LOW}-{LOW + 49}",
+                  "workspace_wait_timeout": "5", **overrides}
         return await self.start_server(**values)
 
 
@@ -82,6 +85,21 @@ async def test_create_answers_201_with_the_final_url_and_port_then_runs(server, 
     events = [e async for e in server.db.workspace_events.find({"workspace_id": doc["_id"]}).sort("seq", 1)]
     assert [e["seq"] for e in events] == list(range(1, doc["seq"] + 1))
     assert [e["progress"] for e in events] == sorted(e["progress"] for e in events)
+
+
+async def test_network_exposure_answers_201_with_the_proxied_url_and_its_port(fake):
+    """The default exposure: no host port; the 201 names the workspace's own
+    origin on the server's port (PUBLIC_URL's when set) before it runs."""
+    server = await fake.start(workspace_exposure="network", public_url="https://apranova.example.edu",
+                              workspace_host_template="ws-{user_id}.apranova.example.edu")
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        user = await register(client)
+        created = await client.post(CREATE, headers=auth(user))
+        assert created.status_code == 201, created.text
+        uid = user["user"]["id"]
+        assert (created.json()["url"], created.json()["port"]) == (f"https://ws-{uid}.apranova.example.edu/", 443)
+        running = await settled(server, user, {"running"})
+        assert running.get("port") is None and server.services.workspaces.endpoint(running) is not None
 
 
 async def test_simultaneous_creates_make_one_instance_and_users_get_distinct_ports(server, http):

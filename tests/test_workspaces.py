@@ -19,6 +19,15 @@ pytestmark = pytest.mark.docker
 CREATE, WORKSPACE, STOP = "/api/users/workspace/create/", "/api/users/workspace/", "/api/users/workspace/stop/"
 
 
+@pytest.fixture
+def servers(servers):
+    """This module proves the direct exposure (published host ports, the
+    contract's literal url); tests/test_workspace_isolation.py and the proxy
+    tests prove the default, network one."""
+    servers.defaults["workspace_exposure"] = "direct"
+    return servers
+
+
 def inspect(name: str) -> dict:
     return json.loads(docker("inspect", name))[0]
 
@@ -176,12 +185,26 @@ async def test_twenty_users_at_once_get_twenty_containers_on_distinct_ports(ws_s
     assert all(answers)
 
 
+def hold_a_port_before_a_free_one() -> tuple[socket.socket, int]:
+    """A listening socket on port N where N+1 is free right now (on a shared
+    machine anything may hold N+1; then try another N)."""
+    for _ in range(50):
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", taken + 1))
+                return holder, taken
+            except OSError:
+                holder.close()
+    raise AssertionError("no port N with N+1 free")
+
+
 async def test_a_host_port_taken_outside_is_skipped(servers):
-    holder = socket.socket()
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    holder.bind(("127.0.0.1", 0))
-    holder.listen()
-    taken = holder.getsockname()[1]
+    holder, taken = hold_a_port_before_a_free_one()
     try:
         server = await servers.start(workspace_port_range=f"{taken}-{taken + 1}")
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:

@@ -84,12 +84,13 @@ class WorkspaceServers:
         base = random.randrange(20000, 32700, 50)  # below the ephemeral ports (32768-), which anything may hold
         self.port_range = f"{base}-{base + 49}"
         self.running: list[RunningServer] = []
+        self.defaults: dict[str, Any] = {}  # a test module's own defaults (e.g. the direct exposure)
 
     def settings(self, **overrides: Any) -> Any:
         values = {"instance_name": self.instance, "workspace_image": TEST_IMAGE,
                   "workspace_port_range": self.port_range, "workspace_ready_timeout": "20",
                   "workspace_wait_timeout": "30", "workspace_memory": "64m", "workspace_pids": "64",
-                  "workspace_cpus": "0.5", **overrides}
+                  "workspace_cpus": "0.5", **self.defaults, **overrides}
         return test_settings(self.mongo, self.tmp_path, **values)
 
     async def start(self, **overrides: Any) -> RunningServer:
