@@ -95,6 +95,8 @@ class FakeBackend:
 
     async def reserve(self, spec: WorkspaceSpec, ports: PortBook) -> int | None:
         self._check()
+        if self.settings.workspace_exposure != "direct":
+            return None  # like the Docker backend: only the direct exposure publishes a port
         return spec.port if spec.port is not None else await self._allocate(ports)
 
     async def _allocate(self, ports: PortBook) -> int:
@@ -130,10 +132,14 @@ class FakeBackend:
         self._check()
         if self.fail_with:
             raise BackendError(self.fail_with)
+        self.engine.launches += 1
+        if self.settings.workspace_exposure != "direct":  # reached on its own address, nothing published
+            instance = FakeInstance(self.ref(spec), f"fake{next(_ids)}", spec.workspace_id, None)
+            self.engine.instances[instance.ref] = instance
+            return Launched(instance.ref, Endpoint(f"10.99.0.{next(_ids) % 250 + 2}", 8080), None)
         port = spec.port if spec.port is not None else await self._allocate(ports)
         while port in self.taken:  # publishing it fails, as Docker's does: choose another
             port = await self._allocate(ports)
-        self.engine.launches += 1
         instance = FakeInstance(self.ref(spec), f"fake{next(_ids)}", spec.workspace_id, port)
         self.engine.instances[instance.ref] = instance
         return Launched(instance.ref, Endpoint("127.0.0.1", port), port)
