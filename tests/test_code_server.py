@@ -13,8 +13,10 @@ Screenshots go to test-artifacts/code-server-*.png.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import subprocess
 import time
 from typing import Any, AsyncIterator
 
@@ -32,7 +34,6 @@ MARK = "apranova-e2e"
 # terminal the test reads).
 SETTING = "files.autoSaveDelay"
 SHOW_SETTING = f"grep -h {SETTING} {HOME}/.local/share/code-server/User/settings.json"
-pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
@@ -149,6 +150,7 @@ async def set_number_setting(page: Any, key: str, value: int) -> None:
     await page.locator(".settings-editor .setting-item-number .setting-item-modified-indicator").first.wait_for()
 
 
+@pytest.mark.browser
 async def test_code_server_journey(ide_server, ide_page) -> None:
     page = ide_page
     async with httpx.AsyncClient(base_url=ide_server.url, timeout=60) as api:
@@ -195,3 +197,86 @@ def _home_is_the_volume(server: Any) -> bool:
     ids = docker("ps", "-q", "--filter", f"label=apranova.instance={name}").split()
     mounts = docker("inspect", "-f", "{{range .Mounts}}{{.Destination}} {{end}}", *ids).split()
     return HOME in mounts
+
+
+# -- the image alone: the user, the home volume, password auth -------------------------
+class Container:
+    """One container of the code-server image, run the way the server runs
+    workspaces (uid 1000, every capability dropped, no-new-privileges), with
+    this test's label so that it is always removed."""
+
+    def __init__(self, label: str, home: list[str]):
+        self.id = docker("run", "-d", "--label", label, "--user", "1000:1000", "--cap-drop", "ALL",
+                         "--security-opt", "no-new-privileges", "-e", "PASSWORD=pw-e2e", "-p", "127.0.0.1::8080",
+                         *home, CODE_SERVER_IMAGE)
+
+    @property
+    def url(self) -> str:
+        return "http://" + docker("port", self.id, "8080/tcp").splitlines()[0]
+
+    def sh(self, script: str) -> str:
+        return docker("exec", self.id, "sh", "-c", script)
+
+    async def healthy(self, timeout: float = 60) -> None:
+        """Wait for code-server's /healthz (no password needed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                async with httpx.AsyncClient(timeout=5) as client:
+                    if (await client.get(self.url + "/healthz")).status_code == 200:
+                        return
+            except httpx.HTTPError:
+                pass
+            state = docker("inspect", "-f", "{{.State.Status}}", self.id)
+            assert state == "running" and time.monotonic() < deadline, \
+                f"code-server never answered ({state}): {docker('logs', self.id, check=False)}"
+            await asyncio.sleep(0.3)
+
+
+@pytest.fixture
+def label(servers) -> AsyncIterator[str]:
+    """A label of this test's own; its containers and volumes go at the end."""
+    yield f"apranova.instance={servers.instance}"
+
+
+async def test_image_home_volume_and_password(label) -> None:
+    require_or_skip(bool(docker("image", "ls", "-q", CODE_SERVER_IMAGE, check=False)),
+                    f"code-server image {CODE_SERVER_IMAGE} (run workspace-image/build-offline.sh --slim)")
+    volume = docker("volume", "create", "--label", label)
+    home = ["--mount", f"type=volume,source={volume},target={HOME}"]
+
+    # A new volume (Docker copies the image's home into it): code-server runs
+    # as coder and the entrypoint makes what the IDE needs.
+    first = Container(label, home)
+    await first.healthy()
+    async with httpx.AsyncClient(base_url=first.url, timeout=10) as client:
+        assert first.sh("id -u; id -g; stat -c %u:%g ~ ~/project") == "1000\n1000\n1000:1000\n1000:1000"
+        assert '"security.workspace.trust.enabled": false' in first.sh(
+            "cat ~/.local/share/code-server/User/settings.json")
+        # Password auth: nothing but /healthz and the login page without it.
+        response = await client.get("/")
+        assert response.status_code == 302 and "login" in response.headers["location"]
+        assert (await client.post("/login", data={"password": "wrong"})).status_code != 302
+        response = await client.post("/login", data={"password": "pw-e2e"})
+        assert response.status_code == 302 and response.cookies
+    first.sh("echo '{\"editor.fontSize\": 19}' > ~/.local/share/code-server/User/settings.json;"
+             " echo '[user]' > ~/.gitconfig; echo kept > ~/project/kept.txt")
+    docker("rm", "-f", first.id)
+
+    # The next container on the same volume finds everything, untouched.
+    second = Container(label, home)
+    await second.healthy()
+    assert second.sh("cat ~/project/kept.txt ~/.gitconfig ~/.local/share/code-server/User/settings.json") \
+        == 'kept\n[user]\n{"editor.fontSize": 19}'
+
+    # An empty home given to 1000:1000 (a volume the server chowned).
+    empty = Container(label, ["--tmpfs", f"{HOME}:uid=1000,gid=1000,mode=0755,exec"])
+    await empty.healthy()
+    made = "~/project ~/.config/code-server ~/.local/share/code-server/User/settings.json ~/.bashrc ~/.profile"
+    assert empty.sh(f"stat -c %U {made}").split() == ["coder"] * 5
+
+    # A home uid 1000 cannot write: a clear message, not a crash loop.
+    locked = Container(label, ["--tmpfs", f"{HOME}:mode=0755"])
+    assert docker("wait", locked.id) == "70"
+    logs = subprocess.run(["docker", "logs", locked.id], capture_output=True, text=True, timeout=30).stderr
+    assert f"{HOME} is not writable by uid 1000" in logs
