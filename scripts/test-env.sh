@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the tests need outside Python: a Docker engine with the local test
-# workspace image, Debian's Chromium and docker-registry. Installs with
+# workspace images (the busybox stand-in and the slim real code-server),
+# Debian's Chromium and docker-registry. Installs with
 # apt-get when run as root and something is missing; starts dockerd when none
 # answers (its pid goes to .ci/dockerd.pid so that .ci/run can stop what it
 # started).
@@ -39,6 +40,19 @@ fi
 
 if docker info >/dev/null 2>&1; then
   bash "$ROOT/workspace-image/build-test-image.sh"
+  # The real code-server image (slim) for tests/test_code_server.py: built
+  # offline once per machine (minutes cold), then reused while its content
+  # hash matches (under a second). A failed build does not stop the run: the
+  # test that needs the image fails in CI and skips locally.
+  slim="${WORKSPACE_CODE_SERVER_IMAGE:-apranova/workspace-slim:latest}"
+  echo "test-env: code-server image $slim (workspace-image/build-offline.sh --slim)"
+  started=$SECONDS
+  python="$ROOT/.venv/bin/python"; [ -x "$python" ] || python=python3
+  if BUILD_PYTHON="$python" bash "$ROOT/workspace-image/build-offline.sh" --slim "$slim"; then
+    echo "test-env: code-server image ready in $((SECONDS - started)) s"
+  else
+    echo "test-env: building $slim failed after $((SECONDS - started)) s; tests/test_code_server.py will fail (CI) or skip" >&2
+  fi
 else
   echo "test-env: no Docker engine answers; workspace tests will fail (CI) or skip (locally)" >&2
 fi

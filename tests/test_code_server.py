@@ -1,0 +1,282 @@
+"""The real code-server image end to end: the slim image that
+workspace-image/build-offline.sh builds (scripts/test-env.sh builds it once
+per machine), provisioned through the workspace API by the real app, then
+used in Debian's Chromium like a student would: log in with the workspace
+password, see the workbench, run a command in the integrated terminal and
+read its output (the terminal lives on WebSockets), save a file, change a
+setting, stop and start the workspace through the API, and find both again.
+
+The busybox stand-in stays for the fast lifecycle tests; this is the one
+journey that catches regressions in the real image's behaviour (password
+auth, uid 1000 owning the volume, ENTRYPOINT + CMD, WebSockets).
+Screenshots go to test-artifacts/code-server-*.png.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import time
+from typing import Any, AsyncIterator
+
+import httpx
+import pytest
+
+from tests.conftest import ARTIFACTS, auth, register, require_or_skip
+from tests.test_browser import DESKTOP, browser  # noqa: F401 (the session's Chromium)
+from tests.workspaces_helpers import docker, wait_for_state
+
+CODE_SERVER_IMAGE = os.environ.get("WORKSPACE_CODE_SERVER_IMAGE", "apranova/workspace-slim:latest")
+HOME = "/home/coder"
+MARK = "apranova-e2e"
+# A setting that changes nothing on screen (the font size would reflow the
+# terminal the test reads).
+SETTING = "files.autoSaveDelay"
+SHOW_SETTING = f"grep -h {SETTING} {HOME}/.local/share/code-server/User/settings.json"
+
+
+@pytest.fixture
+async def ide_server(servers) -> Any:
+    """The app provisioning the real image: code-server needs more memory,
+    processes and start-up time than the stand-in."""
+    require_or_skip(bool(docker("image", "ls", "-q", CODE_SERVER_IMAGE, check=False)),
+                    f"code-server image {CODE_SERVER_IMAGE} (run workspace-image/build-offline.sh --slim)")
+    return await servers.start(workspace_image=CODE_SERVER_IMAGE, workspace_memory="1g", workspace_pids="512",
+                               workspace_cpus="1", workspace_ready_timeout="120", workspace_wait_timeout="150")
+
+
+@pytest.fixture
+async def ide_page(browser) -> AsyncIterator[Any]:  # noqa: F811
+    context = await browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(30000)
+    page = await context.new_page()
+    try:
+        yield page
+    finally:
+        await shot(page, "end")
+        await context.close()
+
+
+async def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"code-server-{name}.png"))
+
+
+# -- reaching the IDE: the one place that knows how (today the published port;
+# behind the server's proxy this becomes the ticket URL) ------------------------------
+async def open_ide(page: Any, workspace: dict) -> None:
+    """Open the workspace's IDE and log in with its password; returns once
+    the VS Code workbench is on screen."""
+    await page.goto(workspace["url"])
+    password = page.locator("input[type=password]")
+    workbench = page.locator(".monaco-workbench")
+    await password.or_(workbench).first.wait_for()
+    if await password.is_visible():
+        await password.fill(workspace["password"])
+        await page.keyboard.press("Enter")
+    await workbench.wait_for(timeout=60000)
+
+
+# -- driving VS Code -------------------------------------------------------------------
+async def command(page: Any, name: str) -> None:
+    """Run a command from the command palette."""
+    await page.keyboard.press("F1")
+    box = page.locator(".quick-input-widget input.input")
+    await box.wait_for()
+    await box.fill(f">{name}")
+    await page.locator(".quick-input-list .monaco-list-row", has_text=name).first.wait_for()
+    await page.keyboard.press("Enter")
+
+
+async def terminal_run(page: Any, line: str, expect: str, timeout: float = 30) -> str:
+    """Type a command into the integrated terminal and wait for `expect`
+    (a regular expression) in what the terminal shows."""
+    terminal = page.locator(".terminal-wrapper.active .xterm")
+    await terminal.click()
+    await page.keyboard.type(line)
+    await page.keyboard.press("Enter")
+    deadline = time.monotonic() + timeout
+    while True:
+        text = await terminal_text(page)
+        if re.search(expect, text):
+            return text
+        assert time.monotonic() < deadline, f"terminal never showed {expect!r}: {text[-500:]!r}"
+        await page.wait_for_timeout(200)
+
+
+async def terminal_text(page: Any) -> str:
+    # The DOM renderer (headless Chromium has no GPU for the WebGL one) keeps
+    # one element per row.
+    rows = page.locator(".terminal-wrapper.active .xterm-rows > div")
+    return "\n".join(await rows.all_inner_texts()).replace("\xa0", " ")
+
+
+async def open_terminal(page: Any) -> None:
+    """A new integrated terminal, once its shell prompt shows."""
+    await command(page, "Terminal: Create New Terminal")
+    await page.locator(".terminal-wrapper.active .xterm-rows").wait_for()
+    deadline = time.monotonic() + 60
+    while "$" not in await terminal_text(page):
+        assert time.monotonic() < deadline, "no shell prompt in the terminal"
+        await page.wait_for_timeout(200)
+
+
+async def save_new_file(page: Any, name: str, content: str) -> None:
+    """Create a file with the Explorer's New File action, type into it and
+    save it with Ctrl+S."""
+    header = page.locator(".pane-header", has=page.locator('a[aria-label="New File..."]')).first
+    await header.hover()  # the view's actions show on hover
+    await header.locator('a[aria-label="New File..."]').click()
+    await page.locator(".explorer-viewlet .monaco-inputbox input").wait_for()
+    await page.keyboard.type(name)
+    await page.keyboard.press("Enter")
+    await page.locator(".editor-group-container.active .monaco-editor.focused").wait_for()
+    await page.keyboard.type(content)
+    await page.keyboard.press("Control+s")
+    await page.locator(".editor-group-container.active .tab.dirty").wait_for(state="detached")
+
+
+async def set_number_setting(page: Any, key: str, value: int) -> None:
+    """Change a number setting in the Settings editor (User scope: the User
+    settings.json in the home)."""
+    await command(page, "Preferences: Open User Settings")
+    await page.locator(".settings-editor .suggest-input-container").wait_for()
+    await page.keyboard.type(key)  # the search box has the focus
+    await page.locator(".settings-editor .settings-count-widget", has_text="1 Setting Found").wait_for()
+    field = page.locator(".settings-editor .setting-item-number input").first
+    await field.fill(str(value))
+    await page.keyboard.press("Tab")  # the value is written when the field loses focus
+    await page.locator(".settings-editor .setting-item-number .setting-item-modified-indicator").first.wait_for()
+
+
+@pytest.mark.browser
+async def test_code_server_journey(ide_server, ide_page) -> None:
+    page = ide_page
+    async with httpx.AsyncClient(base_url=ide_server.url, timeout=60) as api:
+        student = await register(api)
+        headers = auth(student)
+        created_at = time.monotonic()
+        response = await api.post("/api/users/workspace/create/", headers=headers)
+        assert response.status_code == 201, response.text
+        workspace = await wait_for_state(api, headers, {"running"}, timeout=150)
+        assert workspace["password"]
+
+        await open_ide(page, workspace)
+        print(f"create -> workbench visible: {time.monotonic() - created_at:.1f} s")
+        await shot(page, "workbench")
+
+        await open_terminal(page)  # keys and output travel over code-server's WebSockets
+        # The output, not the echoed command line, has the values: the image's
+        # user (never root) in its home.
+        await terminal_run(page, 'echo "uid=$(id -u) home=$HOME sum=$((6*7))"', rf"uid=1000 home={HOME} sum=42")
+        await shot(page, "terminal")
+
+        await save_new_file(page, "notes.txt", f"{MARK} saved in the editor")
+        await set_number_setting(page, SETTING, 2345)
+        await terminal_run(page, 'echo "[$(cat ~/project/notes.txt)]"', rf"\[{MARK} saved in the editor\]")
+        await terminal_run(page, SHOW_SETTING, rf'"{SETTING}":\s*2345')
+        await shot(page, "saved")
+
+        assert (await api.post("/api/users/workspace/stop/", headers=headers)).status_code == 200
+        await wait_for_state(api, headers, {"stopped"}, timeout=60)
+        assert (await api.post("/api/users/workspace/create/", headers=headers)).status_code in (200, 201)
+        workspace = await wait_for_state(api, headers, {"running"}, timeout=150)
+
+    await open_ide(page, workspace)
+    await open_terminal(page)
+    await terminal_run(page, 'echo "[$(cat ~/project/notes.txt)]"', rf"\[{MARK} saved in the editor\]")
+    await shot(page, "restarted")
+    if not _home_is_the_volume(ide_server):
+        pytest.xfail("the server mounts only ~/project; User settings persist once the whole home is the volume")
+    await terminal_run(page, SHOW_SETTING, rf'"{SETTING}":\s*2345')
+
+
+def _home_is_the_volume(server: Any) -> bool:
+    name = server.services.settings.instance_name
+    ids = docker("ps", "-q", "--filter", f"label=apranova.instance={name}").split()
+    mounts = docker("inspect", "-f", "{{range .Mounts}}{{.Destination}} {{end}}", *ids).split()
+    return HOME in mounts
+
+
+# -- the image alone: the user, the home volume, password auth -------------------------
+class Container:
+    """One container of the code-server image, run the way the server runs
+    workspaces (uid 1000, every capability dropped, no-new-privileges), with
+    this test's label so that it is always removed."""
+
+    def __init__(self, label: str, home: list[str]):
+        self.id = docker("run", "-d", "--label", label, "--user", "1000:1000", "--cap-drop", "ALL",
+                         "--security-opt", "no-new-privileges", "-e", "PASSWORD=pw-e2e", "-p", "127.0.0.1::8080",
+                         *home, CODE_SERVER_IMAGE)
+
+    @property
+    def url(self) -> str:
+        return "http://" + docker("port", self.id, "8080/tcp").splitlines()[0]
+
+    def sh(self, script: str) -> str:
+        return docker("exec", self.id, "sh", "-c", script)
+
+    async def healthy(self, timeout: float = 60) -> None:
+        """Wait for code-server's /healthz (no password needed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                async with httpx.AsyncClient(timeout=5) as client:
+                    if (await client.get(self.url + "/healthz")).status_code == 200:
+                        return
+            except httpx.HTTPError:
+                pass
+            state = docker("inspect", "-f", "{{.State.Status}}", self.id)
+            assert state == "running" and time.monotonic() < deadline, \
+                f"code-server never answered ({state}): {docker('logs', self.id, check=False)}"
+            await asyncio.sleep(0.3)
+
+
+@pytest.fixture
+def label(servers) -> AsyncIterator[str]:
+    """A label of this test's own; its containers and volumes go at the end."""
+    yield f"apranova.instance={servers.instance}"
+
+
+async def test_image_home_volume_and_password(label) -> None:
+    require_or_skip(bool(docker("image", "ls", "-q", CODE_SERVER_IMAGE, check=False)),
+                    f"code-server image {CODE_SERVER_IMAGE} (run workspace-image/build-offline.sh --slim)")
+    volume = docker("volume", "create", "--label", label)
+    home = ["--mount", f"type=volume,source={volume},target={HOME}"]
+
+    # A new volume (Docker copies the image's home into it): code-server runs
+    # as coder and the entrypoint makes what the IDE needs.
+    first = Container(label, home)
+    await first.healthy()
+    async with httpx.AsyncClient(base_url=first.url, timeout=10) as client:
+        assert first.sh("id -u; id -g; stat -c %u:%g ~ ~/project") == "1000\n1000\n1000:1000\n1000:1000"
+        assert '"security.workspace.trust.enabled": false' in first.sh(
+            "cat ~/.local/share/code-server/User/settings.json")
+        # Password auth: nothing but /healthz and the login page without it.
+        response = await client.get("/")
+        assert response.status_code == 302 and "login" in response.headers["location"]
+        assert (await client.post("/login", data={"password": "wrong"})).status_code != 302
+        response = await client.post("/login", data={"password": "pw-e2e"})
+        assert response.status_code == 302 and response.cookies
+    first.sh("echo '{\"editor.fontSize\": 19}' > ~/.local/share/code-server/User/settings.json;"
+             " echo '[user]' > ~/.gitconfig; echo kept > ~/project/kept.txt")
+    docker("rm", "-f", first.id)
+
+    # The next container on the same volume finds everything, untouched.
+    second = Container(label, home)
+    await second.healthy()
+    assert second.sh("cat ~/project/kept.txt ~/.gitconfig ~/.local/share/code-server/User/settings.json") \
+        == 'kept\n[user]\n{"editor.fontSize": 19}'
+
+    # An empty home given to 1000:1000 (a volume the server chowned).
+    empty = Container(label, ["--tmpfs", f"{HOME}:uid=1000,gid=1000,mode=0755,exec"])
+    await empty.healthy()
+    made = "~/project ~/.config/code-server ~/.local/share/code-server/User/settings.json ~/.bashrc ~/.profile"
+    assert empty.sh(f"stat -c %U {made}").split() == ["coder"] * 5
+
+    # A home uid 1000 cannot write: a clear message, not a crash loop.
+    locked = Container(label, ["--tmpfs", f"{HOME}:mode=0755"])
+    assert docker("wait", locked.id) == "70"
+    logs = subprocess.run(["docker", "logs", locked.id], capture_output=True, text=True, timeout=30).stderr
+    assert f"{HOME} is not writable by uid 1000" in logs
