@@ -1,8 +1,9 @@
 """The real code-server image end to end: the slim image that
 workspace-image/build-offline.sh builds (scripts/test-env.sh builds it once
 per machine), provisioned through the workspace API by the real app, then
-used in Debian's Chromium like a student would: log in with the workspace
-password, see the workbench, run a command in the integrated terminal and
+used in Debian's Chromium like a student would: open it from the dashboard,
+through the server's proxy on the workspace's own origin, log in with the
+workspace password, see the workbench, run a command in the integrated terminal and
 read its output (the terminal lives on WebSockets), save a file, change a
 setting, stop and start the workspace through the API, and find both again.
 
@@ -23,8 +24,8 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 
-from tests.conftest import ARTIFACTS, auth, register, require_or_skip
-from tests.test_browser import DESKTOP, browser  # noqa: F401 (the session's Chromium)
+from tests.conftest import ARTIFACTS, auth, require_or_skip
+from tests.test_browser import browser, open_tab, student_tab  # noqa: F401 (the session's Chromium)
 from tests.workspaces_helpers import docker, wait_for_state
 
 CODE_SERVER_IMAGE = os.environ.get("WORKSPACE_CODE_SERVER_IMAGE", "apranova/workspace-slim:latest")
@@ -46,36 +47,33 @@ async def ide_server(servers) -> Any:
                                workspace_cpus="1", workspace_ready_timeout="120", workspace_wait_timeout="150")
 
 
-@pytest.fixture
-async def ide_page(browser) -> AsyncIterator[Any]:  # noqa: F811
-    context = await browser.new_context(viewport=DESKTOP)
-    context.set_default_timeout(30000)
-    page = await context.new_page()
-    try:
-        yield page
-    finally:
-        await shot(page, "end")
-        await context.close()
-
-
 async def shot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"code-server-{name}.png"))
 
 
-# -- reaching the IDE: the one place that knows how (today the published port;
-# behind the server's proxy this becomes the ticket URL) ------------------------------
-async def open_ide(page: Any, workspace: dict) -> None:
-    """Open the workspace's IDE and log in with its password; returns once
-    the VS Code workbench is on screen."""
-    await page.goto(workspace["url"])
+# -- reaching the IDE: as a student does, from the dashboard, through the server's
+# proxy on the workspace's own origin (ws-<id>.localhost: Chromium resolves it to
+# loopback), then code-server's own password page ----------------------------------
+async def open_ide(tab: Any, workspace: dict, user_id: int) -> Any:
+    """Click "Open the IDE" on the dashboard (a one-time ticket URL in a new
+    tab), log in to code-server with the workspace password; returns the
+    IDE's page once the VS Code workbench is on screen."""
+    link = tab.page.get_by_role("link", name="Open the IDE")
+    await link.wait_for(timeout=150000)
+    async with tab.context.expect_page() as opened:
+        await link.click()
+    page = await opened.value
+    page.set_default_timeout(30000)
+    await page.wait_for_url(re.compile(rf"^http://ws-{user_id}\.localhost:\d+/"), timeout=60000)
     password = page.locator("input[type=password]")
     workbench = page.locator(".monaco-workbench")
-    await password.or_(workbench).first.wait_for()
+    await password.or_(workbench).first.wait_for(timeout=60000)
     if await password.is_visible():
         await password.fill(workspace["password"])
         await page.keyboard.press("Enter")
     await workbench.wait_for(timeout=60000)
+    return page
 
 
 # -- driving VS Code -------------------------------------------------------------------
@@ -151,22 +149,20 @@ async def set_number_setting(page: Any, key: str, value: int) -> None:
 
 
 @pytest.mark.browser
-async def test_code_server_journey(ide_server, ide_page) -> None:
-    page = ide_page
+async def test_code_server_journey(ide_server, open_tab) -> None:  # noqa: F811
+    tab, student = await student_tab(ide_server, open_tab)
+    uid, headers = student["user"]["id"], auth(student)
     async with httpx.AsyncClient(base_url=ide_server.url, timeout=60) as api:
-        student = await register(api)
-        headers = auth(student)
         created_at = time.monotonic()
-        response = await api.post("/api/users/workspace/create/", headers=headers)
-        assert response.status_code == 201, response.text
+        await tab.page.get_by_role("button", name="Open my workspace").click()
         workspace = await wait_for_state(api, headers, {"running"}, timeout=150)
-        assert workspace["password"]
+        assert workspace["password"] and workspace["url"] == f"http://ws-{uid}.localhost:8000/"
 
-        await open_ide(page, workspace)
+        page = await open_ide(tab, workspace, uid)
         print(f"create -> workbench visible: {time.monotonic() - created_at:.1f} s")
         await shot(page, "workbench")
 
-        await open_terminal(page)  # keys and output travel over code-server's WebSockets
+        await open_terminal(page)  # keys and output travel over code-server's WebSockets, through the proxy
         # The output, not the echoed command line, has the values: the image's
         # user (never root) in its home.
         await terminal_run(page, 'echo "uid=$(id -u) home=$HOME sum=$((6*7))"', rf"uid=1000 home={HOME} sum=42")
@@ -177,19 +173,19 @@ async def test_code_server_journey(ide_server, ide_page) -> None:
         await terminal_run(page, 'echo "[$(cat ~/project/notes.txt)]"', rf"\[{MARK} saved in the editor\]")
         await terminal_run(page, SHOW_SETTING, rf'"{SETTING}":\s*2345')
         await shot(page, "saved")
+        await page.close()
 
         assert (await api.post("/api/users/workspace/stop/", headers=headers)).status_code == 200
         await wait_for_state(api, headers, {"stopped"}, timeout=60)
         assert (await api.post("/api/users/workspace/create/", headers=headers)).status_code in (200, 201)
         workspace = await wait_for_state(api, headers, {"running"}, timeout=150)
 
-    await open_ide(page, workspace)
+    assert _home_is_the_volume(ide_server)
+    page = await open_ide(tab, workspace, uid)
     await open_terminal(page)
     await terminal_run(page, 'echo "[$(cat ~/project/notes.txt)]"', rf"\[{MARK} saved in the editor\]")
-    await shot(page, "restarted")
-    if not _home_is_the_volume(ide_server):
-        pytest.xfail("the server mounts only ~/project; User settings persist once the whole home is the volume")
     await terminal_run(page, SHOW_SETTING, rf'"{SETTING}":\s*2345')
+    await shot(page, "restarted")
 
 
 def _home_is_the_volume(server: Any) -> bool:
