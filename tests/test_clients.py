@@ -333,3 +333,26 @@ async def test_only_trainers_list_students(client):
     response = await client.get("/api/users/my-students/", headers=auth(student))
     assert response.status_code == 403 and response.json()["error"]
     assert (await client.get("/api/users/my-students/")).status_code == 401
+
+
+# -- 6. the workspace page's first answer -----------------------------------------------------
+async def test_workspace_page_post_without_body_gets_a_url_to_open_at_once(start_server):
+    """Its workspace page posts with no body (axios `post(url)`: no data, no
+    Content-Type) and opens `res.data.url` at once: the 201 must already
+    carry the url and port, in the default (proxied) exposure and in the
+    direct one. The in-memory backend stands in for the engine here; the
+    real-Docker tests prove the same answer on dockerd."""
+    for exposure in ("network", "direct"):
+        server = await start_server(workspace_backend="tests.fake_backend:FakeBackend", workspace_exposure=exposure,
+                                    workspace_port_range="40100-40149")
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            user = await register(client)
+            response = await client.post("/api/users/workspace/create/",
+                                         headers={**auth(user), "Accept": "application/json, text/plain, */*"})
+            assert response.status_code == 201, response.text
+            data = response.json()
+            assert data["url"] and data["port"], data
+            if exposure == "network":
+                assert data["url"] == f"http://ws-{user['user']['id']}.localhost:{data['port']}/"
+            else:
+                assert data["url"] == f"http://localhost:{data['port']}" and 40100 <= data["port"] <= 40149
