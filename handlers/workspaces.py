@@ -37,7 +37,8 @@ class WorkspaceBase(APIHandler):
         return target
 
     def render(self, doc: dict, msg: str | None = None, status: int = 200) -> None:
-        self.send(workspace_model(doc, self.services.workspaces.address(doc), msg), status)
+        workspaces = self.services.workspaces
+        self.send(workspace_model(doc, workspaces.address(doc), workspaces.password(doc), msg), status)
 
 
 class CreateWorkspaceHandler(WorkspaceBase):
@@ -194,7 +195,7 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
         the client's `after`): replayed, then live, each event once."""
         workspaces = self.workspaces
         doc = await workspaces.snapshot(doc["_id"]) or doc
-        await self.write_message(snapshot_message(doc, workspaces.address(doc)))
+        await self.write_message(snapshot_message(doc, workspaces.address(doc), workspaces.password(doc)))
         start = doc["seq"] if after is None else min(after, doc["seq"])
         try:
             async with contextlib.aclosing(workspaces.subscribe(doc["_id"], start)) as events:

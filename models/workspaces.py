@@ -38,20 +38,21 @@ class WorkspaceDeletedOut(ResponseModel):
     state: str
 
 
-def workspace_model(doc: dict, address: tuple[Optional[str], Optional[int]], msg: Optional[str] = None) -> dict:
+def workspace_model(doc: dict, address: tuple[Optional[str], Optional[int]], password: str,
+                    msg: Optional[str] = None) -> dict:
     url, port = address
     body = {"url": url, "port": port, "status": doc["state"], "state": doc["state"],
-            "progress": doc["progress"], "seq": doc["seq"], "password": doc["password"],
+            "progress": doc["progress"], "seq": doc["seq"], "password": password,
             "message": doc["message"], "created_at": doc["created_at"], "updated_at": doc["updated_at"]}
     if msg is not None:
         body["msg"] = msg
     return body
 
 
-def snapshot_message(doc: dict, address: tuple[Optional[str], Optional[int]]) -> dict:
+def snapshot_message(doc: dict, address: tuple[Optional[str], Optional[int]], password: str) -> dict:
     url, port = address
     return {"type": "snapshot", "state": doc["state"], "progress": doc["progress"], "url": url,
-            "port": port, "password": doc["password"], "seq": doc["seq"], "message": doc["message"],
+            "port": port, "password": password, "seq": doc["seq"], "message": doc["message"],
             "at": doc["updated_at"]}
 
 

@@ -541,12 +541,12 @@ async def test_open_workspace_survives_a_dropped_socket_and_a_reload(docker_serv
     # The link and the password are the server's, and the IDE answers.
     url = f"http://localhost:{doc['port']}"
     assert await link.get_attribute("href") == url
-    assert await page.input_value("#ws-password") == doc["password"]
+    assert await page.input_value("#ws-password") == server.services.workspaces.password(doc)
     async with httpx.AsyncClient(timeout=10) as client:
         assert (await client.get(url.replace("localhost", "127.0.0.1"))).status_code == 200
     await page.get_by_role("button", name="Copy").click()
     await page.get_by_text("Password copied.").wait_for()
-    assert await page.evaluate("() => navigator.clipboard.readText()") == doc["password"]
+    assert await page.evaluate("() => navigator.clipboard.readText()") == server.services.workspaces.password(doc)
     await page.get_by_role("button", name="Show").click()
     assert await page.get_attribute("#ws-password", "type") == "text"
     await tab.shot("workspace-running")

@@ -293,3 +293,21 @@ async def test_bad_user_ids_are_400_field_errors_and_close_the_socket_4400(serve
     assert await socket.closed_with() == 4400
     socket = await Socket.open(server, f"?after={value}", token=admin["access"])
     assert await socket.closed_with() == 4400
+
+
+async def test_the_ide_password_is_derived_and_never_stored(server, http):
+    """Issue 14 item 7: the database holds no usable IDE password (a salt;
+    the password derives from the server's key), the owner's answers carry
+    it, it stays across stop and start, and a deleted workspace made again
+    gets a new one."""
+    user = await register(http)
+    first = (await http.post(CREATE, headers=auth(user), json={"wait": True})).json()
+    doc = await server.db.workspaces.find_one({"owner_id": user["user"]["id"]})
+    assert "password" not in doc and doc["password_salt"] and first["password"] not in str(doc)
+    assert len(first["password"]) == 24 and first["password"] == server.services.workspaces.password(doc)
+    assert (await http.post("/api/users/workspace/stop/", headers=auth(user))).status_code == 200
+    again = (await http.post(CREATE, headers=auth(user), json={"wait": True})).json()
+    assert again["state"] == "running" and again["password"] == first["password"]
+    assert (await http.delete("/api/users/workspace/", headers=auth(user))).status_code == 200
+    remade = (await http.post(CREATE, headers=auth(user), json={"wait": True})).json()
+    assert remade["password"] != first["password"]

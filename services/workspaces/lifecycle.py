@@ -95,7 +95,7 @@ class Lifecycle:
         """A new workspace, provisioning; None when the owner has one already."""
         now = utcnow()
         doc = {"_id": uuid.uuid4().hex, "owner_id": owner_id, "state": P.value, "progress": 0, "version": 1,
-               "seq": 1, "message": "Workspace requested", "password": secrets.token_urlsafe(18),
+               "seq": 1, "message": "Workspace requested", "password_salt": secrets.token_urlsafe(12),
                "run": 1, "worker": self.worker, "provision_started": now, "container_id": None,
                "image": image, "created_at": now, "updated_at": now}
         if not await self.store.insert(doc):
@@ -107,7 +107,9 @@ class Lifecycle:
         """Provision a stopped, failed or deleted workspace again, as a new run."""
         fields: dict[str, Any] = {"run": doc.get("run", 0) + 1, "worker": self.worker,
                                   "provision_started": utcnow(), "container_id": None}
-        if doc["state"] == D:
-            fields.update(password=secrets.token_urlsafe(18), created_at=utcnow())
+        unset: tuple[str, ...] = ()
+        if doc["state"] == D:  # a new IDE password (and a stored one from before goes)
+            fields.update(password_salt=secrets.token_urlsafe(12), created_at=utcnow())
+            unset = ("password",)
         message = "Starting the workspace again" if doc["state"] == S else "Workspace requested"
-        return await self.change(doc, "provision", message, progress=0, fields=fields)
+        return await self.change(doc, "provision", message, progress=0, fields=fields, unset=unset)

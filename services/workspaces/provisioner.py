@@ -20,17 +20,13 @@ from pymongo.errors import DuplicateKeyError
 from services.settings import Settings
 from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Launched, WorkspaceSpec
 from services.workspaces.lifecycle import Lifecycle, State, Superseded
-from services.workspaces.store import WorkspaceStore
+from services.workspaces.store import WorkspaceStore, ide_password
 
 log = logging.getLogger("apranova.workspaces")
 
 
 def same_run(doc: dict) -> Callable[[dict], bool]:
     return lambda current: current.get("run") == doc.get("run")
-
-
-def spec_of(doc: dict) -> WorkspaceSpec:
-    return WorkspaceSpec(doc["_id"], doc["owner_id"], doc["password"], doc.get("port"))
 
 
 class RunPorts:
@@ -67,12 +63,18 @@ class RunPorts:
 
 
 class Provisioner:
-    def __init__(self, lifecycle: Lifecycle, store: WorkspaceStore, backend: Backend, settings: Settings):
+    def __init__(self, lifecycle: Lifecycle, store: WorkspaceStore, backend: Backend, settings: Settings,
+                 password_key: bytes):
         self.lifecycle, self.store, self.backend, self.settings = lifecycle, store, backend, settings
+        self.password_key = password_key  # derives each IDE's password (store.ide_password)
         self.tasks: dict[str, asyncio.Task] = {}  # workspace id -> provisioning task in this process
         self.busy: set[str] = set()  # workspace ids a stop/delete in this process is working on
         self.provision_seconds: collections.deque[float] = collections.deque(maxlen=1000)
         self.provisioned_total = 0
+
+    def spec(self, doc: dict) -> WorkspaceSpec:
+        """What the backend is told of a workspace."""
+        return WorkspaceSpec(doc["_id"], doc["owner_id"], ide_password(self.password_key, doc), doc.get("port"))
 
     @contextlib.asynccontextmanager
     async def working_on(self, doc: dict) -> AsyncIterator[None]:
@@ -99,7 +101,7 @@ class Provisioner:
         answer stays the run's first event, which clients list from."""
         try:
             ports = RunPorts(self, doc)
-            await self.backend.reserve(spec_of(doc), ports)
+            await self.backend.reserve(self.spec(doc), ports)
             doc = await self.step(ports.doc, 0, "Reserved", fields={"reserved": doc["run"]}, silent=True)
         except Superseded:
             return await self.store.get(doc["_id"]) or doc
@@ -122,10 +124,10 @@ class Provisioner:
         try:
             doc = await self._prepare_image(doc)  # first: making the storage may need the image
             doc = await self.step(doc, 72, "Preparing the home volume")
-            await self.backend.ensure_storage(spec_of(doc))
+            await self.backend.ensure_storage(self.spec(doc))
             doc = await self.step(doc, 74, "Creating the container", fields={"container_id": None})
             ports = RunPorts(self, doc)
-            launched = await self.backend.launch(spec_of(doc), ports)
+            launched = await self.backend.launch(self.spec(doc), ports)
             fields: dict[str, Any] = {"container_id": launched.ref, "endpoint": launched.endpoint.as_dict()}
             if launched.port is not None:
                 fields["port"] = launched.port
@@ -184,12 +186,12 @@ class Provisioner:
         return await self.lifecycle.change(doc, "fail", message, when=same_run(doc))
 
     async def stop_instance(self, doc: dict) -> None:
-        await self.backend.stop(self.backend.ref(spec_of(doc)))
+        await self.backend.stop(self.backend.ref(self.spec(doc)))
 
     async def finish_delete(self, doc: dict, purge: bool) -> dict:
-        await self.backend.remove(self.backend.ref(spec_of(doc)))
+        await self.backend.remove(self.backend.ref(self.spec(doc)))
         if purge:
-            await self.backend.remove_storage(spec_of(doc))
+            await self.backend.remove_storage(self.spec(doc))
         message = "Workspace and its files deleted" if purge else "Workspace deleted; its files are kept"
         return await self.lifecycle.change(doc, "deleted", message, progress=0,
                                            unset=("port", "container_id", "purge", "endpoint")) or doc

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib
 import logging
 import time
@@ -23,7 +24,7 @@ from services.workspaces.events import Events
 from services.workspaces.lifecycle import ATTEMPTS, SETTLED, Lifecycle, State
 from services.workspaces.provisioner import Provisioner
 from services.workspaces.reconcile import Reconciler
-from services.workspaces.store import WorkspaceStore
+from services.workspaces.store import WorkspaceStore, ide_password
 
 log = logging.getLogger("apranova.workspaces")
 BACKENDS = {"docker": "services.workspaces.docker_backend:DockerBackend"}
@@ -50,12 +51,12 @@ class WorkspaceUnavailable(ServiceUnavailable):
 
 
 class WorkspaceService:
-    def __init__(self, db: AsyncDatabase, settings: Settings, backend: Backend):
-        self.settings, self.backend = settings, backend
+    def __init__(self, db: AsyncDatabase, settings: Settings, backend: Backend, password_key: bytes):
+        self.settings, self.backend, self.password_key = settings, backend, password_key
         self.store = WorkspaceStore(db)
         self.events = Events(self.store)
         self.lifecycle = Lifecycle(self.store, self.events, uuid.uuid4().hex)
-        self.provisioner = Provisioner(self.lifecycle, self.store, backend, settings)
+        self.provisioner = Provisioner(self.lifecycle, self.store, backend, settings, password_key)
         self.reconciler = Reconciler(self.lifecycle, self.store, self.provisioner, backend, settings)
 
     # -- what other parts read (metrics, the status socket, the proxy) ------------------
@@ -90,6 +91,10 @@ class WorkspaceService:
         url = settings.workspace_url_template.format(port=doc.get("port") or "", host_ip=settings.workspace_host_ip,
                                                      user_id=doc["owner_id"])
         return url, doc.get("port")
+
+    def password(self, doc: dict) -> str:
+        """The IDE's password for its owner (derived, never stored)."""
+        return ide_password(self.password_key, doc)
 
     @staticmethod
     def endpoint(doc: dict) -> Endpoint | None:
@@ -224,7 +229,9 @@ class WorkspaceService:
 async def start(services: Any) -> None:
     """Container starter: an unreachable engine does not stop the server;
     the workspace endpoints answer 503 until it comes back."""
-    workspaces = WorkspaceService(services.db, services.settings, load_backend(services.settings))
+    # The IDE passwords derive from the signing key (a key of their own, not the key itself).
+    key = hashlib.sha256(b"apranova workspace passwords:" + services.tokens.secret.encode()).digest()
+    workspaces = WorkspaceService(services.db, services.settings, load_backend(services.settings), key)
     services.workspaces = workspaces
     workspaces.start()
     services.on_close(workspaces.close)

@@ -9,7 +9,10 @@ for the ones after it.
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
 import logging
 from typing import Any, Iterable
 
@@ -109,3 +112,14 @@ class WorkspaceStore:
         if upto is not None:
             query["seq"]["$lte"] = upto
         return [event async for event in self.events.find(query, {"_id": 0}).sort("seq", 1)]
+
+
+def ide_password(key: bytes, doc: dict) -> str:
+    """The IDE's password (code-server's own lock, shown to the owner):
+    derived from the server's key and the workspace's random salt, so that
+    the database holds no usable password. Documents from before the salt
+    kept theirs in clear under `password`."""
+    if "password_salt" not in doc:
+        return doc["password"]
+    mac = hmac.new(key, f"{doc['_id']}:{doc['password_salt']}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:18]).decode()
