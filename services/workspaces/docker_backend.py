@@ -167,6 +167,9 @@ class DockerBackend:
     async def _config(self, spec: WorkspaceSpec, port: int | None) -> dict:
         s, engine = self.settings, self._engine()
         home, legacy = self.volumes(spec)
+        # Purged since ensure_storage: Docker would make a root-owned one.
+        if not await engine.volume_exists(home):
+            raise BackendError("The workspace's home volume was removed while it was starting; try again.")
         mounts = [(home, HOME)] + ([(legacy, f"{HOME}/project")] if await engine.volume_exists(legacy) else [])
         if not self.direct:  # made idempotently, labelled for cleanup, before the first container joins
             await engine.ensure_network(self.network, {"apranova.instance": self.instance,
@@ -186,8 +189,9 @@ class DockerBackend:
                 try:
                     container_id = await engine.create_container(name, await self._config(spec, port))
                 except DockerError as exc:
-                    if exc.status == 409:  # the name is taken: a leftover appeared; clear it and retry
+                    if exc.status == 409:  # the name is taken: a leftover appeared (or is being removed)
                         await engine.remove_container(name)
+                        await asyncio.sleep(0.2)  # a removal already in progress elsewhere takes a moment
                         continue
                     raise
                 try:
