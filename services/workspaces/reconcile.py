@@ -12,7 +12,7 @@ from services.errors import ApiError
 from services.settings import Settings
 from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Instance, LifecycleEvent
 from services.workspaces.lifecycle import Lifecycle, State
-from services.workspaces.provisioner import Provisioner, same_run, spec_of
+from services.workspaces.provisioner import Provisioner, same_run
 from services.workspaces.store import WorkspaceStore
 
 log = logging.getLogger("apranova.workspaces")
