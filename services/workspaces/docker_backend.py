@@ -118,16 +118,20 @@ class DockerBackend:
     # -- storage and image ----------------------------------------------------------------
     async def ensure_storage(self, spec: WorkspaceSpec) -> None:
         """The home volume, given to the IDE's user when first made. A volume
-        whose chown failed is removed, so that the next run tries again."""
-        engine, (home, _) = self._engine(), self.volumes(spec)
+        whose chown failed is removed, so that the next run tries again; a
+        one-shot container left over (the server died during it) means the
+        chown may not have finished: it runs again."""
+        engine, (home, _), setup = self._engine(), self.volumes(spec), f"{self.ref(spec)}-home-setup"
         with engine_errors("Docker refused to prepare the workspace's home volume"):
             if await engine.volume_exists(home):
-                return
-            await engine.ensure_volume(home, self.labels(spec))
+                if await engine.inspect_container(setup) is None:
+                    return
+            else:
+                await engine.ensure_volume(home, self.labels(spec))
             config = chown_config(self.settings.workspace_image, home, self.settings.workspace_user,
                                   {"apranova.instance": self.instance, "apranova.role": "home-setup"})
             try:
-                code = await engine.run_once(f"{self.ref(spec)}-home-setup", config)
+                code = await engine.run_once(setup, config)
             except BaseException:
                 await engine.remove_volume(home)
                 raise
