@@ -246,7 +246,10 @@ def container_config(*, image: str, labels: dict[str, str], env: dict[str, str],
         "ExposedPorts": {port_key: {}},
         "User": user,
         "HostConfig": {
-            "Mounts": [{"Type": "volume", "Source": source, "Target": target} for source, target in mounts],
+            # Labels also on a volume Docker makes itself (its source vanished
+            # meanwhile), so that cleanup by label finds it.
+            "Mounts": [{"Type": "volume", "Source": source, "Target": target, "VolumeOptions": {"Labels": labels}}
+                       for source, target in mounts],
             "NanoCpus": int(cpus * 1e9),
             "Memory": memory,
             "PidsLimit": pids,

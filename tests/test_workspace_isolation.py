@@ -109,6 +109,18 @@ async def test_the_non_root_user_owns_its_home_on_an_image_without_that_director
         again = (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()
         assert again["state"] == "running" and docker("exec", name, "/bin/busybox", "cat", "/home/coder/x") == "mine"
 
+        # The server died during a first chown: its one-shot container is left, the home still root's.
+        await client.post("/api/users/workspace/stop/", headers=auth(user))
+        volume = f"{name}-home"
+        docker("run", "--rm", "--label", f"apranova.instance={servers.instance}", "-v", f"{volume}:/h",
+               image_without_home, "/bin/busybox", "chown", "-R", "0:0", "/h")
+        docker("create", "--name", f"{name}-home-setup", "--label", f"apranova.instance={servers.instance}",
+               image_without_home)
+        again = (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()
+        assert again["state"] == "running", again
+        assert docker("exec", name, "/bin/busybox", "stat", "-c", "%u", "/home/coder/x") == "1000"
+        assert docker("ps", "-aq", "--filter", f"name={name}-home-setup") == ""
+
 
 @pytest.mark.docker
 async def test_a_403_from_something_else_is_not_ready_and_statuses_are_a_setting(servers):

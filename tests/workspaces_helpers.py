@@ -53,6 +53,9 @@ def cleanup_instance(instance: str) -> None:
         if attempt == 0:
             time.sleep(0.5)
     volumes = docker("volume", "ls", "-q", "--filter", f"label=apranova.instance={instance}").split()
+    # and by name: a volume Docker made itself for a mount has no labels
+    volumes += [v for v in docker("volume", "ls", "-q", "--filter", f"name={instance}-ws-").split()
+                if v.startswith(f"{instance}-ws-") and v not in volumes]
     if volumes:
         docker("volume", "rm", "-f", *volumes, check=False)
     networks = docker("network", "ls", "-q", "--filter", f"label=apranova.instance={instance}").split()

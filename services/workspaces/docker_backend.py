@@ -118,16 +118,20 @@ class DockerBackend:
     # -- storage and image ----------------------------------------------------------------
     async def ensure_storage(self, spec: WorkspaceSpec) -> None:
         """The home volume, given to the IDE's user when first made. A volume
-        whose chown failed is removed, so that the next run tries again."""
-        engine, (home, _) = self._engine(), self.volumes(spec)
+        whose chown failed is removed, so that the next run tries again; a
+        one-shot container left over (the server died during it) means the
+        chown may not have finished: it runs again."""
+        engine, (home, _), setup = self._engine(), self.volumes(spec), f"{self.ref(spec)}-home-setup"
         with engine_errors("Docker refused to prepare the workspace's home volume"):
             if await engine.volume_exists(home):
-                return
-            await engine.ensure_volume(home, self.labels(spec))
+                if await engine.inspect_container(setup) is None:
+                    return
+            else:
+                await engine.ensure_volume(home, self.labels(spec))
             config = chown_config(self.settings.workspace_image, home, self.settings.workspace_user,
                                   {"apranova.instance": self.instance, "apranova.role": "home-setup"})
             try:
-                code = await engine.run_once(f"{self.ref(spec)}-home-setup", config)
+                code = await engine.run_once(setup, config)
             except BaseException:
                 await engine.remove_volume(home)
                 raise
@@ -167,6 +171,9 @@ class DockerBackend:
     async def _config(self, spec: WorkspaceSpec, port: int | None) -> dict:
         s, engine = self.settings, self._engine()
         home, legacy = self.volumes(spec)
+        # Purged since ensure_storage: Docker would make a root-owned one.
+        if not await engine.volume_exists(home):
+            raise BackendError("The workspace's home volume was removed while it was starting; try again.")
         mounts = [(home, HOME)] + ([(legacy, f"{HOME}/project")] if await engine.volume_exists(legacy) else [])
         if not self.direct:  # made idempotently, labelled for cleanup, before the first container joins
             await engine.ensure_network(self.network, {"apranova.instance": self.instance,
@@ -186,8 +193,9 @@ class DockerBackend:
                 try:
                     container_id = await engine.create_container(name, await self._config(spec, port))
                 except DockerError as exc:
-                    if exc.status == 409:  # the name is taken: a leftover appeared; clear it and retry
+                    if exc.status == 409:  # the name is taken: a leftover appeared (or is being removed)
                         await engine.remove_container(name)
+                        await asyncio.sleep(0.2)  # a removal already in progress elsewhere takes a moment
                         continue
                     raise
                 try:

@@ -30,7 +30,8 @@ def chown_config(image: str, volume: str, user: str, labels: dict[str, str]) -> 
     CAP_CHOWN, no network, from the workspace image itself (which has chown)."""
     return {
         "Image": image, "Labels": labels, "User": "0:0", "Entrypoint": ["chown"], "Cmd": ["-R", user, HOME],
-        "HostConfig": {"Mounts": [{"Type": "volume", "Source": volume, "Target": HOME}], "CapDrop": ["ALL"],
+        "HostConfig": {"Mounts": [{"Type": "volume", "Source": volume, "Target": HOME,
+                                   "VolumeOptions": {"Labels": labels}}], "CapDrop": ["ALL"],
                        "CapAdd": ["CHOWN"], "SecurityOpt": ["no-new-privileges"], "NetworkMode": "none"},
     }
 
