@@ -538,12 +538,15 @@ async def test_open_workspace_survives_a_dropped_socket_and_a_reload(docker_serv
     # No token in any WebSocket URL: it goes in the first message.
     assert tab.sockets and not any("token" in url or "eyJ" in url for url in tab.sockets)
 
-    # The link and the password are the server's, and the IDE answers.
-    url = f"http://localhost:{doc['port']}"
-    assert await link.get_attribute("href") == url
-    assert await page.input_value("#ws-password") == server.services.workspaces.password(doc)
+    # The link and the password are the server's, and the IDE answers at
+    # the endpoint the server proxies to.
+    workspaces = server.services.workspaces
+    url, _ = workspaces.address(doc)
+    assert url == f"http://ws-{user['user']['id']}.localhost:8000/" and await link.get_attribute("href") == url
+    assert await page.input_value("#ws-password") == workspaces.password(doc)
+    endpoint = workspaces.endpoint(doc)
     async with httpx.AsyncClient(timeout=10) as client:
-        assert (await client.get(url.replace("localhost", "127.0.0.1"))).status_code == 200
+        assert (await client.get(f"http://{endpoint.host}:{endpoint.port}/")).status_code == 200
     await page.get_by_role("button", name="Copy").click()
     await page.get_by_text("Password copied.").wait_for()
     assert await page.evaluate("() => navigator.clipboard.readText()") == server.services.workspaces.password(doc)

@@ -200,7 +200,12 @@ class DockerBackend:
                     raise
                 try:
                     await engine.start_container(container_id)
-                    endpoint = self._endpoint(await engine.inspect_container(container_id) or {})
+                    info = await engine.inspect_container(container_id) or {}
+                    endpoint = self._endpoint(info)
+                    if endpoint is None and not (info.get("State") or {}).get("Running"):
+                        # Gone already: a container that is not running has no address on its network.
+                        code = (info.get("State") or {}).get("ExitCode")
+                        raise BackendError(f"The workspace container exited while starting (exit code {code}).")
                     if endpoint is None:
                         raise BackendError("The workspace container has no address the server can reach.")
                     return Launched(container_id, endpoint, port)
