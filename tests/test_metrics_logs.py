@@ -13,7 +13,7 @@ from tornado.websocket import websocket_connect
 
 from tests.conftest import auth, docker_available, register, require_or_skip
 from tests.test_server_process import ServerProcess
-from tests.workspaces_helpers import TEST_IMAGE, ensure_test_image
+from tests.workspaces_helpers import TEST_IMAGE, cleanup_instance, ensure_test_image
 
 NO_DOCKER = "unix:///nonexistent/apranova-metrics.sock"
 
@@ -132,6 +132,7 @@ async def test_provisioning_duration_is_observed(start_server):
             assert value(await scrape(client), "apranova_workspace_provisioning_seconds_count") == 1
         finally:
             await client.delete("/api/users/workspace/?purge=true", headers=auth(tokens))
+            cleanup_instance(instance)  # and its workspace network
 
 
 async def test_metrics_restricted_to_allowed_networks(start_server):
