@@ -127,6 +127,7 @@ async def test_superadmin_grants_admin_and_disables_an_admin(app, api, open_tab)
     page = tab.page
     detail = page.locator("#users .detail")
     await page.get_by_role("button", name="Manage Rising Star").click()
+    await detail.get_by_label("Role").locator("option").first.wait_for(state="attached")  # drawn after an API call
     options = await detail.get_by_label("Role").locator("option").all_text_contents()
     assert options == ["Student", "Trainer", "Admin", "Super admin"]
     await detail.get_by_label("Role").select_option("admin")
