@@ -213,6 +213,10 @@ def cleanup(instance: str) -> None:
                              capture_output=True, text=True).stdout.split()
     if volumes:
         subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True)
+    networks = subprocess.run(["docker", "network", "ls", "-q", "--filter", f"label=apranova.instance={instance}"],
+                              capture_output=True, text=True).stdout.split()
+    if networks:  # the workspace network of the (default) network exposure
+        subprocess.run(["docker", "network", "rm", *networks], capture_output=True)
 
 
 def ms(seconds: float) -> str:
