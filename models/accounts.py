@@ -32,6 +32,14 @@ def email_key(email: str) -> str:
     return unicodedata.normalize("NFKC", email.strip()).casefold()
 
 
+def not_blank(value: str) -> str:
+    """A name as typed, stripped; blank is refused (the contract's message)."""
+    value = value.strip()
+    if not value:
+        raise ValueError("This field may not be blank.")
+    return value
+
+
 class EmailField(RequestModel):
     email: str = Field(max_length=254, description="Email address (trimmed; unique ignoring case).")
 
@@ -55,13 +63,7 @@ class RegisterRequest(EmailField):
                                            description="Version of the privacy policy shown.")
     marketing_consent: Optional[bool] = Field(default=None, description="Marketing consent (recorded with the time).")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("This field may not be blank.")
-        return value
+    _name = field_validator("name")(not_blank)
 
     @field_validator("role")
     @classmethod

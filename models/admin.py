@@ -6,7 +6,7 @@ from typing import Any, Optional, Union
 
 from pydantic import Field, RootModel, field_validator
 
-from models.accounts import EmailField, Role
+from models.accounts import EmailField, Role, not_blank
 from models.base import RequestModel, ResponseModel, iso
 
 MAX_PAGE_SIZE = 100
@@ -21,13 +21,7 @@ class AdminUserCreate(EmailField):
     role: Role = "student"
     track: Optional[str] = Field(default=None, max_length=32, description="One of the configured TRACKS codes.")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("This field may not be blank.")
-        return value
+    _name = field_validator("name")(not_blank)
 
 
 class AdminUserUpdate(RequestModel):
