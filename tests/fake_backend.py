@@ -100,16 +100,7 @@ class FakeBackend:
         return spec.port if spec.port is not None else await self._allocate(ports)
 
     async def _allocate(self, ports: PortBook) -> int:
-        low, high = self.settings.workspace_ports
-        for _ in range(50):
-            used = await ports.used(low, high) | self.taken
-            port = next((p for p in range(low, high + 1) if p not in used), None) or await ports.reclaim(low, high)
-            if port is None:
-                raise BackendError("No free workspace port is left; ask an administrator to widen "
-                                   "WORKSPACE_PORT_RANGE.")
-            if await ports.claim(port):
-                return port
-        raise BackendError("Could not reserve a workspace port; try again.")
+        return await ports.allocate(*self.settings.workspace_ports, avoid=self.taken)
 
     async def ensure_storage(self, spec: WorkspaceSpec) -> None:
         self._check()

@@ -16,7 +16,7 @@ idempotent (ensure, not create; stopping or removing what is gone is fine).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Literal, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Iterable, Literal, Protocol, runtime_checkable
 
 
 class BackendUnavailable(Exception):
@@ -89,15 +89,11 @@ class PortBook(Protocol):
     provisioner: the record of which workspace holds which port lives with
     the workspaces (a unique index), not in the engine."""
 
-    async def used(self, low: int, high: int) -> set[int]:
-        """Ports in [low, high] that workspaces hold now."""
-
-    async def claim(self, port: int) -> bool:
-        """Record `port` as this workspace's; False when another holds it."""
-
-    async def reclaim(self, low: int, high: int) -> int | None:
-        """Take the port of the workspace stopped the longest (it gets a new
-        one when it starts); None when there is none."""
+    async def allocate(self, low: int, high: int, avoid: Iterable[int] = ()) -> int:
+        """Claim a free port of [low, high] (none of `avoid`) for this
+        workspace; when all are held, the port of the workspace stopped the
+        longest (it gets a new one when it starts). Raises BackendError when
+        none can be had."""
 
 
 @runtime_checkable

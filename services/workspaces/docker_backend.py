@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import AsyncIterator
 
@@ -87,19 +86,9 @@ class DockerBackend:
     async def _allocate(self, ports: PortBook) -> int:
         """A free port of the range, recorded through `ports` (a unique
         index makes two workspaces with one port impossible)."""
-        low, high = self.settings.workspace_ports
         now = time.monotonic()
         self._bad_ports = {p: t for p, t in self._bad_ports.items() if now - t < BAD_PORT_SECONDS}
-        for _ in range(50):
-            used = await ports.used(low, high)
-            free = [p for p in range(low, high + 1) if p not in used and p not in self._bad_ports]
-            port = random.choice(free[:64]) if free else await ports.reclaim(low, high)
-            if port is None:
-                raise BackendError("No free workspace port is left; ask an administrator to widen "
-                                   "WORKSPACE_PORT_RANGE.")
-            if await ports.claim(port):
-                return port
-        raise BackendError("Could not reserve a workspace port; try again.")
+        return await ports.allocate(*self.settings.workspace_ports, avoid=self._bad_ports)
 
     def _host_endpoint(self, port: int) -> Endpoint:
         host_ip = self.settings.workspace_host_ip

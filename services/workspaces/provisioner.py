@@ -12,8 +12,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import random
 import time
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from pymongo.errors import DuplicateKeyError
 
@@ -35,8 +36,18 @@ class RunPorts:
     def __init__(self, provisioner: "Provisioner", doc: dict):
         self.provisioner, self.doc = provisioner, doc
 
-    async def used(self, low: int, high: int) -> set[int]:
-        return await self.provisioner.store.ports_in(low, high)
+    async def allocate(self, low: int, high: int, avoid: Iterable[int] = ()) -> int:
+        skip = set(avoid)
+        for _ in range(50):
+            used = await self.provisioner.store.ports_in(low, high)
+            free = [port for port in range(low, high + 1) if port not in used and port not in skip]
+            port = random.choice(free[:64]) if free else await self.reclaim(low, high)
+            if port is None:
+                raise BackendError("No free workspace port is left; ask an administrator to widen "
+                                   "WORKSPACE_PORT_RANGE.")
+            if await self.claim(port):
+                return port
+        raise BackendError("Could not reserve a workspace port; try again.")
 
     async def claim(self, port: int) -> bool:
         try:
