@@ -53,9 +53,18 @@ def snapshot_message(doc: dict, address: tuple[Optional[str], Optional[int]], pa
     url, port = address
     return {"type": "snapshot", "state": doc["state"], "progress": doc["progress"], "url": url,
             "port": port, "password": password, "seq": doc["seq"], "message": doc["message"],
-            "at": doc["updated_at"]}
+            "at": doc["updated_at"], "run": doc.get("run", 1),
+            **{key: value for key, value in (doc.get("note") or {}).items() if key in STUDENT_NOTE_KEYS}}
+
+
+# The keys of an event's note a student's socket carries; anything else
+# (an operator's ``detail``) stays in the event log, the admin API and the
+# server log.
+STUDENT_NOTE_KEYS = ("kind", "reason", "stop_at", "step", "internal")
 
 
 def event_message(event: dict) -> dict:
-    return {"type": "event", "seq": event["seq"], "state": event["state"], "progress": event["progress"],
-            "message": event["message"], "at": event["at"]}
+    message = {"type": "event", "seq": event["seq"], "state": event["state"], "progress": event["progress"],
+               "message": event["message"], "at": event["at"], "run": event.get("run", 1)}
+    message.update({key: event[key] for key in STUDENT_NOTE_KEYS if key in event})
+    return message

@@ -61,13 +61,18 @@ class Lifecycle:
 
     async def change(self, doc: dict | str, action: str, message: str, *, progress: int | None = None,
                      monotonic: bool = False, fields: dict | None = None, unset: Iterable[str] = (),
-                     when: Callable[[dict], bool] | None = None, silent: bool = False) -> dict | None:
+                     when: Callable[[dict], bool] | None = None, silent: bool = False,
+                     note: dict | None = None) -> dict | None:
         """Apply `action` to the workspace (a document as read, or its id),
         re-reading and retrying when another writer got there first. None
         when the action is not allowed in its state now (or `when` says no).
         `monotonic`: progress never goes below the stored one. `silent`:
         only `fields` change and no event is logged (bookkeeping such as the
-        reserved port, which clients read from the document)."""
+        reserved port, which clients read from the document). `note`: extra
+        fields of this change's event only (for example ``kind``, ``reason``,
+        or an operator's ``detail``); kept on the document as ``note`` until
+        the next evented change, so a snapshot shows it too. What a student
+        may read of it is chosen in models.workspaces."""
         target, allowed = TRANSITIONS[action]
         current = doc if isinstance(doc, dict) else None
         workspace_id = doc["_id"] if isinstance(doc, dict) else doc
@@ -77,13 +82,18 @@ class Lifecycle:
             if current is None or current["state"] not in allowed or (when is not None and not when(current)):
                 return None
             changes: dict[str, Any] = dict(fields or {})
+            drop = tuple(unset)
             if not silent:
                 changes.update(message=message, updated_at=utcnow())
+                if note:
+                    changes["note"] = dict(note)
+                elif "note" in current:
+                    drop += ("note",)
                 if target is not None:
                     changes["state"] = target.value
                 if progress is not None:
                     changes["progress"] = max(progress, current["progress"]) if monotonic else progress
-            new = await self.store.compare_and_set(current, changes, unset, event=not silent)
+            new = await self.store.compare_and_set(current, changes, drop, event=not silent)
             if new is not None:
                 if not silent:
                     self.events.publish(new)

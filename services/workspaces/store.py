@@ -30,9 +30,13 @@ def utcnow() -> str:
 
 
 def event_of(doc: dict) -> dict:
-    """The event a document's latest change produced."""
-    return {"workspace_id": doc["_id"], "seq": doc["seq"], "state": doc["state"], "progress": doc["progress"],
-            "message": doc["message"], "at": doc["updated_at"]}
+    """The event a document's latest change produced: the state fields, the
+    provisioning run it belongs to, and the change's ``note`` (see
+    ``Lifecycle.change``) merged in."""
+    event = {"workspace_id": doc["_id"], "seq": doc["seq"], "state": doc["state"], "progress": doc["progress"],
+             "message": doc["message"], "at": doc["updated_at"], "run": doc.get("run", 1)}
+    event.update(doc.get("note") or {})
+    return event
 
 
 class WorkspaceStore:
