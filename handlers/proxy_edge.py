@@ -81,6 +81,7 @@ class ProxyEdge:
         except Denied as denied:
             refuse(self, denied.status, denied.reason)
             return None
+        self.services.workspaces.activity.touch(access.doc["owner_id"])  # idle culling's activity
         endpoint = self.services.workspaces.endpoint(access.doc)
         address = (endpoint.host, endpoint.port) if endpoint else None
         if address is None:

@@ -46,7 +46,9 @@ class WorkspaceProxySocket(ProxyEdge, web.RequestHandler):
         self.set_header("Upgrade", "websocket")
         self.set_header("Connection", "Upgrade")
         self.finish()
-        tunnel = Tunnel(self.detach(), upstream, self.grant)  # detached at once, as Tornado's own WebSockets do
+        activity, owner_id = self.services.workspaces.activity, self.grant.owner_id
+        tunnel = Tunnel(self.detach(), upstream, self.grant,  # detached at once, as Tornado's own WebSockets do
+                        lambda: activity.touch(owner_id))
         proxy.sockets.add(tunnel)
         asyncio.ensure_future(tunnel.run(proxy.sockets.discard))
 

@@ -46,16 +46,18 @@ class CreateWorkspaceHandler(WorkspaceBase):
         "Create the caller's workspace, or start the existing one", body=CreateWorkspaceIn, auth=True,
         query=AS_USER, tags=TAGS,
         description="Answers at once; watch progress on the status WebSocket, or send {\"wait\": true} to wait "
-                    "(bounded by WORKSPACE_WAIT_TIMEOUT) for running or failed.",
+                    "(bounded by WORKSPACE_WAIT_TIMEOUT) for running or failed. RATE_LIMIT_WORKSPACE (10/hour) "
+                    "counts only the requests that create a workspace (answered 201: none existed, or it was "
+                    "deleted or failed); starting a stopped one and repeating the request on a provisioning or "
+                    "running one (200) do not count.",
         responses={201: WorkspaceCreatedOut, 200: WorkspaceCreatedOut, 400: ErrorOut, 404: ErrorOut,
                    409: ErrorOut, 429: ErrorOut, **COMMON})}
 
     async def post(self) -> None:
         target = await self.target_user()
         request = self.parse_body(CreateWorkspaceIn)
-        (await self.services.ratelimits.hit("workspace", str(self.user_id))).raise_if_denied(
-            "Too many workspace creations. Try again later.")
-        doc, created = await self.services.workspaces.create(target, wait=request.wait)
+        doc, created = await self.services.workspaces.create_counted(target, request.wait, self.services.ratelimits,
+                                                                     str(self.user_id))
         self.render(doc, CREATED_MSG if created else EXISTS_MSG, 201 if created else 200)
 
 
@@ -87,7 +89,20 @@ class StopWorkspaceHandler(WorkspaceBase):
 
     async def post(self) -> None:
         target = await self.target_user()
-        self.render(await self.services.workspaces.stop(target))
+        self.render(await self.services.workspaces.stop(target, "student" if target == self.user_id else "admin"))
+
+
+class KeepAliveHandler(WorkspaceBase):
+    operations = {"post": Operation(
+        "Keep the running workspace running (counts as activity now)", auth=True, query=AS_USER, tags=TAGS,
+        description="Resets the idle timer (WORKSPACE_IDLE_TIMEOUT) and logs an info event \"Kept running\" "
+                    "that replaces a pending idle warning on the status socket. It does not extend "
+                    "WORKSPACE_MAX_LIFETIME. 409 when the workspace is not running.",
+        responses={200: WorkspaceOut, 404: ErrorOut, 409: ErrorOut, 401: ErrorOut, 403: ErrorOut})}
+
+    async def post(self) -> None:
+        target = await self.target_user()
+        self.render(await self.services.workspaces.keep_running(target))
 
 
 STATUS_SOCKET_TEXT = """A WebSocket (`ws://` or `wss://`): open it with an `Upgrade: websocket` GET.
@@ -240,6 +255,7 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
 routes = [
     (r"/api/users/workspace/create/?", CreateWorkspaceHandler),
     (r"/api/users/workspace/stop/?", StopWorkspaceHandler),
+    (r"/api/users/workspace/keepalive/?", KeepAliveHandler),
     (r"/api/users/workspace/status/?", WorkspaceStatusSocket),
     (r"/api/users/workspace/?", WorkspaceHandler),
 ]

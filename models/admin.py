@@ -99,6 +99,9 @@ class AdminWorkspaceOut(ResponseModel):
     port: Optional[int] = None
     created_at: Optional[str] = None
     updated_at: Optional[str] = None
+    last_activity: Optional[str] = None
+    stop_reason: Optional[str] = None  # student, admin, disabled, idle, lifetime: why it last stopped
+    stopped_at: Optional[str] = None
 
 
 class AdminWorkspacePage(ResponseModel):
@@ -181,7 +184,8 @@ def admin_workspace_model(doc: dict, owner: Optional[dict]) -> dict:
         owner_out.update(email=owner.get("email"), name=owner.get("name"), role=owner.get("role"))
     return {"workspace_id": doc["_id"], "owner": owner_out, "state": doc["state"], "since": workspace_since(doc),
             "progress": doc.get("progress", 0), "message": doc.get("message", ""), "port": doc.get("port"),
-            "created_at": doc.get("created_at"), "updated_at": doc.get("updated_at")}
+            "created_at": doc.get("created_at"), "updated_at": doc.get("updated_at"),
+            **{key: doc.get(key) for key in ("last_activity", "stop_reason", "stopped_at")}}
 
 
 def event_model(event: dict) -> dict:

@@ -189,7 +189,7 @@ class AdminService:
         if doc is None or doc["state"] not in ACTIVE_WORKSPACE:
             return {}
         try:
-            await self.services.workspaces.stop(user_id)
+            await self.services.workspaces.stop(user_id, "disabled")
             return {"workspace": "stopped"}
         except ApiError as exc:
             return {"workspace": f"not stopped: {exc.message}"}
@@ -217,7 +217,7 @@ class AdminService:
             raise NotFound("No user has this id.", error="User not found")
         workspaces = self.services.workspaces
         if action == "stop":
-            doc = await workspaces.stop(user_id)
+            doc = await workspaces.stop(user_id, "admin")
         elif action == "start":
             doc, _ = await workspaces.create(user_id)
         else:

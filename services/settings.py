@@ -171,6 +171,15 @@ SETTINGS: list[Setting] = [
     S("WORKSPACE_READY_STATUSES", "200", "Comma-separated HTTP statuses of WORKSPACE_READY_PATH that mean ready.",
       _statuses, group="workspaces"),
     S("WORKSPACE_READY_HOST", "", "Host the readiness probe connects to (empty: WORKSPACE_HOST_IP, or 127.0.0.1 when that is 0.0.0.0).", group="workspaces"),
+    # workspace culling (services/workspaces/culler.py)
+    S("WORKSPACE_IDLE_TIMEOUT", "1800", "Seconds without activity (proxied traffic, a start, a keep-running call) after "
+      "which a running workspace is stopped, its files kept. 0: never.", number, group="workspaces"),
+    S("WORKSPACE_MAX_LIFETIME", "0", "Seconds a workspace may run from its start, active or not, before it is stopped. "
+      "0: no limit.", number, group="workspaces"),
+    S("WORKSPACE_IDLE_WARNING", "300", "Seconds before an idle or lifetime stop that the student is warned (with a "
+      "keep-running action for idleness). 0: no warning.", number, group="workspaces"),
+    S("WORKSPACE_CULL_INTERVAL", "60", "Seconds between two checks for workspaces to warn or stop; each process also "
+      "writes a workspace's proxied activity to the database at most once per interval.", number, group="workspaces"),
     # workspace proxy
     S("PUBLIC_URL", "", "The API's own origin, e.g. https://apranova.example.edu (links back to the dashboard, and the "
       "scheme and port of workspace URLs). Empty: http://localhost:<PORT>, or the port a request came in on.",
@@ -308,6 +317,11 @@ def validate(settings: Settings) -> None:
         raise SettingsError("EMAIL_VERIFY_HOURS and PASSWORD_RESET_MINUTES must be at least 1")
     if not 0 < settings.oauth_timeout <= 300:
         raise SettingsError("OAUTH_TIMEOUT must be more than 0 and at most 300 seconds")
+    if not 0 < settings.workspace_cull_interval <= 3600:
+        raise SettingsError("WORKSPACE_CULL_INTERVAL must be more than 0 and at most 3600 seconds")
+    if any(0 < limit <= settings.workspace_idle_warning
+           for limit in (settings.workspace_idle_timeout, settings.workspace_max_lifetime)):
+        raise SettingsError("WORKSPACE_IDLE_WARNING must be shorter than WORKSPACE_IDLE_TIMEOUT and WORKSPACE_MAX_LIFETIME")
     workspace_host_regex(settings)
     if settings.proxy_max_body_bytes < 0 or not 0 < settings.proxy_connect_timeout <= 300 \
             or settings.proxy_idle_timeout <= 0 or not 1 <= settings.proxy_ticket_seconds <= 3600:

@@ -46,7 +46,11 @@ TRANSITIONS: dict[str, tuple[State | None, frozenset[State]]] = {
     "adopt": (None, frozenset({R})),  # record the running instance found by reconciliation
     "removed": (None, frozenset({S, F})),  # its stopped instance was removed outside
     "release_port": (None, frozenset({S, F})),  # its host port went to another workspace
+    "warn": (None, frozenset({R})),  # an idle or lifetime stop is coming (culler.py)
+    "keep": (None, frozenset({R})),  # the student keeps it running; clears a warning
 }
+# A (re)start and keeping it running count as activity (culler.py); proxied traffic is written apart.
+ACTIVE = frozenset({"provision", "ready", "keep"})
 ATTEMPTS = 20
 
 
@@ -85,6 +89,8 @@ class Lifecycle:
             drop = tuple(unset)
             if not silent:
                 changes.update(message=message, updated_at=utcnow())
+                if action in ACTIVE:
+                    changes["last_activity"] = changes["updated_at"]
                 if note:
                     changes["note"] = dict(note)
                 elif "note" in current:
@@ -107,7 +113,7 @@ class Lifecycle:
         doc = {"_id": uuid.uuid4().hex, "owner_id": owner_id, "state": P.value, "progress": 0, "version": 1,
                "seq": 1, "message": "Workspace requested", "password_salt": secrets.token_urlsafe(12),
                "run": 1, "worker": self.worker, "provision_started": now, "container_id": None,
-               "image": image, "created_at": now, "updated_at": now}
+               "image": image, "created_at": now, "updated_at": now, "last_activity": now}
         if not await self.store.insert(doc):
             return None
         self.events.publish(doc)
@@ -117,9 +123,9 @@ class Lifecycle:
         """Provision a stopped, failed or deleted workspace again, as a new run."""
         fields: dict[str, Any] = {"run": doc.get("run", 0) + 1, "worker": self.worker,
                                   "provision_started": utcnow(), "container_id": None}
-        unset: tuple[str, ...] = ()
+        unset: tuple[str, ...] = ("stop_reason", "stopped_at", "warned")
         if doc["state"] == D:  # a new IDE password (and a stored one from before goes)
             fields.update(password_salt=secrets.token_urlsafe(12), created_at=utcnow())
-            unset = ("password",)
+            unset += ("password",)
         message = "Starting the workspace again" if doc["state"] == S else "Workspace requested"
         return await self.change(doc, "provision", message, progress=0, fields=fields, unset=unset)

@@ -11,7 +11,7 @@ import logging
 import time
 import urllib.parse
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -24,7 +24,8 @@ from services.workspaces.events import Events
 from services.workspaces.lifecycle import ATTEMPTS, SETTLED, Lifecycle, State
 from services.workspaces.provisioner import Provisioner
 from services.workspaces.reconcile import Reconciler
-from services.workspaces.store import WorkspaceStore, ide_password
+from services.workspaces.culler import Culler
+from services.workspaces.store import WorkspaceStore, ide_password, utcnow
 
 log = logging.getLogger("apranova.workspaces")
 BACKENDS = {"docker": "services.workspaces.docker_backend:DockerBackend"}
@@ -58,6 +59,8 @@ class WorkspaceService:
         self.lifecycle = Lifecycle(self.store, self.events, uuid.uuid4().hex)
         self.provisioner = Provisioner(self.lifecycle, self.store, backend, settings, password_key)
         self.reconciler = Reconciler(self.lifecycle, self.store, self.provisioner, backend, settings)
+        self.culler = Culler(self.lifecycle, self.store, settings, self.halt)
+        self.activity = self.culler.activity  # the proxy notes traffic here
 
     # -- what other parts read (metrics, the status socket, the proxy) ------------------
     @property
@@ -112,11 +115,13 @@ class WorkspaceService:
     # -- start and stop -------------------------------------------------------------
     def start(self) -> None:
         self.reconciler.start()
+        self.culler.start()
 
     async def close(self) -> None:
         """Stop following and provisioning. Provisioning cut short here is
         finished by the next start's reconciliation."""
         await self.events.close()
+        await self.culler.close()
         await self.reconciler.close()
         await self.provisioner.close()
         await self.backend.close()
@@ -180,6 +185,26 @@ class WorkspaceService:
                 return (await self._wait(doc) if wait else doc), created
         raise Conflict("The workspace is changing; try again.")  # pragma: no cover
 
+    async def create_counted(self, user_id: int, wait: bool, limits: Any, key: str) -> tuple[dict, bool]:
+        """`create`, counted against RATE_LIMIT_WORKSPACE under `key` only
+        when it creates a workspace (answered 201: none existed, or it was
+        deleted or failed). Starting a stopped workspace, its own files and
+        image coming back, and a repeated request on a provisioning or
+        running one are not counted: idle culling makes stops common, and a
+        student must not be locked out of their own IDE."""
+        doc = await self.store.of_owner(user_id)
+        if doc is not None and doc["state"] not in (State.DELETED, State.FAILED):
+            return await self.create(user_id, wait)
+        decision = await limits.hit("workspace", key)
+        decision.raise_if_denied("Too many workspace creations. Try again later.")
+        created = False
+        try:
+            doc, created = await self.create(user_id, wait)
+        finally:
+            if not created:  # it raised, or another request created it a moment before
+                await limits.refund("workspace", key, decision)
+        return doc, created
+
     async def _wait(self, doc: dict) -> dict:
         """Wait (bounded by WORKSPACE_WAIT_TIMEOUT) until provisioning
         settles; also notices changes made by other processes."""
@@ -201,17 +226,38 @@ class WorkspaceService:
             doc = await self.store.get(doc["_id"]) or doc
         return doc
 
-    async def stop(self, user_id: int) -> dict:
+    async def stop(self, user_id: int, reason: str = "student") -> dict:
         await self._require_engine()
         doc = await self.get(user_id)
         if doc["state"] in (State.STOPPED, State.STOPPING, State.DELETING):
             return doc
-        doc = await self.lifecycle.change(doc, "stop", "Stopping the workspace", progress=0)
+        return await self.halt(doc, reason) or await self.get(user_id)
+
+    async def halt(self, doc: dict | str, reason: str, messages: tuple[str, str] | None = None,
+                   when: Callable[[dict], bool] | None = None) -> dict | None:
+        """Stop the instance, keeping its files; ``stop_reason`` (student,
+        admin, idle, lifetime) stays on the document until the next start.
+        A culler's stop (`messages` given) tells its reason in both events.
+        None when the workspace may not be stopped now (or `when` says no)."""
+        note = {"reason": reason} if messages else None
+        first, stopped = messages or ("Stopping the workspace", "Workspace stopped")
+        doc = await self.lifecycle.change(doc, "stop", first, progress=0, note=note, when=when,
+                                          fields={"stop_reason": reason, "stopped_at": utcnow()})
         if doc is None:
-            return await self.get(user_id)
+            return None
         async with self.provisioner.working_on(doc), self._engine_errors():
             await self.provisioner.stop_instance(doc)
-        return await self.lifecycle.change(doc, "stopped", "Workspace stopped", progress=0) or await self.get(user_id)
+        return await self.lifecycle.change(doc, "stopped", stopped, progress=0, note=note) or \
+            await self.store.get(doc["_id"])
+
+    async def keep_running(self, user_id: int) -> dict:
+        """The student's "keep it running": counts as activity now, and its
+        info event replaces a pending warning. 409 unless running."""
+        doc = await self.get(user_id)
+        kept = await self.lifecycle.change(doc, "keep", "Kept running", note={"kind": "info"})
+        if kept is None:
+            raise Conflict(f"The workspace is {doc['state']}, not running.")
+        return kept
 
     async def delete(self, user_id: int, purge: bool = False) -> dict:
         """Remove the instance; the files too with ``purge``."""

@@ -171,7 +171,7 @@ function workspacesSection(onChange) {
         h("small", {}, ws.owner.email || "")) },
       { label: "State", cell: (ws) => statePill(ws.state) },
       { label: "Since", cell: (ws) => when(ws.since) },
-      { label: "Last message", cell: (ws) => ws.message },
+      { label: "Last message", cell: (ws) => ws.stop_reason && ws.state === "stopped" ? `${ws.message} (stopped: ${ws.stop_reason})` : ws.message },
       { label: "Actions", cell: (ws) => h("div", { class: "row-actions" }, actionsFor(ws)) },
     ],
   });

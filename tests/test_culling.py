@@ -1,0 +1,238 @@
+"""Idle culling, maximum lifetime and keep-running (services/workspaces/culler.py)
+against the in-memory backend with short timeouts: the real app over HTTP and
+WebSocket, the real database, the real proxy in front of a stand-in IDE."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from services.workspaces.culler import plan, span
+from tests.conftest import RunningServer, auth, make_admin, register
+from tests.proxy_upstream import start_upstream
+from tests.test_proxy import host_of, open_url, proxy_socket, redeem, workspace_get
+from tests.test_workspace_lifecycle import CREATE, WORKSPACE, Fake, fake  # noqa: F401 - fixture
+from tests.workspaces_helpers import WORKSPACE_KEYS, Socket
+
+KEEP = "/api/users/workspace/keepalive/"
+QUICK = {"workspace_idle_timeout": "3", "workspace_idle_warning": "2", "workspace_cull_interval": "0.2"}
+
+
+async def running(http: httpx.AsyncClient, user: dict) -> dict:
+    response = await http.post(CREATE, headers=auth(user), json={"wait": True})
+    assert response.status_code in (200, 201) and response.json()["state"] == "running", response.text
+    return response.json()
+
+
+async def follow(server: RunningServer, user: dict) -> Socket:
+    socket = await Socket.open(server, token=user["access"])
+    assert (await socket.receive())["type"] == "snapshot"
+    return socket
+
+
+async def logged(server: RunningServer, user: dict) -> list[dict]:
+    doc = await server.services.workspaces.find(user["user"]["id"])
+    return await server.services.workspaces.store.events_after(doc["_id"], 0)
+
+
+@pytest.fixture
+async def quick(fake: Fake) -> tuple[RunningServer, httpx.AsyncClient]:
+    server = await fake.start(**QUICK)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        yield server, http
+
+
+def test_durations_read_as_a_student_says_them():
+    assert [span(s) for s in (1, 2, 59.6, 90, 300, 1500, 1800, 5400, 7200)] == [
+        "1 second", "2 seconds", "60 seconds", "2 minutes", "5 minutes", "25 minutes", "30 minutes", "2 hours",
+        "2 hours"]
+
+
+async def test_an_idle_workspace_is_warned_once_then_stopped_with_its_reason(quick):
+    server, http = quick
+    user = await register(http)
+    await running(http, user)
+    socket = await follow(server, user)
+    started = time.monotonic()
+    warning = (await socket.until(lambda m: m.get("kind") == "warning"))[-1]
+    assert 0.7 < time.monotonic() - started < 2.5
+    assert warning["state"] == "running" and warning["reason"] == "idle" and warning["stop_at"].endswith("Z")
+    assert warning["message"] in ("Stopping in 2 seconds: no activity for 1 second",
+                                  "Stopping in 2 seconds: no activity for 2 seconds")
+    seen = await socket.until(lambda m: m.get("state") == "stopped")
+    assert [m["state"] for m in seen] == ["stopping", "stopped"]
+    assert all(m["reason"] == "idle" for m in seen) and "kind" not in seen[-1]
+    assert seen[-1]["message"] == "Stopped after 3 seconds without activity. Your files are kept."
+    assert time.monotonic() - started > 2.5
+    body = (await http.get(WORKSPACE, headers=auth(user))).json()
+    assert body["state"] == "stopped" and body["message"] == seen[-1]["message"]
+    doc, backend = await server.services.workspaces.find(user["user"]["id"]), server.services.workspaces.backend
+    assert doc["stop_reason"] == "idle" and doc["stopped_at"] and not backend.of(doc["_id"]).running
+    assert len(backend.engine.volumes) == 1, "the files stay"
+    assert [e.get("kind") for e in await logged(server, user)].count("warning") == 1
+    admin = await make_admin(server, http)
+    listed = (await http.get("/api/admin/workspaces/", headers=auth(admin))).json()["results"]
+    mine = next(item for item in listed if item["owner"]["id"] == user["user"]["id"])
+    assert mine["stop_reason"] == "idle" and mine["stopped_at"] == doc["stopped_at"] and mine["last_activity"]
+    # Starting again clears the reason, and the new run is watched afresh.
+    await running(http, user)
+    assert "stop_reason" not in await server.services.workspaces.find(user["user"]["id"])
+
+
+async def test_keep_running_clears_the_warning_and_postpones_the_stop(quick):
+    server, http = quick
+    user = await register(http)
+    await running(http, user)
+    socket = await follow(server, user)
+    await socket.until(lambda m: m.get("kind") == "warning")
+    kept_at = time.monotonic()
+    kept = await http.post(KEEP, headers=auth(user))
+    assert kept.status_code == 200, kept.text
+    assert set(kept.json()) == WORKSPACE_KEYS and kept.json()["state"] == "running"
+    event = (await socket.until(lambda m: m.get("kind") != "warning"))[-1]
+    assert event["message"] == "Kept running" and event["kind"] == "info" and event["state"] == "running"
+    snapshot = await follow(server, user)  # a reload no longer shows the warning
+    stopped = await socket.until(lambda m: m.get("state") == "stopped")
+    assert time.monotonic() - kept_at > 2.5, "the idle time counts from the keep-running call"
+    assert [m.get("kind") for m in stopped].count("warning") == 1  # a new warning for the new idle period
+    snapshot.connection.close()
+    assert (await http.post(KEEP, headers=auth(user))).status_code == 409
+
+
+async def test_keep_running_answers_404_403_and_works_for_an_admin(quick):
+    server, http = quick
+    user, other = await register(http), await register(http)
+    missing = await http.post(KEEP, headers=auth(user))
+    assert missing.status_code == 404 and missing.json()["error"] == "Workspace not found"
+    await running(http, user)
+    forbidden = await http.post(f"{KEEP}?user_id={user['user']['id']}", headers=auth(other))
+    assert forbidden.status_code == 403
+    admin = await make_admin(server, http)
+    assert (await http.post(f"{KEEP}?user_id={user['user']['id']}", headers=auth(admin))).status_code == 200
+    assert (await http.post(f"{KEEP}?user_id=abc", headers=auth(admin))).status_code == 400
+    assert (await http.post(KEEP)).status_code == 401
+
+
+async def test_the_lifetime_stops_a_busy_workspace_and_keep_running_does_not_extend_it(fake: Fake):
+    server = await fake.start(workspace_idle_timeout="0", workspace_max_lifetime="3", workspace_idle_warning="2",
+                              workspace_cull_interval="0.2")
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        user = await register(http)
+        await running(http, user)
+        started = time.monotonic()
+        socket = await follow(server, user)
+        warning = (await socket.until(lambda m: m.get("kind") == "warning"))[-1]
+        assert warning["reason"] == "lifetime" and warning["message"].startswith("Stopping in ")
+        assert warning["message"].endswith("a workspace may run for 3 seconds at a time")
+        assert (await http.post(KEEP, headers=auth(user))).status_code == 200
+        seen = await socket.until(lambda m: m.get("state") == "stopped")
+        assert time.monotonic() - started < 3.5
+        assert seen[-1]["reason"] == "lifetime" and seen[-1]["message"] == \
+            "Stopped after running for 3 seconds, the longest a workspace may run. Your files are kept."
+        assert [m.get("kind") for m in seen].count("warning") == 0, "kept running: the lifetime warning is not repeated"
+
+
+async def test_proxied_http_and_websocket_traffic_is_activity(fake: Fake):
+    upstream, port, _ = await start_upstream()
+    server = await fake.start(workspace_exposure="network", **QUICK)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            user = await register(http)
+            doc = await running(http, user)
+            await server.db.workspaces.update_one({"owner_id": user["user"]["id"]},
+                                                  {"$set": {"endpoint": {"host": "127.0.0.1", "port": port}}})
+            _, cookie = await redeem(server, await open_url(http, user))
+            host = host_of(server, user["user"]["id"])
+            for _ in range(10):  # 5 s of HTTP, well past the 3 s timeout
+                assert (await workspace_get(server, host, "/x", cookie)).status_code == 200
+                await asyncio.sleep(0.5)
+            socket = await proxy_socket(server, host, cookie)
+            for _ in range(10):  # then 5 s of WebSocket frames only (echoed: both directions)
+                await socket.write_message("typing")
+                assert await socket.read_message() == "typing"
+                await asyncio.sleep(0.5)
+            doc = await server.services.workspaces.find(user["user"]["id"])
+            assert doc["state"] == "running"
+            assert not [e for e in await logged(server, user) if e.get("kind") == "warning"]
+            socket.close()
+            watcher = await follow(server, user)
+            await watcher.until(lambda m: m.get("kind") == "warning")
+            await watcher.until(lambda m: m.get("state") == "stopped")
+    finally:
+        upstream.stop()
+
+
+async def test_traffic_after_a_warning_logs_that_it_is_kept_running(fake: Fake):
+    upstream, port, _ = await start_upstream()
+    server = await fake.start(workspace_exposure="network", **QUICK)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            user = await register(http)
+            await running(http, user)
+            await server.db.workspaces.update_one({"owner_id": user["user"]["id"]},
+                                                  {"$set": {"endpoint": {"host": "127.0.0.1", "port": port}}})
+            _, cookie = await redeem(server, await open_url(http, user))
+            watcher = await follow(server, user)
+            await watcher.until(lambda m: m.get("kind") == "warning")
+            assert (await workspace_get(server, host_of(server, user["user"]["id"]), "/", cookie)).status_code == 200
+            kept = (await watcher.until(lambda m: m.get("kind") != "warning"))[-1]
+            assert kept["kind"] == "info" and kept["message"] == "Kept running: there was activity in the IDE"
+    finally:
+        upstream.stop()
+
+
+async def test_two_servers_warn_once_and_stop_once(fake: Fake):
+    first = await fake.start(**QUICK)
+    second = await fake.start(**QUICK)  # same database, same engine: another process's culler
+    async with httpx.AsyncClient(base_url=first.url, timeout=10) as http:
+        user = await register(http)
+        await running(http, user)
+        socket = await follow(second, user)
+        await socket.until(lambda m: m.get("state") == "stopped")
+        await asyncio.sleep(1)  # several more rounds of both cullers
+    events = await logged(first, user)
+    assert [e.get("kind") for e in events].count("warning") == 1
+    assert [e["state"] for e in events if e.get("reason") == "idle"] == ["running", "stopping", "stopped"]
+
+
+async def test_only_creations_count_against_the_workspace_rate_limit(fake: Fake):
+    server = await fake.start(rate_limit_workspace="10/hour")
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        user = await register(http)
+        headers = auth(user)
+        assert (await http.post(CREATE, headers=headers, json={"wait": True})).status_code == 201
+        for _ in range(12):  # stop/start cycles and repeat requests on a running one: none counts
+            assert (await http.post("/api/users/workspace/stop/", headers=headers)).status_code == 200
+            assert (await http.post(CREATE, headers=headers, json={"wait": True})).status_code == 200
+            assert (await http.post(CREATE, headers=headers)).status_code == 200
+        statuses = []
+        for _ in range(10):  # delete/create cycles: each makes the workspace again (201) and counts
+            assert (await http.delete(WORKSPACE, headers=headers)).status_code == 200
+            statuses.append((await http.post(CREATE, headers=headers, json={"wait": True})).status_code)
+        assert statuses == [201] * 9 + [429], statuses
+        denied = await http.post(CREATE, headers=headers)
+        assert denied.status_code == 429 and denied.headers["X-RateLimit-Remaining"] == "0"
+        assert (await http.get(WORKSPACE, headers=headers)).status_code == 404, "a refused creation changes nothing"
+
+
+async def test_cullers_acting_on_the_same_view_at_once_warn_once_and_stop_once(fake: Fake):
+    """The race the interval rarely produces: two processes read the same
+    document and act in the same instant; compare-and-set lets one through."""
+    slow = {**QUICK, "workspace_cull_interval": "3600"}  # only the calls below act
+    first, second = await fake.start(**slow), await fake.start(**slow)
+    async with httpx.AsyncClient(base_url=first.url, timeout=10) as http:
+        user = await register(http)
+        await running(http, user)
+    cullers = [first.services.workspaces.culler, second.services.workspaces.culler]
+    for action, after in (("warn", 1.2), ("stop", 3.2)):
+        doc = await first.services.workspaces.find(user["user"]["id"])
+        now = time.time() + after
+        due = plan(doc, first.services.settings, now)
+        assert due is not None and due.action == action
+        await asyncio.gather(*(culler.act(doc, due, now) for culler in cullers))
+    events = await logged(first, user)
+    assert [e.get("kind") for e in events].count("warning") == 1
+    assert [e["state"] for e in events if e.get("reason") == "idle"] == ["running", "stopping", "stopped"]
