@@ -118,6 +118,9 @@ of the allowed origins (or this server's own).
   event, so a client that reconnects with `after=<last seq it saw>` loses and duplicates nothing.
 - `state` is one of provisioning, running, stopping, stopped, failed, deleting; pull progress never goes
   backwards. The server pings every 20 s.
+- Idle culling: an event with `kind: "warning"`, `reason` (`idle` or `lifetime`) and `stop_at` (ISO time)
+  announces a stop; `POST /api/users/workspace/keepalive/` answers an idle one (an event with `kind: "info"`
+  follows). The stop's events carry the same `reason`, and their `message` says why.
 
 **Close codes**: 4400 bad query value, 4401 missing or bad token, 4403 another user's workspace (admins may
 use `?user_id=`), 4404 no workspace, 1001 server shutting down, 1011 internal error.

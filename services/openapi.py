@@ -47,7 +47,9 @@ payments and Google/GitHub sign-in.
 * **Unknown paths** answer `404`, methods an endpoint does not list answer
   `405` with an `Allow` header, both in the envelope.
 * **Rate limits** answer `429` with `Retry-After` and
-  `X-RateLimit-Limit`/`-Remaining`/`-Reset`.
+  `X-RateLimit-Limit`/`-Remaining`/`-Reset`. Workspace creation
+  (`RATE_LIMIT_WORKSPACE`, 10/hour) counts only the requests that create a
+  workspace (answered `201`); starting a stopped one does not count.
 * **Request ids**: every response carries `X-Request-Id` (the caller's own,
   when it sends a well-formed one); quote it when reporting a problem.
 """
