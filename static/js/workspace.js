@@ -8,6 +8,7 @@
 // none is skipped, and within one provisioning run the bar never moves back.
 import { api, ApiError, checkServer, NetworkError, onConnectionChange, session, SessionExpired } from "./api.js";
 import { h } from "./dom.js";
+import { idleWarning } from "./idle-warning.js";
 
 const MAX_LOG = 50;
 const MAX_BACKOFF_MS = 15000;
@@ -276,6 +277,7 @@ export class WorkspacePanel {
       this.setLive(true);
       if (data.type === "snapshot") this.applySnapshot(data, { fromSocket: true });
       else if (data.type === "event") this.applyEvent(data);
+      idleWarning(this, data);
     });
     socket.addEventListener("close", (event) => this.onClose(socket, event));
   }
