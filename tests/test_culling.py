@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from services import settings as settings_mod
+from services.settings import SettingsError
 from services.workspaces.culler import plan, span
 from tests.conftest import RunningServer, auth, make_admin, register
 from tests.proxy_upstream import start_upstream
@@ -43,6 +45,26 @@ async def quick(fake: Fake) -> tuple[RunningServer, httpx.AsyncClient]:
     server = await fake.start(**QUICK)
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         yield server, http
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"workspace_idle_timeout": "300", "workspace_idle_warning": "300"}, "WORKSPACE_IDLE_WARNING must be shorter"),
+    ({"workspace_max_lifetime": "60", "workspace_idle_warning": "120"}, "WORKSPACE_IDLE_WARNING must be shorter"),
+    ({"workspace_cull_interval": "0"}, "WORKSPACE_CULL_INTERVAL must be more than 0"),
+    ({"workspace_idle_timeout": "-1"}, "WORKSPACE_IDLE_TIMEOUT: must not be negative"),
+    ({"workspace_max_lifetime": "soon"}, "WORKSPACE_MAX_LIFETIME: must be a number"),
+])
+def test_unusable_culling_settings_are_refused(values, words):
+    with pytest.raises(SettingsError) as raised:
+        settings_mod.load(environ={}, **values)
+    assert words in str(raised.value)
+
+
+def test_culling_can_be_switched_off():
+    settings = settings_mod.load(environ={}, workspace_idle_timeout="0", workspace_idle_warning="0")
+    doc = {"state": "running", "last_activity": "2000-01-01T00:00:00.000Z", "updated_at": "2000-01-01T00:00:00.000Z"}
+    assert plan(doc, settings, time.time()) is None
+    assert plan(doc, settings_mod.load(environ={}), time.time()).action == "stop"  # the default: 30 minutes
 
 
 def test_durations_read_as_a_student_says_them():
