@@ -258,3 +258,22 @@ async def test_cullers_acting_on_the_same_view_at_once_warn_once_and_stop_once(f
     events = await logged(first, user)
     assert [e.get("kind") for e in events].count("warning") == 1
     assert [e["state"] for e in events if e.get("reason") == "idle"] == ["running", "stopping", "stopped"]
+
+
+async def test_an_engine_away_at_the_stop_leaves_it_to_reconciliation(quick):
+    server, http = quick
+    user = await register(http)
+    await running(http, user)
+    backend = server.services.workspaces.backend
+    backend.unavailable = True
+    socket = await follow(server, user)
+    stopping = (await socket.until(lambda m: m.get("state") == "stopping"))[-1]
+    assert stopping["reason"] == "idle"
+    backend.unavailable = False
+    backend.end_event_streams()  # as an engine restart does: the watcher reconnects and reconciles
+    await socket.until(lambda m: m.get("state") == "stopped")
+    doc = await server.services.workspaces.find(user["user"]["id"])
+    assert doc["stop_reason"] == "idle" and not backend.of(doc["_id"]).running
+    other = await register(http)  # and the culler goes on with the next workspaces
+    await running(http, other)
+    await (await follow(server, other)).until(lambda m: m.get("state") == "stopped")

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from services.errors import ApiError
 from services.settings import Settings
 from services.workspaces.lifecycle import Lifecycle, State
 from services.workspaces.store import WorkspaceStore
@@ -67,13 +68,15 @@ def epoch(text: str) -> float:
 
 
 def span(seconds: float) -> str:
-    """A duration as a student reads it: "5 minutes", "1 hour", "30 seconds"."""
+    """A duration as a student reads it: "5 minutes", "2 hours", "30 seconds"."""
     seconds = max(0, round(seconds))
-    for size, unit in ((3600, "hour"), (60, "minute"), (1, "second")):
-        if seconds >= size * (1.5 if size > 1 else 1) or size == 1:
-            count = round(seconds / size)
-            return f"{count} {unit}{'' if count == 1 else 's'}"
-    return "0 seconds"  # pragma: no cover
+    if seconds >= 5400:
+        count, unit = round(seconds / 3600), "hour"
+    elif seconds >= 90:
+        count, unit = round(seconds / 60), "minute"
+    else:
+        count, unit = seconds, "second"
+    return f"{count} {unit}{'' if count == 1 else 's'}"
 
 
 def idle_warned(doc: dict) -> bool:
@@ -164,8 +167,12 @@ class Culler:
         for doc in await self.store.running():
             now = time.time()
             due = plan(doc, self.settings, now)
-            if due is not None:
+            if due is None:
+                continue
+            try:
                 await self.act(doc, due, now)
+            except ApiError as exc:  # the engine is away: the stop is finished by reconciliation
+                log.warning("culling workspace %s: %s", doc["_id"], exc.message)
 
     async def act(self, doc: dict, due: Plan, now: float) -> None:
         """Warn or stop, only if the current document still calls for it
