@@ -20,11 +20,11 @@ from services.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnav
 from services.settings import Settings, SettingsError
 from services.workspace_proxy import workspace_origin
 from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Endpoint
+from services.workspaces.culler import Culler
 from services.workspaces.events import Events
 from services.workspaces.lifecycle import ATTEMPTS, SETTLED, Lifecycle, State
 from services.workspaces.provisioner import Provisioner
 from services.workspaces.reconcile import Reconciler
-from services.workspaces.culler import Culler
 from services.workspaces.store import WorkspaceStore, ide_password, utcnow
 
 log = logging.getLogger("apranova.workspaces")
