@@ -177,7 +177,8 @@ SETTINGS: list[Setting] = [
     S("WORKSPACE_MAX_LIFETIME", "0", "Seconds a workspace may run from its start, active or not, before it is stopped. "
       "0: no limit.", number, group="workspaces"),
     S("WORKSPACE_IDLE_WARNING", "300", "Seconds before an idle or lifetime stop that the student is warned (with a "
-      "keep-running action for idleness). 0: no warning.", number, group="workspaces"),
+      "keep-running action for idleness); when it is not shorter than the limit it warns of, "
+      "the warning comes halfway instead. 0: no warning.", number, group="workspaces"),
     S("WORKSPACE_CULL_INTERVAL", "60", "Seconds between two checks for workspaces to warn or stop; each process also "
       "writes a workspace's proxied activity to the database at most once per interval.", number, group="workspaces"),
     # workspace proxy
@@ -319,9 +320,6 @@ def validate(settings: Settings) -> None:
         raise SettingsError("OAUTH_TIMEOUT must be more than 0 and at most 300 seconds")
     if not 0 < settings.workspace_cull_interval <= 3600:
         raise SettingsError("WORKSPACE_CULL_INTERVAL must be more than 0 and at most 3600 seconds")
-    if any(0 < limit <= settings.workspace_idle_warning
-           for limit in (settings.workspace_idle_timeout, settings.workspace_max_lifetime)):
-        raise SettingsError("WORKSPACE_IDLE_WARNING must be shorter than WORKSPACE_IDLE_TIMEOUT and WORKSPACE_MAX_LIFETIME")
     workspace_host_regex(settings)
     if settings.proxy_max_body_bytes < 0 or not 0 < settings.proxy_connect_timeout <= 300 \
             or settings.proxy_idle_timeout <= 0 or not 1 <= settings.proxy_ticket_seconds <= 3600:

@@ -48,8 +48,6 @@ async def quick(fake: Fake) -> tuple[RunningServer, httpx.AsyncClient]:
 
 
 @pytest.mark.parametrize("values, words", [
-    ({"workspace_idle_timeout": "300", "workspace_idle_warning": "300"}, "WORKSPACE_IDLE_WARNING must be shorter"),
-    ({"workspace_max_lifetime": "60", "workspace_idle_warning": "120"}, "WORKSPACE_IDLE_WARNING must be shorter"),
     ({"workspace_cull_interval": "0"}, "WORKSPACE_CULL_INTERVAL must be more than 0"),
     ({"workspace_idle_timeout": "-1"}, "WORKSPACE_IDLE_TIMEOUT: must not be negative"),
     ({"workspace_max_lifetime": "soon"}, "WORKSPACE_MAX_LIFETIME: must be a number"),
@@ -65,6 +63,19 @@ def test_culling_can_be_switched_off():
     doc = {"state": "running", "last_activity": "2000-01-01T00:00:00.000Z", "updated_at": "2000-01-01T00:00:00.000Z"}
     assert plan(doc, settings, time.time()) is None
     assert plan(doc, settings_mod.load(environ={}), time.time()).action == "stop"  # the default: 30 minutes
+
+
+def test_a_short_timeout_alone_warns_halfway_instead_of_refusing_to_start():
+    settings = settings_mod.load(environ={}, workspace_idle_timeout="120")  # the warning stays at its 300 s default
+    start = time.time() - 1000
+    doc = {"state": "running", "last_activity": iso_at(start), "updated_at": iso_at(start)}
+    assert plan(doc, settings, start + 59) is None
+    assert plan(doc, settings, start + 61).action == "warn"
+    assert plan(doc, settings, start + 121).action == "stop"
+
+
+def iso_at(epoch_seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(epoch_seconds))
 
 
 def test_durations_read_as_a_student_says_them():
@@ -159,7 +170,9 @@ async def test_the_lifetime_stops_a_busy_workspace_and_keep_running_does_not_ext
 
 async def test_proxied_http_and_websocket_traffic_is_activity(fake: Fake):
     upstream, port, _ = await start_upstream()
-    server = await fake.start(workspace_exposure="network", **QUICK)
+    # A warning only after 3 s without traffic: a loaded machine's pauses between requests stay well under it.
+    server = await fake.start(workspace_exposure="network", workspace_idle_timeout="4", workspace_idle_warning="1",
+                              workspace_cull_interval="0.2")
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             user = await register(http)
@@ -168,7 +181,7 @@ async def test_proxied_http_and_websocket_traffic_is_activity(fake: Fake):
                                                   {"$set": {"endpoint": {"host": "127.0.0.1", "port": port}}})
             _, cookie = await redeem(server, await open_url(http, user))
             host = host_of(server, user["user"]["id"])
-            for _ in range(10):  # 5 s of HTTP, well past the 3 s timeout
+            for _ in range(10):  # 5 s of HTTP, past the 4 s timeout
                 assert (await workspace_get(server, host, "/x", cookie)).status_code == 200
                 await asyncio.sleep(0.5)
             socket = await proxy_socket(server, host, cookie)
@@ -189,7 +202,9 @@ async def test_proxied_http_and_websocket_traffic_is_activity(fake: Fake):
 
 async def test_traffic_after_a_warning_logs_that_it_is_kept_running(fake: Fake):
     upstream, port, _ = await start_upstream()
-    server = await fake.start(workspace_exposure="network", **QUICK)
+    # A warning only after 3 s without traffic: a loaded machine's pauses between requests stay well under it.
+    server = await fake.start(workspace_exposure="network", workspace_idle_timeout="4", workspace_idle_warning="1",
+                              workspace_cull_interval="0.2")
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             user = await register(http)

@@ -86,6 +86,15 @@ def idle_warned(doc: dict) -> bool:
     return note.get("kind") == "warning" and note.get("reason") == "idle"
 
 
+def warning_lead(settings: Settings, limit: float) -> float:
+    """How long before a stop the student is warned: WORKSPACE_IDLE_WARNING
+    when it is shorter than the limit, else half the limit, so that an
+    operator who shortens the timeout alone gets a warning halfway rather
+    than a refusal to start (or a warning at once)."""
+    warning = settings.workspace_idle_warning
+    return warning if warning < limit else limit / 2
+
+
 def plan(doc: dict, settings: Settings, now: float) -> Plan | None:
     """What is due for a running workspace now, from its document alone."""
     if doc.get("state") != State.RUNNING:
@@ -102,7 +111,7 @@ def plan(doc: dict, settings: Settings, now: float) -> Plan | None:
     stop_at, reason, since = min(deadlines)
     if now >= stop_at:
         return Plan("stop", reason, stop_at, since)
-    if now >= stop_at - settings.workspace_idle_warning and doc.get("warned") != iso(stop_at):
+    if now >= stop_at - warning_lead(settings, stop_at - since) and doc.get("warned") != iso(stop_at):
         return Plan("warn", reason, stop_at, since)
     return None
 
