@@ -265,7 +265,10 @@ async def test_an_oom_kill_marks_the_workspace_failed_with_the_memory_message(se
         body = await wait_for_state(client, headers, {"stopped", "failed"}, timeout=10)
         assert inspect(name)["State"]["OOMKilled"] is True  # the kernel really killed it
         assert body["state"] == "failed", body
-        assert body["message"] == "The workspace ran out of memory (limit 16m) and was stopped."
+        assert body["message"].startswith("Your workspace ran out of memory and was stopped."), body
+        doc = await server.services.workspaces.find(user["user"]["id"])
+        event = await server.db.workspace_events.find_one({"workspace_id": doc["_id"], "seq": doc["seq"]})
+        assert (event["reason"], event["detail"]) == ("oom", "The workspace ran out of memory (limit 16m) and was stopped.")
         # Created again, it runs again (in a new container).
         again = (await client.post(CREATE, headers=headers, json={"wait": True})).json()
         assert again["state"] == "running", again

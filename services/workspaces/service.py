@@ -73,6 +73,10 @@ class WorkspaceService:
     def provisioned_total(self) -> int:
         return self.provisioner.provisioned_total
 
+    def estimate(self) -> float | None:
+        """Seconds a start usually takes here (see Provisioner.estimate)."""
+        return self.provisioner.estimate()
+
     async def count_by_state(self) -> dict[str, int]:
         return await self.store.count_by_state(s.value for s in State)
 
