@@ -99,7 +99,8 @@ of the allowed origins (or this server's own).
 
 **Server messages** (JSON text frames):
 - first `{"type": "snapshot", "state", "progress", "url", "port", "password", "seq", "message", "at", "run",
-  "estimate_seconds"}` (`estimate_seconds`: the median of this server's recent successful starts, or null);
+  "run_started", "estimate_seconds"}` (`estimate_seconds`: the median of this server's recent successful
+  starts, or null);
 - then every persisted event after `?after=<seq>` (none without it), then live events as they happen:
   `{"type": "event", "seq", "state", "progress" (0-100), "message", "at", "run"}`, with the change's
   `kind` (step, warning, failure, info), `step` (a short id), `reason`, `stop_at` and `internal` (true: a

@@ -6,18 +6,39 @@
 // shown (and the steps it listed) in sessionStorage, so a reload or a
 // dropped connection resumes exactly where it was: no event is shown twice,
 // none is skipped, and within one provisioning run the bar never moves back.
+//
+// A new tab asks the socket first (it closes 4404 when there is no
+// workspace), never GET /api/users/workspace/: its 404 would be logged in
+// the browser's console as an error for every new student.
+//
+// Messages are the server's words for the student (operator details never
+// reach this socket). Steps are listed under a heading per provisioning run
+// with their durations; one live region (role=status) says each new state
+// once.
 import { api, ApiError, checkServer, NetworkError, onConnectionChange, session, SessionExpired } from "./api.js";
 import { h } from "./dom.js";
+import { announcement, duration, stepList, timeLine } from "./workspace-steps.js";
 
 const MAX_LOG = 50;
 const MAX_BACKOFF_MS = 15000;
+const AUTO_OPEN_KEY = "apranova.workspace.autoOpen"; // localStorage: a preference, not a session
+const ACTIVE = ["provisioning", "stopping", "deleting"];
 const LABELS = {
-  none: "No workspace yet", provisioning: "Starting", running: "Running", stopping: "Stopping",
+  loading: "Checking…", none: "No workspace yet", provisioning: "Starting", running: "Running", stopping: "Stopping",
   stopped: "Stopped", failed: "Failed", deleting: "Deleting", deleted: "Deleted",
 };
 
 function emptyModel() {
-  return { state: "none", progress: 0, message: "", seq: 0, url: "", password: "", log: [] };
+  return { state: "none", progress: 0, message: "", seq: 0, url: "", password: "", log: [], run: 0, runStarted: "",
+    estimate: null };
+}
+
+function readPreference() {
+  try {
+    return localStorage.getItem(AUTO_OPEN_KEY) === "1";
+  } catch {
+    return false; // storage refused (privacy mode): unchecked
+  }
 }
 
 export class WorkspacePanel {
@@ -30,6 +51,10 @@ export class WorkspacePanel {
     this.retryTimer = null;
     this.closed = false;
     this.authRetried = false;
+    this.skew = 0; // client clock minus server clock, from live events (for times "so far")
+    this.ticker = null;
+    this.lastAnnounced = "";
+    this.autoOpenedRun = null;
     this.onOnline = () => { if (this.wantSocket()) this.connect(); };
     window.addEventListener("online", this.onOnline);
     // The server is back: reconnect now rather than at the end of a backoff.
@@ -45,13 +70,15 @@ export class WorkspacePanel {
       const saved = JSON.parse(sessionStorage.getItem(this.storageKey) || "null");
       if (saved && Number.isInteger(saved.seq)) return { ...emptyModel(), ...saved, url: "", password: "" };
     } catch { /* start empty */ }
-    return emptyModel();
+    return { ...emptyModel(), state: "loading" }; // nothing known: the socket's first answer tells
   }
 
   save() {
-    const { state, progress, message, seq, log } = this.model;
-    // The IDE password is not persisted; it is fetched again after a reload.
-    sessionStorage.setItem(this.storageKey, JSON.stringify({ state, progress, message, seq, log }));
+    const { state, progress, message, seq, log, run, runStarted, estimate } = this.model;
+    if (state === "loading") return;
+    // The IDE password is not persisted; it comes again with the socket's snapshot.
+    sessionStorage.setItem(this.storageKey, JSON.stringify({ state, progress, message, seq, log, run, runStarted,
+      estimate }));
   }
 
   forget() {
@@ -71,7 +98,17 @@ export class WorkspacePanel {
     const model = this.model;
     if (snapshot.url) model.url = snapshot.url;
     if (snapshot.password) model.password = snapshot.password;
+    if ("estimate_seconds" in snapshot) model.estimate = snapshot.estimate_seconds;
     const seq = snapshot.seq;
+    if (fromSocket && model.state === "loading" && Number.isInteger(seq)) {
+      // A first look (nothing remembered): list from the current step, as the snapshot says it.
+      model.seq = seq;
+      if (!snapshot.internal) model.log = [this.entry(snapshot)];
+    }
+    if (Number.isInteger(snapshot.run) && (snapshot.run >= model.run || (Number.isInteger(seq) && seq >= model.seq))) {
+      model.run = snapshot.run;
+      model.runStarted = snapshot.run_started || model.runStarted;
+    }
     if (Number.isInteger(seq)) {
       if (fromSocket && seq < model.seq) {
         // The server numbers from lower than we remember: another workspace
@@ -90,19 +127,37 @@ export class WorkspacePanel {
     if (model.state === "deleted") this.workspaceGone(model.message);
   }
 
+  /** What the step list keeps of an event (or of a first snapshot). */
+  entry(event) {
+    const { seq, run, state, progress, message, at, step, kind, internal } = event;
+    return { seq, run, state, progress, message, at, step, kind, internal };
+  }
+
   /** One event from the log; ignored if already shown (seq <= last seq). */
   applyEvent(event) {
     const model = this.model;
     if (!Number.isInteger(event.seq) || event.seq <= model.seq) return;
     model.seq = event.seq;
-    model.log.push({ seq: event.seq, state: event.state, progress: event.progress, message: event.message });
+    model.log.push(this.entry(event));
     if (model.log.length > MAX_LOG) model.log.splice(0, model.log.length - MAX_LOG);
     const previous = model.state;
-    if (event.seq > this.snapshotSeq) this.setState(event.state, event.progress, event.message);
+    if (event.seq > this.snapshotSeq) {
+      const lag = Date.now() - Date.parse(event.at); // live: sent a moment ago
+      if (Number.isFinite(lag) && Math.abs(lag) < 60000) this.skew = lag;
+      if (Number.isInteger(event.run) && event.run !== model.run) [model.run, model.runStarted] = [event.run, event.at];
+      this.setState(event.state, event.progress, event.message);
+    }
     this.save();
     this.render();
     // Events carry no URL or password: fetch them when the IDE comes up (its port may be new).
-    if (model.state === "running" && (previous !== "running" || !model.url)) this.refreshDetails();
+    if (model.state === "running" && (previous !== "running" || !model.url)) {
+      this.refreshDetails().then(() => {
+        if (previous === "provisioning" && this.autoOpen.checked && this.autoOpenedRun !== model.run) {
+          this.autoOpenedRun = model.run;
+          this.openIde(null, { auto: true });
+        }
+      });
+    }
     if (model.state === "deleted") this.workspaceGone(model.message);
   }
 
@@ -131,20 +186,9 @@ export class WorkspacePanel {
   }
 
   // -- REST actions ---------------------------------------------------------------
-  async load() {
-    try {
-      const workspace = await api("/api/users/workspace/");
-      // Nothing remembered (first visit in this tab): start from the current step.
-      if (!this.model.seq && Number.isInteger(workspace.seq)) this.model.seq = workspace.seq - 1;
-      this.applySnapshot(workspace);
-      this.connect();
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 404) {
-        this.workspaceGone();
-      } else {
-        this.showError(error, () => this.load());
-      }
-    }
+  /** The socket's snapshot (or its 4404) says what there is. */
+  load() {
+    this.connect();
   }
 
   async refreshDetails() {
@@ -188,10 +232,17 @@ export class WorkspacePanel {
    * the request (a popup blocker allows it only within the click) and cut
    * from this page (`opener = null`) before it leaves for the workspace.
    */
-  async openIde(event) {
+  async openIde(event, { auto = false } = {}) {
     event?.preventDefault();
     const tab = window.open("", "_blank");
     if (tab) tab.opener = null;
+    this.autoStatus.textContent = "";
+    if (!tab && auto) {
+      // Outside a click, a popup blocker may refuse: say so rather than leave this page.
+      this.autoStatus.textContent = "Your browser blocked opening the IDE by itself: use Open the IDE.";
+      this.link.focus();
+      return;
+    }
     this.clearError();
     try {
       const { url } = await api("/api/users/workspace/open/", { method: "POST" });
@@ -205,20 +256,30 @@ export class WorkspacePanel {
   }
 
   open() {
+    return this.act(() => this.create(), () => this.open());
+  }
+
+  /** Stop, then start again as a new run (its steps under their own heading). */
+  restart() {
     return this.act(async () => {
-      const workspace = await api("/api/users/workspace/create/", { method: "POST" });
-      const model = this.model;
-      if (Number.isInteger(workspace.seq)) {
-        // List this run's steps from its first event; older history is not replayed.
-        if (model.seq < workspace.seq - 1) model.seq = workspace.seq - 1;
-        // A newer answer than anything shown starts a fresh run: the bar
-        // starts from the server's value, not from the previous run's.
-        const newest = workspace.seq > Math.max(model.seq, this.snapshotSeq);
-        if (newest && workspace.state === "provisioning") model.state = "none";
-      }
-      this.applySnapshot(workspace);
-      if (!this.socket) this.connect();
-    }, () => this.open());
+      this.applySnapshot(await api("/api/users/workspace/stop/", { method: "POST" }));
+      await this.create({ skipHistory: false }); // the socket lists the stop's steps too
+    }, () => this.restart());
+  }
+
+  async create({ skipHistory = true } = {}) {
+    const workspace = await api("/api/users/workspace/create/", { method: "POST" });
+    const model = this.model;
+    if (Number.isInteger(workspace.seq)) {
+      // List this run's steps from its first event; older history is not replayed.
+      if (skipHistory && model.seq < workspace.seq - 1) model.seq = workspace.seq - 1;
+      // A newer answer than anything shown starts a fresh run: the bar
+      // starts from the server's value, not from the previous run's.
+      const newest = workspace.seq > Math.max(model.seq, this.snapshotSeq);
+      if (newest && workspace.state === "provisioning") model.state = "none";
+    }
+    this.applySnapshot(workspace);
+    if (!this.socket) this.connect();
   }
 
   stop() {
@@ -260,7 +321,9 @@ export class WorkspacePanel {
     this.closeSocket(); // another connect() may have run meanwhile
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     // The token goes in the first message, never in the URL (URLs end up in logs).
-    const socket = new WebSocket(`${scheme}//${location.host}/api/users/workspace/status/?after=${this.model.seq}`);
+    // A first look asks for no replay: the snapshot is the current step.
+    const after = this.model.state === "loading" ? "" : `?after=${this.model.seq}`;
+    const socket = new WebSocket(`${scheme}//${location.host}/api/users/workspace/status/${after}`);
     this.socket = socket;
     socket.addEventListener("open", () => socket.send(JSON.stringify({ type: "auth", token })));
     socket.addEventListener("message", (message) => {
@@ -276,6 +339,7 @@ export class WorkspacePanel {
       this.setLive(true);
       if (data.type === "snapshot") this.applySnapshot(data, { fromSocket: true });
       else if (data.type === "event") this.applyEvent(data);
+      this.element.dispatchEvent(new CustomEvent("workspace-message", { detail: data })); // for add-ons
     });
     socket.addEventListener("close", (event) => this.onClose(socket, event));
   }
@@ -321,6 +385,7 @@ export class WorkspacePanel {
   destroy() {
     this.closed = true;
     clearTimeout(this.retryTimer);
+    clearInterval(this.ticker);
     window.removeEventListener("online", this.onOnline);
     this.offConnection();
     this.closeSocket();
@@ -330,16 +395,19 @@ export class WorkspacePanel {
   build() {
     this.stateText = h("span", { id: "ws-state", class: "state-pill" });
     this.liveText = h("span", { id: "ws-live", class: "live", hidden: true }, "Reconnecting…");
+    // The one live region: present from the start, written only when its text changes.
+    this.announcer = h("p", { id: "ws-announce", class: "visually-hidden", role: "status", "aria-live": "polite" });
     this.fill = h("div", { class: "progress-fill" });
     this.bar = h("div", { id: "ws-progress", class: "progress", role: "progressbar", "aria-valuemin": "0",
       "aria-valuemax": "100", "aria-valuenow": "0", "aria-labelledby": "ws-progress-label" }, this.fill);
     this.percent = h("span", { id: "ws-percent" }, "0%");
-    this.message = h("p", { id: "ws-message", class: "step", "aria-live": "polite" });
+    this.message = h("p", { id: "ws-message", class: "step" });
+    this.timeText = h("p", { id: "ws-time", class: "hint" });
     this.progressBox = h("div", { class: "progress-box" },
       h("div", { class: "progress-head" }, h("span", { id: "ws-progress-label" }, "Progress"), this.percent),
-      this.bar, this.message);
-    this.logList = h("ol", { id: "ws-log", class: "steps" });
-    this.logBox = h("details", { class: "log" }, h("summary", {}, "Steps"), this.logList);
+      this.bar, this.message, this.timeText);
+    this.logList = h("div", { id: "ws-log", class: "runs" });
+    this.logBox = h("details", { class: "log", open: true }, h("summary", {}, "Steps"), this.logList);
     this.errorText = h("p", { id: "ws-error-text" });
     this.retryButton = h("button", { type: "button", id: "ws-retry" }, "Try again");
     this.errorBox = h("div", { id: "ws-error", class: "error-box", role: "alert", hidden: true },
@@ -352,34 +420,44 @@ export class WorkspacePanel {
       onclick: () => this.togglePassword() }, "Show");
     this.copyButton = h("button", { type: "button", id: "ws-copy", onclick: () => this.copyPassword() }, "Copy");
     this.copyStatus = h("span", { id: "ws-copy-status", role: "status", class: "hint" });
+    this.autoStatus = h("p", { id: "ws-auto-status", class: "hint" });
     this.runningBox = h("div", { id: "ws-running", class: "running-box", hidden: true },
-      h("p", {}, this.link, " ", h("span", { class: "hint", id: "ws-url" })),
+      h("p", {}, this.link, " ", h("span", { class: "hint", id: "ws-url" })), this.autoStatus,
       h("div", { class: "field" }, h("label", { for: "ws-password" }, "IDE password"),
         h("div", { class: "inline" }, this.password, this.showButton, this.copyButton), this.copyStatus));
     this.openButton = h("button", { type: "button", id: "ws-open", class: "primary", onclick: () => this.open() },
       "Open my workspace");
+    this.restartButton = h("button", { type: "button", id: "ws-restart", onclick: () => this.restart() }, "Restart");
     this.stopButton = h("button", { type: "button", id: "ws-stop", onclick: () => this.stop() }, "Stop");
     this.deleteButton = h("button", { type: "button", id: "ws-delete", class: "danger", onclick: () => this.remove() },
       "Delete");
-    this.actions = h("div", { class: "actions" }, this.openButton, this.stopButton, this.deleteButton);
+    this.actions = h("div", { class: "actions" }, this.openButton, this.restartButton, this.stopButton,
+      this.deleteButton);
+    this.autoOpen = h("input", { type: "checkbox", id: "ws-auto-open", checked: readPreference(),
+      onchange: () => this.rememberAutoOpen() });
+    this.autoOpenBox = h("div", { class: "check" }, this.autoOpen,
+      h("label", { for: "ws-auto-open" }, "Open the IDE in a new tab when it is ready"));
     this.notice = h("p", { id: "ws-notice", class: "notice", role: "status" });
     return h("section", { class: "card workspace", id: "workspace", "aria-labelledby": "ws-title" },
-      h("div", { class: "panel-head" }, this.heading = h("h2", { id: "ws-title", tabindex: "-1" }, "Your workspace"), this.stateText, this.liveText),
+      h("div", { class: "panel-head" }, this.heading = h("h2", { id: "ws-title", tabindex: "-1" }, "Your workspace"),
+        this.stateText, this.liveText),
       h("p", { class: "hint" }, "A browser IDE (VS Code) with Python, Node.js, Java and C/C++, kept for you."),
-      this.notice, this.progressBox, this.runningBox, this.errorBox, this.actions, this.logBox);
+      this.announcer, this.notice, this.progressBox, this.runningBox, this.errorBox, this.actions, this.autoOpenBox,
+      this.logBox);
+  }
+
+  rememberAutoOpen() {
+    try {
+      localStorage.setItem(AUTO_OPEN_KEY, this.autoOpen.checked ? "1" : "0");
+    } catch { /* not remembered; it still applies in this tab */ }
   }
 
   render() {
-    const { state, progress, message, url, password, log } = this.model;
+    const { state, message, url, password, log } = this.model;
     this.element.dataset.state = state;
     this.stateText.textContent = LABELS[state] || state;
-    const showProgress = ["provisioning", "running", "failed", "stopping", "deleting"].includes(state);
-    this.progressBox.hidden = !showProgress;
-    this.bar.setAttribute("aria-valuenow", String(progress));
-    this.bar.setAttribute("aria-valuetext", message ? `${progress}%: ${message}` : `${progress}%`);
-    this.bar.classList.toggle("failed", state === "failed");
-    this.fill.style.width = `${progress}%`;
-    this.percent.textContent = `${progress}%`;
+    this.progressBox.hidden = !["provisioning", "running", "failed", "stopping", "deleting"].includes(state);
+    this.renderBar();
     this.message.textContent = message || "";
     this.message.hidden = state === "failed"; // the error box says it, with "Try again"
     const running = state === "running" && Boolean(url);
@@ -390,22 +468,67 @@ export class WorkspacePanel {
       this.password.value = password || "";
     }
     if (state === "failed" && this.errorBox.dataset.kind !== "request") {
-      this.showError(new Error(message || "The workspace could not be started."), () => this.open(), "state");
+      this.showError(new Error(message || "Your workspace could not start. Try again."), () => this.open(), "state");
     } else if (state !== "failed" && this.errorBox.dataset.kind === "state") {
       this.clearError();
     }
-    this.openButton.hidden = !["none", "stopped", "failed"].includes(state);
+    this.openButton.hidden = !["none", "stopped"].includes(state); // failed: the error box has "Try again"
     this.openButton.textContent = state === "stopped" ? "Start my workspace" : "Open my workspace";
-    if (state === "failed") this.openButton.hidden = true; // the error box has "Try again"
+    this.restartButton.hidden = state !== "running";
     this.stopButton.hidden = state !== "running";
     this.deleteButton.hidden = !["running", "stopped", "failed"].includes(state);
-    this.logList.replaceChildren(...log.map((entry) => h("li", { dataset: { seq: String(entry.seq) } },
-      `${entry.message || LABELS[entry.state] || entry.state}`)));
-    this.logBox.hidden = log.length === 0;
+    this.autoOpenBox.hidden = ["loading", "deleting"].includes(state);
+    this.logList.replaceChildren(...stepList(log, state, this.serverNow()));
+    this.logBox.hidden = log.filter((entry) => !entry.internal).length === 0;
     this.notice.hidden = state !== "none" || !this.notice.textContent;
+    this.timeText.textContent = timeLine(this.model, this.serverNow());
+    this.timeText.hidden = !this.timeText.textContent;
+    this.announce(announcement(this.model));
+    // Times "so far" move every second while something is under way.
+    if (ACTIVE.includes(state) && !this.ticker) this.ticker = setInterval(() => this.tick(), 1000);
+    else if (!ACTIVE.includes(state) && this.ticker) this.ticker = clearInterval(this.ticker) || null;
+  }
+
+  /** The bar: a value while starting; "indeterminate" (no value) while stopping or deleting. */
+  renderBar() {
+    const { state, progress, message } = this.model;
+    const indeterminate = state === "stopping" || state === "deleting";
+    this.bar.classList.toggle("indeterminate", indeterminate);
+    this.bar.classList.toggle("failed", state === "failed");
+    if (indeterminate) {
+      this.bar.removeAttribute("aria-valuenow"); // ARIA: a progressbar without a value is indeterminate
+      this.bar.setAttribute("aria-valuetext", message || LABELS[state]);
+      this.fill.style.width = "";
+      this.percent.textContent = `${LABELS[state]}…`;
+      return;
+    }
+    this.bar.setAttribute("aria-valuenow", String(progress));
+    this.bar.setAttribute("aria-valuetext", message ? `${progress}%: ${message}` : `${progress}%`);
+    this.fill.style.width = `${progress}%`;
+    this.percent.textContent = `${progress}%`;
+  }
+
+  tick() {
+    const now = this.serverNow();
+    this.timeText.textContent = timeLine(this.model, now);
+    for (const span of this.logList.querySelectorAll(".duration[data-from]")) {
+      span.textContent = ` · ${duration(now - Date.parse(span.dataset.from))} so far`;
+    }
+  }
+
+  serverNow() {
+    return Date.now() - this.skew;
+  }
+
+  /** Write the live region only with new text (and only once it is in the page). */
+  announce(text) {
+    if (!text || text === this.lastAnnounced) return;
+    this.lastAnnounced = text;
+    if (this.element.isConnected) this.announcer.textContent = text;
   }
 
   setLive(live) {
+    if (!live && this.liveText.hidden) this.announce("Reconnecting");
     this.liveText.hidden = live;
   }
 
