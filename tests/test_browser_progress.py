@@ -102,6 +102,8 @@ async def test_a_new_students_dashboard_asks_no_404_and_announces_each_state_onc
     assert announced[0].startswith("Starting: "), announced
     assert len(announced) == len(set(announced)), announced  # each distinct text written once
     # Steps name what happens in the student's words, with a duration each, under "Start 1 · hh:mm:ss".
+    # (A fast start's snapshot may say "running" before the replayed steps are listed.)
+    await page.locator(".run-title", has_text="ready in").wait_for()
     titles = await run_titles(tab)
     assert len(titles) == 1 and re.fullmatch(r"Start 1 · \d\d?:\d\d:\d\d( [AP]M)? · ready in [\d.]+ s", titles[0]), titles
     steps = await page.eval_on_selector_all("#ws-log li", "els => els.map(e => e.textContent)")

@@ -26,6 +26,8 @@ function clock(at) {
 }
 
 const ms = (at) => Date.parse(at);
+// A failure's first sentence says what happened; what to do is in the error box.
+const firstSentence = (text = "") => (text.match(/^.*?\.(?=\s|$)/) || [text])[0];
 const ACTIVE = ["provisioning", "stopping", "deleting"];
 
 /** Log entries (oldest first) grouped by run: [{run, entries}], internal ones left out.
@@ -67,7 +69,7 @@ export function stepList(log, state, now) {
       }
       const seqs = (entry.seqs || [entry.seq]).join(" ");
       return h("li", { dataset: { seq: String(entry.seq), seqs, step: entry.step || entry.state } },
-        h("span", {}, entry.message || entry.state), time);
+        h("span", {}, entry.kind === "failure" ? firstSentence(entry.message) : entry.message || entry.state), time);
     });
     const ready = group.entries.find((entry) => entry.state === "running");
     const title = `Start ${group.run ?? "?"} · ${clock(first.at)}`
