@@ -190,8 +190,8 @@ def admin_workspace_model(doc: dict, owner: Optional[dict]) -> dict:
 
 def event_model(event: dict) -> dict:
     return {"seq": event["seq"], "state": event["state"], "progress": event.get("progress", 0),
-            "message": event.get("message", ""), "at": event.get("at"), "run": event.get("run"),
-            **{key: event[key] for key in ("kind", "reason", "detail") if key in event}}
+            "message": event.get("message", ""), "at": event.get("at"),
+            **{key: event[key] for key in ("run", "kind", "reason", "detail") if key in event}}
 
 
 def student_model(user: dict, workspace: Optional[dict]) -> dict:

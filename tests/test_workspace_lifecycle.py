@@ -155,8 +155,12 @@ async def test_failing_and_never_ready_workspaces_fail_with_the_message_then_ret
     assert f"reference ws-{uid}-2." in failed["message"] and "port" not in failed["message"]
     assert (await http.get(WORKSPACE, headers=auth(user))).json()["message"] == failed["message"]
     backend.never_ready = False
+    assert failed["estimate_seconds"] is None  # no successful start on this server yet
     running = await http.post(CREATE, headers=auth(user), json={"wait": True})
     assert running.status_code == 201 and running.json()["state"] == "running"  # a failed one is made again
+    # One success: the estimate is its duration (the median of the recent ones).
+    estimate = (await http.get(WORKSPACE, headers=auth(user))).json()["estimate_seconds"]
+    assert estimate == round(server.services.workspaces.provision_seconds[-1], 1)
 
 
 async def test_a_port_taken_outside_moves_the_workspace_to_another(server, http):
