@@ -149,9 +149,14 @@ async def test_failing_and_never_ready_workspaces_fail_with_the_message_then_ret
     doc = await server.services.workspaces.find(uid)
     event = await server.db.workspace_events.find_one({"workspace_id": doc["_id"], "seq": doc["seq"]})
     assert (event["kind"], event["detail"], event["run"]) == ("failure", backend.fail_with, 1)
+    socket = await Socket.open(server, token=user["access"])
+    snapshot = await socket.receive()
+    assert (snapshot["kind"], snapshot["step"], snapshot["message"]) == ("failure", "container", failed["message"])
+    assert "detail" not in snapshot  # the operator's text never reaches a student's socket
+    socket.close()
     backend.fail_with, backend.never_ready = None, True
     failed = (await http.post(CREATE, headers=auth(user), json={"wait": True})).json()
-    assert failed["state"] == "failed" and "its IDE did not answer in time" in failed["message"]
+    assert failed["state"] == "failed" and "its IDE did not start." in failed["message"]
     assert f"reference ws-{uid}-2." in failed["message"] and "port" not in failed["message"]
     assert (await http.get(WORKSPACE, headers=auth(user))).json()["message"] == failed["message"]
     backend.never_ready = False
@@ -176,7 +181,8 @@ async def test_a_port_taken_outside_moves_the_workspace_to_another(server, http)
 
 
 @pytest.mark.parametrize("event, state, reason, message, detail", [
-    ("die", "stopped", "died", "Your workspace stopped unexpectedly.", "The workspace container stopped (exit code 137)."),
+    ("die", "stopped", "died", "Your workspace stopped unexpectedly.",
+     "The workspace container stopped (exit code 137)."),
     ("oom", "failed", "oom", "Your workspace ran out of memory and was stopped.",
      "The workspace ran out of memory (limit 2g) and was stopped."),
     ("vanish", "stopped", "died", "Your workspace stopped unexpectedly.",

@@ -166,7 +166,8 @@ async def test_a_missing_image_is_pulled_with_progress_that_never_goes_backwards
     assert not any(image in m or repository in m for m in messages), messages  # the student's words only
     progress = [e["progress"] for e in events]
     assert progress == sorted(progress) and progress[-1] == 100
-    pulling = [(e["progress"], m) for e, m in zip(events, messages) if m.startswith("Downloading the workspace software")]
+    pulling = [(e["progress"], m) for e, m in zip(events, messages)
+               if m.startswith("Downloading the workspace software")]
     assert pulling[0] == (10, "Downloading the workspace software"), messages
     assert all(e["step"] == "download" for e in events if e["message"] in dict(pulling).values())
     percents = [int(message.rsplit(" ", 1)[1].rstrip("%")) for _, message in pulling[1:]]

@@ -13,7 +13,7 @@ START_FAILED = {
     "image": "Your workspace could not start: its software could not be prepared.",
     "volume": "Your workspace could not start: the storage for your files could not be prepared.",
     "container": "Your workspace could not start: its container did not start.",
-    "ide": "Your workspace could not start: its IDE did not answer in time.",
+    "ide": "Your workspace could not start: its IDE did not start.",
     "engine": "Your workspace could not start: the workspace service stopped answering.",
     "internal": "Your workspace could not start because of an error on the server.",
 }

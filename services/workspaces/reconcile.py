@@ -124,9 +124,10 @@ class Reconciler:
                 return  # launched by this process a moment ago
             # A new run number supersedes the interrupted one, should its process still be alive;
             # it keeps its port (launch finds one if it has none).
-            doc = await change(doc, "step", "Resuming after a server restart", when=same_run(doc), note=messages.step("resume"),
-                               fields={"worker": self.lifecycle.worker, "run": doc.get("run", 0) + 1,
-                                       "reserved": doc.get("run", 0) + 1})
+            run = doc.get("run", 0) + 1
+            doc = await change(doc, "step", "Resuming after a server restart", when=same_run(doc),
+                               note=messages.step("resume"),
+                               fields={"worker": self.lifecycle.worker, "run": run, "reserved": run})
             if doc is not None:
                 self.provisioner.launch(doc)
         elif state == State.RUNNING and not running:
@@ -137,7 +138,8 @@ class Reconciler:
             fields = {"container_id": instance.ref}
             if instance.endpoint is not None:
                 fields["endpoint"] = instance.endpoint.as_dict()
-            await change(doc, "adopt", doc["message"], fields=fields, note=messages.internal("Workspace container adopted"))
+            await change(doc, "adopt", doc["message"], fields=fields,
+                         note=messages.internal("Workspace container adopted"))
         elif state in (State.STOPPED, State.FAILED) and running:
             await self.backend.stop(instance.ref)  # the document says it should not run
         elif state == State.STOPPING:
