@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from tests.conftest import ARTIFACTS, register, unique_email
-from tests.test_browser import (PASSWORD, Tab, browser, docker_servers, log_in, open_tab,  # noqa: F401
-                                progress, shown_seqs)
+from tests.test_browser import (PASSWORD, SLOW_START, Tab, browser, docker_servers, log_in,  # noqa: F401
+                                open_tab, progress, shown_seqs)
 
 pytestmark = pytest.mark.browser
 DESKTOP = {"width": 1280, "height": 800}
@@ -206,7 +206,8 @@ async def test_stopping_is_indeterminate_and_the_estimate_shows_on_the_next_star
 
 @pytest.mark.docker
 async def test_restart_and_the_remembered_auto_open_on_real_docker(docker_servers, open_tab) -> None:
-    server = await docker_servers.start()
+    # The IDE answers after 4 s: the wait for it shows its limit and a moving "so far".
+    server = await docker_servers.start(workspace_cmd=SLOW_START, workspace_ready_timeout="30")
     tab, user, seen = await student(server, open_tab)
     page = tab.page
     box = page.get_by_label("Open the IDE in a new tab when it is ready")
@@ -220,6 +221,15 @@ async def test_restart_and_the_remembered_auto_open_on_real_docker(docker_server
     port = server.url.rsplit(":", 1)[1]
     async with tab.context.expect_page(timeout=30000) as opened:
         await page.get_by_role("button", name="Open my workspace").click()
+        waiting = page.locator("#ws-log li", has_text="Waiting for the IDE to answer (up to 30 s)")
+        await waiting.locator(".duration[data-from]").wait_for()
+        first = await waiting.text_content()
+        await page.wait_for_function("(old) => [...document.querySelectorAll('#ws-log li')].some(li => "
+                                     "li.textContent.startsWith('Waiting for the IDE') && li.textContent !== old "
+                                     "&& li.textContent.endsWith('so far'))", arg=first)
+        assert re.fullmatch(r"Elapsed [\d.]+ s · waited [\d.]+ s for the IDE of up to 30 s( · .*)?",
+                            await page.text_content("#ws-time"))
+        await shot(tab, "waiting-for-ide-desktop")
     ide = await opened.value
     await ide.wait_for_url(f"http://ws-{user['user']['id']}.localhost:{port}/")
     assert "apranova test workspace" in await ide.content()

@@ -80,10 +80,16 @@ export function stepList(log, state, now) {
 }
 
 /** Under the bar while provisioning: elapsed, and the estimate from recent starts. */
-export function timeLine({ state, runStarted, estimate }, now) {
+export function timeLine({ state, runStarted, estimate, log = [] }, now) {
   if (state !== "provisioning" || !runStarted) return "";
   const elapsed = (now - ms(runStarted)) / 1000;
   const parts = [`Elapsed ${duration(elapsed * 1000)}`];
+  const last = log[log.length - 1];
+  if (last && last.step === "ide" && last.state === "provisioning") {
+    // The long wait of a cold IDE: how long so far, against the server's limit (in the step's text).
+    const limit = (last.message || "").match(/\(up to ([^)]+)\)/);
+    parts.push(`waited ${duration(now - ms(last.at))} for the IDE${limit ? ` of up to ${limit[1]}` : ""}`);
+  }
   if (Number.isFinite(estimate) && estimate >= 0) {
     parts.push(elapsed > 2 * estimate + 5 ? `taking longer than usual (usually ready in ${about(estimate)})`
       : `usually ready in ${about(estimate)}`);

@@ -20,6 +20,7 @@ import { WorkspaceView } from "./workspace-view.js";
 
 const MAX_LOG = 50;
 const MAX_BACKOFF_MS = 15000;
+
 function emptyModel() {
   return { state: "none", progress: 0, message: "", seq: 0, url: "", password: "", log: [], run: 0, runStarted: "",
     estimate: null };
