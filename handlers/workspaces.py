@@ -38,7 +38,8 @@ class WorkspaceBase(APIHandler):
 
     def render(self, doc: dict, msg: str | None = None, status: int = 200) -> None:
         workspaces = self.services.workspaces
-        self.send(workspace_model(doc, workspaces.address(doc), workspaces.password(doc), msg), status)
+        self.send(workspace_model(doc, workspaces.address(doc), workspaces.password(doc), msg,
+                                  workspaces.estimate()), status)
 
 
 class CreateWorkspaceHandler(WorkspaceBase):
@@ -112,9 +113,14 @@ message `{"type": "auth", "token": "<access token>"}`. The token never goes in t
 of the allowed origins (or this server's own).
 
 **Server messages** (JSON text frames):
-- first `{"type": "snapshot", "state", "progress", "url", "port", "password", "seq", "message", "at"}`;
+- first `{"type": "snapshot", "state", "progress", "url", "port", "password", "seq", "message", "at", "run",
+  "run_started", "estimate_seconds"}` (`estimate_seconds`: the median of this server's recent successful
+  starts, or null);
 - then every persisted event after `?after=<seq>` (none without it), then live events as they happen:
-  `{"type": "event", "seq", "state", "progress" (0-100), "message", "at"}`. `seq` increases by one per
+  `{"type": "event", "seq", "state", "progress" (0-100), "message", "at", "run"}`, with the change's
+  `kind` (step, warning, failure, info), `step` (a short id), `reason`, `stop_at` and `internal` (true: a
+  step students need not see) when it has them. `message` is always written for the student; the
+  operator's detail is in the admin API's event history. `seq` increases by one per
   event, so a client that reconnects with `after=<last seq it saw>` loses and duplicates nothing.
 - `state` is one of provisioning, running, stopping, stopped, failed, deleting; pull progress never goes
   backwards. The server pings every 20 s.
@@ -213,7 +219,8 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
         the client's `after`): replayed, then live, each event once."""
         workspaces = self.workspaces
         doc = await workspaces.snapshot(doc["_id"]) or doc
-        await self.write_message(snapshot_message(doc, workspaces.address(doc), workspaces.password(doc)))
+        await self.write_message(snapshot_message(doc, workspaces.address(doc), workspaces.password(doc),
+                                                  workspaces.estimate()))
         start = doc["seq"] if after is None else min(after, doc["seq"])
         try:
             async with contextlib.aclosing(workspaces.subscribe(doc["_id"], start)) as events:

@@ -118,6 +118,10 @@ class WorkspaceEventOut(ResponseModel):
     progress: int
     message: str
     at: Optional[str] = None
+    run: Optional[int] = None  # the provisioning run (the student's reference is ws-<user id>-<run>)
+    kind: Optional[str] = None
+    reason: Optional[str] = None
+    detail: Optional[str] = None  # the operator's text (engine errors, ports, image names); never a student's
 
 
 class WorkspaceEventPage(ResponseModel):
@@ -190,7 +194,8 @@ def admin_workspace_model(doc: dict, owner: Optional[dict]) -> dict:
 
 def event_model(event: dict) -> dict:
     return {"seq": event["seq"], "state": event["state"], "progress": event.get("progress", 0),
-            "message": event.get("message", ""), "at": event.get("at")}
+            "message": event.get("message", ""), "at": event.get("at"),
+            **{key: event[key] for key in ("run", "kind", "reason", "detail") if key in event}}
 
 
 def student_model(user: dict, workspace: Optional[dict]) -> dict:

@@ -27,6 +27,11 @@ class WorkspaceOut(ResponseModel):
     message: str
     created_at: str
     updated_at: str
+    # Additive: the median seconds of this server's recent successful
+    # starts (null before the first), for "usually ready in about N s".
+    estimate_seconds: Optional[float] = None
+    run: Optional[int] = None  # the provisioning run (additive; events carry it too)
+    run_started: Optional[str] = None  # when that run began (additive), for the elapsed time
 
 
 class WorkspaceCreatedOut(WorkspaceOut):
@@ -39,21 +44,24 @@ class WorkspaceDeletedOut(ResponseModel):
 
 
 def workspace_model(doc: dict, address: tuple[Optional[str], Optional[int]], password: str,
-                    msg: Optional[str] = None) -> dict:
+                    msg: Optional[str] = None, estimate: Optional[float] = None) -> dict:
     url, port = address
     body = {"url": url, "port": port, "status": doc["state"], "state": doc["state"],
             "progress": doc["progress"], "seq": doc["seq"], "password": password,
-            "message": doc["message"], "created_at": doc["created_at"], "updated_at": doc["updated_at"]}
+            "message": doc["message"], "created_at": doc["created_at"], "updated_at": doc["updated_at"],
+            "estimate_seconds": estimate, "run": doc.get("run", 1), "run_started": doc.get("provision_started")}
     if msg is not None:
         body["msg"] = msg
     return body
 
 
-def snapshot_message(doc: dict, address: tuple[Optional[str], Optional[int]], password: str) -> dict:
+def snapshot_message(doc: dict, address: tuple[Optional[str], Optional[int]], password: str,
+                     estimate: Optional[float] = None) -> dict:
     url, port = address
     return {"type": "snapshot", "state": doc["state"], "progress": doc["progress"], "url": url,
             "port": port, "password": password, "seq": doc["seq"], "message": doc["message"],
-            "at": doc["updated_at"], "run": doc.get("run", 1),
+            "at": doc["updated_at"], "run": doc.get("run", 1), "estimate_seconds": estimate,
+            "run_started": doc.get("provision_started"),
             **{key: value for key, value in (doc.get("note") or {}).items() if key in STUDENT_NOTE_KEYS}}
 
 

@@ -644,7 +644,8 @@ async def test_failure_shows_the_server_message_and_retry_works(docker_servers, 
     doc = await server.db.workspaces.find_one({"owner_id": user["user"]["id"]})
     assert doc["state"] == "failed"
     assert doc["message"] in await error.text_content()
-    assert "exited while starting" in doc["message"]
+    assert doc["message"].startswith("Your workspace could not start") and "exit code" not in doc["message"]
+    assert "exited while starting" in doc["note"]["detail"]  # the operator's words stay off the page
     await tab.shot("workspace-failed")
 
     # The operator fixes the image's command; "Try again" now succeeds.

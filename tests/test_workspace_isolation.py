@@ -129,7 +129,9 @@ async def test_a_403_from_something_else_is_not_ready_and_statuses_are_a_setting
     async with httpx.AsyncClient(base_url=strict.url, timeout=60) as client:
         user = await register(client)
         body = (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()
-        assert body["state"] == "failed" and "did not answer" in body["message"] and "403" in body["message"], body
+        assert body["state"] == "failed" and "its IDE did not start." in body["message"], body
+        detail = (await strict.db.workspace_events.find_one({"kind": "failure"}))["detail"]
+        assert "did not answer" in detail and "403" in detail, detail  # the operator's words
     await servers.stop(strict)
     lenient = await servers.start(workspace_cmd=FORBIDS_ALL, workspace_ready_statuses="200,403")
     async with httpx.AsyncClient(base_url=lenient.url, timeout=60) as client:

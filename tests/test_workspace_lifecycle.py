@@ -140,13 +140,32 @@ async def test_failing_and_never_ready_workspaces_fail_with_the_message_then_ret
     user = await register(http)
     backend.fail_with = "Docker refused to create the workspace: no space left"
     failed = (await http.post(CREATE, headers=auth(user), json={"wait": True})).json()
-    assert failed["state"] == "failed" and failed["message"] == backend.fail_with
+    # Two audiences: the student reads what to do and a reference; the
+    # engine's words stay in the event log (the admin API's history).
+    uid = user["user"]["id"]
+    assert failed["state"] == "failed" and failed["message"] == (
+        "Your workspace could not start: its container did not start. Try again; if it fails again, tell your "
+        f"trainer: reference ws-{uid}-1.")
+    doc = await server.services.workspaces.find(uid)
+    event = await server.db.workspace_events.find_one({"workspace_id": doc["_id"], "seq": doc["seq"]})
+    assert (event["kind"], event["detail"], event["run"]) == ("failure", backend.fail_with, 1)
+    socket = await Socket.open(server, token=user["access"])
+    snapshot = await socket.receive()
+    assert (snapshot["kind"], snapshot["step"], snapshot["message"]) == ("failure", "container", failed["message"])
+    assert "detail" not in snapshot  # the operator's text never reaches a student's socket
+    socket.close()
     backend.fail_with, backend.never_ready = None, True
     failed = (await http.post(CREATE, headers=auth(user), json={"wait": True})).json()
-    assert failed["state"] == "failed" and "did not answer" in failed["message"]
+    assert failed["state"] == "failed" and "its IDE did not start." in failed["message"]
+    assert f"reference ws-{uid}-2." in failed["message"] and "port" not in failed["message"]
+    assert (await http.get(WORKSPACE, headers=auth(user))).json()["message"] == failed["message"]
     backend.never_ready = False
+    assert failed["estimate_seconds"] is None  # no successful start on this server yet
     running = await http.post(CREATE, headers=auth(user), json={"wait": True})
     assert running.status_code == 201 and running.json()["state"] == "running"  # a failed one is made again
+    # One success: the estimate is its duration (the median of the recent ones).
+    estimate = (await http.get(WORKSPACE, headers=auth(user))).json()["estimate_seconds"]
+    assert estimate == round(server.services.workspaces.provision_seconds[-1], 1)
 
 
 async def test_a_port_taken_outside_moves_the_workspace_to_another(server, http):
@@ -161,12 +180,15 @@ async def test_a_port_taken_outside_moves_the_workspace_to_another(server, http)
     assert backend.of((await server.services.workspaces.find(first["user"]["id"]))["_id"]).port == again["port"]
 
 
-@pytest.mark.parametrize("event, state, message", [
-    ("die", "stopped", "The workspace container stopped (exit code 137)."),
-    ("oom", "failed", "The workspace ran out of memory (limit 2g) and was stopped."),
-    ("vanish", "stopped", "The workspace container was removed outside ApraNova."),
+@pytest.mark.parametrize("event, state, reason, message, detail", [
+    ("die", "stopped", "died", "Your workspace stopped unexpectedly.",
+     "The workspace container stopped (exit code 137)."),
+    ("oom", "failed", "oom", "Your workspace ran out of memory and was stopped.",
+     "The workspace ran out of memory (limit 2g) and was stopped."),
+    ("vanish", "stopped", "died", "Your workspace stopped unexpectedly.",
+     "The workspace container was removed outside ApraNova."),
 ])
-async def test_engine_events_change_a_running_workspace(server, http, event, state, message):
+async def test_engine_events_change_a_running_workspace(server, http, event, state, reason, message, detail):
     user = await register(http)
     assert (await http.post(CREATE, headers=auth(user), json={"wait": True})).json()["state"] == "running"
     doc = await server.services.workspaces.find(user["user"]["id"])
@@ -174,7 +196,12 @@ async def test_engine_events_change_a_running_workspace(server, http, event, sta
     assert (await socket.receive())["type"] == "snapshot"
     getattr(server.services.workspaces.backend, event)(doc["_id"])
     seen = await socket.until(lambda m: m["state"] != "running", timeout=5)
-    assert (seen[-1]["state"], seen[-1]["message"]) == (state, message)
+    last = seen[-1]
+    assert (last["state"], last["kind"], last["reason"]) == (state, "failure", reason)
+    assert last["message"].startswith(message) and f"reference ws-{user['user']['id']}-1." in last["message"]
+    assert "detail" not in last and "exit code" not in last["message"] and "limit" not in last["message"]
+    logged = await server.db.workspace_events.find_one({"workspace_id": doc["_id"], "seq": last["seq"]})
+    assert logged["detail"] == detail  # the operator's words, in the event log only
     socket.close()
     assert (await http.post(CREATE, headers=auth(user), json={"wait": True})).json()["state"] == "running"
 
@@ -277,9 +304,15 @@ async def test_a_full_port_range_takes_the_port_of_the_longest_stopped(fake):
         taken = (await client.post(CREATE, headers=second)).json()
         assert taken["port"] == LOW and taken["url"] == f"http://localhost:{LOW}"
         gave_up = (await client.get(WORKSPACE, headers=first)).json()
-        assert gave_up["port"] is None and "new one when it starts" in gave_up["message"]
+        # Host ports are the operator's business: the student's text stays, the event log says why.
+        assert gave_up["port"] is None and gave_up["message"] == "Workspace stopped"
+        first_id = (await client.get("/api/users/profile/", headers=first)).json()["id"]
+        doc = await server.services.workspaces.find(first_id)
+        event = await server.db.workspace_events.find_one({"workspace_id": doc["_id"], "seq": doc["seq"]})
+        assert event["internal"] is True and "new one when it starts" in event["detail"]
         refused = (await client.post(CREATE, headers=first)).json()
-        assert refused["state"] == "failed" and "WORKSPACE_PORT_RANGE" in refused["message"]
+        assert refused["state"] == "failed" and "no room for another workspace" in refused["message"]
+        assert f"ws-{first_id}-" in refused["message"] and "WORKSPACE_PORT_RANGE" not in refused["message"]
 
 
 @pytest.mark.parametrize("value", ["%C2%B2", "9223372036854775808", "-1", "1e3"])

@@ -163,15 +163,20 @@ async def test_a_missing_image_is_pulled_with_progress_that_never_goes_backwards
             socket.close()
     messages = [e["message"] for e in events]
     assert events[-1]["state"] == "running", messages
+    assert not any(image in m or repository in m for m in messages), messages  # the student's words only
     progress = [e["progress"] for e in events]
     assert progress == sorted(progress) and progress[-1] == 100
-    pulling = [(e["progress"], m) for e, m in zip(events, messages) if m.startswith(f"Pulling the image {image}")]
-    assert pulling[0] == (10, f"Pulling the image {image}"), messages
+    pulling = [(e["progress"], m) for e, m in zip(events, messages)
+               if m.startswith("Downloading the workspace software")]
+    assert pulling[0] == (10, "Downloading the workspace software"), messages
+    assert all(e["step"] == "download" for e in events if e["message"] in dict(pulling).values())
     percents = [int(message.rsplit(" ", 1)[1].rstrip("%")) for _, message in pulling[1:]]
     assert percents and percents == sorted(percents) and all(0 < p <= 100 for p in percents), messages
     assert percents[0] < 100, messages  # the existing base layer does not count as the whole download
     assert all(10 < overall <= 70 for overall, _ in pulling[1:]), pulling
-    assert messages[messages.index(pulling[-1][1]) + 1] == "Image is available"
+    assert messages[messages.index(pulling[-1][1]) + 1] == "The workspace software is ready"
+    logged = [e async for e in server.db.workspace_events.find({"step": "download"}).sort("seq", 1)]
+    assert logged[0]["detail"] == f"Pulling the image {image}"  # the operator's detail names the image
     assert image_present(image)
     container = containers_of(servers.instance)
     assert docker("inspect", "-f", "{{.Config.Image}}", *container) == image
@@ -204,10 +209,10 @@ async def test_pull_policy_always_falls_back_to_the_local_copy_when_the_registry
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
         user = await register(client)
         body = (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()
-        events = [e async for e in server.db.workspace_events.find({}, {"message": 1}).sort("seq", 1)]
+        events = [e async for e in server.db.workspace_events.find({}, {"message": 1, "detail": 1}).sort("seq", 1)]
     assert body["state"] == "running", body
-    messages = [e["message"] for e in events]
-    assert messages.index(f"Pulling the image {image}") < messages.index("Image is available"), messages
+    messages = [e.get("detail", e["message"]) for e in events]
+    assert messages.index(f"Pulling the image {image}") < messages.index("The workspace software is ready"), messages
 
 
 async def test_an_image_the_registry_does_not_have_fails_with_a_message_naming_it(registry, servers):
@@ -217,8 +222,11 @@ async def test_an_image_the_registry_does_not_have_fails_with_a_message_naming_i
         user = await register(client)
         body = (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()
     assert body["state"] == "failed", body
-    assert body["message"].startswith(f"The workspace image {image} could not be pulled: ")
-    assert "not found" in body["message"]
+    assert body["message"].startswith("Your workspace could not start: its software could not be prepared.")
+    assert image not in body["message"]
+    failures = [e async for e in server.db.workspace_events.find({"kind": "failure"})]
+    assert failures and failures[-1]["detail"].startswith(f"The workspace image {image} could not be pulled: ")
+    assert "not found" in failures[-1]["detail"]
     assert containers_of(servers.instance) == [] and not image_present(image)
 
 

@@ -218,14 +218,24 @@ async def test_a_host_port_taken_outside_is_skipped(servers):
         holder.close()
 
 
+async def note_of(server, user) -> dict:
+    """The note of the user's workspace's latest change (a registration
+    answer or a profile response names the user)."""
+    uid = user.json()["id"] if hasattr(user, "json") else user["user"]["id"]
+    return (await server.db.workspaces.find_one({"owner_id": uid})).get("note") or {}
+
+
 async def test_missing_image_with_pull_policy_never_fails_with_a_message(servers):
     server = await servers.start(workspace_image="apranova/no-such-image:never", workspace_pull_policy="never")
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
         user = await register(client)
         response = await client.post(CREATE, headers=auth(user), json={"wait": True})
         body = response.json()
-        assert body["state"] == "failed" and "apranova/no-such-image:never" in body["message"]
-        assert "never" in body["message"]
+        # The student reads what to do; the image and the policy are the operator's detail.
+        assert body["state"] == "failed" and "its software could not be prepared" in body["message"]
+        assert "no-such-image" not in body["message"]
+        detail = (await note_of(server, user))["detail"]
+        assert "apranova/no-such-image:never" in detail and "'never'" in detail
         assert containers_of(servers.instance) == []
 
 
@@ -237,15 +247,17 @@ async def test_an_external_docker_kill_shows_up_within_two_seconds(ws_server, ht
     killed = time.monotonic()
     body = await wait_for_state(http, headers, {"stopped", "failed"}, timeout=2)
     assert time.monotonic() - killed < 2
-    assert body["state"] == "stopped" and "exit code 137" in body["message"]
+    assert body["state"] == "stopped" and body["message"].startswith("Your workspace stopped unexpectedly.")
+    note = await note_of(ws_server, user)
+    assert (note["reason"], note["detail"]) == ("died", "The workspace container stopped (exit code 137).")
     # and it can be started again
     assert (await http.post(CREATE, headers=headers, json={"wait": True})).json()["state"] == "running"
     docker("rm", "-f", f"{servers.instance}-ws-{user['user']['id']}")
     deadline = time.monotonic() + 2
-    while "removed" not in (body := (await http.get(WORKSPACE, headers=headers)).json())["message"]:
-        assert time.monotonic() < deadline, body
+    while "removed" not in (await note_of(ws_server, user)).get("detail", ""):
+        assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
-    assert body["state"] == "stopped"
+    assert (await http.get(WORKSPACE, headers=headers)).json()["state"] == "stopped"
 
 
 # Serves HTTP like the test image, and on a signal (a file appearing) makes
@@ -265,7 +277,11 @@ async def test_an_oom_kill_marks_the_workspace_failed_with_the_memory_message(se
         body = await wait_for_state(client, headers, {"stopped", "failed"}, timeout=10)
         assert inspect(name)["State"]["OOMKilled"] is True  # the kernel really killed it
         assert body["state"] == "failed", body
-        assert body["message"] == "The workspace ran out of memory (limit 16m) and was stopped."
+        assert body["message"].startswith("Your workspace ran out of memory and was stopped."), body
+        doc = await server.services.workspaces.find(user["user"]["id"])
+        event = await server.db.workspace_events.find_one({"workspace_id": doc["_id"], "seq": doc["seq"]})
+        assert event["reason"] == "oom"
+        assert event["detail"] == "The workspace ran out of memory (limit 16m) and was stopped."
         # Created again, it runs again (in a new container).
         again = (await client.post(CREATE, headers=headers, json={"wait": True})).json()
         assert again["state"] == "running", again
@@ -418,11 +434,13 @@ async def test_a_full_port_range_reclaims_the_port_of_the_longest_stopped_worksp
         assert await answers_http(port)
         gave_up = (await client.get(WORKSPACE, headers=first)).json()
         assert gave_up["state"] == "stopped" and gave_up["port"] is None and gave_up["url"] is None
-        assert "new one when it starts" in gave_up["message"]
+        assert gave_up["message"] == "Workspace stopped"  # host ports are the operator's business
+        assert "new one when it starts" in (await note_of(server, await client.get("/api/users/profile/",
+                                                                                   headers=first)))["detail"]
 
         # Nothing stopped to take from: a clear failure, and the running one is untouched.
         refused = (await client.post(CREATE, headers=first, json={"wait": True})).json()
-        assert refused["state"] == "failed" and "WORKSPACE_PORT_RANGE" in refused["message"], refused
+        assert refused["state"] == "failed" and "no room for another workspace" in refused["message"], refused
         assert (await client.get(WORKSPACE, headers=second)).json()["state"] == "running"
 
         # Once the second is stopped, the first takes the port back from it.

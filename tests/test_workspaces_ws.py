@@ -13,7 +13,8 @@ from tests.workspaces_helpers import Socket, open_websockets, refused_handshake,
 pytestmark = pytest.mark.docker
 CREATE, WORKSPACE, STOP = "/api/users/workspace/create/", "/api/users/workspace/", "/api/users/workspace/stop/"
 EVENT_KEYS = {"type", "seq", "state", "progress", "message", "at", "run"}
-SNAPSHOT_KEYS = {"type", "state", "progress", "url", "port", "password", "seq", "message", "at", "run"}
+SNAPSHOT_KEYS = {"type", "state", "progress", "url", "port", "password", "seq", "message", "at", "run", "run_started",
+                 "estimate_seconds"}
 NOTE_KEYS = {"kind", "reason", "stop_at", "step", "internal"}  # optional, per event
 
 

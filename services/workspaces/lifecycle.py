@@ -113,7 +113,8 @@ class Lifecycle:
         doc = {"_id": uuid.uuid4().hex, "owner_id": owner_id, "state": P.value, "progress": 0, "version": 1,
                "seq": 1, "message": "Workspace requested", "password_salt": secrets.token_urlsafe(12),
                "run": 1, "worker": self.worker, "provision_started": now, "container_id": None,
-               "image": image, "created_at": now, "updated_at": now, "last_activity": now}
+               "image": image, "created_at": now, "updated_at": now, "last_activity": now,
+               "note": {"kind": "step", "step": "requested"}}
         if not await self.store.insert(doc):
             return None
         self.events.publish(doc)
@@ -128,4 +129,5 @@ class Lifecycle:
             fields.update(password_salt=secrets.token_urlsafe(12), created_at=utcnow())
             unset += ("password",)
         message = "Starting the workspace again" if doc["state"] == S else "Workspace requested"
-        return await self.change(doc, "provision", message, progress=0, fields=fields, unset=unset)
+        return await self.change(doc, "provision", message, progress=0, fields=fields, unset=unset,
+                                 note={"kind": "step", "step": "requested"})

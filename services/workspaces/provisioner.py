@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Callable, Iterable
 from pymongo.errors import DuplicateKeyError
 
 from services.settings import Settings
+from services.workspaces import messages
 from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Launched, WorkspaceSpec
 from services.workspaces.lifecycle import Lifecycle, State, Superseded
 from services.workspaces.store import WorkspaceStore, ide_password
@@ -65,8 +66,10 @@ class RunPorts:
         for victim in await p.store.longest_settled([State.STOPPED, State.FAILED], low, high, self.doc["_id"]):
             if victim["_id"] in p.busy or victim["_id"] in p.tasks:
                 continue
-            message = "Its port was given to another workspace while it was stopped; it gets a new one when it starts."
-            if await p.lifecycle.change(victim, "release_port", message, unset=("port",),
+            # The student's text stays as it was: they need not know about host ports.
+            note = messages.internal("Its port was given to another workspace while it was stopped; it gets a "
+                                     "new one when it starts.")
+            if await p.lifecycle.change(victim, "release_port", victim["message"], unset=("port",), note=note,
                                         when=lambda d, port=victim["port"]: d.get("port") == port) is not None:
                 log.info("port %s reclaimed from stopped workspace %s", victim["port"], victim["_id"])
                 return victim["port"]
@@ -96,9 +99,11 @@ class Provisioner:
         finally:
             self.busy.discard(doc["_id"])
 
-    async def step(self, doc: dict, progress: int, message: str, **changes: Any) -> dict:
-        """One step of `doc`'s run; raises Superseded when that run is no
-        longer the current one."""
+    async def step(self, doc: dict, progress: int, message: str, name: str | None = None, **changes: Any) -> dict:
+        """One step of `doc`'s run (`name`: its short id for clients);
+        raises Superseded when that run is no longer the current one."""
+        if name is not None:
+            changes.setdefault("note", messages.step(name))
         new = await self.lifecycle.change(doc, "step", message, progress=progress, monotonic=True,
                                           when=same_run(doc), **changes)
         if new is None:
@@ -117,7 +122,7 @@ class Provisioner:
         except Superseded:
             return await self.store.get(doc["_id"]) or doc
         except BackendError as exc:
-            return await self.fail(doc, exc.message) or doc
+            return await self.fail(doc, "port", exc.message) or doc
         except BackendUnavailable:
             pass  # the run reports it
         self.launch(doc)
@@ -132,20 +137,25 @@ class Provisioner:
     async def _run(self, doc: dict) -> None:
         started = time.monotonic()
         launched: Launched | None = None
+        phase = "image"  # what a failure's student message names
         try:
             doc = await self._prepare_image(doc)  # first: making the storage may need the image
-            doc = await self.step(doc, 72, "Preparing the home volume")
+            phase = "volume"
+            doc = await self.step(doc, 72, "Preparing the storage for your files", "volume")
             await self.backend.ensure_storage(self.spec(doc))
-            doc = await self.step(doc, 74, "Creating the container", fields={"container_id": None})
+            phase = "container"
+            doc = await self.step(doc, 74, "Creating the container", "container", fields={"container_id": None})
             ports = RunPorts(self, doc)
             launched = await self.backend.launch(self.spec(doc), ports)
             fields: dict[str, Any] = {"container_id": launched.ref, "endpoint": launched.endpoint.as_dict()}
             if launched.port is not None:
                 fields["port"] = launched.port
-            doc = await self.step(ports.doc, 90, "Waiting for the IDE to answer", fields=fields)
+            phase = "ide"
+            doc = await self.step(ports.doc, 90, f"Waiting for the IDE to answer (up to {self._limit()})", "ide",
+                                  fields=fields)
             await self.backend.wait_ready(launched)
-            await self.lifecycle.change(doc, "ready", "Workspace is running", progress=100, when=same_run(doc)) \
-                or self._superseded()
+            await self.lifecycle.change(doc, "ready", "Workspace is running", progress=100, when=same_run(doc),
+                                        note=messages.step("running")) or self._superseded()
             self.provision_seconds.append(time.monotonic() - started)
             self.provisioned_total += 1
         except Superseded:
@@ -153,12 +163,29 @@ class Provisioner:
         except asyncio.CancelledError:
             raise  # shutdown: the next start's reconciliation finishes the run
         except BackendError as exc:
-            await self.fail(doc, exc.message)
+            await self.fail(doc, phase, exc.message)
         except BackendUnavailable:
-            await self.fail(doc, f"{self.backend.title} stopped answering while the workspace was being prepared.")
+            await self.fail(doc, "engine", f"{self.backend.title} stopped answering while the workspace was being "
+                                           f"prepared ({phase}).")
         except Exception:  # noqa: BLE001 - a run must end in a state, never hang in provisioning
             log.exception("provisioning workspace %s failed", doc["_id"])
-            await self.fail(doc, "Provisioning failed because of an internal error.")
+            await self.fail(doc, "internal", f"Provisioning failed because of an internal error ({phase}).")
+
+    def _limit(self) -> str:
+        """WORKSPACE_READY_TIMEOUT in words ("2 min", "45 s")."""
+        seconds = round(self.settings.workspace_ready_timeout)
+        return f"{seconds // 60} min" if seconds >= 120 and seconds % 60 == 0 else f"{seconds} s"
+
+    def estimate(self) -> float | None:
+        """The median of this process's last 20 successful provisioning
+        runs, in seconds (None before the first): what "usually ready in
+        about N s" is based on."""
+        recent = sorted(list(self.provision_seconds)[-20:])
+        if not recent:
+            return None
+        middle = len(recent) // 2
+        median = recent[middle] if len(recent) % 2 else (recent[middle - 1] + recent[middle]) / 2
+        return round(median, 1)
 
     @staticmethod
     def _superseded() -> None:
@@ -173,7 +200,8 @@ class Provisioner:
             overall = 8 + progress.percent * 62 // 100
             kind = progress.message.split(":")[0]
             if kind != last_kind or (overall > doc["progress"] and time.monotonic() - last_at > 0.25):
-                doc = await self.step(doc, overall, progress.message)
+                text, note = messages.image_step(progress.message)
+                doc = await self.step(doc, overall, text, note=note)
                 last_kind, last_at = kind, time.monotonic()
         return doc
 
@@ -192,9 +220,13 @@ class Provisioner:
         except (BackendUnavailable, BackendError) as exc:
             log.warning("could not undo an abandoned run of %s: %s", workspace_id, exc)
 
-    async def fail(self, doc: dict, message: str) -> dict | None:
-        log.warning("workspace %s of user %s failed: %s", doc["_id"], doc["owner_id"], message)
-        return await self.lifecycle.change(doc, "fail", message, when=same_run(doc))
+    async def fail(self, doc: dict, phase: str, detail: str) -> dict | None:
+        """The run failed in `phase`: the student reads what to do (with a
+        reference), the operator's `detail` goes to the note and the log."""
+        log.warning("workspace %s of user %s failed (reference %s): %s", doc["_id"], doc["owner_id"],
+                    messages.reference(doc), detail)
+        return await self.lifecycle.change(doc, "fail", messages.start_failed(doc, phase), when=same_run(doc),
+                                           note=messages.failure(detail, step=phase))
 
     async def stop_instance(self, doc: dict) -> None:
         await self.backend.stop(self.backend.ref(self.spec(doc)))

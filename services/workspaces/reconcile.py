@@ -10,6 +10,7 @@ import time
 
 from services.errors import ApiError
 from services.settings import Settings
+from services.workspaces import messages
 from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Instance, LifecycleEvent
 from services.workspaces.lifecycle import Lifecycle, State
 from services.workspaces.provisioner import Provisioner, same_run
@@ -70,16 +71,31 @@ class Reconciler:
         changed here: during provisioning the run itself removes instances
         and watches its own; stop and delete expect the events they cause."""
         ours = lambda doc: doc.get("container_id") == event.ref  # noqa: E731
-        change = self.lifecycle.change
+        doc = await self.store.get(event.workspace_id)
+        if doc is None or not ours(doc):
+            return
         if event.kind == "oom":
-            await change(event.workspace_id, "oom", f"The workspace ran out of memory (limit "
-                         f"{self.settings.workspace_memory}) and was stopped.", when=ours)
+            await self.stopped(doc, "oom", f"The workspace ran out of memory (limit {self.settings.workspace_memory}) "
+                               "and was stopped.", when=ours)
         elif event.kind == "died":
-            await change(event.workspace_id, "died", f"The workspace container stopped (exit code "
-                         f"{event.exit_code}).", progress=0, when=ours)
-        elif await change(event.workspace_id, "died", REMOVED, progress=0, unset=("container_id",),
-                          when=ours) is None:
-            await change(event.workspace_id, "removed", REMOVED, unset=("container_id",), when=ours)
+            await self.stopped(doc, "died", f"The workspace container stopped (exit code {event.exit_code}).",
+                               when=ours)
+        elif await self.stopped(doc, "died", REMOVED, unset=("container_id",), when=ours) is None:
+            await self.lifecycle.change(event.workspace_id, "removed", doc["message"], unset=("container_id",),
+                                        when=ours, note=messages.internal(REMOVED))
+
+    async def stopped(self, doc: dict, reason: str, detail: str, **options) -> dict | None:
+        """A running workspace stopped outside anyone's request (``died``, or
+        ``oom`` which leaves it failed): the student's words and the reason,
+        the engine's detail for the operator."""
+        new = await self.lifecycle.change(doc["_id"], "oom" if reason == "oom" else "died",
+                                          messages.stopped_unexpectedly(doc, reason),
+                                          progress=None if reason == "oom" else 0,
+                                          note=messages.failure(detail, reason=reason), **options)
+        if new is not None:
+            log.warning("workspace %s of user %s stopped (reference %s): %s", doc["_id"], doc["owner_id"],
+                        messages.reference(doc), detail)
+        return new
 
     async def reconcile(self) -> None:
         """Provisioning cut short is finished, running documents whose
@@ -108,20 +124,22 @@ class Reconciler:
                 return  # launched by this process a moment ago
             # A new run number supersedes the interrupted one, should its process still be alive;
             # it keeps its port (launch finds one if it has none).
-            doc = await change(doc, "step", "Resuming provisioning after a restart", when=same_run(doc),
-                               fields={"worker": self.lifecycle.worker, "run": doc.get("run", 0) + 1,
-                                       "reserved": doc.get("run", 0) + 1})
+            run = doc.get("run", 0) + 1
+            doc = await change(doc, "step", "Resuming after a server restart", when=same_run(doc),
+                               note=messages.step("resume"),
+                               fields={"worker": self.lifecycle.worker, "run": run, "reserved": run})
             if doc is not None:
                 self.provisioner.launch(doc)
         elif state == State.RUNNING and not running:
-            message = "The workspace container stopped while the server was not watching." if instance else REMOVED
-            await change(doc, "died", message, progress=0, unset=() if instance else ("container_id",))
+            detail = "The workspace container stopped while the server was not watching." if instance else REMOVED
+            await self.stopped(doc, "died", detail, unset=() if instance else ("container_id",))
         elif state == State.RUNNING and (instance.ref != doc.get("container_id") or (
                 instance.endpoint is not None and doc.get("endpoint") != instance.endpoint.as_dict())):
             fields = {"container_id": instance.ref}
             if instance.endpoint is not None:
                 fields["endpoint"] = instance.endpoint.as_dict()
-            await change(doc, "adopt", "Workspace container adopted", fields=fields)
+            await change(doc, "adopt", doc["message"], fields=fields,
+                         note=messages.internal("Workspace container adopted"))
         elif state in (State.STOPPED, State.FAILED) and running:
             await self.backend.stop(instance.ref)  # the document says it should not run
         elif state == State.STOPPING:

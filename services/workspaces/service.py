@@ -76,6 +76,10 @@ class WorkspaceService:
     def provisioned_total(self) -> int:
         return self.provisioner.provisioned_total
 
+    def estimate(self) -> float | None:
+        """Seconds a start usually takes here (see Provisioner.estimate)."""
+        return self.provisioner.estimate()
+
     async def count_by_state(self) -> dict[str, int]:
         return await self.store.count_by_state(s.value for s in State)
 
@@ -158,7 +162,10 @@ class WorkspaceService:
         except BackendUnavailable:
             raise WorkspaceUnavailable() from None
         except BackendError as exc:
-            raise ApiError(502, f"{self.backend.title} error", exc.message) from None
+            # The engine's words are for the operator (server log); the caller reads what to do.
+            log.warning("workspace engine refused a stop or delete: %s", exc.message)
+            raise ApiError(502, f"{self.backend.title} error", "The workspace could not be changed just now. Try "
+                           "again in a moment; if it keeps failing, tell your trainer.") from None
 
     async def _require_engine(self) -> None:
         if not await self.backend.available():

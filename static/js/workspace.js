@@ -6,23 +6,30 @@
 // shown (and the steps it listed) in sessionStorage, so a reload or a
 // dropped connection resumes exactly where it was: no event is shown twice,
 // none is skipped, and within one provisioning run the bar never moves back.
-import { api, ApiError, checkServer, NetworkError, onConnectionChange, session, SessionExpired } from "./api.js";
-import { h } from "./dom.js";
+//
+// A new tab asks the socket first (it closes 4404 when there is no
+// workspace), never GET /api/users/workspace/: its 404 would be logged in
+// the browser's console as an error for every new student.
+//
+// Messages are the server's words for the student (operator details never
+// reach this socket). Steps are listed under a heading per provisioning run
+// with their durations; one live region (role=status) says each new state
+// once.
+import { api, ApiError, checkServer, onConnectionChange, session, SessionExpired } from "./api.js";
 import { idleWarning } from "./idle-warning.js";
+import { WorkspaceView } from "./workspace-view.js";
 
 const MAX_LOG = 50;
 const MAX_BACKOFF_MS = 15000;
-const LABELS = {
-  none: "No workspace yet", provisioning: "Starting", running: "Running", stopping: "Stopping",
-  stopped: "Stopped", failed: "Failed", deleting: "Deleting", deleted: "Deleted",
-};
 
 function emptyModel() {
-  return { state: "none", progress: 0, message: "", seq: 0, url: "", password: "", log: [] };
+  return { state: "none", progress: 0, message: "", seq: 0, url: "", password: "", log: [], run: 0, runStarted: "",
+    estimate: null };
 }
 
-export class WorkspacePanel {
+export class WorkspacePanel extends WorkspaceView {
   constructor(user) {
+    super();
     this.storageKey = `apranova.workspace.${user.id}`;
     this.model = this.restore();
     this.snapshotSeq = 0;
@@ -31,6 +38,10 @@ export class WorkspacePanel {
     this.retryTimer = null;
     this.closed = false;
     this.authRetried = false;
+    this.skew = 0; // client clock minus server clock, from live events (for times "so far")
+    this.ticker = null;
+    this.lastAnnounced = "";
+    this.autoOpenedRun = null;
     this.onOnline = () => { if (this.wantSocket()) this.connect(); };
     window.addEventListener("online", this.onOnline);
     // The server is back: reconnect now rather than at the end of a backoff.
@@ -46,13 +57,15 @@ export class WorkspacePanel {
       const saved = JSON.parse(sessionStorage.getItem(this.storageKey) || "null");
       if (saved && Number.isInteger(saved.seq)) return { ...emptyModel(), ...saved, url: "", password: "" };
     } catch { /* start empty */ }
-    return emptyModel();
+    return { ...emptyModel(), state: "loading" }; // nothing known: the socket's first answer tells
   }
 
   save() {
-    const { state, progress, message, seq, log } = this.model;
-    // The IDE password is not persisted; it is fetched again after a reload.
-    sessionStorage.setItem(this.storageKey, JSON.stringify({ state, progress, message, seq, log }));
+    const { state, progress, message, seq, log, run, runStarted, estimate } = this.model;
+    if (state === "loading") return;
+    // The IDE password is not persisted; it comes again with the socket's snapshot.
+    sessionStorage.setItem(this.storageKey, JSON.stringify({ state, progress, message, seq, log, run, runStarted,
+      estimate }));
   }
 
   forget() {
@@ -72,7 +85,17 @@ export class WorkspacePanel {
     const model = this.model;
     if (snapshot.url) model.url = snapshot.url;
     if (snapshot.password) model.password = snapshot.password;
+    if ("estimate_seconds" in snapshot) model.estimate = snapshot.estimate_seconds;
     const seq = snapshot.seq;
+    if (fromSocket && model.state === "loading" && Number.isInteger(seq)) {
+      // A first look (nothing remembered): list from the current step, as the snapshot says it.
+      model.seq = seq;
+      if (!snapshot.internal) model.log = [this.entry(snapshot)];
+    }
+    if (Number.isInteger(snapshot.run) && (snapshot.run >= model.run || (Number.isInteger(seq) && seq >= model.seq))) {
+      model.run = snapshot.run;
+      model.runStarted = snapshot.run_started || model.runStarted;
+    }
     if (Number.isInteger(seq)) {
       if (fromSocket && seq < model.seq) {
         // The server numbers from lower than we remember: another workspace
@@ -91,19 +114,37 @@ export class WorkspacePanel {
     if (model.state === "deleted") this.workspaceGone(model.message);
   }
 
+  /** What the step list keeps of an event (or of a first snapshot). */
+  entry(event) {
+    const { seq, run, state, progress, message, at, step, kind, internal } = event;
+    return { seq, run, state, progress, message, at, step, kind, internal };
+  }
+
   /** One event from the log; ignored if already shown (seq <= last seq). */
   applyEvent(event) {
     const model = this.model;
     if (!Number.isInteger(event.seq) || event.seq <= model.seq) return;
     model.seq = event.seq;
-    model.log.push({ seq: event.seq, state: event.state, progress: event.progress, message: event.message });
+    model.log.push(this.entry(event));
     if (model.log.length > MAX_LOG) model.log.splice(0, model.log.length - MAX_LOG);
     const previous = model.state;
-    if (event.seq > this.snapshotSeq) this.setState(event.state, event.progress, event.message);
+    if (event.seq > this.snapshotSeq) {
+      const lag = Date.now() - Date.parse(event.at); // live: sent a moment ago
+      if (Number.isFinite(lag) && Math.abs(lag) < 60000) this.skew = lag;
+      if (Number.isInteger(event.run) && event.run !== model.run) [model.run, model.runStarted] = [event.run, event.at];
+      this.setState(event.state, event.progress, event.message);
+    }
     this.save();
     this.render();
     // Events carry no URL or password: fetch them when the IDE comes up (its port may be new).
-    if (model.state === "running" && (previous !== "running" || !model.url)) this.refreshDetails();
+    if (model.state === "running" && (previous !== "running" || !model.url)) {
+      this.refreshDetails().then(() => {
+        if (previous === "provisioning" && this.autoOpen.checked && this.autoOpenedRun !== model.run) {
+          this.autoOpenedRun = model.run;
+          this.openIde(null, { auto: true });
+        }
+      });
+    }
     if (model.state === "deleted") this.workspaceGone(model.message);
   }
 
@@ -132,20 +173,9 @@ export class WorkspacePanel {
   }
 
   // -- REST actions ---------------------------------------------------------------
-  async load() {
-    try {
-      const workspace = await api("/api/users/workspace/");
-      // Nothing remembered (first visit in this tab): start from the current step.
-      if (!this.model.seq && Number.isInteger(workspace.seq)) this.model.seq = workspace.seq - 1;
-      this.applySnapshot(workspace);
-      this.connect();
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 404) {
-        this.workspaceGone();
-      } else {
-        this.showError(error, () => this.load());
-      }
-    }
+  /** The socket's snapshot (or its 4404) says what there is. */
+  load() {
+    this.connect();
   }
 
   async refreshDetails() {
@@ -172,27 +202,23 @@ export class WorkspacePanel {
     }
   }
 
-  /** The pressed button may be gone (Open, Stop, Delete hide themselves) or
-   * disabled: then focus goes to Try again after a failure, else the panel's heading. */
-  keepFocus() {
-    const active = document.activeElement;
-    const lost = !active || active === document.body || (this.element.contains(active)
-      && (active.disabled || !active.offsetParent));
-    if (!lost) return;
-    const retry = !this.errorBox.hidden && !this.retryButton.hidden ? this.retryButton : null;
-    (retry || this.heading).focus();
-  }
-
   /**
    * The IDE through the server's proxy: a one-time ticket URL on the
    * workspace's own origin, opened in a new tab. The tab is opened before
    * the request (a popup blocker allows it only within the click) and cut
    * from this page (`opener = null`) before it leaves for the workspace.
    */
-  async openIde(event) {
+  async openIde(event, { auto = false } = {}) {
     event?.preventDefault();
     const tab = window.open("", "_blank");
     if (tab) tab.opener = null;
+    this.autoStatus.textContent = "";
+    if (!tab && auto) {
+      // Outside a click, a popup blocker may refuse: say so rather than leave this page.
+      this.autoStatus.textContent = "Your browser blocked opening the IDE by itself: use Open the IDE.";
+      this.link.focus();
+      return;
+    }
     this.clearError();
     try {
       const { url } = await api("/api/users/workspace/open/", { method: "POST" });
@@ -206,20 +232,30 @@ export class WorkspacePanel {
   }
 
   open() {
+    return this.act(() => this.create(), () => this.open());
+  }
+
+  /** Stop, then start again as a new run (its steps under their own heading). */
+  restart() {
     return this.act(async () => {
-      const workspace = await api("/api/users/workspace/create/", { method: "POST" });
-      const model = this.model;
-      if (Number.isInteger(workspace.seq)) {
-        // List this run's steps from its first event; older history is not replayed.
-        if (model.seq < workspace.seq - 1) model.seq = workspace.seq - 1;
-        // A newer answer than anything shown starts a fresh run: the bar
-        // starts from the server's value, not from the previous run's.
-        const newest = workspace.seq > Math.max(model.seq, this.snapshotSeq);
-        if (newest && workspace.state === "provisioning") model.state = "none";
-      }
-      this.applySnapshot(workspace);
-      if (!this.socket) this.connect();
-    }, () => this.open());
+      this.applySnapshot(await api("/api/users/workspace/stop/", { method: "POST" }));
+      await this.create({ skipHistory: false }); // the socket lists the stop's steps too
+    }, () => this.restart());
+  }
+
+  async create({ skipHistory = true } = {}) {
+    const workspace = await api("/api/users/workspace/create/", { method: "POST" });
+    const model = this.model;
+    if (Number.isInteger(workspace.seq)) {
+      // List this run's steps from its first event; older history is not replayed.
+      if (skipHistory && model.seq < workspace.seq - 1) model.seq = workspace.seq - 1;
+      // A newer answer than anything shown starts a fresh run: the bar
+      // starts from the server's value, not from the previous run's.
+      const newest = workspace.seq > Math.max(model.seq, this.snapshotSeq);
+      if (newest && workspace.state === "provisioning") model.state = "none";
+    }
+    this.applySnapshot(workspace);
+    if (!this.socket) this.connect();
   }
 
   stop() {
@@ -261,7 +297,9 @@ export class WorkspacePanel {
     this.closeSocket(); // another connect() may have run meanwhile
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     // The token goes in the first message, never in the URL (URLs end up in logs).
-    const socket = new WebSocket(`${scheme}//${location.host}/api/users/workspace/status/?after=${this.model.seq}`);
+    // A first look asks for no replay: the snapshot is the current step.
+    const after = this.model.state === "loading" ? "" : `?after=${this.model.seq}`;
+    const socket = new WebSocket(`${scheme}//${location.host}/api/users/workspace/status/${after}`);
     this.socket = socket;
     socket.addEventListener("open", () => socket.send(JSON.stringify({ type: "auth", token })));
     socket.addEventListener("message", (message) => {
@@ -278,6 +316,7 @@ export class WorkspacePanel {
       if (data.type === "snapshot") this.applySnapshot(data, { fromSocket: true });
       else if (data.type === "event") this.applyEvent(data);
       idleWarning(this, data);
+      this.element.dispatchEvent(new CustomEvent("workspace-message", { detail: data })); // for add-ons
     });
     socket.addEventListener("close", (event) => this.onClose(socket, event));
   }
@@ -323,141 +362,9 @@ export class WorkspacePanel {
   destroy() {
     this.closed = true;
     clearTimeout(this.retryTimer);
+    clearInterval(this.ticker);
     window.removeEventListener("online", this.onOnline);
     this.offConnection();
     this.closeSocket();
-  }
-
-  // -- view --------------------------------------------------------------------------
-  build() {
-    this.stateText = h("span", { id: "ws-state", class: "state-pill" });
-    this.liveText = h("span", { id: "ws-live", class: "live", hidden: true }, "Reconnecting…");
-    this.fill = h("div", { class: "progress-fill" });
-    this.bar = h("div", { id: "ws-progress", class: "progress", role: "progressbar", "aria-valuemin": "0",
-      "aria-valuemax": "100", "aria-valuenow": "0", "aria-labelledby": "ws-progress-label" }, this.fill);
-    this.percent = h("span", { id: "ws-percent" }, "0%");
-    this.message = h("p", { id: "ws-message", class: "step", "aria-live": "polite" });
-    this.progressBox = h("div", { class: "progress-box" },
-      h("div", { class: "progress-head" }, h("span", { id: "ws-progress-label" }, "Progress"), this.percent),
-      this.bar, this.message);
-    this.logList = h("ol", { id: "ws-log", class: "steps" });
-    this.logBox = h("details", { class: "log" }, h("summary", {}, "Steps"), this.logList);
-    this.errorText = h("p", { id: "ws-error-text" });
-    this.retryButton = h("button", { type: "button", id: "ws-retry" }, "Try again");
-    this.errorBox = h("div", { id: "ws-error", class: "error-box", role: "alert", hidden: true },
-      this.errorText, this.retryButton);
-    this.link = h("a", { id: "ws-link", class: "button primary", target: "_blank", rel: "noopener noreferrer",
-      onclick: (event) => this.openIde(event) }, "Open the IDE");
-    this.password = h("input", { id: "ws-password", type: "password", readonly: true, autocomplete: "off",
-      spellcheck: "false" });
-    this.showButton = h("button", { type: "button", id: "ws-show", "aria-pressed": "false",
-      onclick: () => this.togglePassword() }, "Show");
-    this.copyButton = h("button", { type: "button", id: "ws-copy", onclick: () => this.copyPassword() }, "Copy");
-    this.copyStatus = h("span", { id: "ws-copy-status", role: "status", class: "hint" });
-    this.runningBox = h("div", { id: "ws-running", class: "running-box", hidden: true },
-      h("p", {}, this.link, " ", h("span", { class: "hint", id: "ws-url" })),
-      h("div", { class: "field" }, h("label", { for: "ws-password" }, "IDE password"),
-        h("div", { class: "inline" }, this.password, this.showButton, this.copyButton), this.copyStatus));
-    this.openButton = h("button", { type: "button", id: "ws-open", class: "primary", onclick: () => this.open() },
-      "Open my workspace");
-    this.stopButton = h("button", { type: "button", id: "ws-stop", onclick: () => this.stop() }, "Stop");
-    this.deleteButton = h("button", { type: "button", id: "ws-delete", class: "danger", onclick: () => this.remove() },
-      "Delete");
-    this.actions = h("div", { class: "actions" }, this.openButton, this.stopButton, this.deleteButton);
-    this.notice = h("p", { id: "ws-notice", class: "notice", role: "status" });
-    return h("section", { class: "card workspace", id: "workspace", "aria-labelledby": "ws-title" },
-      h("div", { class: "panel-head" }, this.heading = h("h2", { id: "ws-title", tabindex: "-1" }, "Your workspace"), this.stateText, this.liveText),
-      h("p", { class: "hint" }, "A browser IDE (VS Code) with Python, Node.js, Java and C/C++, kept for you."),
-      this.notice, this.progressBox, this.runningBox, this.errorBox, this.actions, this.logBox);
-  }
-
-  render() {
-    const { state, progress, message, url, password, log } = this.model;
-    this.element.dataset.state = state;
-    this.stateText.textContent = LABELS[state] || state;
-    const showProgress = ["provisioning", "running", "failed", "stopping", "deleting"].includes(state);
-    this.progressBox.hidden = !showProgress;
-    this.bar.setAttribute("aria-valuenow", String(progress));
-    this.bar.setAttribute("aria-valuetext", message ? `${progress}%: ${message}` : `${progress}%`);
-    this.bar.classList.toggle("failed", state === "failed");
-    this.fill.style.width = `${progress}%`;
-    this.percent.textContent = `${progress}%`;
-    this.message.textContent = message || "";
-    this.message.hidden = state === "failed"; // the error box says it, with "Try again"
-    const running = state === "running" && Boolean(url);
-    this.runningBox.hidden = !running;
-    if (running) {
-      this.link.href = url;
-      this.element.querySelector("#ws-url").textContent = url;
-      this.password.value = password || "";
-    }
-    if (state === "failed" && this.errorBox.dataset.kind !== "request") {
-      this.showError(new Error(message || "The workspace could not be started."), () => this.open(), "state");
-    } else if (state !== "failed" && this.errorBox.dataset.kind === "state") {
-      this.clearError();
-    }
-    this.openButton.hidden = !["none", "stopped", "failed"].includes(state);
-    this.openButton.textContent = state === "stopped" ? "Start my workspace" : "Open my workspace";
-    if (state === "failed") this.openButton.hidden = true; // the error box has "Try again"
-    this.stopButton.hidden = state !== "running";
-    this.deleteButton.hidden = !["running", "stopped", "failed"].includes(state);
-    this.logList.replaceChildren(...log.map((entry) => h("li", { dataset: { seq: String(entry.seq) } },
-      `${entry.message || LABELS[entry.state] || entry.state}`)));
-    this.logBox.hidden = log.length === 0;
-    this.notice.hidden = state !== "none" || !this.notice.textContent;
-  }
-
-  setLive(live) {
-    this.liveText.hidden = live;
-  }
-
-  setBusy(isBusy) {
-    for (const button of this.actions.querySelectorAll("button")) button.disabled = isBusy;
-    this.retryButton.disabled = isBusy;
-    this.element.setAttribute("aria-busy", String(isBusy));
-  }
-
-  showError(error, retry, kind = "request") {
-    let text = error.message;
-    if (error instanceof ApiError) {
-      const body = error.body;
-      text = [body.message || error.message, typeof body.details === "string" ? body.details : ""]
-        .filter(Boolean).join(" ");
-      if (error.status === 429) text = body.message || "Too many workspace requests. Please wait and try again.";
-    } else if (error instanceof NetworkError) {
-      text = error.message;
-    }
-    this.errorText.textContent = text;
-    this.errorBox.dataset.kind = kind;
-    this.retryButton.hidden = !retry;
-    this.retryButton.onclick = retry || null;
-    this.errorBox.hidden = false;
-  }
-
-  clearError() {
-    this.errorBox.hidden = true;
-    delete this.errorBox.dataset.kind;
-  }
-
-  togglePassword() {
-    const show = this.password.type === "password";
-    this.password.type = show ? "text" : "password";
-    this.showButton.textContent = show ? "Hide" : "Show";
-    this.showButton.setAttribute("aria-pressed", String(show));
-  }
-
-  async copyPassword() {
-    const value = this.model.password;
-    try {
-      await navigator.clipboard.writeText(value);
-    } catch {
-      // No clipboard permission (or an insecure origin): select it for Ctrl+C.
-      this.password.type = "text";
-      this.password.select();
-      this.copyStatus.textContent = "Press Ctrl+C to copy.";
-      return;
-    }
-    this.copyStatus.textContent = "Password copied.";
-    setTimeout(() => { this.copyStatus.textContent = ""; }, 3000);
   }
 }
