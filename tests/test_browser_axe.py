@@ -59,6 +59,11 @@ async def test_axe_sign_up_log_in_student_dashboard_and_profile(site, axe_tab) -
     await tab.goto("/login")
     await page.get_by_role("heading", name="Log in").wait_for()
     await assert_accessible(tab, "/login")
+    # The harness sees what it should: a planted unlabelled field is a violation.
+    await page.evaluate("() => document.querySelector('main')"
+                        ".append(Object.assign(document.createElement('input'), {id: 'planted'}))")
+    planted = await run_axe(page, tab.axe)  # type: ignore[attr-defined]
+    assert [v["id"] for v in planted] == ["label"] and "#planted" in describe(planted), describe(planted)
     await tab.goto("/signup")
     await page.get_by_role("heading", name="Create your account").wait_for()
     await assert_accessible(tab, "/signup")
