@@ -195,6 +195,14 @@ class AdminService:
             return {"workspace": f"not stopped: {exc.message}"}
 
     # -- workspaces ------------------------------------------------------------------------
+    async def workspaces_page(self, state: str | None, skip: int,
+                              limit: int) -> tuple[list[tuple[dict, dict | None, Any]], int]:
+        """list_workspaces' rows, each with its CPU and memory now (a Usage,
+        or None: not running, or the engine did not tell in time)."""
+        rows, count = await list_workspaces(self.db, state, skip, limit)
+        usage = await self.services.workspaces.usage([doc for doc, _ in rows])
+        return [(doc, owner, usage.get(doc["_id"])) for doc, owner in rows], count
+
     async def workspace_events(self, user_id: int, skip: int, limit: int) -> tuple[list[dict], int]:
         doc = await self.db.workspaces.find_one({"owner_id": user_id}, {"_id": 1})
         if doc is None:
