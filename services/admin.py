@@ -94,6 +94,12 @@ class AdminService:
             "details": details})
         log.info("admin action %s by %s on %s", action, actor["_id"], target["_id"] if target else "-")
 
+    async def audit_acting_for(self, actor: dict, target_id: int, action: str, **details: Any) -> None:
+        """An admin's request on another user's workspace through the student
+        endpoints' `?user_id=`, in the same log as the console's actions."""
+        target = await self.users.find_one({"_id": target_id}, {"email": 1})
+        await self.audit(actor, action, target or {"_id": target_id}, via="user_id", **details)
+
     async def audit_page(self, skip: int, limit: int, action: str | None = None,
                          target_id: int | None = None) -> tuple[list[dict], int]:
         query: dict[str, Any] = {}
