@@ -220,12 +220,13 @@ class AdminWorkspaceEventsHandler(AdminBase):
 
 class TrainerStudentsHandler(AdminBase):
     operations = {"get": Operation(
-        "The students of the caller's track, with their workspace state (trainers; read-only)", auth=True,
+        "The caller's students, with their workspace state (trainers; read-only)", auth=True,
         tags=TRAINER, responses={200: StudentPage, **DENIED},
         query={"q": "Substring of the email or name.", "track": "Admins only: this track (default: all).",
                **PAGING},
-        description="A trainer sees the students (role student) of their own track and nothing else; "
-                    "admins may pass `track`. Students get 403.")}
+        description="A trainer sees their students and nothing else: those assigned to them, plus the "
+                    "students of their track with no trainer (`trainer_id` null); the same people as "
+                    "GET /api/users/my-students/. Admins see every student and may pass `track`. Students get 403.")}
 
     async def get(self) -> None:
         actor = await self.require_user()

@@ -352,3 +352,39 @@ async def test_a_disabled_superadmin_does_not_count_as_the_last_one(server, clie
                              headers=auth(boss))).status_code == 200
     demoted = await client.put(user_path(boss["user"]["id"]), json={"role": "admin"}, headers=auth(boss))
     assert demoted.status_code == 200 and demoted.json()["role"] == "admin"
+
+
+async def test_both_trainer_lists_follow_one_rule(server, client):
+    """A trainer's students are those assigned to them, plus their track's
+    students without a trainer; GET /api/users/my-students/ (the contract's
+    shape) and GET /api/trainer/students/ (paginated, with trainer_id saying
+    which) list the same people."""
+    early = await register(client, name="Early Bird", track="DP")  # before the track had a trainer
+    first = await register(client, role="trainer", name="First Trainer", track="DP")
+    a = await register(client, name="Assigned First", track="DP")
+    second = await register(client, role="trainer", name="Second Trainer", track="DP")
+    b = await register(client, name="Assigned Second", track="DP")  # the less loaded trainer
+    await register(client, name="Other Track", track="FSD")
+    gone = await register(client, name="Gone Student", track="DP")  # the first trainer's again, then deleted
+    admin = await make_admin(server, client)
+    assert (await client.delete(user_path(gone["user"]["id"]), headers=auth(admin))).status_code == 204
+    # Moving an assigned student to another track keeps them with their trainer.
+    await client.put(user_path(a["user"]["id"]), json={"track": "FSD"}, headers=auth(admin))
+
+    async def both(trainer: dict, **params) -> tuple[list[dict], list[dict]]:
+        mine = (await client.get("/api/users/my-students/", headers=auth(trainer))).json()["students"]
+        paged = (await client.get("/api/trainer/students/", params=params, headers=auth(trainer))).json()
+        return mine, paged["results"]
+
+    mine, paged = await both(first)
+    assert [s["id"] for s in mine] == [early["user"]["id"], a["user"]["id"]]
+    assert sorted(s["id"] for s in paged) == [s["id"] for s in mine]
+    assert all(set(s) == {"id", "name", "email", "track", "enrollment_status"} for s in mine)
+    why = {s["name"]: s["trainer_id"] for s in paged}
+    assert why == {"Early Bird": None, "Assigned First": first["user"]["id"]}
+    mine, paged = await both(second)
+    assert [s["id"] for s in mine] == [early["user"]["id"], b["user"]["id"]]
+    assert sorted(s["id"] for s in paged) == [s["id"] for s in mine]
+    # A search narrows within the rule, never beyond it.
+    _, found = await both(first, q="assigned")
+    assert [s["name"] for s in found] == ["Assigned First"]
