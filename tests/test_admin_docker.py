@@ -84,7 +84,7 @@ async def test_the_workspace_list_shows_cpu_and_memory_from_the_engine(servers):
         assert item["state"] == "running" and isinstance(item["cpu_percent"], float), item
         assert 0 <= item["cpu_percent"] <= 100 * 2  # at most every core of this machine
         assert item["memory_limit"] == 64 * 2**20 and 0 < item["memory_bytes"] < item["memory_limit"], item
-        assert took < 5, f"the list took {took:.1f} s"
+        assert took < 10, f"the list took {took:.1f} s"  # bounded by the 3 s stats timeout, never 30 s
         await client.post("/api/users/workspace/stop/", headers=auth(student))
         item = (await client.get(WORKSPACES, headers=auth(admin))).json()["results"][0]
         assert (item["state"], item["cpu_percent"], item["memory_bytes"]) == ("stopped", None, None)
