@@ -54,13 +54,19 @@ def script_path() -> Path | None:
     if found is None:
         return None
     script = found.with_name(f"axe-{AXE_VERSION}.min.js")
-    if not script.is_file():
-        with tarfile.open(found) as archive:
-            data = archive.extractfile("package/axe.min.js").read()  # type: ignore[union-attr]
-        tmp = script.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(script)
-    return script
+    if script.is_file():
+        return script
+    with tarfile.open(found) as archive:
+        data = archive.extractfile("package/axe.min.js").read()  # type: ignore[union-attr]
+    for target in (script, Path(tempfile.gettempdir()) / script.name):  # a cache we may only read: /tmp
+        try:
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+            return target
+        except OSError:
+            continue
+    return None
 
 
 def npm_command(cache: Path) -> list[str]:
