@@ -122,8 +122,9 @@ class ProfileHandler(APIHandler):
 
 
 class MyStudentsHandler(APIHandler):
-    operations = {"get": Operation("A trainer's students (those assigned to them at sign-up)", auth=True,
-                                   responses={200: StudentListOut, 401: ErrorOut, 403: ErrorOut}, tags=USERS)}
+    operations = {"get": Operation("A trainer's students (assigned to them, or of their track with no trainer)",
+                                   auth=True, responses={200: StudentListOut, 401: ErrorOut, 403: ErrorOut},
+                                   tags=USERS)}
 
     async def get(self) -> None:
         user = await self.require_user()

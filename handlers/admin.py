@@ -15,7 +15,7 @@ from models.admin import (MAX_PAGE_SIZE, MAX_QUERY, WORKSPACE_STATES, AdminUserC
                           StudentPage, WorkspaceEventPage, admin_user_model, admin_workspace_model, audit_model,
                           event_model, student_model)
 from models.common import ErrorOut
-from services.admin import list_workspaces, require_admin
+from services.admin import require_admin
 from services.errors import NotFound, field_error
 
 ADMIN = ("admin",)
@@ -157,6 +157,9 @@ class AdminWorkspacesHandler(AdminBase):
     operations = {"get": Operation(
         "Every workspace with its owner and state (admins)", auth=True, tags=ADMIN,
         responses={200: AdminWorkspacePage, **DENIED},
+        description="Running ones also carry `cpu_percent` (of one core), `memory_bytes` (without the page "
+                    "cache) and `memory_limit` from the engine's stats now, asked for all at once; null when not "
+                    "running or when the engine does not answer within 3 s.",
         query={"state": f"Only this state: {', '.join(WORKSPACE_STATES)} (deleted ones only when asked for).",
                **PAGING})}
 
@@ -164,8 +167,8 @@ class AdminWorkspacesHandler(AdminBase):
         await self.require_admin()
         state = self.text_arg("state", WORKSPACE_STATES)
         page, size = self.paging()
-        rows, count = await list_workspaces(self.services.db, state, (page - 1) * size, size)
-        self.send_page([admin_workspace_model(doc, owner) for doc, owner in rows], count, page, size)
+        rows, count = await self.services.admin.workspaces_page(state, (page - 1) * size, size)
+        self.send_page([admin_workspace_model(doc, owner, usage) for doc, owner, usage in rows], count, page, size)
 
 
 class AdminWorkspaceHandler(AdminBase):
@@ -217,12 +220,13 @@ class AdminWorkspaceEventsHandler(AdminBase):
 
 class TrainerStudentsHandler(AdminBase):
     operations = {"get": Operation(
-        "The students of the caller's track, with their workspace state (trainers; read-only)", auth=True,
+        "The caller's students, with their workspace state (trainers; read-only)", auth=True,
         tags=TRAINER, responses={200: StudentPage, **DENIED},
         query={"q": "Substring of the email or name.", "track": "Admins only: this track (default: all).",
                **PAGING},
-        description="A trainer sees the students (role student) of their own track and nothing else; "
-                    "admins may pass `track`. Students get 403.")}
+        description="A trainer sees their students and nothing else: those assigned to them, plus the "
+                    "students of their track with no trainer (`trainer_id` null); the same people as "
+                    "GET /api/users/my-students/. Admins see every student and may pass `track`. Students get 403.")}
 
     async def get(self) -> None:
         actor = await self.require_user()

@@ -73,7 +73,21 @@ class DocsHandler(APIHandler):
         self.finish(html)
 
 
+class DocsRedirectHandler(APIHandler):
+    """`/docs` is where people guess the reference lives; it lives at /api/docs.
+    A temporary redirect (302), so the short path stays free for later use.
+    An APIHandler without operations: other methods get the 405 envelope,
+    and the OpenAPI document leaves it out."""
+    rate_limited = False
+
+    def get(self) -> None:
+        self.redirect("/api/docs", permanent=False)
+
+    head = get
+
+
 routes = [
     (r"/api/openapi\.json", OpenAPIHandler),
     (r"/api/docs/?", DocsHandler),
+    (r"/docs/?", DocsRedirectHandler),
 ]

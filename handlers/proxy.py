@@ -40,6 +40,7 @@ class OpenWorkspaceHandler(WorkspaceBase):
         target = await self.target_user()
         await self.services.workspaces.get(target)  # 404 when there is none
         ticket = await self.services.proxy.issue_ticket(self.user, target)
+        await self.audit("workspace.open")
         scheme = request_scheme(self.request, self.config.trusted_proxies)
         origin = workspace_origin(self.config, target, scheme, request_port(self.request))
         self.send(WorkspaceOpenOut(url=f"{origin}/?{urlencode({'ticket': ticket})}").model_dump())

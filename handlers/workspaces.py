@@ -19,9 +19,11 @@ from services.workspaces.events import SubscriptionEnded
 
 log = logging.getLogger("apranova.workspaces")
 TAGS = ("workspaces",)
-AS_USER = {"user_id": "Admins only: act on this user's workspace."}
+AS_USER = {"user_id": "Admins only: act on this user's workspace (each such request is in the audit log)."}
 COMMON = {401: ErrorOut, 403: ErrorOut, 502: ErrorOut, 503: ErrorOut}
 class WorkspaceBase(APIHandler):
+    acting_for: int | None = None  # the other user an admin acts for through ?user_id=
+
     async def target_user(self) -> int:
         """The caller's id, or (admins) the ``?user_id=`` one."""
         user = await self.require_user()
@@ -34,7 +36,15 @@ class WorkspaceBase(APIHandler):
         target = self.services.workspaces.target_user(user, user_id)
         if target != user["_id"] and await self.services.accounts.get(target) is None:
             raise NotFound("No user has this id.", error="User not found")
+        if target != user["_id"]:
+            self.acting_for = target
         return target
+
+    async def audit(self, action: str, **details: Any) -> None:
+        """Log an admin's ?user_id= request once it has succeeded: writes, and
+        reads too, since each answer hands out the IDE's password or a way in."""
+        if self.acting_for is not None:
+            await self.services.admin.audit_acting_for(self.user, self.acting_for, action, **details)
 
     def render(self, doc: dict, msg: str | None = None, status: int = 200) -> None:
         workspaces = self.services.workspaces
@@ -59,6 +69,7 @@ class CreateWorkspaceHandler(WorkspaceBase):
         request = self.parse_body(CreateWorkspaceIn)
         doc, created = await self.services.workspaces.create_counted(target, request.wait, self.services.ratelimits,
                                                                      str(self.user_id))
+        await self.audit("workspace.start", created=created)
         self.render(doc, CREATED_MSG if created else EXISTS_MSG, 201 if created else 200)
 
 
@@ -73,7 +84,9 @@ class WorkspaceHandler(WorkspaceBase):
 
     async def get(self) -> None:
         target = await self.target_user()
-        self.render(await self.services.workspaces.get(target))
+        doc = await self.services.workspaces.get(target)
+        await self.audit("workspace.read")
+        self.render(doc)
 
     async def delete(self) -> None:
         target = await self.target_user()
@@ -81,6 +94,7 @@ class WorkspaceHandler(WorkspaceBase):
         if raw not in ("true", "false", "1", "0"):
             raise field_error("purge", "Must be true or false.")
         doc = await self.services.workspaces.delete(target, purge=raw in ("true", "1"))
+        await self.audit("workspace.delete", **({"purge": True} if raw in ("true", "1") else {}))
         self.send({"message": doc["message"] + ".", "state": doc["state"]})
 
 
@@ -90,7 +104,9 @@ class StopWorkspaceHandler(WorkspaceBase):
 
     async def post(self) -> None:
         target = await self.target_user()
-        self.render(await self.services.workspaces.stop(target, "student" if target == self.user_id else "admin"))
+        doc = await self.services.workspaces.stop(target, "student" if target == self.user_id else "admin")
+        await self.audit("workspace.stop")
+        self.render(doc)
 
 
 class KeepAliveHandler(WorkspaceBase):
@@ -103,7 +119,9 @@ class KeepAliveHandler(WorkspaceBase):
 
     async def post(self) -> None:
         target = await self.target_user()
-        self.render(await self.services.workspaces.keep_running(target))
+        doc = await self.services.workspaces.keep_running(target)
+        await self.audit("workspace.keepalive")
+        self.render(doc)
 
 
 STATUS_SOCKET_TEXT = """A WebSocket (`ws://` or `wss://`): open it with an `Upgrade: websocket` GET.
@@ -207,6 +225,8 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
             if doc is None:
                 self.close(4404, "No workspace")
                 return
+            if target != user["_id"]:  # an admin watching another's (the snapshot carries the IDE password)
+                await self.services.admin.audit_acting_for(user, target, "workspace.watch")
             await self._stream(doc, after)
         except websocket.WebSocketClosedError:
             pass

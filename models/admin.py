@@ -102,6 +102,9 @@ class AdminWorkspaceOut(ResponseModel):
     last_activity: Optional[str] = None
     stop_reason: Optional[str] = None  # student, admin, disabled, idle, lifetime: why it last stopped
     stopped_at: Optional[str] = None
+    cpu_percent: Optional[float] = Field(default=None, description="CPU now, % of one core (running only).")
+    memory_bytes: Optional[int] = Field(default=None, description="Memory now, without the page cache.")
+    memory_limit: Optional[int] = None
 
 
 class AdminWorkspacePage(ResponseModel):
@@ -182,14 +185,21 @@ def workspace_since(doc: dict) -> Optional[str]:
     return doc.get("updated_at")
 
 
-def admin_workspace_model(doc: dict, owner: Optional[dict]) -> dict:
+def admin_workspace_model(doc: dict, owner: Optional[dict], usage: Any = None) -> dict:
     owner_out = {"id": doc["owner_id"]}
     if owner is not None:
         owner_out.update(email=owner.get("email"), name=owner.get("name"), role=owner.get("role"))
     return {"workspace_id": doc["_id"], "owner": owner_out, "state": doc["state"], "since": workspace_since(doc),
             "progress": doc.get("progress", 0), "message": doc.get("message", ""), "port": doc.get("port"),
             "created_at": doc.get("created_at"), "updated_at": doc.get("updated_at"),
-            **{key: doc.get(key) for key in ("last_activity", "stop_reason", "stopped_at")}}
+            **{key: doc.get(key) for key in ("last_activity", "stop_reason", "stopped_at")},
+            **usage_fields(usage)}
+
+
+def usage_fields(usage: Any) -> dict:
+    """A backend Usage (or None: unknown) as the list's three fields."""
+    return {"cpu_percent": getattr(usage, "cpu_percent", None), "memory_bytes": getattr(usage, "memory_bytes", None),
+            "memory_limit": getattr(usage, "memory_limit", None)}
 
 
 def event_model(event: dict) -> dict:

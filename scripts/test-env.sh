@@ -28,6 +28,12 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# axe-core for the accessibility tests: the npm package at the version and
+# sha512 pinned in tests/axe.py, fetched once per machine into the build cache
+# (or the repository's .cache when that is not writable), never from a CDN.
+python="$ROOT/.venv/bin/python"; [ -x "$python" ] || python=python3
+(cd "$ROOT" && "$python" -m tests.axe) || echo "test-env: fetching axe-core failed; tests/test_browser_axe.py will fail (CI) or skip" >&2
+
 if command -v docker >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null; then
     echo "test-env: starting dockerd"

@@ -8,8 +8,9 @@ Who may do what, each rule in one function here (`require_admin`,
 * only a superadmin grants or removes admin/superadmin (change_role), and
   only a superadmin edits, disables or deletes an admin or superadmin;
 * nobody disables or deletes themselves;
-* trainers read the students of their own track, with their workspace
-  state, and nothing else (admins may read any track's).
+* trainers read their students (services.students.trainer_students_filter:
+  assigned to them, or of their track without a trainer), with their
+  workspace state, and nothing else (admins may read any track's).
 
 Every change an admin makes is written to ``audit_log`` (who, what, whom,
 when, details) before the answer goes out. Deleting a user is soft: the
@@ -27,12 +28,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.accounts import ADMIN_ROLES, AccountService
 from services.errors import ApiError, Forbidden, NotFound, ValidationFailed
+from services.students import NOT_DELETED, trainer_students_filter
 from services.tokens import TokenService, utcnow
 
 log = logging.getLogger("apranova.admin")
 STAFF_ROLES = ("trainer", *ADMIN_ROLES)
 ACTIVE_WORKSPACE = ("provisioning", "running")
-NOT_DELETED = {"deleted_at": {"$exists": False}}
 
 
 def require_admin(user: dict) -> None:
@@ -93,6 +94,12 @@ class AdminService:
             "target_id": target["_id"] if target else None, "target_email": target.get("email") if target else None,
             "details": details})
         log.info("admin action %s by %s on %s", action, actor["_id"], target["_id"] if target else "-")
+
+    async def audit_acting_for(self, actor: dict, target_id: int, action: str, **details: Any) -> None:
+        """An admin's request on another user's workspace through the student
+        endpoints' `?user_id=`, in the same log as the console's actions."""
+        target = await self.users.find_one({"_id": target_id}, {"email": 1})
+        await self.audit(actor, action, target or {"_id": target_id}, via="user_id", **details)
 
     async def audit_page(self, skip: int, limit: int, action: str | None = None,
                          target_id: int | None = None) -> tuple[list[dict], int]:
@@ -195,6 +202,14 @@ class AdminService:
             return {"workspace": f"not stopped: {exc.message}"}
 
     # -- workspaces ------------------------------------------------------------------------
+    async def workspaces_page(self, state: str | None, skip: int,
+                              limit: int) -> tuple[list[tuple[dict, dict | None, Any]], int]:
+        """list_workspaces' rows, each with its CPU and memory now (a Usage,
+        or None: not running, or the engine did not tell in time)."""
+        rows, count = await list_workspaces(self.db, state, skip, limit)
+        usage = await self.services.workspaces.usage([doc for doc, _ in rows])
+        return [(doc, owner, usage.get(doc["_id"])) for doc, owner in rows], count
+
     async def workspace_events(self, user_id: int, skip: int, limit: int) -> tuple[list[dict], int]:
         doc = await self.db.workspaces.find_one({"owner_id": user_id}, {"_id": 1})
         if doc is None:
@@ -228,16 +243,16 @@ class AdminService:
     # -- trainers ----------------------------------------------------------------------------
     async def students(self, actor: dict, track: str | None, q: str | None, skip: int,
                        limit: int) -> tuple[list[tuple[dict, dict | None]], int]:
-        """Students of the trainer's own track (admins: `track`, or all),
-        each with their workspace document (or None)."""
+        """A trainer's students (the rule of my-students too), or for admins
+        every student (of `track` when given), each with their workspace
+        document (or None)."""
         require_staff(actor)
-        query: dict[str, Any] = {"role": "student", **NOT_DELETED, **text_filter(q, ("email", "name"))}
         if actor["role"] == "trainer":
-            if not actor.get("track"):
-                return [], 0  # a trainer without a track has no students yet
-            query["track"] = actor["track"]
-        elif track:
-            query["track"] = track
+            query: dict[str, Any] = trainer_students_filter(actor)
+        else:
+            query = {"role": "student", **NOT_DELETED, **({"track": track} if track else {})}
+        if q:
+            query = {"$and": [query, text_filter(q, ("email", "name"))]}
         count = await self.users.count_documents(query)
         users = [user async for user in self.users.find(query, {"password_hash": 0}).sort("name", 1)
                  .skip(skip).limit(limit)]

@@ -204,6 +204,17 @@ class DockerEngine:
             if exc.status not in (404, 409):  # gone, or removal already in progress
                 raise
 
+    async def container_stats(self, ref: str) -> dict | None:
+        """One sample of the container's resource use (`stream=false`: the
+        engine takes two readings about a second apart, so `precpu_stats` is
+        filled and a CPU percentage can be computed). None when it is gone."""
+        try:
+            return await self._json(f"containers/{ref}/stats", params={"stream": "false"})
+        except DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def list_containers(self, labels: dict[str, str]) -> list[dict]:
         filters = {"label": label_filter(labels)}
         return await self._json("containers/json", params={"all": "true", "filters": json.dumps(filters)})

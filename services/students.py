@@ -10,6 +10,12 @@ Rules, each in one place:
   fewest students, ties by the lowest id; none when the track has no trainer.
   Two sign-ups at the same instant may both pick the same trainer: the
   balance is best effort, never a correctness rule.
+* `trainer_students_filter`: who a trainer's students are, the one rule behind
+  both lists (GET /api/users/my-students/ and GET /api/trainer/students/):
+  the students assigned to them, plus the students of their track that have
+  no trainer (signed up before the track had one), so that nobody falls
+  between trainers. A student's `trainer_id` says which of the two it is.
+  Deleted students are never listed.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.errors import Forbidden
 
+NOT_DELETED = {"deleted_at": {"$exists": False}}
 CONSENT_FIELDS = frozenset({"privacy_accepted", "privacy_version", "marketing_consent"})
 
 
@@ -47,6 +54,14 @@ def trainer_model(trainer: dict) -> dict:
 def student_model(student: dict) -> dict:
     return {"id": student["_id"], "name": student["name"], "email": student["email"], "track": student.get("track"),
             "enrollment_status": student.get("enrollment_status", "NOT_ENROLLED")}
+
+
+def trainer_students_filter(trainer: dict) -> dict:
+    """The database filter of `trainer`'s students (see the module's rules)."""
+    mine: list[dict] = [{"trainer_id": trainer["_id"]}]
+    if trainer.get("track"):
+        mine.append({"track": trainer["track"], "trainer_id": None})  # None: absent or null
+    return {"role": "student", **NOT_DELETED, "$or": mine}
 
 
 class TrainerAssignments:
@@ -78,10 +93,10 @@ class TrainerAssignments:
         return await self.users.find_one({"_id": user["trainer_id"], "role": "trainer"}, {"name": 1, "email": 1})
 
     async def students_of(self, trainer: dict) -> list[dict]:
-        """A trainer's own students, by id. Only trainers have students."""
+        """A trainer's students (trainer_students_filter), by id. Only trainers have students."""
         if trainer.get("role") != "trainer":
             raise Forbidden("Only trainers have students.")
-        cursor = self.users.find({"role": "student", "trainer_id": trainer["_id"]},
+        cursor = self.users.find(trainer_students_filter(trainer),
                                  {"name": 1, "email": 1, "track": 1, "enrollment_status": 1}).sort("_id", ASCENDING)
         return [student_model(student) async for student in cursor]
 

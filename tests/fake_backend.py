@@ -7,6 +7,8 @@ contract (services/workspaces/backend.py) and has switches a test turns:
 * `never_ready`: the IDE never answers (never-starting);
 * `taken`: host ports something outside holds (port-taken);
 * `unavailable`: the engine does not answer;
+* `usage`, `stats_delay`: what `stats` reports for a running instance, and
+  how long it takes to (a slow engine);
 * `die()`, `oom()`, `vanish()`: what an engine reports about a running
   instance (exited, OOM-killed, removed outside).
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
-                                         LifecycleEvent, PortBook, Progress, WorkspaceSpec)
+                                         LifecycleEvent, PortBook, Progress, Usage, WorkspaceSpec)
 
 
 @dataclass
@@ -57,6 +59,8 @@ class FakeBackend:
         self.never_ready = False
         self.taken: set[int] = set()
         self.unavailable = False
+        self.usage = Usage(12.5, 300 * 2**20, 2 * 2**30)
+        self.stats_delay = 0.0
 
     # -- what tests look at and do ------------------------------------------------------
     def of(self, workspace_id: str) -> FakeInstance | None:
@@ -166,6 +170,13 @@ class FakeBackend:
     async def list_managed(self) -> list[Instance]:
         self._check()
         return [self._instance(i) for i in self.engine.instances.values()]
+
+    async def stats(self, ref: str) -> Usage | None:
+        self._check()
+        if self.stats_delay:
+            await asyncio.sleep(self.stats_delay)
+        running = any(i.running for i in self._find(ref))
+        return self.usage if running else None
 
     async def events(self, since: float | None = None) -> AsyncIterator[LifecycleEvent]:
         self._check()

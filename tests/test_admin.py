@@ -296,33 +296,6 @@ async def test_workspace_list_and_event_history(server, client):
                                      headers=auth(admin)), 404)
 
 
-async def test_trainers_see_their_tracks_students_read_only(server, client):
-    trainer = await register(client, role="trainer", track="DP")
-    mine = await register(client, name="Mine", track="DP")
-    await register(client, name="Other track", track="FSD")
-    await register(client, role="trainer", name="Colleague", track="DP")
-    await insert_workspace(server, mine["user"]["id"], "running", "2026-01-02T00:00:00Z")
-
-    listed = (await client.get("/api/trainer/students/", headers=auth(trainer))).json()
-    assert listed["count"] == 1
-    student = listed["results"][0]
-    assert (student["id"], student["name"], student["track"], student["workspace_state"],
-            student["workspace_since"]) == (mine["user"]["id"], "Mine", "DP", "running", "2026-01-02T00:00:00Z")
-    # A trainer cannot widen the view to another track.
-    other = (await client.get("/api/trainer/students/", params={"track": "FSD"}, headers=auth(trainer))).json()
-    assert [s["id"] for s in other["results"]] == [mine["user"]["id"]]
-    # Admins see any track.
-    admin = await make_admin(server, client)
-    fsd = (await client.get("/api/trainer/students/", params={"track": "FSD"}, headers=auth(admin))).json()
-    assert [s["name"] for s in fsd["results"]] == ["Other track"]
-    everyone = (await client.get("/api/trainer/students/", headers=auth(admin))).json()
-    assert sorted(s["name"] for s in everyone["results"]) == ["Mine", "Other track"]
-    # A trainer without a track has no students yet (not the track-less ones).
-    await register(client, name="No track", track=None)
-    loner = await register(client, role="trainer", track=None)
-    assert (await client.get("/api/trainer/students/", headers=auth(loner))).json()["count"] == 0
-
-
 def test_workspace_states_match_the_service():
     from services.workspaces import State
     assert set(WORKSPACE_STATES) == {state.value for state in State}

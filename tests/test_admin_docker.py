@@ -68,6 +68,28 @@ async def test_admin_starts_stops_and_deletes_a_students_workspace(servers):
         assert_envelope(await client.post(base + "start/", headers=auth(other)), 403)
 
 
+async def test_the_workspace_list_shows_cpu_and_memory_from_the_engine(servers):
+    """Docker's one-shot stats of a running busybox workspace (64m limit, see
+    WorkspaceServers): a CPU figure, memory above zero and under the limit;
+    nothing once it is stopped."""
+    server = await servers.start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        admin = await make_admin(server, client)
+        student = await register(client)
+        response = await client.post("/api/users/workspace/create/", json={"wait": True}, headers=auth(student))
+        assert response.json()["state"] == "running", response.text
+        started = time.monotonic()
+        item = (await client.get(WORKSPACES, headers=auth(admin))).json()["results"][0]
+        took = time.monotonic() - started
+        assert item["state"] == "running" and isinstance(item["cpu_percent"], float), item
+        assert 0 <= item["cpu_percent"] <= 100 * 2  # at most every core of this machine
+        assert item["memory_limit"] == 64 * 2**20 and 0 < item["memory_bytes"] < item["memory_limit"], item
+        assert took < 10, f"the list took {took:.1f} s"  # bounded by the 3 s stats timeout, never 30 s
+        await client.post("/api/users/workspace/stop/", headers=auth(student))
+        item = (await client.get(WORKSPACES, headers=auth(admin))).json()["results"][0]
+        assert (item["state"], item["cpu_percent"], item["memory_bytes"]) == ("stopped", None, None)
+
+
 async def test_disabling_a_user_stops_their_workspace(servers):
     server = await servers.start()
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:

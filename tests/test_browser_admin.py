@@ -164,6 +164,7 @@ async def test_trainer_sees_their_students_read_only(app, api, open_tab) -> None
         assert await page.locator("#students tbody button").count() == 0  # read-only
         assert await page.locator("#users, #workspaces, #audit").count() == 0
         await rows.first.get_by_text("No workspace").wait_for()
+        await rows.first.get_by_text("Assigned", exact=True).wait_for()  # why Dana is on the list
         await tab.assert_fits_width()
         await tab.shot(f"console-trainer-{name}")
     await tab.goto("/admin/dashboard")  # not theirs
@@ -182,6 +183,7 @@ async def test_admin_stops_and_deletes_a_workspace_with_confirm(docker_servers, 
     for viewport, name in ((WIDE, "wide"), (NARROW, "phone")):
         tab = await console_tab(open_tab, server, admin, "admin", viewport)
         await tab.page.locator("#workspaces tbody tr", has_text="Wendy Workspace").wait_for()
+        await tab.page.locator("#workspaces tbody tr", has_text="% CPU").wait_for()  # Docker's stats now
         await tab.assert_fits_width()
         await tab.shot(f"console-workspaces-{name}")
     page = tab.page

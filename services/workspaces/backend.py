@@ -69,6 +69,16 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What an instance uses now: CPU in percent of one core (200.0 = two
+    cores busy) and memory in bytes without the page cache; None where the
+    engine cannot tell."""
+    cpu_percent: float | None
+    memory_bytes: int | None
+    memory_limit: int | None = None
+
+
+@dataclass(frozen=True)
 class Progress:
     """One step of preparing the image: `percent` of that phase, 0-100."""
     percent: int
@@ -144,6 +154,11 @@ class Backend(Protocol):
 
     async def list_managed(self) -> list[Instance]:
         """Every instance this deployment (INSTANCE_NAME) manages."""
+
+    async def stats(self, ref: str) -> Usage | None:
+        """CPU and memory of a running instance now (None: not running or
+        gone). May take a second (a CPU figure needs two samples): callers
+        bound it with a timeout of their own."""
 
     def events(self, since: float | None = None) -> AsyncIterator[LifecycleEvent]:
         """Lifecycle events of managed instances from `since` (a time.time()

@@ -18,9 +18,9 @@ from typing import AsyncIterator
 from services.docker import DockerEngine, DockerError, DockerUnavailable, container_config, is_port_taken
 from services.settings import Settings
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
-                                         LifecycleEvent, PortBook, Progress, WorkspaceSpec)
+                                         LifecycleEvent, PortBook, Progress, Usage, WorkspaceSpec)
 from services.workspaces.docker_support import (HOME, ICC_OFF, chown_config, engine_errors, lifecycle_events,
-                                                network_ip, published_port)
+                                                network_ip, published_port, usage_of)
 from services.workspaces.probe import http_status
 from services.workspaces.pull import PullProgress
 
@@ -253,6 +253,11 @@ class DockerBackend:
             found = await self._engine().list_containers({"apranova.instance": self.instance,
                                                           "apranova.managed": "true"})
         return [self._instance(c, c.get("State") == "running") for c in found]
+
+    async def stats(self, ref: str) -> Usage | None:
+        with engine_errors("Docker refused to read the workspace's stats"):
+            found = await self._engine().container_stats(ref)
+        return None if found is None else usage_of(found)
 
     async def events(self, since: float | None = None) -> AsyncIterator[LifecycleEvent]:
         labels = {"apranova.instance": self.instance}

@@ -7,7 +7,7 @@ import contextlib
 from typing import Iterator
 
 from services.docker import DockerError, DockerUnavailable
-from services.workspaces.backend import BackendError, BackendUnavailable, LifecycleEvent
+from services.workspaces.backend import BackendError, BackendUnavailable, LifecycleEvent, Usage
 
 HOME = "/home/coder"  # the image user's home: the whole of it persists
 ICC_OFF = {"com.docker.network.bridge.enable_icc": "false"}  # containers on it cannot reach each other
@@ -66,3 +66,25 @@ def lifecycle_events(event: dict, oom: set[str]) -> Iterator[LifecycleEvent]:
         code = str(attributes.get("exitCode") or "")
         kind = "removed" if action == "destroy" else "oom" if killed else "died"
         yield LifecycleEvent(kind, workspace_id, ref, int(code) if code.isdigit() else None)
+
+
+def usage_of(stats: dict) -> Usage | None:
+    """Docker's stats answer as the docker CLI reads it: CPU% = the
+    container's share of the host's CPU time between the two samples, times
+    the online CPUs; memory = usage minus the reclaimable page cache
+    (cgroup v2: inactive_file; v1: total_inactive_file or cache). None when the
+    container is not running (the engine then answers zeros and no read time)."""
+    cpu, pre = stats.get("cpu_stats") or {}, stats.get("precpu_stats") or {}
+    if not cpu.get("system_cpu_usage") or str(stats.get("read", "")).startswith("0001-"):
+        return None
+    cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (pre.get("cpu_usage") or {}).get("total_usage", 0)
+    system_delta = cpu.get("system_cpu_usage", 0) - (pre.get("system_cpu_usage") or 0)
+    cpus = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
+    percent = round(cpu_delta / system_delta * cpus * 100, 1) if pre.get("system_cpu_usage") and system_delta > 0 \
+        and cpu_delta >= 0 else None
+    memory = stats.get("memory_stats") or {}
+    used, detail = memory.get("usage"), memory.get("stats") or {}
+    if used is not None:
+        cache = detail.get("inactive_file", detail.get("total_inactive_file", detail.get("cache", 0)))
+        used = used - cache if cache <= used else used
+    return Usage(percent, used, memory.get("limit"))

@@ -43,6 +43,18 @@
 
   function refName(ref) { return ref.split("/").pop(); }
 
+  // A schema block. It may scroll sideways, so a keyboard user must be able to
+  // reach it (tabindex) and a screen reader must say what it is (a named group).
+  function codeBlock(text, label) {
+    return el("pre", {tabindex: "0", role: "group", "aria-label": label}, [text]);
+  }
+
+  // A table with a header row; `heads` are [text, class] pairs (the class sizes the column).
+  function table(heads, rows) {
+    var head = el("tr", {}, heads.map(function (h) { return el("th", {scope: "col", class: h[1]}, [h[0]]); }));
+    return el("table", {}, [el("thead", {}, [head]), el("tbody", {}, rows)]);
+  }
+
   // A compact, TypeScript-like rendering of a JSON schema.
   function shape(schema, doc, depth, seen) {
     if (!schema) return "any";
@@ -103,7 +115,7 @@
   }
 
   function operation(item, id, tag, doc) {
-    var op = item.op;
+    var op = item.op, where = item.method.toUpperCase() + " " + item.path;
     var title = el("h2", {}, [el("span", {class: "method " + item.method}, [item.method]),
                                el("span", {class: "path"}, [item.path])]);
     if (op.security && op.security.length) title.appendChild(el("span", {class: "badge"}, ["Bearer token"]));
@@ -114,7 +126,7 @@
     if (op.description) box.appendChild(el("p", {class: "description"}, [op.description]));
     if (op.parameters && op.parameters.length) {
       box.appendChild(el("h4", {}, ["Parameters"]));
-      box.appendChild(el("table", {}, op.parameters.map(function (p) {
+      box.appendChild(table([["Name", "param"], ["In", "where"], ["Meaning", ""]], op.parameters.map(function (p) {
         return el("tr", {}, [el("td", {}, [el("code", {}, [p.name])]), el("td", {}, [p.in + (p.required ? ", required" : "")]),
                              el("td", {}, [p.description || shape(p.schema, doc, 0, [])])]);
       })));
@@ -122,7 +134,7 @@
     if (op.requestBody) {
       var media = op.requestBody.content["application/json"];
       box.appendChild(el("h4", {}, ["Request body (application/json" + (op.requestBody.required ? ", required" : "") + ")"]));
-      box.appendChild(el("pre", {}, [shape(media && media.schema, doc, 0, [])]));
+      box.appendChild(codeBlock(shape(media && media.schema, doc, 0, []), "Request body of " + where));
     }
     box.appendChild(el("h4", {}, ["Responses"]));
     var rows = Object.keys(op.responses).map(function (status) {
@@ -130,12 +142,12 @@
       var cells = [el("td", {class: "status"}, [status]), el("td", {}, [response.description || ""])];
       if (content && content.schema) {
         var details = el("details", {}, [el("summary", {}, [content.schema.$ref ? refName(content.schema.$ref) : "schema"]),
-                                         el("pre", {}, [shape(content.schema, doc, 0, [])])]);
+                                         codeBlock(shape(content.schema, doc, 0, []), status + " response of " + where)]);
         cells[1].appendChild(details);
       }
       return el("tr", {}, cells);
     });
-    box.appendChild(el("table", {}, rows));
+    box.appendChild(table([["Status", "status"], ["Meaning", ""]], rows));
     return box;
   }
 

@@ -159,6 +159,19 @@ function usersSection(actor, onChange) {
 }
 
 // -- workspaces ------------------------------------------------------------------------
+const MIB = 2 ** 20;
+
+/** "12.5% CPU · 300 MiB of 2,048 MiB" from the engine's stats now; "—" when unknown (not running, slow engine). */
+export function usageText(ws) {
+  const parts = [];
+  if (typeof ws.cpu_percent === "number") parts.push(`${ws.cpu_percent.toFixed(1)}% CPU`);
+  if (typeof ws.memory_bytes === "number") {
+    const limit = ws.memory_limit ? ` of ${Math.round(ws.memory_limit / MIB).toLocaleString()} MiB` : "";
+    parts.push(`${Math.round(ws.memory_bytes / MIB).toLocaleString()} MiB${limit}`);
+  }
+  return parts.join(" · ") || "—";
+}
+
 function workspacesSection(onChange) {
   const filters = { state: "" };
   const confirmSlot = h("div", { hidden: true });
@@ -171,6 +184,7 @@ function workspacesSection(onChange) {
         h("small", {}, ws.owner.email || "")) },
       { label: "State", cell: (ws) => statePill(ws.state) },
       { label: "Since", cell: (ws) => when(ws.since) },
+      { label: "CPU / memory", cell: usageText },
       { label: "Last message", cell: (ws) => ws.stop_reason && ws.state === "stopped" ? `${ws.message} (stopped: ${ws.stop_reason})` : ws.message },
       { label: "Actions", cell: (ws) => h("div", { class: "row-actions" }, actionsFor(ws)) },
     ],
