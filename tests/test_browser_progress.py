@@ -195,7 +195,8 @@ async def test_stopping_is_indeterminate_and_the_estimate_shows_on_the_next_star
     # This server has one successful start now: the next says how long it usually takes.
     fake_server.services.workspaces.backend.gate = asyncio.Event()
     await page.get_by_role("button", name="Start my workspace").click()
-    await page.locator("#ws-time", has_text="usually ready in about 1 s").wait_for()
+    # The first start's own duration (about 1 s on the fake engine, more on a loaded machine).
+    await page.locator("#ws-time", has_text=re.compile(r"usually ready in about \d+ s")).wait_for()
     assert len(await run_titles(tab)) == len(titles) + 1
     await tab.assert_fits_width()
     await shot(tab, "estimate-phone")
