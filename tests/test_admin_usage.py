@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from services.workspaces import service as workspace_service
+from services.workspaces import usage as usage_module
 from services.workspaces.backend import Usage
 from services.workspaces.docker_support import usage_of
 from tests.conftest import auth, make_admin, register
@@ -55,12 +55,12 @@ async def test_running_workspaces_carry_cpu_and_memory_others_null(site):
 
 async def test_the_engine_is_asked_concurrently_and_a_slow_one_never_holds_up_the_list(site, monkeypatch):
     backend = site.services.workspaces.backend
-    inflight, most = 0, 0
+    inflight, most, calls = 0, 0, 0
     real_stats = backend.stats
 
     async def counting(ref: str):
-        nonlocal inflight, most
-        inflight += 1
+        nonlocal inflight, most, calls
+        inflight, calls = inflight + 1, calls + 1
         most = max(most, inflight)
         try:
             return await real_stats(ref)
@@ -72,21 +72,24 @@ async def test_the_engine_is_asked_concurrently_and_a_slow_one_never_holds_up_th
         admin = await make_admin(site, client)
         await running_students(client, 3)
         backend.stats_delay = 0.2
-        listed = (await client.get(WORKSPACES, headers=auth(admin))).json()
-        assert most == 3 and all(item["cpu_percent"] == 12.5 for item in listed["results"])
 
-        monkeypatch.setattr(workspace_service, "USAGE_TIMEOUT", 0.3)
-        backend.stats_delay = 30  # an engine that hangs
-        started = time.monotonic()
-        response = await client.get(WORKSPACES, headers=auth(admin))
-        assert response.status_code == 200 and time.monotonic() - started < 5
-        assert [item["cpu_percent"] for item in response.json()["results"]] == [None, None, None]
-        assert all(item["state"] == "running" for item in response.json()["results"])
+        async def cpu_figures() -> list:
+            response = await client.get(WORKSPACES, headers=auth(admin))
+            assert response.status_code == 200 and all(i["state"] == "running" for i in response.json()["results"])
+            return [item["cpu_percent"] for item in response.json()["results"]]
+        assert await cpu_figures() == [12.5] * 3 and most == 3  # a first look: all asked at once
+        assert await cpu_figures() == [12.5] * 3 and calls == 3  # kept: a refresh asks the engine nothing
 
+        monkeypatch.setattr(usage_module, "FRESH_SECONDS", 0)  # every kept reading is old from here on
         backend.stats_delay, backend.unavailable = 0, True  # an engine that is gone
-        response = await client.get(WORKSPACES, headers=auth(admin))
-        assert response.status_code == 200
-        assert [item["memory_bytes"] for item in response.json()["results"]] == [None, None, None]
+        assert await cpu_figures() == [12.5] * 3  # the kept readings at once, new ones asked behind them
+        assert await cpu_figures() == [None] * 3  # those failed: unknown now
+
+        backend.stats_delay, backend.unavailable = 30, False  # an engine that hangs
+        site.services.workspaces.usage_sampler.timeout = 0.3
+        started = time.monotonic()
+        assert await cpu_figures() == [None] * 3
+        assert time.monotonic() - started < 5
 
 
 # Docker's answers, cut to what usage_of reads: cgroup v2 (inactive_file), v1 (total_inactive_file), stopped.

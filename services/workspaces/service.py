@@ -21,6 +21,7 @@ from services.settings import Settings, SettingsError
 from services.workspace_proxy import workspace_origin
 from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Endpoint, Usage, WorkspaceSpec
 from services.workspaces.culler import Culler
+from services.workspaces.usage import UsageSampler
 from services.workspaces.events import Events
 from services.workspaces.lifecycle import ATTEMPTS, SETTLED, Lifecycle, State
 from services.workspaces.provisioner import Provisioner
@@ -29,7 +30,7 @@ from services.workspaces.store import WorkspaceStore, ide_password, utcnow
 
 log = logging.getLogger("apranova.workspaces")
 BACKENDS = {"docker": "services.workspaces.docker_backend:DockerBackend"}
-USAGE_TIMEOUT = 3.0  # Docker's one-shot stats take about a second (two samples); past this, "unknown"
+USAGE_TIMEOUT = 3.0  # a first stats reading takes Docker about a second (two samples); past this, "unknown"
 
 
 def load_backend(settings: Settings) -> Backend:
@@ -62,6 +63,7 @@ class WorkspaceService:
         self.reconciler = Reconciler(self.lifecycle, self.store, self.provisioner, backend, settings)
         self.culler = Culler(self.lifecycle, self.store, settings, self.halt)
         self.activity = self.culler.activity  # the proxy notes traffic here
+        self.usage_sampler = UsageSampler(backend, USAGE_TIMEOUT)
 
     # -- what other parts read (metrics, the status socket, the proxy) ------------------
     @property
@@ -113,23 +115,14 @@ class WorkspaceService:
     async def snapshot(self, workspace_id: str) -> dict | None:
         return await self.store.get(workspace_id)
 
-    async def usage(self, docs: list[dict], timeout: float | None = None) -> dict[str, Usage]:
-        """CPU and memory now of the running workspaces among `docs`, by id,
-        asked of the engine all at once. One that fails or takes longer than
-        `timeout` is left out (unknown): a slow engine never holds up a list."""
-        timeout = timeout or USAGE_TIMEOUT
-
-        async def one(doc: dict) -> Usage | None:
-            # The instance's name needs only the ids (lists read documents without the password).
-            ref = self.backend.ref(WorkspaceSpec(doc["_id"], doc["owner_id"], "", doc.get("port")))
-            try:
-                return await asyncio.wait_for(self.backend.stats(ref), timeout)
-            except (asyncio.TimeoutError, BackendError, BackendUnavailable) as exc:
-                log.debug("no stats for workspace %s: %s", doc["_id"], type(exc).__name__)
-                return None
-        running = [doc for doc in docs if doc["state"] == State.RUNNING]
-        found = await asyncio.gather(*(one(doc) for doc in running))
-        return {doc["_id"]: usage for doc, usage in zip(running, found) if usage is not None}
+    async def usage(self, docs: list[dict]) -> dict[str, Usage]:
+        """CPU and memory now of the running workspaces among `docs`, by id
+        (see usage.UsageSampler: kept readings at once, a first one within
+        USAGE_TIMEOUT, else unknown: a slow engine never holds up a list)."""
+        # The instance's name needs only the ids (lists read documents without the password).
+        return await self.usage_sampler.of({
+            doc["_id"]: self.backend.ref(WorkspaceSpec(doc["_id"], doc["owner_id"], "", doc.get("port")))
+            for doc in docs if doc["state"] == State.RUNNING})
 
     def subscribe(self, workspace_id: str, after: int) -> AsyncIterator[dict]:
         """Events after `after`, then live ones (see events.Events.subscribe)."""
@@ -145,6 +138,7 @@ class WorkspaceService:
         finished by the next start's reconciliation."""
         await self.events.close()
         await self.culler.close()
+        self.usage_sampler.close()
         await self.reconciler.close()
         await self.provisioner.close()
         await self.backend.close()
