@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from pymongo.errors import PyMongoError
+
 from services.errors import ApiError
 from services.settings import Settings
 from services.workspaces.lifecycle import Lifecycle, State
@@ -137,11 +139,13 @@ class Culler:
         self.lifecycle, self.store, self.settings, self.stop = lifecycle, store, settings, stop
         self.activity = Activity()
         self.task: asyncio.Task | None = None
+        self.closing = False
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._forever(), name="workspace-culler")
 
     async def close(self) -> None:
+        self.closing = True  # a PyMongo query can absorb the cancellation: the loop checks this too
         if self.task is not None:
             self.task.cancel()
             await asyncio.wait([self.task], timeout=5)
@@ -151,13 +155,18 @@ class Culler:
             log.warning("activity not written at shutdown: %s", type(exc).__name__)
 
     async def _forever(self) -> None:
-        while True:
+        while not self.closing:
             await asyncio.sleep(self.settings.workspace_cull_interval)
+            if self.closing:
+                return
             try:
                 await self.flush()
                 await self.cull()
             except asyncio.CancelledError:
                 raise
+            except PyMongoError as exc:  # the database is away (or closing): the next round tries again
+                if not self.closing:
+                    log.warning("workspace culler: the database did not answer (%s)", type(exc).__name__)
             except Exception:  # noqa: BLE001 - the culler must survive anything
                 log.exception("workspace culler error")
 
