@@ -22,7 +22,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from services.accounts import ADMIN_ROLES
 from services.tokens import utcnow
@@ -31,6 +31,8 @@ from services.workspace_proxy import UpstreamPool
 log = logging.getLogger("apranova.proxy")
 COOKIE_KEY_LABEL = b"apranova workspace proxy cookie"  # derives the cookie key from JWT_SECRET
 SWEEP_SECONDS = 1.0
+GRANT_CACHE_SIZE = 10_000
+_UNKNOWN = object()
 CACHE_SECONDS = 1.0  # how stale a workspace's state may be when another process changed it
 
 
@@ -49,6 +51,7 @@ class Grant:
     session_id: str
     owner_id: int
     admin: bool  # opened by an admin through the logged API call
+    expires: int = 0  # the cookie's expiry (epoch seconds), when the grant came from one
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class ProxyAccess:
         self.sockets: set[Any] = set()  # open proxied WebSockets: .grant, .close(code, reason)
         self.pool = UpstreamPool()
         self.workspaces = WorkspaceCache(services)
+        self.grants: dict[tuple[str, int], Grant | None] = {}  # verified cookies (see cached_grant)
+        # Called with the workspace id once per proxied request and per relayed
+        # chunk or WebSocket read (activity for idle culling); no-op by default.
+        self.on_activity: Callable[[Any], None] = _no_activity
         self._sweeper: asyncio.Task | None = None
 
     # -- tickets ---------------------------------------------------------------------------
@@ -115,7 +122,23 @@ class ProxyAccess:
         _, viewer, owner, admin, expires, session = parts
         if int(owner) != owner_id or int(expires) <= time.time():
             return None
-        return Grant(int(viewer), session, owner_id, admin == "1")
+        return Grant(int(viewer), session, owner_id, admin == "1", int(expires))
+
+    def cached_grant(self, cookie: str | None, owner_id: int) -> Grant | None:
+        """`grant_of`, remembered per cookie value: the HMAC and the parsing
+        are the same for every request of a page load. The expiry is still
+        checked each time; the login and the workspace by `check`."""
+        if cookie is None:
+            return None
+        key = (cookie, owner_id)
+        grant = self.grants.get(key, _UNKNOWN)
+        if grant is _UNKNOWN:
+            if len(self.grants) >= GRANT_CACHE_SIZE:
+                self.grants.clear()
+            grant = self.grants[key] = self.grant_of(cookie, owner_id)
+        if grant is not None and grant.expires <= time.time():
+            return None
+        return grant
 
     def _sign(self, payload: str) -> str:
         digest = hmac.new(self.key, payload.encode(), hashlib.sha256).digest()
@@ -232,6 +255,10 @@ def _changes_of(services: Any, workspace_id: str) -> asyncio.Queue:
 
 def _ignore_changes(services: Any, workspace_id: str, queue: asyncio.Queue) -> None:
     services.workspaces.events.unlisten(workspace_id, queue)
+
+
+def _no_activity(workspace_id: Any) -> None:
+    """The default activity hook: nothing."""
 
 
 def _digest(ticket: str) -> str:

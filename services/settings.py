@@ -186,6 +186,8 @@ SETTINGS: list[Setting] = [
       group="workspace proxy"),
     S("PROXY_TICKET_SECONDS", "60", "Lifetime of the one-time ticket in a workspace URL from /api/users/workspace/open/.",
       int, group="workspace proxy"),
+    S("PROXY_FAST_LANE", "true", "Serve plain GET/HEAD requests of workspace hosts below Tornado's HTTP layer (C "
+      "parser, same checks); false: every proxied request through Tornado.", _bool, group="workspace proxy"),
     S("PROXY_COOKIE_HOURS", "12", "Lifetime of the workspace cookie (it also dies with the login session).", float,
       group="workspace proxy"),
     # payments
