@@ -212,6 +212,7 @@ class WorkspaceCache:
     def __init__(self, services: Any):
         self.services = services
         self.entries: dict[int, dict] = {}  # owner id -> {doc, at, used, changes, workspace_id}
+        self.reading: dict[int, asyncio.Future] = {}  # owner id -> the read under way
 
     async def find(self, owner_id: int, fresh: bool = False) -> dict | None:
         entry = self.entries.get(owner_id)
@@ -219,7 +220,21 @@ class WorkspaceCache:
         if entry is not None and not fresh and now - entry["at"] < CACHE_SECONDS and entry["changes"].empty():
             entry["used"] = now
             return entry["doc"]
+        if fresh or (entry is not None and not entry["changes"].empty()):
+            return await self._read(owner_id)
+        # Expired: the requests of a page load that all arrive now share one
+        # read instead of each making its own.
+        pending = self.reading.get(owner_id)
+        if pending is None:
+            pending = self.reading[owner_id] = asyncio.ensure_future(self._read(owner_id))
+            pending.add_done_callback(lambda done: self.reading.pop(owner_id, None)
+                                      if self.reading.get(owner_id) is done else None)
+        return await asyncio.shield(pending)
+
+    async def _read(self, owner_id: int) -> dict | None:
+        now = time.monotonic()
         doc = await self.services.workspaces.find(owner_id)
+        entry = self.entries.get(owner_id)
         if entry is not None and (doc is None or doc["_id"] != entry["workspace_id"]):
             self._forget(owner_id)
             entry = None

@@ -123,8 +123,9 @@ class Lane:
         except httptools.HttpParserError:
             return None
         method = parser.get_method()
-        if not head.complete or method not in _LANE_METHODS or not head.url.startswith(b"/"):
-            return None  # a body, another method, or an odd target: Tornado's full path
+        if not head.complete or method not in _LANE_METHODS or not head.url.startswith(b"/") \
+                or parser.get_http_version() != "1.1":
+            return None  # a body, another method, an odd target or HTTP/1.0: Tornado's full path
         plan = await self._admit(head)
         if plan is None:
             return None

@@ -517,3 +517,77 @@ async def test_a_logout_in_one_process_ends_access_in_another(start_server, upst
     refused = await eventually(lambda: workspace_get(second, other_host, "/", cookie), lambda r: r.status_code != 200)
     assert refused.status_code == 401 and asyncio.get_running_loop().time() - started < 2.5
     assert await asyncio.wait_for(socket.read_message(), 10) is None and socket.close_code == 4401
+
+
+async def read_answer(reader: asyncio.StreamReader, head_request: bool = False) -> tuple[int, dict, bytes]:
+    """One HTTP/1.1 answer from a raw connection: status, headers, body
+    (Content-Length or chunked)."""
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in head[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    status = int(head[0].split()[1])
+    if head_request or status in (204, 304):
+        return status, headers, b""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readline()).split(b";")[0], 16)
+            body += await reader.readexactly(size + 2)
+            body = body[:-2]
+            if size == 0:  # its CRLF ended the (empty) trailer
+                return status, headers, body
+    return status, headers, await reader.readexactly(int(headers["content-length"]))
+
+
+async def test_plain_reads_take_the_fast_lane_and_the_rest_goes_to_tornado_on_the_same_connection(proxied):
+    """GET and HEAD of a workspace host are served below Tornado's HTTP layer
+    (counted under the lane's metrics label); on the same kept-alive
+    connection a body, a refusal after logout, and pipelined requests still
+    get exactly what the Tornado path gives."""
+    server, client, port, recorder = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+
+    def send(method: str, path: str, extra: str = "", body: bytes = b"") -> None:
+        length = f"Content-Length: {len(body)}\r\n" if body else ""
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}; ide=1\r\n"
+                     f"Authorization: Bearer x\r\n{extra}{length}\r\n".encode() + body)
+
+    # Three pipelined in one write: a JSON echo, a chunked download, a HEAD.
+    send("GET", "/first")
+    send("GET", "/download?size=300000&chunked=1")
+    send("HEAD", "/third")
+    status, headers, body = await read_answer(reader)
+    seen = json.loads(body)
+    assert status == 200 and seen["uri"] == "/first" and seen["cookies"] == ["ide=1"]
+    assert "authorization" not in {name.lower() for name in seen["headers"]}
+    assert seen["headers"]["X-Forwarded-For"] == "127.0.0.1" and seen["headers"]["X-Forwarded-Host"] == host
+    assert not any(c.startswith("apranova") for c in headers.get("set-cookie", "").split(","))
+    status, headers, body = await read_answer(reader)
+    assert status == 200 and headers["transfer-encoding"] == "chunked" and body == pattern(300000)
+    status, headers, body = await read_answer(reader, head_request=True)
+    assert status == 200 and body == b""
+    # A body goes to Tornado's path, on this same connection, and the next plain read still works.
+    send("POST", "/posted", f"Origin: http://{host}\r\n", b"hello")
+    status, _, body = await read_answer(reader)
+    assert status == 200 and json.loads(body)["size"] == 5
+    send("GET", "/again")
+    status, _, body = await read_answer(reader)
+    assert status == 200 and json.loads(body)["uri"] == "/again"
+    # Logged out: the next request on the kept-alive connection is refused (by Tornado's page).
+    await client.post("/api/users/logout/", headers=auth(user), json={"refresh": user["refresh"]})
+    send("GET", "/after-logout")
+    status, _, body = await read_answer(reader)
+    assert status == 401 and json.loads(body)["details"] == {"reason": "login"}
+    writer.close()
+    assert [r["uri"] for r in recorder.requests] == ["/first", "/third", "/posted", "/again"]
+    text = (await client.get("/metrics")).text
+    lane = [line for line in text.splitlines() if line.startswith("apranova_http_requests_total")
+            and 'route="workspace proxy"' in line]
+    # The lane served the first three; Tornado the rest (a connection it took stays with it).
+    assert any('method="GET"' in line and 'status="200"' in line and line.endswith(" 2.0") for line in lane), lane
+    assert any('method="HEAD"' in line for line in lane), lane
