@@ -354,7 +354,8 @@ export class WorkspacePanel {
     this.copyStatus = h("span", { id: "ws-copy-status", role: "status", class: "hint" });
     this.runningBox = h("div", { id: "ws-running", class: "running-box", hidden: true },
       h("p", {}, this.link, " ", h("span", { class: "hint", id: "ws-url" })),
-      h("div", { class: "field" }, h("label", { for: "ws-password" }, "IDE password"),
+      this.passwordField = h("div", { class: "field", id: "ws-password-field" },
+        h("label", { for: "ws-password" }, "IDE password"),
         h("div", { class: "inline" }, this.password, this.showButton, this.copyButton), this.copyStatus));
     this.openButton = h("button", { type: "button", id: "ws-open", class: "primary", onclick: () => this.open() },
       "Open my workspace");
@@ -388,6 +389,7 @@ export class WorkspacePanel {
       this.link.href = url;
       this.element.querySelector("#ws-url").textContent = url;
       this.password.value = password || "";
+      this.passwordField.hidden = !password; // behind the proxy the IDE has no password of its own
     }
     if (state === "failed" && this.errorBox.dataset.kind !== "request") {
       this.showError(new Error(message || "The workspace could not be started."), () => this.open(), "state");
