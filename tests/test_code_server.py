@@ -92,7 +92,13 @@ async def terminal_run(page: Any, line: str, expect: str, timeout: float = 30) -
     """Type a command into the integrated terminal and wait for `expect`
     (a regular expression) in what the terminal shows."""
     terminal = page.locator(".terminal-wrapper.active .xterm")
-    await terminal.click()
+    # The Settings editor takes the focus back once its write lands (later on a
+    # loaded machine): click until the terminal holds it, then type.
+    for _ in range(50):
+        await terminal.click()
+        if await page.locator(".terminal-wrapper.active .xterm.focus").count():
+            break
+        await page.wait_for_timeout(200)
     await page.keyboard.type(line)
     await page.keyboard.press("Enter")
     deadline = time.monotonic() + timeout
@@ -100,7 +106,9 @@ async def terminal_run(page: Any, line: str, expect: str, timeout: float = 30) -
         text = await terminal_text(page)
         if re.search(expect, text):
             return text
-        assert time.monotonic() < deadline, f"terminal never showed {expect!r}: {text[-500:]!r}"
+        if time.monotonic() > deadline:
+            await shot(page, "terminal-timeout")  # what the IDE showed instead
+            raise AssertionError(f"terminal never showed {expect!r}: {text[-500:]!r}")
         await page.wait_for_timeout(200)
 
 
