@@ -64,8 +64,9 @@ class ProxyEdge:
         self.config = self.services.settings
         self.owner_id = owner_of_host(self.config, self.request.host_name)
         self.scheme = request_scheme(self.request, self.config.trusted_proxies)
-        self.grant = self.services.proxy.grant_of(cookie_value(self.request.headers.get("Cookie", "")),
-                                                  self.owner_id)
+        self.grant = self.services.proxy.cached_grant(cookie_value(self.request.headers.get("Cookie", "")),
+                                                      self.owner_id)
+        self.workspace_id = None  # known once admitted (for the activity hook)
         self.user_id = self.grant.viewer_id if self.grant else None  # for the access log
 
     def cross_origin(self: Any) -> bool:
@@ -81,6 +82,7 @@ class ProxyEdge:
         except Denied as denied:
             refuse(self, denied.status, denied.reason)
             return None
+        self.workspace_id = access.doc["_id"]
         endpoint = self.services.workspaces.endpoint(access.doc)
         address = (endpoint.host, endpoint.port) if endpoint else None
         if address is None:

@@ -46,7 +46,8 @@ class WorkspaceProxySocket(ProxyEdge, web.RequestHandler):
         self.set_header("Upgrade", "websocket")
         self.set_header("Connection", "Upgrade")
         self.finish()
-        tunnel = Tunnel(self.detach(), upstream, self.grant)  # detached at once, as Tornado's own WebSockets do
+        workspace_id = self.workspace_id
+        tunnel = Tunnel(self.detach(), upstream, self.grant, lambda: proxy.on_activity(workspace_id))  # detached at once, as Tornado's own WebSockets do
         proxy.sockets.add(tunnel)
         asyncio.ensure_future(tunnel.run(proxy.sockets.discard))
 

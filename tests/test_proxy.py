@@ -591,3 +591,27 @@ async def test_plain_reads_take_the_fast_lane_and_the_rest_goes_to_tornado_on_th
     # The lane served the first three; Tornado the rest (a connection it took stays with it).
     assert any('method="GET"' in line and 'status="200"' in line and line.endswith(" 2.0") for line in lane), lane
     assert any('method="HEAD"' in line for line in lane), lane
+
+
+async def test_the_activity_hook_hears_every_request_and_relayed_chunk(proxied):
+    """`ProxyAccess.on_activity` (a no-op unless idle culling sets it) gets the
+    workspace id for each proxied request, each chunk of an answer, and each
+    chunk a WebSocket relays either way: fast lane and Tornado path alike."""
+    server, client, port, _ = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    workspace_id = (await server.db.workspaces.find_one({"owner_id": user["user"]["id"]}))["_id"]
+    heard: list = []
+    server.services.proxy.on_activity = heard.append
+    assert (await workspace_get(server, host, "/lane", cookie)).status_code == 200
+    assert heard and set(heard) == {workspace_id}
+    count = len(heard)
+    response = await workspace_get(server, host, "/tornado", cookie, method="POST", content=b"x",
+                                   headers={"Origin": f"http://{host}"})
+    assert response.status_code == 200 and len(heard) > count
+    count = len(heard)
+    socket = await proxy_socket(server, host, cookie)
+    await socket.write_message("hello")
+    assert await socket.read_message() == "hello"
+    assert len(heard) >= count + 2 and set(heard) == {workspace_id}
+    socket.close()
