@@ -101,6 +101,9 @@ class Lane:
                 watch.touch()
         except StreamClosedError:
             stream.close()
+        except Exception:  # noqa: BLE001 - a bug here must cost one connection, never the server
+            log.exception("workspace proxy fast lane failed; connection closed")
+            stream.close()
         finally:
             watch.cancel()
 
@@ -126,7 +129,11 @@ class Lane:
         if not head.complete or method not in _LANE_METHODS or not head.url.startswith(b"/") \
                 or parser.get_http_version() != "1.1":
             return None  # a body, another method, an odd target or HTTP/1.0: Tornado's full path
-        plan = await self._admit(head)
+        try:
+            plan = await self._admit(head)
+        except Exception:  # noqa: BLE001 - e.g. the database unreachable: Tornado's path answers as it does
+            log.warning("workspace proxy fast lane: check failed; handing the request to Tornado", exc_info=True)
+            return None
         if plan is None:
             return None
         workspace_id, address, upstream_head = plan

@@ -615,3 +615,52 @@ async def test_the_activity_hook_hears_every_request_and_relayed_chunk(proxied):
     assert await socket.read_message() == "hello"
     assert len(heard) >= count + 2 and set(heard) == {workspace_id}
     socket.close()
+
+
+async def test_the_fast_lane_relays_any_framing_and_drops_hop_by_hop_headers(proxied):
+    """Against a raw workspace answering with each framing: a sized body, no
+    body (304), and a body ended by closing the connection, which the lane
+    passes on by closing the browser's connection after it."""
+    server, client, port, _ = proxied
+    answers = {
+        b"/sized": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n"
+                   b"X-Kept: yes\r\nSet-Cookie: apranova_x=1\r\n\r\nok",
+        b"/notmod": b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 99\r\n\r\n",
+        b"/close": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end",
+    }
+
+    async def workspace(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            path = head.split(b" ", 2)[1]
+            writer.write(answers[path])
+            await writer.drain()
+            if path == b"/close":
+                break
+        writer.close()
+
+    raw = await asyncio.start_server(workspace, "127.0.0.1", 0)
+    raw_port = raw.sockets[0].getsockname()[1]
+    user = await register(client)
+    uid = user["user"]["id"]
+    await server.db.workspaces.insert_one({"_id": uuid.uuid4().hex, "owner_id": uid, "state": "running",
+                                           "port": raw_port, "endpoint": {"host": "127.0.0.1", "port": raw_port},
+                                           "seq": 1, "progress": 100, "message": "running", "version": 1})
+    _, cookie = await redeem(server, await open_url(client, user))
+    host = host_of(server, uid)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+    for path in ("/sized", "/notmod", "/close"):
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n".encode())
+    status, headers, body = await read_answer(reader)
+    assert (status, body, headers["x-kept"]) == (200, b"ok", "yes")
+    assert "keep-alive" not in headers and "connection" not in headers and "set-cookie" not in headers
+    status, headers, body = await read_answer(reader, head_request=True)  # a 304 has no body, whatever it says
+    assert status == 304 and headers["etag"] == '"v1"'
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode()
+    assert head.startswith("HTTP/1.1 200") and "connection: close" in head.lower()
+    assert await asyncio.wait_for(reader.read(), 30) == b"until the end"  # then the connection closed
+    writer.close()
+    raw.close()
