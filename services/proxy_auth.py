@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from services.accounts import ADMIN_ROLES
 from services.tokens import utcnow
+from services.proxy_conn import LanePool
 from services.workspace_proxy import UpstreamPool
 
 log = logging.getLogger("apranova.proxy")
@@ -70,6 +71,7 @@ class ProxyAccess:
         self.key = hmac.new(services.tokens.secret.encode(), COOKIE_KEY_LABEL, hashlib.sha256).digest()
         self.sockets: set[Any] = set()  # open proxied WebSockets: .grant, .close(code, reason)
         self.pool = UpstreamPool()
+        self.lane_pool = LanePool()  # the fast lane's (services/proxy_lane.py)
         self.workspaces = WorkspaceCache(services)
         self.grants: dict[tuple[str, int], Grant | None] = {}  # verified cookies (see cached_grant)
         # Called with the workspace id once per proxied request and per relayed
@@ -174,12 +176,14 @@ class ProxyAccess:
         for socket in list(self.sockets):
             socket.close(1001, "Server shutting down")
         self.pool.close()
+        self.lane_pool.close()
         self.workspaces.clear()
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             self.pool.prune()
+            self.lane_pool.prune()
             self.workspaces.prune()
             try:
                 await self.sweep()

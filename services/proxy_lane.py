@@ -26,16 +26,15 @@ from typing import Any, Callable
 
 import httptools
 from tornado import httputil
-from tornado.iostream import IOStream, StreamClosedError
 
 from services.netutil import _in
+from services.proxy_conn import Closed, Conn
 from services.proxy_auth import Denied
 from services.workspace_proxy import (HOP_BY_HOP, NEVER_FORWARDED, OUR_COOKIE_PREFIX, IdleWatch, cookie_value,
                                       foreign_cookies, owner_of_host)
 
 log = logging.getLogger("apranova.proxy")
 MAX_HEAD_BYTES = 64 * 1024  # Tornado's own limit: a longer head goes there to be refused
-READ_BYTES = 64 * 1024
 _NEVER_FORWARDED = {name.encode() for name in NEVER_FORWARDED}
 _NOT_RETURNED = {name.encode() for name in HOP_BY_HOP} - {b"transfer-encoding"}  # the body's framing passes as is
 _OUR_COOKIE = OUR_COOKIE_PREFIX.encode()
@@ -68,50 +67,53 @@ class Head:
 
 class Lane:
     """One browser connection to the server's port, served here until a
-    request needs Tornado (`hand_off(stream, data)` gets the connection then)."""
+    request needs Tornado (`hand_off(conn, data)` gets the connection then,
+    with the bytes still unserved)."""
 
-    def __init__(self, services: Any, stream: IOStream, address: Any, hand_off: Callable[[IOStream, bytes], None],
+    def __init__(self, services: Any, conn: Conn, address: Any, hand_off: Callable[[Conn, bytes], None],
                  observe: Callable[[str, int, float], None], idle_seconds: float):
-        self.services, self.stream, self.hand_off, self.observe = services, stream, hand_off, observe
+        self.services, self.conn, self.hand_off, self.observe = services, conn, hand_off, observe
         self.settings = services.settings
         self.proxy = services.proxy
         self.remote_ip = address[0] if isinstance(address, tuple) and address else "0.0.0.0"
-        self.scheme = "https" if type(stream).__name__ == "SSLIOStream" else "http"
+        self.scheme = "http"  # TLS connections never take the lane (handlers/proxy_server.py)
         self.idle_seconds = idle_seconds
 
     async def run(self) -> None:
-        stream, buffer = self.stream, b""
-        watch = IdleWatch(stream, self.idle_seconds)  # as Tornado's idle_connection_timeout: none between requests
+        conn = self.conn
+        watch = IdleWatch(conn, self.idle_seconds)  # as Tornado's idle_connection_timeout: none between requests
         try:
             while True:
-                end = buffer.find(b"\r\n\r\n")
+                end = conn.buffer.find(b"\r\n\r\n")
                 while end < 0:
-                    if len(buffer) > MAX_HEAD_BYTES:
-                        return self._give_up(watch, buffer)
-                    buffer += await stream.read_bytes(READ_BYTES, partial=True)
-                    end = buffer.find(b"\r\n\r\n")
+                    if len(conn.buffer) > MAX_HEAD_BYTES:
+                        return await self._give_up(watch)
+                    await conn.more()
+                    end = conn.buffer.find(b"\r\n\r\n")
                 watch.touch()
-                kept_alive = await self._serve(buffer[:end + 4])
+                kept_alive = await self._serve(bytes(conn.buffer[:end + 4]))
                 if kept_alive is None:
-                    return self._give_up(watch, buffer)
+                    return await self._give_up(watch)
                 if not kept_alive:
-                    stream.close()
+                    await conn.flushed()
+                    conn.transport.close()
                     return
-                buffer = buffer[end + 4:]
+                del conn.buffer[:end + 4]
                 watch.touch()
-        except StreamClosedError:
-            stream.close()
+        except Closed:
+            conn.close()
         except Exception:  # noqa: BLE001 - a bug here must cost one connection, never the server
             log.exception("workspace proxy fast lane failed; connection closed")
-            stream.close()
+            conn.close()
         finally:
             watch.cancel()
 
-    def _give_up(self, watch: IdleWatch, buffer: bytes) -> None:
-        """Tornado serves this connection from here on, starting with `buffer`."""
+    async def _give_up(self, watch: IdleWatch) -> None:
+        """Tornado serves this connection from here on, starting with what is buffered."""
         watch.cancel()
-        if not self.stream.closed():
-            self.hand_off(self.stream, buffer)
+        await self.conn.flushed()  # what the lane wrote goes out before Tornado writes
+        if not self.conn.closed:
+            self.hand_off(self.conn, self.conn.take())
 
     async def _serve(self, raw: bytes) -> bool | None:
         """Forward one request; whether the browser's connection stays open,
@@ -202,27 +204,25 @@ class Relay:
 
     def __init__(self, lane: Lane, address: tuple[str, int], is_head: bool, workspace_id: Any):
         self.lane, self.address, self.is_head, self.workspace_id = lane, address, is_head, workspace_id
-        self.client = lane.stream
+        self.client = lane.conn
         self.client_open = True
         self.touch = lane.proxy.on_activity  # one call per request and per relayed chunk
 
     async def run(self, upstream_head: bytes, url: bytes) -> int | None:
         """The status relayed, or None when nothing was sent to the browser
         (Tornado then serves the request: its refusal pages, its 502/504)."""
-        settings = self.lane.settings
-        start = b"GET " if not self.is_head else b"HEAD "
-        request = start + url + b" HTTP/1.1\r\n" + upstream_head
+        settings, pool = self.lane.settings, self.lane.proxy.lane_pool
+        request = (b"HEAD " if self.is_head else b"GET ") + url + b" HTTP/1.1\r\n" + upstream_head
         for reuse in (True, False):
             try:
-                upstream, reused = await self.lane.proxy.pool.connect(self.address, settings.proxy_connect_timeout,
-                                                                      reuse)
-            except (OSError, TimeoutError, StreamClosedError):
+                upstream, reused = await pool.connect(self.address, settings.proxy_connect_timeout, reuse)
+            except (OSError, TimeoutError):
                 return None
             watch = IdleWatch(upstream, settings.proxy_idle_timeout)
             try:
-                upstream.write(request)
+                upstream.transport.write(request)
                 answer = await self._answer_head(upstream)
-            except (StreamClosedError, httptools.HttpParserError):
+            except (Closed, httptools.HttpParserError):
                 answer = None
             if answer is not None:
                 break
@@ -236,18 +236,23 @@ class Relay:
         finally:
             watch.cancel()
 
-    async def _answer_head(self, upstream: IOStream) -> tuple | None:
+    async def _answer_head(self, upstream: Conn) -> tuple | None:
         """The workspace's answer head, parsed (None for 1xx: Tornado's path)."""
-        data = await upstream.read_until(b"\r\n\r\n", max_bytes=MAX_HEAD_BYTES)
+        end = upstream.buffer.find(b"\r\n\r\n")
+        while end < 0:
+            if len(upstream.buffer) > MAX_HEAD_BYTES:
+                raise Closed
+            await upstream.more()
+            end = upstream.buffer.find(b"\r\n\r\n")
         head = Head()
         parser = httptools.HttpResponseParser(head)
-        parser.feed_data(data)
+        parser.feed_data(upstream.take(end + 4))
         status = parser.get_status_code()
         if status < 200:
             return None
         return parser, head, status
 
-    async def _relay(self, upstream: IOStream, watch: IdleWatch, parser: Any, head: Head, status: int) -> int:
+    async def _relay(self, upstream: Conn, watch: IdleWatch, parser: Any, head: Head, status: int) -> int:
         headers = head.headers
         connection = b",".join(value for name, value in headers if name == b"connection")
         dropped = _NOT_RETURNED | {t.strip().lower() for t in connection.split(b",")}
@@ -270,26 +275,27 @@ class Relay:
             if bodyless:
                 await self.client.write(out)
             elif chunked:
-                keep = await self._chunked(upstream, watch, parser, head, out) and keep
+                await self._chunked(upstream, watch, parser, head, out)
             elif delimited:
-                keep = await self._sized(upstream, watch, int(lengths[0]), out) and keep
+                await self._sized(upstream, watch, int(lengths[0]), out)
             else:
                 await self._until_close(upstream, watch, out)
                 keep = False
-        except (StreamClosedError, httptools.HttpParserError):  # either side went away mid-answer: the browser must see a broken transfer
+        except (Closed, httptools.HttpParserError):  # either side went away mid-answer: a broken transfer
             keep = self.client_open = False
-            upstream.close()
-        if keep and not upstream.closed():
+        if keep and not upstream.eof and not upstream.buffer:
             watch.cancel()
-            self.lane.proxy.pool.park(self.address, upstream)
+            self.lane.proxy.lane_pool.park(self.address, upstream)
         else:
             upstream.close()
         return status
 
-    async def _sized(self, upstream: IOStream, watch: IdleWatch, remaining: int, out: bytes) -> bool:
-        """A Content-Length body; whether the connection ended clean."""
+    async def _sized(self, upstream: Conn, watch: IdleWatch, remaining: int, out: bytes) -> None:
+        """A Content-Length body."""
         while remaining:
-            data = await upstream.read_bytes(min(remaining, READ_BYTES), partial=True)
+            if not upstream.buffer:
+                await upstream.more()
+            data = upstream.take(remaining)
             remaining -= len(data)
             watch.touch()
             self.touch(self.workspace_id)
@@ -297,28 +303,28 @@ class Relay:
             out = b""
         if out:
             await self.client.write(out)
-        return True
 
-    async def _chunked(self, upstream: IOStream, watch: IdleWatch, parser: Any, head: Head, out: bytes) -> bool:
+    async def _chunked(self, upstream: Conn, watch: IdleWatch, parser: Any, head: Head, out: bytes) -> None:
         """A chunked body, relayed as it is while llhttp finds its end."""
         while not head.complete:
-            data = await upstream.read_bytes(READ_BYTES, partial=True)
+            if not upstream.buffer:
+                await upstream.more()
+            data = upstream.take()
             watch.touch()
             self.touch(self.workspace_id)
             parser.feed_data(data)
             await self.client.write(out + data if out else data)
             out = b""
-        return True
 
-    async def _until_close(self, upstream: IOStream, watch: IdleWatch, out: bytes) -> None:
+    async def _until_close(self, upstream: Conn, watch: IdleWatch, out: bytes) -> None:
         await self.client.write(out)
-        try:
-            while True:
-                data = await upstream.read_bytes(READ_BYTES, partial=True)
-                watch.touch()
-                self.touch(self.workspace_id)
-                await self.client.write(data)
-        except StreamClosedError:
-            if not self.client.closed():
-                self.client.close()  # the end of the body
-            self.client_open = False
+        while True:
+            if not upstream.buffer:
+                try:
+                    await upstream.more()
+                except Closed:
+                    break
+            watch.touch()
+            self.touch(self.workspace_id)
+            await self.client.write(upstream.take())
+        self.client_open = False  # the end of the body: Lane closes the connection
