@@ -11,14 +11,15 @@ import os
 import socket
 from typing import Any
 
+from tornado import httputil
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
 from handlers.observe import access_log
+from handlers.proxy_edge import refusal
 from services.proxy_conn import Conn
 from services.proxy_lane import Lane
 
-log = logging.getLogger("apranova.proxy")
 PROXY_ROUTE = "workspace proxy"  # the metrics label of requests the lane served
 
 
@@ -44,7 +45,7 @@ class ProxyHTTPServer(HTTPServer):
         self.lanes.add(conn)
         try:
             await Lane(self.services, conn, address, lambda c, data: self._to_tornado(c, address, data),
-                       self._observe, self.conn_params.header_timeout or 3600).run()
+                       self._observe, self.conn_params.header_timeout or 3600, self._refusal).run()
         finally:
             self.lanes.discard(conn)
 
@@ -73,6 +74,15 @@ class ProxyHTTPServer(HTTPServer):
             stream._read_buffer[:0] = data  # noqa: SLF001
             stream._read_buffer_size += len(data)  # noqa: SLF001
         super().handle_stream(stream, address)
+
+    def _refusal(self, status: int, reason: str, accept: str, scheme: str, host: str) -> bytes:
+        """A whole refusal response, as handlers/proxy_edge.py's `refuse` writes it."""
+        _, _, port = host.rpartition(":")
+        headers, body = refusal(self.services.settings, status, reason, accept, scheme,
+                                int(port) if port.isdigit() and "]" not in port else None)
+        lines = [f"HTTP/1.1 {status} {httputil.responses.get(status, 'Unknown')}",
+                 *(f"{name}: {value}" for name, value in headers), f"Content-Length: {len(body)}"]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
     def _observe(self, method: str, status: int, seconds: float) -> None:
         """What the app's log function does for a request (handlers/observe.py)."""

@@ -8,9 +8,9 @@ Here the request head is parsed by llhttp (`httptools`, C), checked exactly
 as the Tornado path checks it (the cookie, then `ProxyAccess.check`: the
 login session, the viewer's right, the workspace running), and forwarded
 with our cookies and Authorization stripped and X-Forwarded-* set; the
-answer's head is parsed once to learn its framing and to drop hop-by-hop
-headers, and its body bytes pass unchanged, each chunk written to the
-browser before the next is read (backpressure).
+answer is relayed by services/proxy_relay.py (its head parsed once for the
+framing and to drop hop-by-hop headers, its body bytes unchanged, with
+backpressure).
 
 Anything else goes to Tornado with the bytes read so far put back, on the
 same connection, for good: requests of other hosts (the API), WebSocket
@@ -28,41 +28,14 @@ import httptools
 from tornado import httputil
 
 from services.netutil import _in
-from services.proxy_conn import Closed, Conn
 from services.proxy_auth import Denied
-from services.workspace_proxy import (HOP_BY_HOP, NEVER_FORWARDED, OUR_COOKIE_PREFIX, IdleWatch, cookie_value,
-                                      foreign_cookies, owner_of_host)
+from services.proxy_conn import Closed, Conn
+from services.proxy_relay import MAX_HEAD_BYTES, Head, Relay
+from services.workspace_proxy import NEVER_FORWARDED, IdleWatch, cookie_value, foreign_cookies, owner_of_host
 
 log = logging.getLogger("apranova.proxy")
-MAX_HEAD_BYTES = 64 * 1024  # Tornado's own limit: a longer head goes there to be refused
 _NEVER_FORWARDED = {name.encode() for name in NEVER_FORWARDED}
-_NOT_RETURNED = {name.encode() for name in HOP_BY_HOP} - {b"transfer-encoding"}  # the body's framing passes as is
-_OUR_COOKIE = OUR_COOKIE_PREFIX.encode()
 _LANE_METHODS = {b"GET", b"HEAD"}
-
-
-class Head:
-    """httptools' callbacks for one message head: what was parsed."""
-    __slots__ = ("url", "headers", "complete", "status", "upgrade")
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.complete = False
-        self.status = b""
-        self.upgrade = False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_status(self, status: bytes) -> None:
-        self.status += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
-
-    def on_message_complete(self) -> None:
-        self.complete = True
 
 
 class Lane:
@@ -71,8 +44,10 @@ class Lane:
     with the bytes still unserved)."""
 
     def __init__(self, services: Any, conn: Conn, address: Any, hand_off: Callable[[Conn, bytes], None],
-                 observe: Callable[[str, int, float], None], idle_seconds: float):
+                 observe: Callable[[str, int, float], None], idle_seconds: float,
+                 refusal: Callable[[int, str, str, str, str], bytes]):
         self.services, self.conn, self.hand_off, self.observe = services, conn, hand_off, observe
+        self.refusal = refusal  # (status, reason, accept, scheme, host) -> a whole response (handlers/proxy_edge.py)
         self.settings = services.settings
         self.proxy = services.proxy
         self.remote_ip = address[0] if isinstance(address, tuple) and address else "0.0.0.0"
@@ -139,7 +114,7 @@ class Lane:
         if plan is None:
             return None
         workspace_id, address, upstream_head = plan
-        relay = Relay(self, address, method == b"HEAD", workspace_id)
+        relay = Relay(self, address, method == b"HEAD", workspace_id, head)
         status = await relay.run(upstream_head, head.url)
         if status is None:
             return None
@@ -184,11 +159,11 @@ class Lane:
             previous = b", ".join(value for name, value in head.headers if name == b"x-forwarded-for") or None
         remote = self.remote_ip.encode()
         lines.append(b"x-forwarded-for: " + (previous + b", " + remote if previous else remote))
-        lines.append(b"x-forwarded-proto: " + self._scheme(head, trusted).encode())
+        lines.append(b"x-forwarded-proto: " + self.scheme_of(head, trusted).encode())
         lines.append(b"x-forwarded-host: " + host.encode("latin-1"))
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
-    def _scheme(self, head: Head, trusted: list) -> str:
+    def scheme_of(self, head: Head, trusted: list) -> str:
         """As `request_scheme`: https when a trusted proxy in front says so."""
         if trusted and _in(self.remote_ip, trusted):
             for name, value in head.headers:
@@ -197,134 +172,3 @@ class Lane:
                     if forwarded in ("http", "https"):
                         return forwarded
         return self.scheme
-
-
-class Relay:
-    """One request to the workspace and its answer back to the browser."""
-
-    def __init__(self, lane: Lane, address: tuple[str, int], is_head: bool, workspace_id: Any):
-        self.lane, self.address, self.is_head, self.workspace_id = lane, address, is_head, workspace_id
-        self.client = lane.conn
-        self.client_open = True
-        self.touch = lane.proxy.on_activity  # one call per request and per relayed chunk
-
-    async def run(self, upstream_head: bytes, url: bytes) -> int | None:
-        """The status relayed, or None when nothing was sent to the browser
-        (Tornado then serves the request: its refusal pages, its 502/504)."""
-        settings, pool = self.lane.settings, self.lane.proxy.lane_pool
-        request = (b"HEAD " if self.is_head else b"GET ") + url + b" HTTP/1.1\r\n" + upstream_head
-        for reuse in (True, False):
-            try:
-                upstream, reused = await pool.connect(self.address, settings.proxy_connect_timeout, reuse)
-            except (OSError, TimeoutError):
-                return None
-            watch = IdleWatch(upstream, settings.proxy_idle_timeout)
-            try:
-                upstream.transport.write(request)
-                answer = await self._answer_head(upstream)
-            except (Closed, httptools.HttpParserError):
-                answer = None
-            if answer is not None:
-                break
-            watch.cancel()
-            upstream.close()
-            if not reused:  # a fresh connection that failed: Tornado tries once more and answers 502/504
-                return None
-        self.touch(self.workspace_id)
-        try:
-            return await self._relay(upstream, watch, *answer)
-        finally:
-            watch.cancel()
-
-    async def _answer_head(self, upstream: Conn) -> tuple | None:
-        """The workspace's answer head, parsed (None for 1xx: Tornado's path)."""
-        end = upstream.buffer.find(b"\r\n\r\n")
-        while end < 0:
-            if len(upstream.buffer) > MAX_HEAD_BYTES:
-                raise Closed
-            await upstream.more()
-            end = upstream.buffer.find(b"\r\n\r\n")
-        head = Head()
-        parser = httptools.HttpResponseParser(head)
-        parser.feed_data(upstream.take(end + 4))
-        status = parser.get_status_code()
-        if status < 200:
-            return None
-        return parser, head, status
-
-    async def _relay(self, upstream: Conn, watch: IdleWatch, parser: Any, head: Head, status: int) -> int:
-        headers = head.headers
-        connection = b",".join(value for name, value in headers if name == b"connection")
-        dropped = _NOT_RETURNED | {t.strip().lower() for t in connection.split(b",")}
-        codings = b",".join(value for name, value in headers if name == b"transfer-encoding")
-        chunked = codings.lower().rstrip().endswith(b"chunked")
-        lengths = [value for name, value in headers if name == b"content-length"]
-        bodyless = self.is_head or status in (204, 304)
-        delimited = bodyless or chunked or (len(lengths) == 1 and not codings)
-        lines = [b"HTTP/1.1 %d %s" % (status, head.status)]
-        for name, value in headers:
-            if name in dropped or (name == b"set-cookie" and value.lstrip().lower().startswith(_OUR_COOKIE)):
-                continue
-            lines.append(name + b": " + value)
-        if not delimited:  # the body ends when the workspace closes: so must this connection
-            lines.append(b"connection: close")
-            self.client_open = False
-        out = b"\r\n".join(lines) + b"\r\n\r\n"
-        keep = parser.should_keep_alive() and delimited
-        try:
-            if bodyless:
-                await self.client.write(out)
-            elif chunked:
-                await self._chunked(upstream, watch, parser, head, out)
-            elif delimited:
-                await self._sized(upstream, watch, int(lengths[0]), out)
-            else:
-                await self._until_close(upstream, watch, out)
-                keep = False
-        except (Closed, httptools.HttpParserError):  # either side went away mid-answer: a broken transfer
-            keep = self.client_open = False
-        if keep and not upstream.eof and not upstream.buffer:
-            watch.cancel()
-            self.lane.proxy.lane_pool.park(self.address, upstream)
-        else:
-            upstream.close()
-        return status
-
-    async def _sized(self, upstream: Conn, watch: IdleWatch, remaining: int, out: bytes) -> None:
-        """A Content-Length body."""
-        while remaining:
-            if not upstream.buffer:
-                await upstream.more()
-            data = upstream.take(remaining)
-            remaining -= len(data)
-            watch.touch()
-            self.touch(self.workspace_id)
-            await self.client.write(out + data if out else data)
-            out = b""
-        if out:
-            await self.client.write(out)
-
-    async def _chunked(self, upstream: Conn, watch: IdleWatch, parser: Any, head: Head, out: bytes) -> None:
-        """A chunked body, relayed as it is while llhttp finds its end."""
-        while not head.complete:
-            if not upstream.buffer:
-                await upstream.more()
-            data = upstream.take()
-            watch.touch()
-            self.touch(self.workspace_id)
-            parser.feed_data(data)
-            await self.client.write(out + data if out else data)
-            out = b""
-
-    async def _until_close(self, upstream: Conn, watch: IdleWatch, out: bytes) -> None:
-        await self.client.write(out)
-        while True:
-            if not upstream.buffer:
-                try:
-                    await upstream.more()
-                except Closed:
-                    break
-            watch.touch()
-            self.touch(self.workspace_id)
-            await self.client.write(upstream.take())
-        self.client_open = False  # the end of the body: Lane closes the connection

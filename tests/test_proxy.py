@@ -664,3 +664,31 @@ async def test_the_fast_lane_relays_any_framing_and_drops_hop_by_hop_headers(pro
     assert await asyncio.wait_for(reader.read(), 30) == b"until the end"  # then the connection closed
     writer.close()
     raw.close()
+
+
+async def test_a_workspace_that_never_answers_gets_one_wait_then_504(start_server):
+    """Connected, then silent for PROXY_IDLE_TIMEOUT: a 504 (the page for a
+    browser), after a single wait on a single connection."""
+    server = await start_server(proxy_idle_timeout="1", **NO_DOCKER)
+    connections = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        await reader.read()  # never answers; the proxy hangs up
+
+    raw = await asyncio.start_server(silent, "127.0.0.1", 0)
+    raw_port = raw.sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        user = await register(client)
+        uid = user["user"]["id"]
+        await server.db.workspaces.insert_one({"_id": uuid.uuid4().hex, "owner_id": uid, "state": "running",
+                                               "port": raw_port, "endpoint": {"host": "127.0.0.1", "port": raw_port},
+                                               "seq": 1, "progress": 100, "message": "running", "version": 1})
+        _, cookie = await redeem(server, await open_url(client, user))
+    host = host_of(server, uid)
+    page = await workspace_get(server, host, "/", cookie, headers={"Accept": "text/html"})
+    assert page.status_code == 504 and "does not answer" in page.text and "Go to the dashboard" in page.text
+    assert len(connections) == 1
+    envelope = await workspace_get(server, host, "/", cookie)
+    assert envelope.status_code == 504 and envelope.json()["details"] == {"reason": "unreachable"}
+    raw.close()
