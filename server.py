@@ -17,7 +17,6 @@ import signal
 import sys
 import time
 
-
 from services import settings as settings_mod
 from services.settings import SettingsError
 
