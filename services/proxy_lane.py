@@ -65,7 +65,9 @@ class Lane:
                         return await self._give_up(watch)
                     await conn.more()
                     end = conn.buffer.find(b"\r\n\r\n")
-                watch.touch()
+                # During the exchange only PROXY_IDLE_TIMEOUT applies (the workspace's
+                # silence), as on Tornado's path: a long answer is never cut here.
+                watch.cancel()
                 kept_alive = await self._serve(bytes(conn.buffer[:end + 4]))
                 if kept_alive is None:
                     return await self._give_up(watch)
@@ -74,7 +76,7 @@ class Lane:
                     conn.transport.close()
                     return
                 del conn.buffer[:end + 4]
-                watch.touch()
+                watch = IdleWatch(conn, self.idle_seconds)
         except Closed:
             conn.close()
         except Exception:  # noqa: BLE001 - a bug here must cost one connection, never the server

@@ -692,3 +692,32 @@ async def test_a_workspace_that_never_answers_gets_one_wait_then_504(start_serve
     envelope = await workspace_get(server, host, "/", cookie)
     assert envelope.status_code == 504 and envelope.json()["details"] == {"reason": "unreachable"}
     raw.close()
+
+
+async def test_the_lane_cuts_idle_connections_between_requests_never_a_slow_answer(proxied):
+    """idle_connection_timeout (75 s in server.py; 1 s here) ends a kept-alive
+    browser connection with nothing to do, but not one waiting for a
+    workspace that takes longer than that to answer."""
+    from tornado.testing import bind_unused_port
+
+    from handlers.proxy_server import ProxyHTTPServer
+    server, client, port, recorder = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    sock, quick_port = bind_unused_port()
+    quick = ProxyHTTPServer(server.app, idle_connection_timeout=1)
+    quick.add_sockets([sock])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", quick_port)
+        writer.write(f"GET /download?size=300000&gate=1 HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert head.startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(2)  # the workspace holds the rest back for longer than the idle timeout
+        recorder.gate.set()
+        assert len(await asyncio.wait_for(reader.readexactly(300000), 30)) == 300000
+        # Then idle between requests: closed by the server.
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+    finally:
+        quick.stop()
+        await quick.close_all_connections()
