@@ -17,8 +17,6 @@ import signal
 import sys
 import time
 
-from tornado.httpserver import HTTPServer
-
 from services import settings as settings_mod
 from services.settings import SettingsError
 
@@ -75,6 +73,7 @@ def browser_url(host: str, port: int) -> str:
 
 async def serve(settings, reuse_port: bool = False) -> int:
     from handlers import make_app
+    from handlers.proxy_server import ProxyHTTPServer
     from services.container import Services
 
     try:
@@ -83,7 +82,7 @@ async def serve(settings, reuse_port: bool = False) -> int:
         log.error("cannot start: %s", exc)
         return 2
     app = make_app(services)
-    server = HTTPServer(app, max_body_size=64 * 1024 * 1024, idle_connection_timeout=75)
+    server = ProxyHTTPServer(app, max_body_size=64 * 1024 * 1024, idle_connection_timeout=75)
     try:
         server.listen(settings.port, settings.host, reuse_port=reuse_port)
     except OSError as exc:

@@ -126,6 +126,7 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
     async def get(self, *args: Any) -> None:
         if self.exchange is None and not await self._start(reuse=True):
             return
+        self.services.proxy.on_activity(self.workspace_id)
         relay, complete = await self._relay()
         if not relay.started and self.reused:  # a parked connection had gone stale: once more, fresh
             self._release()
@@ -191,6 +192,7 @@ class ResponseRelay(httputil.HTTPMessageDelegate):
     async def data_received(self, chunk: bytes) -> None:
         handler = self.handler
         handler.watch.touch()
+        handler.services.proxy.on_activity(handler.workspace_id)
         handler.write(chunk)
         try:
             await handler.flush()

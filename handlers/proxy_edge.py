@@ -32,26 +32,34 @@ PAGES = {  # reason -> (title, what to do)
 def refuse(handler: web.RequestHandler, status: int, reason: str) -> None:
     """Finish with the page for `reason`: HTML for a browser, else the envelope."""
     config = handler.application.settings["services"].settings
-    title, advice = PAGES[reason]
+    headers, body = refusal(config, status, reason, handler.request.headers.get("Accept", ""),
+                            request_scheme(handler.request, config.trusted_proxies), request_port(handler.request))
     handler.clear()
     handler.clear_header("Server")
     handler.set_status(status)
-    handler.set_header("Cache-Control", "no-store")
-    handler.set_header("X-Content-Type-Options", "nosniff")
+    for name, value in headers:
+        handler.set_header(name, value)
+    handler.finish(body)
+
+
+def refusal(config: Any, status: int, reason: str, accept: str, scheme: str, port: int | None) -> \
+        tuple[list[tuple[str, str]], bytes]:
+    """The headers and body of the page for `reason` (the fast lane writes
+    them itself when a workspace never answered)."""
+    title, advice = PAGES[reason]
+    headers = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")]
     if status == 401:
-        handler.set_header("WWW-Authenticate", 'Cookie realm="workspace"')
-    if "text/html" in handler.request.headers.get("Accept", ""):
-        scheme = request_scheme(handler.request, config.trusted_proxies)
-        dashboard = public_origin(config, scheme, request_port(handler.request)) + "/"
-        handler.set_header("Content-Type", "text/html; charset=UTF-8")
-        handler.set_header("Content-Security-Policy", PAGE_CSP)
-        handler.finish(f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title>"
-                       f"<h1>{html.escape(title)}</h1><p>{html.escape(advice)}</p>"
-                       f'<p><a href="{html.escape(dashboard)}">Go to the dashboard</a></p></html>')
+        headers.append(("WWW-Authenticate", 'Cookie realm="workspace"'))
+    if "text/html" in accept:
+        dashboard = public_origin(config, scheme, port) + "/"
+        headers += [("Content-Type", "text/html; charset=UTF-8"), ("Content-Security-Policy", PAGE_CSP)]
+        body = (f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title>"
+                f"<h1>{html.escape(title)}</h1><p>{html.escape(advice)}</p>"
+                f'<p><a href="{html.escape(dashboard)}">Go to the dashboard</a></p></html>')
     else:
-        handler.set_header("Content-Type", "application/json; charset=UTF-8")
-        body = ApiError(status, title, advice, details={"reason": reason}).body()
-        handler.finish(json.dumps(body, separators=(",", ":")))
+        headers.append(("Content-Type", "application/json; charset=UTF-8"))
+        body = json.dumps(ApiError(status, title, advice, details={"reason": reason}).body(), separators=(",", ":"))
+    return headers, body.encode()
 
 
 class ProxyEdge:
@@ -64,8 +72,9 @@ class ProxyEdge:
         self.config = self.services.settings
         self.owner_id = owner_of_host(self.config, self.request.host_name)
         self.scheme = request_scheme(self.request, self.config.trusted_proxies)
-        self.grant = self.services.proxy.grant_of(cookie_value(self.request.headers.get("Cookie", "")),
-                                                  self.owner_id)
+        self.grant = self.services.proxy.cached_grant(cookie_value(self.request.headers.get("Cookie", "")),
+                                                      self.owner_id)
+        self.workspace_id = None  # known once admitted (for the activity hook)
         self.user_id = self.grant.viewer_id if self.grant else None  # for the access log
 
     def cross_origin(self: Any) -> bool:
@@ -81,7 +90,7 @@ class ProxyEdge:
         except Denied as denied:
             refuse(self, denied.status, denied.reason)
             return None
-        self.services.workspaces.activity.touch(access.doc["owner_id"])  # idle culling's activity
+        self.workspace_id = access.doc["_id"]
         endpoint = self.services.workspaces.endpoint(access.doc)
         address = (endpoint.host, endpoint.port) if endpoint else None
         if address is None:

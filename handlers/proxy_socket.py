@@ -46,9 +46,8 @@ class WorkspaceProxySocket(ProxyEdge, web.RequestHandler):
         self.set_header("Upgrade", "websocket")
         self.set_header("Connection", "Upgrade")
         self.finish()
-        activity, owner_id = self.services.workspaces.activity, self.grant.owner_id
-        tunnel = Tunnel(self.detach(), upstream, self.grant,  # detached at once, as Tornado's own WebSockets do
-                        lambda: activity.touch(owner_id))
+        workspace_id = self.workspace_id
+        tunnel = Tunnel(self.detach(), upstream, self.grant, lambda: proxy.on_activity(workspace_id))  # detached at once, as Tornado's own WebSockets do
         proxy.sockets.add(tunnel)
         asyncio.ensure_future(tunnel.run(proxy.sockets.discard))
 

@@ -100,6 +100,11 @@ class DockerEngine:
                 return False
             raise
 
+    async def image_cmd(self, image: str) -> list[str]:
+        """The image's own command (CMD), [] when it has none."""
+        info = await self._json(f"images/{image}/json")
+        return list((info.get("Config") or {}).get("Cmd") or [])
+
     async def pull(self, image: str) -> AsyncIterator[dict]:
         """Yield Docker's pull progress messages; a registry error in the
         stream raises DockerError."""

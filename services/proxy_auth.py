@@ -22,15 +22,18 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from services.accounts import ADMIN_ROLES
 from services.tokens import utcnow
+from services.proxy_conn import LanePool
 from services.workspace_proxy import UpstreamPool
 
 log = logging.getLogger("apranova.proxy")
 COOKIE_KEY_LABEL = b"apranova workspace proxy cookie"  # derives the cookie key from JWT_SECRET
 SWEEP_SECONDS = 1.0
+GRANT_CACHE_SIZE = 10_000
+_UNKNOWN = object()
 CACHE_SECONDS = 1.0  # how stale a workspace's state may be when another process changed it
 
 
@@ -49,6 +52,7 @@ class Grant:
     session_id: str
     owner_id: int
     admin: bool  # opened by an admin through the logged API call
+    expires: int = 0  # the cookie's expiry (epoch seconds), when the grant came from one
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,12 @@ class ProxyAccess:
         self.key = hmac.new(services.tokens.secret.encode(), COOKIE_KEY_LABEL, hashlib.sha256).digest()
         self.sockets: set[Any] = set()  # open proxied WebSockets: .grant, .close(code, reason)
         self.pool = UpstreamPool()
+        self.lane_pool = LanePool()  # the fast lane's (services/proxy_lane.py)
         self.workspaces = WorkspaceCache(services)
+        self.grants: dict[tuple[str, int], Grant | None] = {}  # verified cookies (see cached_grant)
+        # Called with the workspace id once per proxied request and per relayed
+        # chunk or WebSocket read (activity for idle culling); no-op by default.
+        self.on_activity: Callable[[Any], None] = _no_activity
         self._sweeper: asyncio.Task | None = None
 
     # -- tickets ---------------------------------------------------------------------------
@@ -115,7 +124,23 @@ class ProxyAccess:
         _, viewer, owner, admin, expires, session = parts
         if int(owner) != owner_id or int(expires) <= time.time():
             return None
-        return Grant(int(viewer), session, owner_id, admin == "1")
+        return Grant(int(viewer), session, owner_id, admin == "1", int(expires))
+
+    def cached_grant(self, cookie: str | None, owner_id: int) -> Grant | None:
+        """`grant_of`, remembered per cookie value: the HMAC and the parsing
+        are the same for every request of a page load. The expiry is still
+        checked each time; the login and the workspace by `check`."""
+        if cookie is None:
+            return None
+        key = (cookie, owner_id)
+        grant = self.grants.get(key, _UNKNOWN)
+        if grant is _UNKNOWN:
+            if len(self.grants) >= GRANT_CACHE_SIZE:
+                self.grants.clear()
+            grant = self.grants[key] = self.grant_of(cookie, owner_id)
+        if grant is not None and grant.expires <= time.time():
+            return None
+        return grant
 
     def _sign(self, payload: str) -> str:
         digest = hmac.new(self.key, payload.encode(), hashlib.sha256).digest()
@@ -151,12 +176,14 @@ class ProxyAccess:
         for socket in list(self.sockets):
             socket.close(1001, "Server shutting down")
         self.pool.close()
+        self.lane_pool.close()
         self.workspaces.clear()
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             self.pool.prune()
+            self.lane_pool.prune()
             self.workspaces.prune()
             try:
                 await self.sweep()
@@ -189,6 +216,7 @@ class WorkspaceCache:
     def __init__(self, services: Any):
         self.services = services
         self.entries: dict[int, dict] = {}  # owner id -> {doc, at, used, changes, workspace_id}
+        self.reading: dict[int, asyncio.Future] = {}  # owner id -> the read under way
 
     async def find(self, owner_id: int, fresh: bool = False) -> dict | None:
         entry = self.entries.get(owner_id)
@@ -196,7 +224,21 @@ class WorkspaceCache:
         if entry is not None and not fresh and now - entry["at"] < CACHE_SECONDS and entry["changes"].empty():
             entry["used"] = now
             return entry["doc"]
+        if fresh or (entry is not None and not entry["changes"].empty()):
+            return await self._read(owner_id)
+        # Expired: the requests of a page load that all arrive now share one
+        # read instead of each making its own.
+        pending = self.reading.get(owner_id)
+        if pending is None:
+            pending = self.reading[owner_id] = asyncio.ensure_future(self._read(owner_id))
+            pending.add_done_callback(lambda done: self.reading.pop(owner_id, None)
+                                      if self.reading.get(owner_id) is done else None)
+        return await asyncio.shield(pending)
+
+    async def _read(self, owner_id: int) -> dict | None:
+        now = time.monotonic()
         doc = await self.services.workspaces.find(owner_id)
+        entry = self.entries.get(owner_id)
         if entry is not None and (doc is None or doc["_id"] != entry["workspace_id"]):
             self._forget(owner_id)
             entry = None
@@ -234,6 +276,10 @@ def _ignore_changes(services: Any, workspace_id: str, queue: asyncio.Queue) -> N
     services.workspaces.events.unlisten(workspace_id, queue)
 
 
+def _no_activity(workspace_id: Any) -> None:
+    """The default activity hook: nothing."""
+
+
 def _digest(ticket: str) -> str:
     return hashlib.sha256(ticket.encode()).hexdigest()
 
@@ -247,5 +293,6 @@ def _aware(value: Any) -> dt.datetime:
 async def start(services: Any) -> None:
     """Container starter: ``services.proxy``."""
     services.proxy = ProxyAccess(services)
+    services.proxy.on_activity = services.workspaces.activity.touch  # idle culling counts proxied traffic
     services.proxy.start()
     services.on_close(services.proxy.close)

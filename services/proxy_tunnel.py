@@ -25,7 +25,7 @@ CLOSE_GRACE_SECONDS = 2.0  # a frame still arriving when access ends gets this l
 class Tunnel:
     def __init__(self, client: IOStream, upstream: IOStream, grant: Any, touch: Callable[[], None] = lambda: None):
         self.client, self.upstream, self.grant = client, upstream, grant
-        self.touch = touch  # each chunk, either way, is the workspace's activity (idle culling)
+        self.touch = touch  # called per relayed chunk, either way (activity, for idle culling)
         self.at_boundary = True  # the workspace-to-browser direction is between frames
         self.pending_close: tuple[int, str] | None = None
         self.closed = False
@@ -56,8 +56,8 @@ class Tunnel:
                 self.at_boundary = frames.at_boundary  # close() may write its frame while this waits
                 data = await self.upstream.read_bytes(COPY_BYTES, partial=True)
                 self.at_boundary = False
-                frames.feed(data)
                 self.touch()
+                frames.feed(data)
                 await self.client.write(data)
         except StreamClosedError:
             pass

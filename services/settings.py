@@ -166,6 +166,9 @@ SETTINGS: list[Setting] = [
       "literal url/port; anyone who reaches that port reaches the IDE's login). 'network': no published port; workspaces on a "
       "Docker network the server makes with inter-container traffic off, reachable only from the server (for the proxy).",
       group="workspaces"),
+    S("WORKSPACE_IDE_PASSWORD", "auto", "'auto': code-server's own password only with WORKSPACE_EXPOSURE=direct; with "
+      "'network' the IDE runs with --auth none, as only the server reaches it and the proxy checks every request. "
+      "'always': the password in both (two locks; students type it once per browser).", group="workspaces"),
     S("WORKSPACE_USER", "1000:1000", "uid:gid the IDE runs as (never root: all capabilities are dropped).", group="workspaces"),
     S("WORKSPACE_READY_PATH", "/healthz", "Path the readiness probe requests (code-server answers /healthz).", group="workspaces"),
     S("WORKSPACE_READY_STATUSES", "200", "Comma-separated HTTP statuses of WORKSPACE_READY_PATH that mean ready.",
@@ -196,6 +199,8 @@ SETTINGS: list[Setting] = [
       group="workspace proxy"),
     S("PROXY_TICKET_SECONDS", "60", "Lifetime of the one-time ticket in a workspace URL from /api/users/workspace/open/.",
       int, group="workspace proxy"),
+    S("PROXY_FAST_LANE", "true", "Serve plain GET/HEAD requests of workspace hosts below Tornado's HTTP layer (C "
+      "parser, same checks); false: every proxied request through Tornado.", _bool, group="workspace proxy"),
     S("PROXY_COOKIE_HOURS", "12", "Lifetime of the workspace cookie (it also dies with the login session).", float,
       group="workspace proxy"),
     # payments
@@ -304,6 +309,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("WORKERS must be between 1 and 64")
     if settings.auth_cache_size < 0:
         raise SettingsError("AUTH_CACHE_SIZE must be 0 or more")
+    if settings.workspace_ide_password not in {"auto", "always"}:
+        raise SettingsError("WORKSPACE_IDE_PASSWORD must be 'auto' or 'always'")
     if settings.workspace_exposure not in {"direct", "network"}:
         raise SettingsError("WORKSPACE_EXPOSURE must be 'direct' or 'network'")
     if not re.fullmatch(r"\d+(:\d+)?", settings.workspace_user) or settings.workspace_user.split(":")[0] == "0":
@@ -355,6 +362,29 @@ def workspace_argv(settings: Settings) -> list[str] | None:
         return shlex.split(settings.workspace_cmd) or None
     except ValueError as exc:
         raise SettingsError(f"WORKSPACE_CMD cannot be read as shell words: {exc}") from None
+
+
+def ide_password_on(settings: Settings) -> bool:
+    """Whether code-server keeps its own password (WORKSPACE_IDE_PASSWORD)."""
+    return settings.workspace_ide_password == "always" or settings.workspace_exposure == "direct"
+
+
+def without_ide_password(argv: list[str]) -> list[str]:
+    """code-server's argv with `--auth none` in place of its `--auth` value;
+    an argv without --auth (not code-server's, e.g. a test stand-in) is kept."""
+    out, replace_next = [], False
+    for arg in argv:
+        if replace_next:
+            out.append("none")
+            replace_next = False
+        elif arg == "--auth":
+            out.append(arg)
+            replace_next = True
+        elif arg.startswith("--auth="):
+            out.append("--auth=none")
+        else:
+            out.append(arg)
+    return out
 
 
 def workspace_host_regex(settings: Settings) -> str:

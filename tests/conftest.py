@@ -16,6 +16,7 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
 from handlers import make_app
+from handlers.proxy_server import ProxyHTTPServer
 from services import settings as settings_mod
 from services.container import Services
 from services.db import EmbeddedMongo
@@ -81,7 +82,7 @@ async def serve(settings: settings_mod.Settings, extra_routes: list[tuple] | Non
     services = await Services(settings).start()
     app = make_app(services, extra_routes)
     sock, port = bind_unused_port()
-    http = HTTPServer(app, max_body_size=64 * 1024 * 1024)  # the app's own 1 MiB limit is what answers
+    http = ProxyHTTPServer(app, max_body_size=64 * 1024 * 1024)  # as server.py (with the proxy's fast lane); the app's own 1 MiB limit is what answers
     http.add_sockets([sock])
     return RunningServer(f"http://127.0.0.1:{port}", services, app, http)
 

@@ -63,7 +63,8 @@ class EchoHandler(web.RequestHandler):
 class DownloadHandler(web.RequestHandler):
     """GET /download?size=N: N bytes of the pattern, streamed chunk by chunk;
     ?gate=1 holds the rest back until the test opens the gate; ?cut=1 closes
-    the connection after the first chunk."""
+    the connection after the first chunk; ?chunked=1 sends no Content-Length
+    (chunked transfer coding)."""
 
     def initialize(self, recorder: Recorder) -> None:
         self.recorder = recorder
@@ -72,7 +73,8 @@ class DownloadHandler(web.RequestHandler):
         size = int(self.get_query_argument("size"))
         gated = self.get_query_argument("gate", "") == "1"
         self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("Content-Length", str(size))
+        if self.get_query_argument("chunked", "") != "1":
+            self.set_header("Content-Length", str(size))
         sent = 0
         while sent < size:
             piece = CHUNK[:min(len(CHUNK), size - sent)]

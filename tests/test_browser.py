@@ -490,7 +490,8 @@ async def student_tab(server: Any, open_tab: Any, viewport: dict = DESKTOP, **op
 
 @pytest.mark.docker
 async def test_open_workspace_survives_a_dropped_socket_and_a_reload(docker_servers, open_tab) -> None:
-    server = await docker_servers.start(workspace_cmd=SLOW_START, workspace_ready_timeout="30")
+    server = await docker_servers.start(workspace_cmd=SLOW_START, workspace_ready_timeout="30",
+                                        workspace_ide_password="always")  # its password UI is checked below
     tab, user = await student_tab(server, open_tab, permissions=["clipboard-read", "clipboard-write"])
     page = tab.page
     seen: list[tuple[int, str]] = []

@@ -517,3 +517,207 @@ async def test_a_logout_in_one_process_ends_access_in_another(start_server, upst
     refused = await eventually(lambda: workspace_get(second, other_host, "/", cookie), lambda r: r.status_code != 200)
     assert refused.status_code == 401 and asyncio.get_running_loop().time() - started < 2.5
     assert await asyncio.wait_for(socket.read_message(), 10) is None and socket.close_code == 4401
+
+
+async def read_answer(reader: asyncio.StreamReader, head_request: bool = False) -> tuple[int, dict, bytes]:
+    """One HTTP/1.1 answer from a raw connection: status, headers, body
+    (Content-Length or chunked)."""
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in head[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    status = int(head[0].split()[1])
+    if head_request or status in (204, 304):
+        return status, headers, b""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readline()).split(b";")[0], 16)
+            body += await reader.readexactly(size + 2)
+            body = body[:-2]
+            if size == 0:  # its CRLF ended the (empty) trailer
+                return status, headers, body
+    return status, headers, await reader.readexactly(int(headers["content-length"]))
+
+
+async def test_plain_reads_take_the_fast_lane_and_the_rest_goes_to_tornado_on_the_same_connection(proxied):
+    """GET and HEAD of a workspace host are served below Tornado's HTTP layer
+    (counted under the lane's metrics label); on the same kept-alive
+    connection a body, a refusal after logout, and pipelined requests still
+    get exactly what the Tornado path gives."""
+    server, client, port, recorder = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+
+    def send(method: str, path: str, extra: str = "", body: bytes = b"") -> None:
+        length = f"Content-Length: {len(body)}\r\n" if body else ""
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}; ide=1\r\n"
+                     f"Authorization: Bearer x\r\n{extra}{length}\r\n".encode() + body)
+
+    # Three pipelined in one write: a JSON echo, a chunked download, a HEAD.
+    send("GET", "/first")
+    send("GET", "/download?size=300000&chunked=1")
+    send("HEAD", "/third")
+    status, headers, body = await read_answer(reader)
+    seen = json.loads(body)
+    assert status == 200 and seen["uri"] == "/first" and seen["cookies"] == ["ide=1"]
+    assert "authorization" not in {name.lower() for name in seen["headers"]}
+    assert seen["headers"]["X-Forwarded-For"] == "127.0.0.1" and seen["headers"]["X-Forwarded-Host"] == host
+    assert not any(c.startswith("apranova") for c in headers.get("set-cookie", "").split(","))
+    status, headers, body = await read_answer(reader)
+    assert status == 200 and headers["transfer-encoding"] == "chunked" and body == pattern(300000)
+    status, headers, body = await read_answer(reader, head_request=True)
+    assert status == 200 and body == b""
+    # A body goes to Tornado's path, on this same connection, and the next plain read still works.
+    send("POST", "/posted", f"Origin: http://{host}\r\n", b"hello")
+    status, _, body = await read_answer(reader)
+    assert status == 200 and json.loads(body)["size"] == 5
+    send("GET", "/again")
+    status, _, body = await read_answer(reader)
+    assert status == 200 and json.loads(body)["uri"] == "/again"
+    # Logged out: the next request on the kept-alive connection is refused (by Tornado's page).
+    await client.post("/api/users/logout/", headers=auth(user), json={"refresh": user["refresh"]})
+    send("GET", "/after-logout")
+    status, _, body = await read_answer(reader)
+    assert status == 401 and json.loads(body)["details"] == {"reason": "login"}
+    writer.close()
+    assert [r["uri"] for r in recorder.requests] == ["/first", "/third", "/posted", "/again"]
+    text = (await client.get("/metrics")).text
+    lane = [line for line in text.splitlines() if line.startswith("apranova_http_requests_total")
+            and 'route="workspace proxy"' in line]
+    # The lane served the first three; Tornado the rest (a connection it took stays with it).
+    assert any('method="GET"' in line and 'status="200"' in line and line.endswith(" 2.0") for line in lane), lane
+    assert any('method="HEAD"' in line for line in lane), lane
+
+
+async def test_the_activity_hook_hears_every_request_and_relayed_chunk(proxied):
+    """`ProxyAccess.on_activity` (a no-op unless idle culling sets it) gets the
+    workspace id for each proxied request, each chunk of an answer, and each
+    chunk a WebSocket relays either way: fast lane and Tornado path alike."""
+    server, client, port, _ = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    workspace_id = (await server.db.workspaces.find_one({"owner_id": user["user"]["id"]}))["_id"]
+    heard: list = []
+    server.services.proxy.on_activity = heard.append
+    assert (await workspace_get(server, host, "/lane", cookie)).status_code == 200
+    assert heard and set(heard) == {workspace_id}
+    count = len(heard)
+    response = await workspace_get(server, host, "/tornado", cookie, method="POST", content=b"x",
+                                   headers={"Origin": f"http://{host}"})
+    assert response.status_code == 200 and len(heard) > count
+    count = len(heard)
+    socket = await proxy_socket(server, host, cookie)
+    await socket.write_message("hello")
+    assert await socket.read_message() == "hello"
+    assert len(heard) >= count + 2 and set(heard) == {workspace_id}
+    socket.close()
+
+
+async def test_the_fast_lane_relays_any_framing_and_drops_hop_by_hop_headers(proxied):
+    """Against a raw workspace answering with each framing: a sized body, no
+    body (304), and a body ended by closing the connection, which the lane
+    passes on by closing the browser's connection after it."""
+    server, client, port, _ = proxied
+    answers = {
+        b"/sized": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n"
+                   b"X-Kept: yes\r\nSet-Cookie: apranova_x=1\r\n\r\nok",
+        b"/notmod": b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 99\r\n\r\n",
+        b"/close": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end",
+    }
+
+    async def workspace(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            path = head.split(b" ", 2)[1]
+            writer.write(answers[path])
+            await writer.drain()
+            if path == b"/close":
+                break
+        writer.close()
+
+    raw = await asyncio.start_server(workspace, "127.0.0.1", 0)
+    raw_port = raw.sockets[0].getsockname()[1]
+    user = await register(client)
+    uid = user["user"]["id"]
+    await server.db.workspaces.insert_one({"_id": uuid.uuid4().hex, "owner_id": uid, "state": "running",
+                                           "port": raw_port, "endpoint": {"host": "127.0.0.1", "port": raw_port},
+                                           "seq": 1, "progress": 100, "message": "running", "version": 1})
+    _, cookie = await redeem(server, await open_url(client, user))
+    host = host_of(server, uid)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+    for path in ("/sized", "/notmod", "/close"):
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n".encode())
+    status, headers, body = await read_answer(reader)
+    assert (status, body, headers["x-kept"]) == (200, b"ok", "yes")
+    assert "keep-alive" not in headers and "connection" not in headers and "set-cookie" not in headers
+    status, headers, body = await read_answer(reader, head_request=True)  # a 304 has no body, whatever it says
+    assert status == 304 and headers["etag"] == '"v1"'
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode()
+    assert head.startswith("HTTP/1.1 200") and "connection: close" in head.lower()
+    assert await asyncio.wait_for(reader.read(), 30) == b"until the end"  # then the connection closed
+    writer.close()
+    raw.close()
+
+
+async def test_a_workspace_that_never_answers_gets_one_wait_then_504(start_server):
+    """Connected, then silent for PROXY_IDLE_TIMEOUT: a 504 (the page for a
+    browser), after a single wait on a single connection."""
+    server = await start_server(proxy_idle_timeout="1", **NO_DOCKER)
+    connections = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        await reader.read()  # never answers; the proxy hangs up
+
+    raw = await asyncio.start_server(silent, "127.0.0.1", 0)
+    raw_port = raw.sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        user = await register(client)
+        uid = user["user"]["id"]
+        await server.db.workspaces.insert_one({"_id": uuid.uuid4().hex, "owner_id": uid, "state": "running",
+                                               "port": raw_port, "endpoint": {"host": "127.0.0.1", "port": raw_port},
+                                               "seq": 1, "progress": 100, "message": "running", "version": 1})
+        _, cookie = await redeem(server, await open_url(client, user))
+    host = host_of(server, uid)
+    page = await workspace_get(server, host, "/", cookie, headers={"Accept": "text/html"})
+    assert page.status_code == 504 and "does not answer" in page.text and "Go to the dashboard" in page.text
+    assert len(connections) == 1
+    envelope = await workspace_get(server, host, "/", cookie)
+    assert envelope.status_code == 504 and envelope.json()["details"] == {"reason": "unreachable"}
+    raw.close()
+
+
+async def test_the_lane_cuts_idle_connections_between_requests_never_a_slow_answer(proxied):
+    """idle_connection_timeout (75 s in server.py; 1 s here) ends a kept-alive
+    browser connection with nothing to do, but not one waiting for a
+    workspace that takes longer than that to answer."""
+    from tornado.testing import bind_unused_port
+
+    from handlers.proxy_server import ProxyHTTPServer
+    server, client, port, recorder = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    sock, quick_port = bind_unused_port()
+    quick = ProxyHTTPServer(server.app, idle_connection_timeout=1)
+    quick.add_sockets([sock])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", quick_port)
+        writer.write(f"GET /download?size=300000&gate=1 HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert head.startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(2)  # the workspace holds the rest back for longer than the idle timeout
+        recorder.gate.set()
+        assert len(await asyncio.wait_for(reader.readexactly(300000), 30)) == 300000
+        # Then idle between requests: closed by the server.
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+    finally:
+        quick.stop()
+        await quick.close_all_connections()

@@ -40,15 +40,16 @@ KEPT_BY_ACTIVITY = "Kept running: there was activity in the IDE"
 
 
 class Activity:
-    """The latest proxied traffic per workspace owner, in memory."""
+    """The latest proxied traffic per workspace, in memory (the proxy calls
+    `touch` per request and per relayed chunk: a dict write, nothing more)."""
 
     def __init__(self) -> None:
-        self.seen: dict[int, float] = {}  # owner id -> time.time()
+        self.seen: dict[str, float] = {}  # workspace id -> time.time()
 
-    def touch(self, owner_id: int) -> None:
-        self.seen[owner_id] = time.time()
+    def touch(self, workspace_id: str) -> None:
+        self.seen[workspace_id] = time.time()
 
-    def take(self) -> dict[int, float]:
+    def take(self) -> dict[str, float]:
         seen, self.seen = self.seen, {}
         return seen
 
@@ -173,8 +174,8 @@ class Culler:
     async def flush(self) -> None:
         """Write the activity seen since the last flush; a workspace whose
         last event was an idle warning logs that it is kept running."""
-        for owner_id, seen in self.activity.take().items():
-            before = await self.store.note_activity(owner_id, iso(seen))
+        for workspace_id, seen in self.activity.take().items():
+            before = await self.store.note_activity(workspace_id, iso(seen))
             if before is not None and idle_warned(before):
                 await self.lifecycle.change(before["_id"], "keep", KEPT_BY_ACTIVITY, note={"kind": "info"},
                                             when=idle_warned)

@@ -16,7 +16,7 @@ import time
 from typing import AsyncIterator
 
 from services.docker import DockerEngine, DockerError, DockerUnavailable, container_config, is_port_taken
-from services.settings import Settings
+from services.settings import Settings, ide_password_on, without_ide_password
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
                                          LifecycleEvent, PortBook, Progress, Usage, WorkspaceSpec)
 from services.workspaces.docker_support import (HOME, ICC_OFF, chown_config, engine_errors, lifecycle_events,
@@ -167,11 +167,14 @@ class DockerBackend:
         if not self.direct:  # made idempotently, labelled for cleanup, before the first container joins
             await engine.ensure_network(self.network, {"apranova.instance": self.instance,
                                                        "apranova.role": "workspace-network"}, ICC_OFF)
+        cmd, env = s.workspace_argv, {"PASSWORD": spec.password}
+        if not ide_password_on(s):  # only the server reaches it: the proxy is the lock (WORKSPACE_IDE_PASSWORD)
+            cmd, env = without_ide_password(cmd or await engine.image_cmd(s.workspace_image)) or None, {}
         return container_config(
-            image=s.workspace_image, labels=self.labels(spec), env={"PASSWORD": spec.password},
+            image=s.workspace_image, labels=self.labels(spec), env=env,
             container_port=s.workspace_container_port, host_ip=s.workspace_host_ip, host_port=port,
             mounts=mounts, cpus=s.workspace_cpus, memory=s.workspace_memory_bytes, pids=s.workspace_pids,
-            user=s.workspace_user, network=self.network, cmd=s.workspace_argv)
+            user=s.workspace_user, network=self.network, cmd=cmd)
 
     async def launch(self, spec: WorkspaceSpec, ports: PortBook) -> Launched:
         engine, name = self._engine(), self.ref(spec)

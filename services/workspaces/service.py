@@ -17,7 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.accounts import ADMIN_ROLES
 from services.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable
-from services.settings import Settings, SettingsError
+from services.settings import Settings, SettingsError, ide_password_on
 from services.workspace_proxy import workspace_origin
 from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Endpoint, Usage, WorkspaceSpec
 from services.workspaces.culler import Culler
@@ -103,8 +103,9 @@ class WorkspaceService:
         return url, doc.get("port")
 
     def password(self, doc: dict) -> str:
-        """The IDE's password for its owner (derived, never stored)."""
-        return ide_password(self.password_key, doc)
+        """The IDE's password for its owner (derived, never stored); "" when
+        the IDE has none (behind the proxy: WORKSPACE_IDE_PASSWORD=auto)."""
+        return ide_password(self.password_key, doc) if ide_password_on(self.settings) else ""
 
     @staticmethod
     def endpoint(doc: dict) -> Endpoint | None:

@@ -64,11 +64,11 @@ class WorkspaceStore:
     async def running(self) -> list[dict]:
         return [doc async for doc in self.workspaces.find({"state": "running"})]
 
-    async def note_activity(self, owner_id: int, at: str) -> dict | None:
+    async def note_activity(self, workspace_id: str, at: str) -> dict | None:
         """Move a running workspace's ``last_activity`` forward to `at`,
         without a new version (see culler.py); the document as it was before."""
         return await self.workspaces.find_one_and_update(
-            {"owner_id": owner_id, "state": "running"}, {"$max": {"last_activity": at}}, {"note": 1})
+            {"_id": workspace_id, "state": "running"}, {"$max": {"last_activity": at}}, {"note": 1})
 
     async def count_by_state(self, states: Iterable[str]) -> dict[str, int]:
         counts = {state: 0 for state in states}

@@ -98,8 +98,9 @@ export function timeLine({ state, runStarted, estimate, log = [] }, now) {
 }
 
 /** What the live region says for the model, or "" for nothing new. */
-export function announcement({ state, message, url }) {
+export function announcement({ state, message, url, password }) {
   if (state === "provisioning") return `Starting: ${(message || "").replace(/: \d+%$/, "")}`;
-  if (state === "running") return url ? "Running, IDE password available" : "";
+  // Behind the proxy the IDE has no password of its own (WORKSPACE_IDE_PASSWORD=auto).
+  if (state === "running") return url ? (password ? "Running, IDE password available" : "Running, ready to open") : "";
   return { stopping: "Stopping", stopped: "Stopped", deleting: "Deleting" }[state] || "";
 }

@@ -63,7 +63,8 @@ export class WorkspaceView {
     this.autoStatus = h("p", { id: "ws-auto-status", class: "hint" });
     this.runningBox = h("div", { id: "ws-running", class: "running-box", hidden: true },
       h("p", {}, this.link, " ", h("span", { class: "hint", id: "ws-url" })), this.autoStatus,
-      h("div", { class: "field" }, h("label", { for: "ws-password" }, "IDE password"),
+      this.passwordField = h("div", { class: "field", id: "ws-password-field" },
+        h("label", { for: "ws-password" }, "IDE password"),
         h("div", { class: "inline" }, this.password, this.showButton, this.copyButton), this.copyStatus));
     this.openButton = h("button", { type: "button", id: "ws-open", class: "primary", onclick: () => this.open() },
       "Open my workspace");
@@ -106,6 +107,7 @@ export class WorkspaceView {
       this.link.href = url;
       this.element.querySelector("#ws-url").textContent = url;
       this.password.value = password || "";
+      this.passwordField.hidden = !password; // behind the proxy the IDE has no password of its own
     }
     if (state === "failed" && this.errorBox.dataset.kind !== "request") {
       this.showError(new Error(message || "Your workspace could not start. Try again."), () => this.open(), "state");

@@ -1,0 +1,160 @@
+"""Connections of the proxy's fast lane (services/proxy_lane.py): plain
+asyncio protocols, whose socket stays registered for reading (a Tornado
+IOStream adds and removes it around every read, two system calls and a
+good deal of Python per request), and the idle keep-alive connections to
+workspaces that the lane reuses.
+
+A `Conn` buffers what arrives (reading pauses past READ_LIMIT, so a fast
+workspace and a slow browser cannot fill the server's memory) and writes
+with backpressure (`write` waits while the transport's buffer is over its
+high-water mark).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+READ_LIMIT = 256 * 1024
+
+
+class Closed(Exception):
+    """The connection ended (by the peer, a timeout or us)."""
+
+
+class Conn(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.closed = False
+        self._waiter: asyncio.Future | None = None
+        self._drain: asyncio.Future | None = None
+        self._paused_reading = self._paused_writing = False
+
+    # -- asyncio's side ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > READ_LIMIT and not self._paused_reading:
+            self._paused_reading = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = self.closed = True
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the lane's side ----------------------------------------------------------------------
+    async def more(self) -> None:
+        """Wait until more bytes are in `buffer`; Closed at the end."""
+        if self.eof:
+            raise Closed
+        if self._paused_reading:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+        if self.eof and not self.buffer:
+            raise Closed
+
+    def take(self, size: int = -1) -> bytes:
+        """Up to `size` buffered bytes (all when -1), removed from the buffer."""
+        buffer = self.buffer
+        if size < 0 or size >= len(buffer):
+            data = bytes(buffer)
+            buffer.clear()
+        else:
+            data = bytes(buffer[:size])
+            del buffer[:size]
+        if self._paused_reading and len(buffer) <= READ_LIMIT:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        return data
+
+    async def write(self, data: bytes) -> None:
+        if self.closed:
+            raise Closed
+        self.transport.write(data)
+        if self._paused_writing:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+            if self.closed:
+                raise Closed
+
+    async def flushed(self) -> None:
+        """Wait until everything written has left for the socket."""
+        while not self.closed and self.transport.get_write_buffer_size():
+            await asyncio.sleep(0.005)
+
+    def close(self) -> None:
+        """Abort: used when the exchange failed or timed out (nothing pending matters)."""
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self.closed = True
+
+
+class LanePool:
+    """Idle keep-alive connections to workspaces, per address (as
+    UpstreamPool for the Tornado path), shorter-lived than Node's 5 s."""
+
+    def __init__(self, per_address: int = 32, idle_seconds: float = 4.0):
+        self.per_address, self.idle_seconds = per_address, idle_seconds
+        self.idle: dict[tuple[str, int], list[tuple[Conn, float]]] = {}
+
+    async def connect(self, address: tuple[str, int], timeout: float, reuse: bool) -> tuple[Conn, bool]:
+        """A connection and whether it was reused; OSError or TimeoutError."""
+        now = time.monotonic()
+        parked = self.idle.get(address)
+        while reuse and parked:
+            conn, since = parked.pop()
+            if not conn.eof and not conn.buffer and now - since < self.idle_seconds:
+                return conn, True
+            conn.close()
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(loop.create_connection(Conn, *address), timeout)
+        return conn, False
+
+    def park(self, address: tuple[str, int], conn: Conn) -> None:
+        parked = self.idle.setdefault(address, [])
+        if conn.eof or conn.buffer or len(parked) >= self.per_address:
+            conn.close()
+        else:
+            parked.append((conn, time.monotonic()))
+
+    def prune(self) -> None:
+        limit = time.monotonic() - self.idle_seconds
+        for address, parked in list(self.idle.items()):
+            for conn, since in parked:
+                if since < limit or conn.eof:
+                    conn.close()
+            parked[:] = [(c, t) for c, t in parked if not c.closed]
+            if not parked:
+                del self.idle[address]
+
+    def close(self) -> None:
+        for parked in self.idle.values():
+            for conn, _ in parked:
+                conn.close()
+        self.idle.clear()

@@ -1,0 +1,176 @@
+"""The proxy's fast lane: plain reads of workspace hosts (GET and HEAD
+without a body, the static assets that make up most of an IDE's requests)
+handled below Tornado's HTTP layer.
+
+Tornado parses and re-serialises both HTTP/1.1 messages of a proxied request
+in Python, which cost about three times the request itself (BENCHMARKS.md).
+Here the request head is parsed by llhttp (`httptools`, C), checked exactly
+as the Tornado path checks it (the cookie, then `ProxyAccess.check`: the
+login session, the viewer's right, the workspace running), and forwarded
+with our cookies and Authorization stripped and X-Forwarded-* set; the
+answer is relayed by services/proxy_relay.py (its head parsed once for the
+framing and to drop hop-by-hop headers, its body bytes unchanged, with
+backpressure).
+
+Anything else goes to Tornado with the bytes read so far put back, on the
+same connection, for good: requests of other hosts (the API), WebSocket
+handshakes, tickets, bodies, refusals (whose pages Tornado renders), and a
+workspace that does not answer before its response began. So the lane only
+ever serves requests that the Tornado path would have forwarded.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import httptools
+from tornado import httputil
+
+from services.netutil import _in
+from services.proxy_auth import Denied
+from services.proxy_conn import Closed, Conn
+from services.proxy_relay import MAX_HEAD_BYTES, Head, Relay
+from services.workspace_proxy import NEVER_FORWARDED, IdleWatch, cookie_value, foreign_cookies, owner_of_host
+
+log = logging.getLogger("apranova.proxy")
+_NEVER_FORWARDED = {name.encode() for name in NEVER_FORWARDED}
+_LANE_METHODS = {b"GET", b"HEAD"}
+
+
+class Lane:
+    """One browser connection to the server's port, served here until a
+    request needs Tornado (`hand_off(conn, data)` gets the connection then,
+    with the bytes still unserved)."""
+
+    def __init__(self, services: Any, conn: Conn, address: Any, hand_off: Callable[[Conn, bytes], None],
+                 observe: Callable[[str, int, float], None], idle_seconds: float,
+                 refusal: Callable[[int, str, str, str, str], bytes]):
+        self.services, self.conn, self.hand_off, self.observe = services, conn, hand_off, observe
+        self.refusal = refusal  # (status, reason, accept, scheme, host) -> a whole response (handlers/proxy_edge.py)
+        self.settings = services.settings
+        self.proxy = services.proxy
+        self.remote_ip = address[0] if isinstance(address, tuple) and address else "0.0.0.0"
+        self.scheme = "http"  # TLS connections never take the lane (handlers/proxy_server.py)
+        self.idle_seconds = idle_seconds
+
+    async def run(self) -> None:
+        conn = self.conn
+        watch = IdleWatch(conn, self.idle_seconds)  # as Tornado's idle_connection_timeout: none between requests
+        try:
+            while True:
+                end = conn.buffer.find(b"\r\n\r\n")
+                while end < 0:
+                    if len(conn.buffer) > MAX_HEAD_BYTES:
+                        return await self._give_up(watch)
+                    await conn.more()
+                    end = conn.buffer.find(b"\r\n\r\n")
+                # During the exchange only PROXY_IDLE_TIMEOUT applies (the workspace's
+                # silence), as on Tornado's path: a long answer is never cut here.
+                watch.cancel()
+                kept_alive = await self._serve(bytes(conn.buffer[:end + 4]))
+                if kept_alive is None:
+                    return await self._give_up(watch)
+                if not kept_alive:
+                    await conn.flushed()
+                    conn.transport.close()
+                    return
+                del conn.buffer[:end + 4]
+                watch = IdleWatch(conn, self.idle_seconds)
+        except Closed:
+            conn.close()
+        except Exception:  # noqa: BLE001 - a bug here must cost one connection, never the server
+            log.exception("workspace proxy fast lane failed; connection closed")
+            conn.close()
+        finally:
+            watch.cancel()
+
+    async def _give_up(self, watch: IdleWatch) -> None:
+        """Tornado serves this connection from here on, starting with what is buffered."""
+        watch.cancel()
+        await self.conn.flushed()  # what the lane wrote goes out before Tornado writes
+        if not self.conn.closed:
+            self.hand_off(self.conn, self.conn.take())
+
+    async def _serve(self, raw: bytes) -> bool | None:
+        """Forward one request; whether the browser's connection stays open,
+        or None when Tornado must serve it (nothing was sent yet)."""
+        started = time.perf_counter()
+        head = Head()
+        parser = httptools.HttpRequestParser(head)
+        try:
+            parser.feed_data(raw)
+        except httptools.HttpParserUpgrade:
+            return None
+        except httptools.HttpParserError:
+            return None
+        method = parser.get_method()
+        if not head.complete or method not in _LANE_METHODS or not head.url.startswith(b"/") \
+                or parser.get_http_version() != "1.1":
+            return None  # a body, another method, an odd target or HTTP/1.0: Tornado's full path
+        try:
+            plan = await self._admit(head)
+        except Exception:  # noqa: BLE001 - e.g. the database unreachable: Tornado's path answers as it does
+            log.warning("workspace proxy fast lane: check failed; handing the request to Tornado", exc_info=True)
+            return None
+        if plan is None:
+            return None
+        workspace_id, address, upstream_head = plan
+        relay = Relay(self, address, method == b"HEAD", workspace_id, head)
+        status = await relay.run(upstream_head, head.url)
+        if status is None:
+            return None
+        self.observe(method.decode(), status, time.perf_counter() - started)
+        return relay.client_open and parser.should_keep_alive()
+
+    async def _admit(self, head: Head) -> tuple[Any, tuple[str, int], bytes] | None:
+        """The workspace and the head to send it, when the Tornado path would
+        forward this request; else None."""
+        hosts = [value for name, value in head.headers if name == b"host"]
+        if len(hosts) != 1 or b"ticket=" in head.url:
+            return None
+        host = hosts[0].decode("latin-1")
+        owner_id = owner_of_host(self.settings, httputil.split_host_and_port(host.lower())[0])
+        if owner_id is None:
+            return None
+        cookies = "; ".join(value.decode("latin-1") for name, value in head.headers if name == b"cookie")
+        grant = self.proxy.cached_grant(cookie_value(cookies), owner_id)
+        try:
+            access = await self.proxy.check(grant)
+        except Denied:
+            return None  # Tornado checks again and answers with the page
+        endpoint = self.services.workspaces.endpoint(access.doc)
+        if endpoint is None:
+            return None
+        return access.doc["_id"], (endpoint.host, endpoint.port), self._upstream_head(head, host, cookies)
+
+    def _upstream_head(self, head: Head, host: str, cookies: str) -> bytes:
+        """The request as the workspace may see it (as `forwarded_headers`)."""
+        connection = b",".join(value for name, value in head.headers if name == b"connection")
+        dropped = _NEVER_FORWARDED | {t.strip().lower() for t in connection.split(b",")}
+        lines = []
+        for name, value in head.headers:
+            if name not in dropped:
+                lines.append(name + b": " + value)
+        kept_cookies = foreign_cookies(cookies) if cookies else None
+        if kept_cookies:
+            lines.append(b"cookie: " + kept_cookies.encode("latin-1"))
+        trusted = self.settings.trusted_proxies
+        previous = None
+        if trusted and _in(self.remote_ip, trusted):
+            previous = b", ".join(value for name, value in head.headers if name == b"x-forwarded-for") or None
+        remote = self.remote_ip.encode()
+        lines.append(b"x-forwarded-for: " + (previous + b", " + remote if previous else remote))
+        lines.append(b"x-forwarded-proto: " + self.scheme_of(head, trusted).encode())
+        lines.append(b"x-forwarded-host: " + host.encode("latin-1"))
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    def scheme_of(self, head: Head, trusted: list) -> str:
+        """As `request_scheme`: https when a trusted proxy in front says so."""
+        if trusted and _in(self.remote_ip, trusted):
+            for name, value in head.headers:
+                if name == b"x-forwarded-proto":
+                    forwarded = value.split(b",")[0].strip().lower().decode("latin-1")
+                    if forwarded in ("http", "https"):
+                        return forwarded
+        return self.scheme
