@@ -101,7 +101,7 @@ async def test_a_new_students_dashboard_asks_no_404_and_announces_each_state_onc
     await page.get_by_role("button", name="Open my workspace").click()
     await page.get_by_role("link", name="Open the IDE").wait_for()
     announced = await page.evaluate("() => window.__announced")
-    assert announced[-1] == "Running, IDE password available", announced
+    assert announced[-1] == "Running, ready to open", announced  # network exposure: no IDE password
     assert announced[0].startswith("Starting: "), announced
     assert len(announced) == len(set(announced)), announced  # each distinct text written once
     # Steps name what happens in the student's words, with a duration each, under "Start 1 · hh:mm:ss".
@@ -121,7 +121,7 @@ async def test_a_new_students_dashboard_asks_no_404_and_announces_each_state_onc
     await page.locator("#ws-live").wait_for(state="visible")
     await page.locator("#ws-live").wait_for(state="hidden")
     announced = await page.evaluate("() => window.__announced")
-    assert announced[-2:] == ["Reconnecting", "Running, IDE password available"], announced
+    assert announced[-2:] == ["Reconnecting", "Running, ready to open"], announced
     assert not seen["responses"] and not seen["console"], seen
     await shot(tab, "running-desktop")
 
