@@ -32,6 +32,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -69,6 +70,11 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def step(text: str) -> None:
+    """Progress on stderr: a long phase shows where it is."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
 def parse_at(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -84,7 +90,7 @@ class Server:
                "RATE_LIMIT_ANON": "1000000/hour", "RATE_LIMIT_USER": "1000000/hour",
                "RATE_LIMIT_WORKSPACE": "1000000/hour", "INSTANCE_NAME": instance,
                "WORKSPACE_IMAGE": IMAGE, "WORKSPACE_MEMORY": "64m", "WORKSPACE_CPUS": "0.5", **settings}
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "server.py")], env=env, cwd=ROOT,
+        self.process = subprocess.Popen([sys.executable, os.environ.get("BENCH_SERVER_SCRIPT", str(ROOT / "server.py"))], env=env, cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=open(Path(self.data) / "server.err", "w"))
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -102,7 +108,8 @@ class Server:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
-        shutil.rmtree(self.data, ignore_errors=True)
+        if not os.environ.get("BENCH_KEEP_DATA"):
+            shutil.rmtree(self.data, ignore_errors=True)
 
 
 async def register(client: httpx.AsyncClient, tag: str) -> dict:
@@ -170,10 +177,14 @@ SOCKET_BACKENDS = {  # --socket-backend -> the server's settings for part 2
 
 async def open_sockets(server: Server, users: list[dict]) -> list:
     sockets = []
-    for start in range(0, len(users), 100):
-        sockets += await asyncio.gather(*[connect(server, u["access"]) for u in users[start:start + 100]])
+    for start in range(0, len(users), 50):  # 50 at a time, as a class logging in within a few seconds
+        sockets += await asyncio.gather(*[connect(server, u["access"]) for u in users[start:start + 50]])
+    failed = 0
     for socket_ in sockets:  # the snapshots
-        await socket_.read_message()
+        raw = await socket_.read_message()
+        failed += raw is None or json.loads(raw).get("type") != "snapshot"
+    if failed:
+        step(f"{failed} of {len(sockets)} sockets closed without a snapshot (close code in the server's log)")
     return sockets
 
 
@@ -203,6 +214,7 @@ async def part_sockets(count: int, bursts: int, backend: str) -> dict:
             users = []
             for start in range(0, count, 50):
                 users += await asyncio.gather(*[register(client, "ws") for _ in range(min(50, count - start))])
+            step(f"{count} users registered")
             running: set[int] = set()
             for start in range(0, count, 50):
                 await burst(client, users[start:start + 50], "docker", running)  # every workspace created
@@ -210,8 +222,10 @@ async def part_sockets(count: int, bursts: int, backend: str) -> dict:
                 running.clear()
             await asyncio.sleep(1)
             rss_before = rss_mib(server.process.pid)
+            step(f"{count} workspaces created")
             delays: list[float] = []
             sockets = await open_sockets(server, users)
+            step(f"{len(sockets)} sockets open")
             await asyncio.sleep(1)
             rss_with = rss_mib(server.process.pid)
 
@@ -224,14 +238,19 @@ async def part_sockets(count: int, bursts: int, backend: str) -> dict:
 
             listeners = [asyncio.create_task(listen(s)) for s in sockets]
             started = time.perf_counter()
-            for _ in range(bursts):
-                await burst(client, random.sample(users, 100), backend, running)
+            for number in range(bursts):
+                await burst(client, random.sample(users, min(100, count)), backend, running)
+                step(f"burst {number + 1} done, {len(delays)} events so far")
             await asyncio.sleep(1)
             bursts_s = time.perf_counter() - started - 1
             rss_after = rss_mib(server.process.pid)
             for socket_ in sockets:
                 socket_.close()
-            await asyncio.gather(*listeners, return_exceptions=True)
+            done, stuck = await asyncio.wait(listeners, timeout=10)
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                step(f"{len(stuck)} listeners still reading 10 s after the close")
         return {"sockets": len(sockets), "delays": delays, "rss_before": rss_before, "rss_with": rss_with,
                 "rss_after": rss_after, "bursts_s": bursts_s}
     finally:
@@ -286,5 +305,10 @@ async def main() -> None:
     print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so that `finally` stops the server and removes what it made
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
     asyncio.run(main())
