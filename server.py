@@ -125,6 +125,8 @@ async def serve(settings, reuse_port: bool = False) -> int:
     if app.inflight:
         log.warning("%d request(s) still running after %.1fs; closing anyway", app.inflight,
                     settings.shutdown_timeout - closing)
+        services.hasher.shed()  # logins still waiting for bcrypt answer 503 now, while they can be answered
+        await asyncio.sleep(0.1)
     await server.close_all_connections()
     await services.close(deadline)
     log.info("stopped")
