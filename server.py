@@ -93,7 +93,6 @@ async def serve(settings, reuse_port: bool = False) -> int:
         log.error("cannot start: %s", exc)
         return 2
     app = make_app(services)
-    freeze_startup_objects()
     server = HTTPServer(app, max_body_size=64 * 1024 * 1024, idle_connection_timeout=75)
     try:
         server.listen(settings.port, settings.host, reuse_port=reuse_port)
@@ -101,6 +100,7 @@ async def serve(settings, reuse_port: bool = False) -> int:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         await services.close()
         return 2
+    freeze_startup_objects()
     log.info("ApraNova listening on http://%s:%s (%s mode)", settings.host, settings.port, settings.apranova_env)
     if settings.log_format == "json":  # every output line stays JSON
         log.info("open %s", browser_url(settings.host, settings.port))
