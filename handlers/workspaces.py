@@ -237,8 +237,7 @@ class WorkspaceStatusSocket(websocket.WebSocketHandler):
     async def _stream(self, doc: dict, after: int | None) -> None:
         """The snapshot, then the subscription from the snapshot's seq (or
         the client's `after`): replayed, then live, each event once."""
-        workspaces = self.workspaces
-        doc = await workspaces.snapshot(doc["_id"]) or doc
+        workspaces = self.workspaces  # `doc` was just read by `find`: reading it again cost 1,000 opening sockets a round trip each
         await self.write_message(snapshot_message(doc, workspaces.address(doc), workspaces.password(doc),
                                                   workspaces.estimate()))
         start = doc["seq"] if after is None else min(after, doc["seq"])

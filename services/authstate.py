@@ -14,8 +14,11 @@ What keeps it correct:
   (MONGODB_URI) has none; a poll of one small collection by primary key
   works on both, like the workspace event poll;
 * the cache is trusted only while the last successful poll started less than
-  STALE_AFTER ago; otherwise (database trouble) every read goes to the
-  database, so "another process's write takes effect within 1 s" holds;
+  STALE_AFTER ago, so "another process's write takes effect within 1 s"
+  holds; when it is stale, a read waits for the poll in flight (late under
+  load), and without one (database trouble) it goes to the database;
+* one database read per key at a time: concurrent misses share it (a cold
+  cache under load would otherwise send a herd of identical reads);
 * a read that raced with an invalidation is not stored (generation counter);
 * entries are reread after MAX_AGE: a safety net for edits made outside the
   server (a mongo shell), which write no change log entry;
@@ -108,6 +111,8 @@ class AuthState:
         self.gap_since: float | None = None
         self.hits = self.misses = 0
         self._poller: asyncio.Task | None = None
+        self._polling: asyncio.Future | None = None  # the poll in flight (stale readers wait for it)
+        self._reads: dict[tuple, tuple[float, int, asyncio.Future]] = {}  # key -> (started, generation, read)
         self._stopping = False
         self._last_purge = time.monotonic()
 
@@ -115,39 +120,78 @@ class AuthState:
     def trusted(self) -> bool:
         return self.size > 0 and time.monotonic() < self.fresh_until
 
+    async def _trusted_after_poll(self) -> bool:
+        """Stale: wait for the poll in flight, if any, rather than send every
+        request to the database (a late poll under load would otherwise make
+        a herd of reads that delays the poll further). A poll that started at
+        S and succeeded means every change logged before S is applied, so the
+        1 s promise holds."""
+        if self.size <= 0 or self._polling is None or self._polling.done():
+            return False
+        try:
+            await asyncio.wait_for(asyncio.shield(self._polling), STALE_AFTER)
+        except TimeoutError:
+            return False
+        return self.trusted()
+
     async def session(self, session_id: str) -> SessionState | None:
         """The session's state, or None if there is no such session."""
-        now = time.monotonic()
-        if self.trusted():
-            state = self.sessions.get(session_id, now)
+        if self.trusted() or await self._trusted_after_poll():
+            state = self.sessions.get(session_id, time.monotonic())
             if state is not None and (state.revoked or state.live(time.time())):  # a revocation is final
                 self.hits += 1
                 return state
         self.misses += 1  # an expired entry is reread: a refresh may have extended the session
-        generation = self.generation
-        doc = await self.session_docs.find_one({"_id": session_id}, {"user_id": 1, "revoked": 1, "expires_at": 1})
-        if doc is None:
-            return None
-        state = SessionState(int(doc.get("user_id", -1)), bool(doc.get("revoked")), _epoch(doc.get("expires_at")))
-        if generation == self.generation:
-            self.sessions.put(session_id, state, now)
-        return state
+        return await self._shared_read(("session", session_id), self._read_session, session_id)
 
     async def user(self, user_id: int) -> dict | None:
         """The user's document without the password hash (a copy: callers may
         add keys), or None."""
-        now = time.monotonic()
-        if self.trusted():
-            doc = self.users.get(user_id, now)
+        if self.trusted() or await self._trusted_after_poll():
+            doc = self.users.get(user_id, time.monotonic())
             if doc is not None:
                 self.hits += 1
                 return dict(doc)
         self.misses += 1
-        generation = self.generation
+        doc = await self._shared_read(("user", user_id), self._read_user, user_id)
+        return dict(doc) if doc is not None else None
+
+    async def _shared_read(self, key: tuple, read: Any, arg: Any) -> Any:
+        """One database read per key at a time: concurrent misses (a cold
+        cache meeting 64 connections, every request while stale) wait for the
+        read in flight instead of each making their own. A read is joined only
+        if no invalidation happened since it started (generation) and it
+        started less than STALE_AFTER ago (as fresh as a trusted entry)."""
+        now = time.monotonic()
+        if self.size <= 0:  # the cache off: every request reads for itself
+            return await read(arg, now, self.generation)
+        flight = self._reads.get(key)
+        if flight is None or flight[1] != self.generation or now - flight[0] >= STALE_AFTER:
+            task = asyncio.ensure_future(read(arg, now, self.generation))
+            flight = self._reads[key] = (now, self.generation, task)
+            task.add_done_callback(lambda done, key=key, flight=flight: self._read_done(key, flight))
+        return await asyncio.shield(flight[2])  # a waiter's cancellation leaves the read to the others
+
+    def _read_done(self, key: tuple, flight: tuple) -> None:
+        if self._reads.get(key) is flight:
+            del self._reads[key]
+        if not flight[2].cancelled():
+            flight[2].exception()  # retrieved: every waiter may have gone
+
+    async def _read_session(self, session_id: str, now: float, generation: int) -> SessionState | None:
+        doc = await self.session_docs.find_one({"_id": session_id}, {"user_id": 1, "revoked": 1, "expires_at": 1})
+        if doc is None:
+            return None
+        state = SessionState(int(doc.get("user_id", -1)), bool(doc.get("revoked")), _epoch(doc.get("expires_at")))
+        if generation == self.generation:  # else an invalidation raced with this read: do not store
+            self.sessions.put(session_id, state, now)
+        return state
+
+    async def _read_user(self, user_id: int, now: float, generation: int) -> dict | None:
         doc = await self.user_docs.find_one({"_id": user_id}, {"password_hash": 0})
         if doc is not None and generation == self.generation:
             self.users.put(user_id, doc, now)
-        return dict(doc) if doc is not None else None
+        return doc
 
     # -- writes (call after the database write) --------------------------------------
     async def session_changed(self, session_id: str) -> None:
@@ -199,15 +243,20 @@ class AuthState:
     async def _poll_loop(self) -> None:
         while not self._stopping:
             started = time.monotonic()
+            self._polling = asyncio.get_running_loop().create_future()
             try:
                 await self.poll()
                 self.fresh_until = started + STALE_AFTER
+                self._polling.set_result(None)
                 if started - self._last_purge > PURGE_EVERY:
                     self._last_purge = started
                     await self.purge_log()
             except PyMongoError as exc:
                 log.warning("auth state poll failed (%s); reading from the database until it works",
                             type(exc).__name__)
+            finally:
+                if not self._polling.done():
+                    self._polling.set_result(None)  # waiters see trusted() still False
             await asyncio.sleep(POLL_INTERVAL)
 
     async def poll(self) -> None:

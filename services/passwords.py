@@ -15,8 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from difflib import SequenceMatcher
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import bcrypt
+
+from services.errors import ServiceUnavailable
 
 MIN_LENGTH = 8
 BCRYPT_MAX_BYTES = 72
@@ -98,13 +101,38 @@ class PasswordHasher:
         # Compared against when there is no stored hash (unknown email,
         # OAuth-only account) so that the answer takes as long as a real one.
         self._dummy = _hash("dummy-password-for-timing", rounds)
+        self.closing = False
 
-    async def close(self) -> None:
+    def shed(self) -> None:
+        """Shutting down: hashes still queued (not yet on a thread) are
+        cancelled, and their requests answer 503 while their connections are
+        still open, instead of dying with the process (a 500 and a logged
+        CancelledError). Hashes already running finish."""
+        self.closing = True
         self.executor.shutdown(wait=False, cancel_futures=True)
 
+    async def close(self) -> None:
+        self.shed()
+
+    async def _run(self, function: Any, *args: Any) -> Any:
+        if self.closing:
+            raise _shutting_down()
+        future = self.executor.submit(function, *args)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and self.closing and not (task and task.cancelling()):
+                raise _shutting_down() from None  # cancelled by shed(), not this request's own cancellation
+            raise
+
     async def hash(self, password: str) -> str:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, _hash, password, self.rounds)
+        return await self._run(_hash, password, self.rounds)
 
     async def check(self, password: str, hashed: str | None) -> bool:
-        matches = await asyncio.get_running_loop().run_in_executor(self.executor, _check, password, hashed or self._dummy)
+        matches = await self._run(_check, password, hashed or self._dummy)
         return matches and bool(hashed)
+
+
+def _shutting_down() -> ServiceUnavailable:
+    return ServiceUnavailable("Shutting down", "The server is restarting. Try again in a moment.", retry_after=2)

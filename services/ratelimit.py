@@ -32,6 +32,7 @@ from services.errors import RateLimited
 
 log = logging.getLogger("apranova.ratelimit")
 SYNC_INTERVAL = 0.25  # seconds between two sends of locally counted hits
+ATTEMPT_WAIT = 60.0  # seconds an attempt may wait for this process's attempts in flight before a 429
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,9 @@ class RateLimits:
     def __init__(self, rules: dict[str, str], backend: MemoryBackend | MongoBackend):
         self.rules = {name: parse(rule) for name, rule in rules.items()}
         self.backend = backend
+        self.running: dict[str, int] = {}  # "rule:key" -> attempts of this process in flight
+        self._finished = asyncio.Condition()  # notified when an attempt ends
+        self.ended = 0  # attempts ended so far: a waiter does not miss one that ended before it waited
 
     async def hit(self, rule: str, key: str) -> Decision:
         """Count one request against the rule."""
@@ -185,9 +189,13 @@ class RateLimits:
         """Count an attempt BEFORE it runs, so that parallel attempts cannot
         all pass a look at the budget first (25 concurrent wrong passwords
         against a limit of 5 check at most 5). The hit is given back unless
-        the attempt ended with `counts` (e.g. a wrong password)."""
-        decision = await self.hit(rule, key)
-        decision.raise_if_denied(message)
+        the attempt ended with `counts` (e.g. a wrong password). An attempt
+        refused while this process has attempts of the key in flight waits
+        for one to end and asks again: those may be given back (20 right
+        passwords at once against a limit of 5 all pass, 5 at a time)."""
+        name = f"{rule}:{key}"
+        decision = await self._admit(rule, key, message)
+        self.running[name] = self.running.get(name, 0) + 1
         try:
             yield
         except counts:
@@ -195,7 +203,33 @@ class RateLimits:
         except BaseException:
             await self.refund(rule, key, decision)
             raise
-        await self.refund(rule, key, decision)
+        else:
+            await self.refund(rule, key, decision)
+        finally:
+            self.running[name] -= 1
+            if not self.running[name]:
+                del self.running[name]
+            self.ended += 1
+            async with self._finished:
+                self._finished.notify_all()
+
+    async def _admit(self, rule: str, key: str, message: str) -> Decision:
+        deadline = time.monotonic() + ATTEMPT_WAIT
+        while True:
+            ended = self.ended
+            decision = await self.hit(rule, key)
+            if decision.allowed:
+                return decision
+            if not self.running.get(f"{rule}:{key}") or time.monotonic() >= deadline:
+                decision.raise_if_denied(message)  # the budget is spent by failures (or other processes)
+            await self.refund(rule, key, decision)  # a refused hit counts nothing while it waits
+            async with self._finished:
+                if self.ended != ended:
+                    continue  # one ended meanwhile: ask again at once
+                try:
+                    await asyncio.wait_for(self._finished.wait(), max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    pass
 
     async def peek(self, rule: str, key: str) -> Decision:
         """Is there budget left, without spending any?"""

@@ -131,6 +131,24 @@ async def test_parallel_wrong_passwords_never_check_more_than_the_limit(start_se
         assert_envelope(await login(client, email, victim["password"]), 429)
 
 
+@pytest.mark.parametrize("storage", ["memory", "mongodb"])
+async def test_more_parallel_right_passwords_than_the_failure_budget_all_log_in(start_server, storage):
+    """Right passwords are counted while their bcrypt check runs, then given
+    back: 12 at once against a budget of 3 wait their turn instead of 429."""
+    import asyncio
+
+    server = await start_server(rate_limit_login_failures="3/hour", rate_limit_storage=storage)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        victim = await register(client)
+        email = victim["user"]["email"]
+        answers = await asyncio.gather(*(login(client, email, victim["password"]) for _ in range(12)))
+        assert [response.status_code for response in answers] == [200] * 12, [r.text for r in answers]
+        # The budget is whole again, and still spent by wrong passwords only.
+        wrong = await asyncio.gather(*(login(client, email, "Wrong-Password-1") for _ in range(6)))
+        assert sorted(response.status_code for response in wrong) == [401] * 3 + [429] * 3
+        assert_envelope(await login(client, email, victim["password"]), 429)
+
+
 async def test_refused_role_and_success_give_the_attempt_back(start_server):
     """Only a wrong password spends the failure budget: a right password
     under the wrong role (403) and a success leave it as it was."""

@@ -165,6 +165,34 @@ def test_sigterm_drains_in_flight_requests(process):
     assert "draining" in server.output()
 
 
+def test_sigterm_with_logins_queued_for_bcrypt_answers_503_not_500(process):
+    """More logins than the drain can hash: those still queued for a bcrypt
+    thread when the drain ends answer 503 (the envelope, Retry-After), not a
+    500 with a CancelledError in the log."""
+    server = process(BCRYPT_ROUNDS="13", SHUTDOWN_TIMEOUT="3", RATE_LIMIT_LOGIN_FAILURES="100/hour")
+    server.wait_ready(timeout=60)
+    body = {"name": "Queued", "email": "queued@example.com", "password1": PASSWORD, "password2": PASSWORD,
+            "role": "student"}
+    assert httpx.post(server.url + "/api/auth/registration/", json=body, timeout=60).status_code == 201
+    login = {"email": "queued@example.com", "password": PASSWORD, "role": "student"}
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=20)) as client:
+            pending = [asyncio.create_task(client.post(server.url + "/api/users/login/", json=login))
+                       for _ in range(12)]
+            await asyncio.sleep(0.5)
+            server.proc.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*pending, return_exceptions=True)
+
+    answers = [a for a in asyncio.run(scenario()) if isinstance(a, httpx.Response)]  # else: closed mid-hash
+    assert server.proc.wait(30) == 0
+    statuses = [response.status_code for response in answers]
+    assert set(statuses) <= {200, 503} and 503 in statuses, statuses
+    refused = next(response for response in answers if response.status_code == 503)
+    assert refused.json()["error"] == "Shutting down" and refused.headers["Retry-After"] == "2"
+    assert "CancelledError" not in server.output() and "unhandled error" not in server.output()
+
+
 def test_create_user_makes_an_admin_who_can_log_in(process, tmp_path):
     result = subprocess.run(
         [sys.executable, "server.py", "create-user", "--email", "root@example.com", "--role", "admin",

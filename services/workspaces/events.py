@@ -55,9 +55,14 @@ class Events:
         self._ensure_poller()
         try:
             last = after
-            for event in await self.store.events_after(workspace_id, after):
-                yield event
-                last = event["seq"]
+            # Usually nothing was logged after `after` (a new socket starts at its
+            # snapshot's seq): a primary-key read of the seq (about 1 ms on
+            # nx-27017) says so more cheaply than the log query (about 6 ms).
+            current = (await self.store.seqs([workspace_id])).get(workspace_id)
+            if current is None or current > after:
+                for event in await self.store.events_after(workspace_id, after):
+                    yield event
+                    last = event["seq"]
             self.last_seq[workspace_id] = min(self.last_seq.get(workspace_id, last), last)
             while True:
                 event = await queue.get()
@@ -65,8 +70,9 @@ class Events:
                     raise SubscriptionEnded()
                 if event["seq"] <= last:
                     continue
-                for missed in await self.store.events_after(workspace_id, last, event["seq"] - 1):
-                    yield missed  # a gap: events another process wrote since the last poll
+                if event["seq"] > last + 1:  # a gap: events another process wrote since the last poll
+                    for missed in await self.store.events_after(workspace_id, last, event["seq"] - 1):
+                        yield missed  # (no query otherwise: it cost every delivery a database round trip)
                 yield event
                 last = event["seq"]
         finally:

@@ -113,9 +113,6 @@ class WorkspaceService:
         found = doc.get("endpoint")
         return Endpoint(found["host"], found["port"]) if doc["state"] == State.RUNNING and found else None
 
-    async def snapshot(self, workspace_id: str) -> dict | None:
-        return await self.store.get(workspace_id)
-
     async def usage(self, docs: list[dict]) -> dict[str, Usage]:
         """CPU and memory now of the running workspaces among `docs`, by id
         (see usage.UsageSampler: kept readings at once, a first one within
