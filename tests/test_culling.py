@@ -4,8 +4,9 @@ WebSocket, the real database, the real proxy in front of a stand-in IDE."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from typing import Any
+from typing import Any, AsyncIterator
 
 import httpx
 import pytest
@@ -168,41 +169,13 @@ async def test_the_lifetime_stops_a_busy_workspace_and_keep_running_does_not_ext
         assert [m.get("kind") for m in seen].count("warning") == 0, "kept running: the lifetime warning is not repeated"
 
 
-async def test_proxied_http_and_websocket_traffic_is_activity(fake: Fake):
+@contextlib.asynccontextmanager
+async def proxied_workspace(fake: Fake) -> AsyncIterator[tuple[RunningServer, dict, str, str]]:
+    """A running workspace behind the proxy, its endpoint a loopback echo
+    server: (server, user, its host, the proxy cookie). A warning only after
+    3 s without traffic: a loaded machine's pauses between requests stay
+    well under it."""
     upstream, port, _ = await start_upstream()
-    # A warning only after 3 s without traffic: a loaded machine's pauses between requests stay well under it.
-    server = await fake.start(workspace_exposure="network", workspace_idle_timeout="4", workspace_idle_warning="1",
-                              workspace_cull_interval="0.2")
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            user = await register(http)
-            doc = await running(http, user)
-            await server.db.workspaces.update_one({"owner_id": user["user"]["id"]},
-                                                  {"$set": {"endpoint": {"host": "127.0.0.1", "port": port}}})
-            _, cookie = await redeem(server, await open_url(http, user))
-            host = host_of(server, user["user"]["id"])
-            for _ in range(10):  # 5 s of HTTP, past the 4 s timeout
-                assert (await workspace_get(server, host, "/x", cookie)).status_code == 200
-                await asyncio.sleep(0.5)
-            socket = await proxy_socket(server, host, cookie)
-            for _ in range(10):  # then 5 s of WebSocket frames only (echoed: both directions)
-                await socket.write_message("typing")
-                assert await socket.read_message() == "typing"
-                await asyncio.sleep(0.5)
-            doc = await server.services.workspaces.find(user["user"]["id"])
-            assert doc["state"] == "running"
-            assert not [e for e in await logged(server, user) if e.get("kind") == "warning"]
-            socket.close()
-            watcher = await follow(server, user)
-            await watcher.until(lambda m: m.get("kind") == "warning")
-            await watcher.until(lambda m: m.get("state") == "stopped")
-    finally:
-        upstream.stop()
-
-
-async def test_traffic_after_a_warning_logs_that_it_is_kept_running(fake: Fake):
-    upstream, port, _ = await start_upstream()
-    # A warning only after 3 s without traffic: a loaded machine's pauses between requests stay well under it.
     server = await fake.start(workspace_exposure="network", workspace_idle_timeout="4", workspace_idle_warning="1",
                               workspace_cull_interval="0.2")
     try:
@@ -212,13 +185,37 @@ async def test_traffic_after_a_warning_logs_that_it_is_kept_running(fake: Fake):
             await server.db.workspaces.update_one({"owner_id": user["user"]["id"]},
                                                   {"$set": {"endpoint": {"host": "127.0.0.1", "port": port}}})
             _, cookie = await redeem(server, await open_url(http, user))
-            watcher = await follow(server, user)
-            await watcher.until(lambda m: m.get("kind") == "warning")
-            assert (await workspace_get(server, host_of(server, user["user"]["id"]), "/", cookie)).status_code == 200
-            kept = (await watcher.until(lambda m: m.get("kind") != "warning"))[-1]
-            assert kept["kind"] == "info" and kept["message"] == "Kept running: there was activity in the IDE"
+            yield server, user, host_of(server, user["user"]["id"]), cookie
     finally:
         upstream.stop()
+
+
+async def test_proxied_http_and_websocket_traffic_is_activity(fake: Fake):
+    async with proxied_workspace(fake) as (server, user, host, cookie):
+        for _ in range(10):  # 5 s of HTTP, past the 4 s timeout
+            assert (await workspace_get(server, host, "/x", cookie)).status_code == 200
+            await asyncio.sleep(0.5)
+        socket = await proxy_socket(server, host, cookie)
+        for _ in range(10):  # then 5 s of WebSocket frames only (echoed: both directions)
+            await socket.write_message("typing")
+            assert await socket.read_message() == "typing"
+            await asyncio.sleep(0.5)
+        doc = await server.services.workspaces.find(user["user"]["id"])
+        assert doc["state"] == "running"
+        assert not [e for e in await logged(server, user) if e.get("kind") == "warning"]
+        socket.close()
+        watcher = await follow(server, user)
+        await watcher.until(lambda m: m.get("kind") == "warning")
+        await watcher.until(lambda m: m.get("state") == "stopped")
+
+
+async def test_traffic_after_a_warning_logs_that_it_is_kept_running(fake: Fake):
+    async with proxied_workspace(fake) as (server, user, host, cookie):
+        watcher = await follow(server, user)
+        await watcher.until(lambda m: m.get("kind") == "warning")
+        assert (await workspace_get(server, host, "/", cookie)).status_code == 200
+        kept = (await watcher.until(lambda m: m.get("kind") != "warning"))[-1]
+        assert kept["kind"] == "info" and kept["message"] == "Kept running: there was activity in the IDE"
 
 
 async def test_two_servers_warn_once_and_stop_once(fake: Fake):

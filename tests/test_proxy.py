@@ -112,6 +112,18 @@ async def signed_in(server, client, port: int, **register_args) -> tuple[dict, s
     return user, cookie
 
 
+async def signed_in_at(server, client, raw_port: int) -> tuple[str, str]:
+    """A new student whose running workspace is a raw loopback server on
+    `raw_port` (no stand-in recorder): its host and the proxy cookie."""
+    user = await register(client)
+    uid = user["user"]["id"]
+    await server.db.workspaces.insert_one({"_id": uuid.uuid4().hex, "owner_id": uid, "state": "running",
+                                           "port": raw_port, "endpoint": {"host": "127.0.0.1", "port": raw_port},
+                                           "seq": 1, "progress": 100, "message": "running", "version": 1})
+    _, cookie = await redeem(server, await open_url(client, user))
+    return host_of(server, uid), cookie
+
+
 async def test_a_ticket_opens_the_workspace_once_and_becomes_a_host_cookie(proxied):
     server, client, port, recorder = proxied
     user = await register(client)
@@ -644,13 +656,7 @@ async def test_the_fast_lane_relays_any_framing_and_drops_hop_by_hop_headers(pro
 
     raw = await asyncio.start_server(workspace, "127.0.0.1", 0)
     raw_port = raw.sockets[0].getsockname()[1]
-    user = await register(client)
-    uid = user["user"]["id"]
-    await server.db.workspaces.insert_one({"_id": uuid.uuid4().hex, "owner_id": uid, "state": "running",
-                                           "port": raw_port, "endpoint": {"host": "127.0.0.1", "port": raw_port},
-                                           "seq": 1, "progress": 100, "message": "running", "version": 1})
-    _, cookie = await redeem(server, await open_url(client, user))
-    host = host_of(server, uid)
+    host, cookie = await signed_in_at(server, client, raw_port)
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
     for path in ("/sized", "/notmod", "/close"):
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n".encode())
@@ -679,13 +685,7 @@ async def test_a_workspace_that_never_answers_gets_one_wait_then_504(start_serve
     raw = await asyncio.start_server(silent, "127.0.0.1", 0)
     raw_port = raw.sockets[0].getsockname()[1]
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-        user = await register(client)
-        uid = user["user"]["id"]
-        await server.db.workspaces.insert_one({"_id": uuid.uuid4().hex, "owner_id": uid, "state": "running",
-                                               "port": raw_port, "endpoint": {"host": "127.0.0.1", "port": raw_port},
-                                               "seq": 1, "progress": 100, "message": "running", "version": 1})
-        _, cookie = await redeem(server, await open_url(client, user))
-    host = host_of(server, uid)
+        host, cookie = await signed_in_at(server, client, raw_port)
     page = await workspace_get(server, host, "/", cookie, headers={"Accept": "text/html"})
     assert page.status_code == 504 and "does not answer" in page.text and "Go to the dashboard" in page.text
     assert len(connections) == 1
