@@ -84,12 +84,12 @@ class ProxyHTTPServer(HTTPServer):
                  *(f"{name}: {value}" for name, value in headers), f"Content-Length: {len(body)}"]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
-    def _observe(self, method: str, status: int, seconds: float) -> None:
+    def _observe(self, method: str, path: str, status: int, seconds: float) -> None:
         """What the app's log function does for a request (handlers/observe.py)."""
         level = logging.INFO if status < 500 else logging.ERROR
         if access_log.isEnabledFor(level):
-            access_log.log(level, "%s (workspace) %d %.1fms", method, status, seconds * 1000,
-                           extra={"method": method, "path": "(workspace)", "status": status,
+            access_log.log(level, "%s %s %d %.1fms (workspace)", method, path, status, seconds * 1000,
+                           extra={"method": method, "path": path, "status": status,
                                   "ms": round(seconds * 1000, 1)})
         metrics = getattr(self.services, "metrics", None)
         if metrics is not None:

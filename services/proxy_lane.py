@@ -44,7 +44,7 @@ class Lane:
     with the bytes still unserved)."""
 
     def __init__(self, services: Any, conn: Conn, address: Any, hand_off: Callable[[Conn, bytes], None],
-                 observe: Callable[[str, int, float], None], idle_seconds: float,
+                 observe: Callable[[str, str, int, float], None], idle_seconds: float,
                  refusal: Callable[[int, str, str, str, str], bytes]):
         self.services, self.conn, self.hand_off, self.observe = services, conn, hand_off, observe
         self.refusal = refusal  # (status, reason, accept, scheme, host) -> a whole response (handlers/proxy_edge.py)
@@ -120,7 +120,8 @@ class Lane:
         status = await relay.run(upstream_head, head.url)
         if status is None:
             return None
-        self.observe(method.decode(), status, time.perf_counter() - started)
+        path = head.url.partition(b"?")[0].decode("latin-1")  # never the query: it may carry secrets
+        self.observe(method.decode(), path, status, time.perf_counter() - started)
         return relay.client_open and parser.should_keep_alive()
 
     async def _admit(self, head: Head) -> tuple[Any, tuple[str, int], bytes] | None:

@@ -7,6 +7,7 @@ container (the proxy connects to the document's `endpoint`)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import hashlib
 import json
 import uuid
@@ -603,6 +604,17 @@ async def test_plain_reads_take_the_fast_lane_and_the_rest_goes_to_tornado_on_th
     # The lane served the first three; Tornado the rest (a connection it took stays with it).
     assert any('method="GET"' in line and 'status="200"' in line and line.endswith(" 2.0") for line in lane), lane
     assert any('method="HEAD"' in line for line in lane), lane
+
+
+async def test_the_fast_lane_logs_the_path_never_the_query(proxied, caplog):
+    server, client, port, _ = proxied
+    user, cookie = await signed_in(server, client, port)
+    host = host_of(server, user["user"]["id"])
+    with caplog.at_level(logging.INFO, logger="apranova.access"):
+        assert (await workspace_get(server, host, "/static/app.js?token=s3cret", cookie)).status_code == 200
+    lines = [record.getMessage() for record in caplog.records if record.name == "apranova.access"]
+    assert any(line.startswith("GET /static/app.js 200 ") and line.endswith("(workspace)") for line in lines), lines
+    assert "s3cret" not in caplog.text
 
 
 async def test_the_activity_hook_hears_every_request_and_relayed_chunk(proxied):
