@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import AsyncIterator
 
 from services.workspaces.store import WorkspaceStore, event_of
 
 log = logging.getLogger("apranova.workspaces")
+LOG_WAIT = 2.0  # how long a reader waits for an event's log write that is under way
 _END = None  # put in a queue: the subscription ends (shutdown, or `disconnect`)
 
 
@@ -60,7 +62,7 @@ class Events:
             # nx-27017) says so more cheaply than the log query (about 6 ms).
             current = (await self.store.seqs([workspace_id])).get(workspace_id)
             if current is None or current > after:
-                for event in await self.store.events_after(workspace_id, after):
+                for event in await self._logged(workspace_id, after, reach=current):
                     yield event
                     last = event["seq"]
             self.last_seq[workspace_id] = min(self.last_seq.get(workspace_id, last), last)
@@ -71,12 +73,25 @@ class Events:
                 if event["seq"] <= last:
                     continue
                 if event["seq"] > last + 1:  # a gap: events another process wrote since the last poll
-                    for missed in await self.store.events_after(workspace_id, last, event["seq"] - 1):
+                    for missed in await self._logged(workspace_id, last, event["seq"] - 1, event["seq"] - 1):
                         yield missed  # (no query otherwise: it cost every delivery a database round trip)
                 yield event
                 last = event["seq"]
         finally:
             self._unsubscribe(workspace_id, queue)
+
+    async def _logged(self, workspace_id: str, after: int, upto: int | None = None,
+                      reach: int | None = None) -> list[dict]:
+        """The logged events in (after, upto]. A change is published before
+        its log write lands (Lifecycle._announce), so a read that comes up
+        short of `reach`, a seq known to exist, is tried again for up to
+        LOG_WAIT seconds (then what there is: the write failed)."""
+        deadline = time.monotonic() + LOG_WAIT
+        while True:
+            events = await self.store.events_after(workspace_id, after, upto)
+            if reach is None or (events[-1]["seq"] if events else after) >= reach or time.monotonic() > deadline:
+                return events
+            await asyncio.sleep(0.01)
 
     async def wait(self, workspace_id: str, timeout: float) -> None:
         """Return at this workspace's next event, or after `timeout`."""

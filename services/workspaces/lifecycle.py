@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 from services.errors import Conflict
 from services.workspaces.events import Events
-from services.workspaces.store import WorkspaceStore, utcnow
+from services.workspaces.store import WorkspaceStore, event_of, utcnow
 
 
 class State(StrEnum):
@@ -102,10 +102,18 @@ class Lifecycle:
             new = await self.store.compare_and_set(current, changes, drop, event=not silent)
             if new is not None:
                 if not silent:
-                    self.events.publish(new)
+                    await self._announce(new)
                 return new
             current = None
         raise Conflict("The workspace is changing; try again.")  # pragma: no cover
+
+    async def _announce(self, doc: dict) -> None:
+        """This process's followers get the change at once, then it is
+        logged: a status socket is not kept waiting for the second database
+        write (half of an event's delay under load). A follower that opens
+        in between waits for the log to catch up (Events.subscribe)."""
+        self.events.publish(doc)
+        await self.store.log(event_of(doc))
 
     async def begin(self, owner_id: int, image: str) -> dict | None:
         """A new workspace, provisioning; None when the owner has one already."""
@@ -117,7 +125,7 @@ class Lifecycle:
                "note": {"kind": "step", "step": "requested"}}
         if not await self.store.insert(doc):
             return None
-        self.events.publish(doc)
+        await self._announce(doc)
         return doc
 
     async def again(self, doc: dict) -> dict | None:

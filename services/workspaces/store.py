@@ -86,19 +86,20 @@ class WorkspaceStore:
         return [doc async for doc in self.workspaces.find(query).sort("updated_at", 1).limit(5)]
 
     async def insert(self, doc: dict) -> bool:
-        """False when the owner already has a document."""
+        """False when the owner already has a document (the caller logs the
+        first event)."""
         try:
             await self.workspaces.insert_one(doc)
         except DuplicateKeyError:
             return False
-        await self.log(event_of(doc))
         return True
 
     async def compare_and_set(self, doc: dict, changes: dict[str, Any], unset: Iterable[str] = (),
                               event: bool = True) -> dict | None:
         """Apply `changes` (plus the next version, and with `event` the next
-        seq) only if the stored version is still `doc`'s, and log the event.
-        The new document, or None when someone else changed it first. Raises
+        seq) only if the stored version is still `doc`'s (the caller logs
+        the event: see Lifecycle.change). The new document, or None when
+        someone else changed it first. Raises
         DuplicateKeyError when a unique field (``port``) is taken."""
         changes = {"version": doc["version"] + 1, **({"seq": doc["seq"] + 1} if event else {}), **changes}
         update: dict[str, Any] = {"$set": changes}
@@ -110,8 +111,6 @@ class WorkspaceStore:
         new = {**doc, **changes}
         for name in unset:
             new.pop(name, None)
-        if event:
-            await self.log(event_of(new))
         return new
 
     async def log(self, event: dict) -> None:
