@@ -12,7 +12,8 @@ high-water mark).
 from __future__ import annotations
 
 import asyncio
-import time
+
+from services.workspace_proxy import KeepAlivePool
 
 READ_LIMIT = 256 * 1024
 
@@ -115,46 +116,13 @@ class Conn(asyncio.Protocol):
         self.closed = True
 
 
-class LanePool:
-    """Idle keep-alive connections to workspaces, per address (as
-    UpstreamPool for the Tornado path), shorter-lived than Node's 5 s."""
+class LanePool(KeepAlivePool):
+    """The fast lane's pool: `Conn`s (a parked one with bytes or an end
+    waiting on it is not reused)."""
 
-    def __init__(self, per_address: int = 32, idle_seconds: float = 4.0):
-        self.per_address, self.idle_seconds = per_address, idle_seconds
-        self.idle: dict[tuple[str, int], list[tuple[Conn, float]]] = {}
+    async def _open(self, address: tuple[str, int]) -> Conn:
+        _, conn = await asyncio.get_running_loop().create_connection(Conn, *address)
+        return conn
 
-    async def connect(self, address: tuple[str, int], timeout: float, reuse: bool) -> tuple[Conn, bool]:
-        """A connection and whether it was reused; OSError or TimeoutError."""
-        now = time.monotonic()
-        parked = self.idle.get(address)
-        while reuse and parked:
-            conn, since = parked.pop()
-            if not conn.eof and not conn.buffer and now - since < self.idle_seconds:
-                return conn, True
-            conn.close()
-        loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(loop.create_connection(Conn, *address), timeout)
-        return conn, False
-
-    def park(self, address: tuple[str, int], conn: Conn) -> None:
-        parked = self.idle.setdefault(address, [])
-        if conn.eof or conn.buffer or len(parked) >= self.per_address:
-            conn.close()
-        else:
-            parked.append((conn, time.monotonic()))
-
-    def prune(self) -> None:
-        limit = time.monotonic() - self.idle_seconds
-        for address, parked in list(self.idle.items()):
-            for conn, since in parked:
-                if since < limit or conn.eof:
-                    conn.close()
-            parked[:] = [(c, t) for c, t in parked if not c.closed]
-            if not parked:
-                del self.idle[address]
-
-    def close(self) -> None:
-        for parked in self.idle.values():
-            for conn, _ in parked:
-                conn.close()
-        self.idle.clear()
+    def _usable(self, conn: Conn) -> bool:
+        return not conn.eof and not conn.buffer

@@ -142,54 +142,76 @@ def response_headers(headers: httputil.HTTPHeaders) -> list[tuple[str, str]]:
 
 
 # -- connections to workspaces -------------------------------------------------------------
-class UpstreamPool:
+class KeepAlivePool:
     """Idle keep-alive connections to workspaces, per address, so that a
     page's many asset requests do not each open a TCP connection. Kept
     shorter than Node's 5 s keep-alive (code-server closes idle ones then);
     a connection that went stale anyway is noticed by its first request,
-    which is retried once on a fresh one (only requests without a body)."""
+    which is retried once on a fresh one (only requests without a body).
+    A subclass says how a connection is opened and whether it may be reused;
+    each connection has `close()`."""
 
     def __init__(self, per_address: int = 32, idle_seconds: float = 4.0):
         self.per_address, self.idle_seconds = per_address, idle_seconds
-        self.idle: dict[tuple[str, int], list[tuple[IOStream, float]]] = {}
+        self.idle: dict[tuple[str, int], list[tuple[Any, float]]] = {}
 
-    async def connect(self, address: tuple[str, int], timeout: float, reuse: bool) -> tuple[IOStream, bool]:
+    async def _open(self, address: tuple[str, int]) -> Any:
+        raise NotImplementedError
+
+    def _usable(self, conn: Any) -> bool:
+        """Still open, with nothing unread on it."""
+        raise NotImplementedError
+
+    async def connect(self, address: tuple[str, int], timeout: float, reuse: bool) -> tuple[Any, bool]:
         """A connection to `address` and whether it was reused. Raises OSError
         or asyncio.TimeoutError when the workspace does not answer."""
         now = time.monotonic()
         parked = self.idle.get(address)
         while reuse and parked:
-            stream, since = parked.pop()
-            if not stream.closed() and now - since < self.idle_seconds:
-                return stream, True
-            stream.close()
-        stream = await asyncio.wait_for(_tcp.connect(*address), timeout)
-        stream.set_nodelay(True)
-        return stream, False
+            conn, since = parked.pop()
+            if self._usable(conn) and now - since < self.idle_seconds:
+                return conn, True
+            conn.close()
+        return await asyncio.wait_for(self._open(address), timeout), False
 
-    def park(self, address: tuple[str, int], stream: IOStream) -> None:
+    def park(self, address: tuple[str, int], conn: Any) -> None:
         parked = self.idle.setdefault(address, [])
-        if stream.closed() or len(parked) >= self.per_address:
-            stream.close()
+        if not self._usable(conn) or len(parked) >= self.per_address:
+            conn.close()
         else:
-            parked.append((stream, time.monotonic()))
+            parked.append((conn, time.monotonic()))
 
     def prune(self) -> None:
         """Close connections idle too long (run every second)."""
         limit = time.monotonic() - self.idle_seconds
         for address, parked in list(self.idle.items()):
-            for stream, since in parked:
-                if since < limit or stream.closed():
-                    stream.close()
-            parked[:] = [(s, t) for s, t in parked if not s.closed()]
+            kept = []
+            for conn, since in parked:
+                if since < limit or not self._usable(conn):
+                    conn.close()
+                else:
+                    kept.append((conn, since))
+            parked[:] = kept
             if not parked:
                 del self.idle[address]
 
     def close(self) -> None:
         for parked in self.idle.values():
-            for stream, _ in parked:
-                stream.close()
+            for conn, _ in parked:
+                conn.close()
         self.idle.clear()
+
+
+class UpstreamPool(KeepAlivePool):
+    """The Tornado path's pool: IOStreams."""
+
+    async def _open(self, address: tuple[str, int]) -> IOStream:
+        stream = await _tcp.connect(*address)
+        stream.set_nodelay(True)
+        return stream
+
+    def _usable(self, stream: IOStream) -> bool:
+        return not stream.closed()
 
 
 def exchange_on(stream: IOStream) -> HTTP1Connection:
