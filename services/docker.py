@@ -83,6 +83,17 @@ class DockerEngine:
         data = json.dumps(body) if body is not None else None
         return await self._call(self.client._query_json(path, method, params=params, data=data))
 
+    async def _json_unless(self, statuses: tuple[int, ...], path: str, method: str = "GET", *,
+                           params: dict | None = None, body: Any = None) -> Any:
+        """`_json`, with None in place of an error whose status is one of
+        `statuses` (the thing is gone, or already as asked)."""
+        try:
+            return await self._json(path, method, params=params, body=body)
+        except DockerError as exc:
+            if exc.status in statuses:
+                return None
+            raise
+
     async def ping(self) -> bool:
         try:
             await self._call(self.client._query_json("version", versioned_api=False))
@@ -92,13 +103,7 @@ class DockerEngine:
 
     # -- images -------------------------------------------------------------------
     async def image_exists(self, image: str) -> bool:
-        try:
-            await self._json(f"images/{image}/json")
-            return True
-        except DockerError as exc:
-            if exc.status == 404:
-                return False
-            raise
+        return await self._json_unless((404,), f"images/{image}/json") is not None
 
     async def image_cmd(self, image: str) -> list[str]:
         """The image's own command (CMD), [] when it has none."""
@@ -126,33 +131,18 @@ class DockerEngine:
         await self._json("volumes/create", "POST", body={"Name": name, "Labels": labels})
 
     async def volume_exists(self, name: str) -> bool:
-        try:
-            await self._json(f"volumes/{name}")
-            return True
-        except DockerError as exc:
-            if exc.status == 404:
-                return False
-            raise
+        return await self._json_unless((404,), f"volumes/{name}") is not None
 
     async def inspect_network(self, name: str) -> dict | None:
-        try:
-            return await self._json(f"networks/{name}")
-        except DockerError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._json_unless((404,), f"networks/{name}")
 
     async def ensure_network(self, name: str, labels: dict[str, str], options: dict[str, str]) -> dict:
         """The bridge network `name`, created when missing (a simultaneous
         create by another process is fine)."""
         found = await self.inspect_network(name)
         if found is None:
-            try:
-                await self._json("networks/create", "POST", body={
-                    "Name": name, "Driver": "bridge", "Labels": labels, "Options": options, "CheckDuplicate": True})
-            except DockerError as exc:
-                if exc.status != 409:
-                    raise
+            await self._json_unless((409,), "networks/create", "POST", body={
+                "Name": name, "Driver": "bridge", "Labels": labels, "Options": options, "CheckDuplicate": True})
             found = await self.inspect_network(name) or {}
         return found
 
@@ -169,11 +159,7 @@ class DockerEngine:
             await self.remove_container(result["Id"])
 
     async def remove_volume(self, name: str) -> None:
-        try:
-            await self._json(f"volumes/{name}", "DELETE", params={"force": "true"})
-        except DockerError as exc:
-            if exc.status != 404:
-                raise
+        await self._json_unless((404,), f"volumes/{name}", "DELETE", params={"force": "true"})
 
     # -- containers ---------------------------------------------------------------
     async def create_container(self, name: str, config: dict) -> str:
@@ -181,44 +167,23 @@ class DockerEngine:
         return result["Id"]
 
     async def start_container(self, ref: str) -> None:
-        try:
-            await self._json(f"containers/{ref}/start", "POST")
-        except DockerError as exc:
-            if exc.status != 304:  # already started
-                raise
+        await self._json_unless((304,), f"containers/{ref}/start", "POST")  # 304: already started
 
     async def inspect_container(self, ref: str) -> dict | None:
-        try:
-            return await self._json(f"containers/{ref}/json")
-        except DockerError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._json_unless((404,), f"containers/{ref}/json")
 
     async def stop_container(self, ref: str, timeout: int = 5) -> None:
-        try:
-            await self._json(f"containers/{ref}/stop", "POST", params={"t": str(timeout)})
-        except DockerError as exc:
-            if exc.status not in (304, 404):
-                raise
+        await self._json_unless((304, 404), f"containers/{ref}/stop", "POST", params={"t": str(timeout)})
 
     async def remove_container(self, ref: str) -> None:
-        try:
-            await self._json(f"containers/{ref}", "DELETE", params={"force": "true", "v": "false"})
-        except DockerError as exc:
-            if exc.status not in (404, 409):  # gone, or removal already in progress
-                raise
+        # 404: gone; 409: removal already in progress
+        await self._json_unless((404, 409), f"containers/{ref}", "DELETE", params={"force": "true", "v": "false"})
 
     async def container_stats(self, ref: str) -> dict | None:
         """One sample of the container's resource use (`stream=false`: the
         engine takes two readings about a second apart, so `precpu_stats` is
         filled and a CPU percentage can be computed). None when it is gone."""
-        try:
-            return await self._json(f"containers/{ref}/stats", params={"stream": "false"})
-        except DockerError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._json_unless((404,), f"containers/{ref}/stats", params={"stream": "false"})
 
     async def list_containers(self, labels: dict[str, str]) -> list[dict]:
         filters = {"label": label_filter(labels)}
