@@ -21,7 +21,7 @@ import hmac
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from services.accounts import ADMIN_ROLES
@@ -192,16 +192,21 @@ class ProxyAccess:
 
     async def sweep(self) -> None:
         """Close every proxied WebSocket whose grant no longer passes (one
-        check per distinct grant, however many sockets share it)."""
+        check per login and workspace, however many sockets or cookies share
+        it, and one database read per workspace: the first check's fresh
+        read refills the cache the others use)."""
         verdicts: dict[Grant, Denied | None] = {}
+        read: set[int] = set()
         for socket in list(self.sockets):
-            grant = socket.grant
+            grant = replace(socket.grant, expires=0)  # `check` does not look at the cookie's expiry
             if grant not in verdicts:
                 try:
-                    await self.check(grant, fresh=True)
+                    await self.check(grant, fresh=grant.owner_id not in read)
                     verdicts[grant] = None
                 except Denied as denied:
                     verdicts[grant] = denied
+                if verdicts[grant] is None or verdicts[grant].status not in (401, 403):
+                    read.add(grant.owner_id)  # the check got as far as the workspace
             denied = verdicts[grant]
             if denied is not None and socket in self.sockets:
                 socket.close(4000 + denied.status, f"Workspace access ended ({denied.reason})")
