@@ -183,13 +183,15 @@ class WorkspaceService:
             raise WorkspaceUnavailable()
 
     # -- operations ---------------------------------------------------------------------
-    async def create(self, user_id: int, wait: bool = False) -> tuple[dict, bool]:
+    async def create(self, user_id: int, wait: bool = False, read: dict | None = None) -> tuple[dict, bool]:
         """Create (True), or return / start again the existing one (False).
         A deleted or failed workspace is made again (True). The answer
-        carries the final port: it is reserved before returning."""
+        carries the final port: it is reserved before returning. `read`: the
+        user's workspace as the caller just read it (the first try's)."""
         await self._require_engine()
         for _ in range(ATTEMPTS):
-            doc = await self.store.of_owner(user_id)
+            doc = read or await self.store.of_owner(user_id)
+            read = None  # a retry reads again
             if doc is None:
                 doc, created = await self.lifecycle.begin(user_id, self.settings.workspace_image), True
             elif doc["state"] in (State.DELETED, State.FAILED, State.STOPPED):
@@ -212,7 +214,7 @@ class WorkspaceService:
         student must not be locked out of their own IDE."""
         doc = await self.store.of_owner(user_id)
         if doc is not None and doc["state"] not in (State.DELETED, State.FAILED):
-            return await self.create(user_id, wait)
+            return await self.create(user_id, wait, doc)
         decision = await limits.hit("workspace", key)
         decision.raise_if_denied("Too many workspace creations. Try again later.")
         created = False
