@@ -100,9 +100,7 @@ class Lane:
         parser = httptools.HttpRequestParser(head)
         try:
             parser.feed_data(raw)
-        except httptools.HttpParserUpgrade:
-            return None
-        except httptools.HttpParserError:
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError):
             return None
         method = parser.get_method()
         if not head.complete or method not in _LANE_METHODS or not head.url.startswith(b"/") \

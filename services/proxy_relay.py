@@ -140,7 +140,7 @@ class Relay:
                 keep = False
         except (Closed, httptools.HttpParserError):  # either side went away mid-answer: a broken transfer
             keep = self.client_open = False
-        if keep and not upstream.eof and not upstream.buffer:
+        if keep:  # the pool closes it instead when bytes or an end arrived meanwhile
             watch.cancel()
             self.lane.proxy.lane_pool.park(self.address, upstream)
         else:
