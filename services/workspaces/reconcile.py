@@ -87,8 +87,9 @@ class Reconciler:
     async def stopped(self, doc: dict, reason: str, detail: str, **options) -> dict | None:
         """A running workspace stopped outside anyone's request (``died``, or
         ``oom`` which leaves it failed): the student's words and the reason,
-        the engine's detail for the operator."""
-        new = await self.lifecycle.change(doc["_id"], "oom" if reason == "oom" else "died",
+        the engine's detail for the operator. `doc` as read (a change made
+        meanwhile makes `change` read it again)."""
+        new = await self.lifecycle.change(doc, "oom" if reason == "oom" else "died",
                                           messages.stopped_unexpectedly(doc, reason),
                                           progress=None if reason == "oom" else 0,
                                           note=messages.failure(detail, reason=reason), **options)
