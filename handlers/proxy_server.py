@@ -19,6 +19,7 @@ from handlers.observe import access_log
 from handlers.proxy_edge import refusal
 from services.proxy_conn import Conn
 from services.proxy_lane import Lane
+from services.workspace_proxy import host_port
 
 PROXY_ROUTE = "workspace proxy"  # the metrics label of requests the lane served
 
@@ -77,9 +78,7 @@ class ProxyHTTPServer(HTTPServer):
 
     def _refusal(self, status: int, reason: str, accept: str, scheme: str, host: str) -> bytes:
         """A whole refusal response, as handlers/proxy_edge.py's `refuse` writes it."""
-        _, _, port = host.rpartition(":")
-        headers, body = refusal(self.services.settings, status, reason, accept, scheme,
-                                int(port) if port.isdigit() and "]" not in port else None)
+        headers, body = refusal(self.services.settings, status, reason, accept, scheme, host_port(host))
         lines = [f"HTTP/1.1 {status} {httputil.responses.get(status, 'Unknown')}",
                  *(f"{name}: {value}" for name, value in headers), f"Content-Length: {len(body)}"]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

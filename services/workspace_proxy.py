@@ -79,7 +79,12 @@ def request_scheme(request: httputil.HTTPServerRequest, trusted: list) -> str:
 
 
 def request_port(request: httputil.HTTPServerRequest) -> int | None:
-    _, _, port = request.host.rpartition(":")
+    return host_port(request.host)
+
+
+def host_port(host: str) -> int | None:
+    """The port a Host header names, None when it names none."""
+    _, _, port = host.rpartition(":")
     return int(port) if port.isdigit() and "]" not in port else None
 
 
