@@ -195,9 +195,7 @@ class DockerBackend:
                     info = await engine.inspect_container(container_id) or {}
                     endpoint = self._endpoint(info)
                     if endpoint is None and not (info.get("State") or {}).get("Running"):
-                        # Gone already: a container that is not running has no address on its network.
-                        code = (info.get("State") or {}).get("ExitCode")
-                        raise BackendError(f"The workspace container exited while starting (exit code {code}).")
+                        raise exited(info)  # gone already: a stopped container has no address on its network
                     if endpoint is None:
                         raise BackendError("The workspace container has no address the server can reach.")
                     return Launched(container_id, endpoint, port)
@@ -230,8 +228,7 @@ class DockerBackend:
                 with engine_errors("Docker refused to inspect the workspace"):
                     info = await self._engine().inspect_container(launched.ref)
                 if info is None or not info["State"].get("Running"):
-                    code = info["State"].get("ExitCode") if info else None
-                    raise BackendError(f"The workspace container exited while starting (exit code {code}).")
+                    raise exited(info)
             await asyncio.sleep(0.2)
 
     async def stop(self, ref: str) -> None:
@@ -288,3 +285,9 @@ class DockerBackend:
     async def close(self) -> None:
         if self.engine is not None:
             await self.engine.close()
+
+
+def exited(info: dict | None) -> BackendError:
+    """The error of a container that stopped (or vanished) while starting."""
+    code = ((info or {}).get("State") or {}).get("ExitCode")
+    return BackendError(f"The workspace container exited while starting (exit code {code}).")
