@@ -138,7 +138,7 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         if not complete:  # cut short: the browser must see a broken transfer, not a short one
             self.request.connection.close()
             return
-        if reusable(self.request.method, relay.start_line, relay.headers) and not self.stream.closed():
+        if reusable(self.request.method, relay.start_line, relay.headers):  # the pool closes a closed one
             self.watch.cancel()
             self.pool.park(self.address, self.exchange.detach())
             self.stream = None
