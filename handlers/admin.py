@@ -23,6 +23,7 @@ TRAINER = ("trainer",)
 PLAIN_LIST_LIMIT = 1000
 PAGING = {"page": "Page number, from 1.", "page_size": f"Items per page, 1-{MAX_PAGE_SIZE} (default 25)."}
 DENIED = {401: ErrorOut, 403: ErrorOut}
+ACTION_OUT = {200: AdminWorkspaceActionOut, 409: ErrorOut, 502: ErrorOut, 503: ErrorOut, **DENIED}
 
 
 class AdminBase(APIHandler):
@@ -174,8 +175,7 @@ class AdminWorkspacesHandler(AdminBase):
 class AdminWorkspaceHandler(AdminBase):
     operations = {"delete": Operation(
         "Delete a user's workspace (admins; files kept unless purge=true)", auth=True, tags=ADMIN,
-        query={"purge": "true: delete the files volume too."},
-        responses={200: AdminWorkspaceActionOut, 409: ErrorOut, 502: ErrorOut, 503: ErrorOut, **DENIED})}
+        query={"purge": "true: delete the files volume too."}, responses=ACTION_OUT)}
 
     async def delete(self, user_id: str) -> None:
         actor = await self.require_admin()
@@ -189,9 +189,7 @@ class AdminWorkspaceHandler(AdminBase):
 
 class AdminWorkspaceStopHandler(AdminBase):
     action = "stop"
-    operations = {"post": Operation(
-        "Stop a user's workspace (admins)", auth=True, tags=ADMIN,
-        responses={200: AdminWorkspaceActionOut, 409: ErrorOut, 502: ErrorOut, 503: ErrorOut, **DENIED})}
+    operations = {"post": Operation("Stop a user's workspace (admins)", auth=True, tags=ADMIN, responses=ACTION_OUT)}
 
     async def post(self, user_id: str) -> None:
         actor = await self.require_admin()
@@ -201,9 +199,8 @@ class AdminWorkspaceStopHandler(AdminBase):
 
 class AdminWorkspaceStartHandler(AdminWorkspaceStopHandler):
     action = "start"
-    operations = {"post": Operation(
-        "Start (or create) a user's workspace (admins)", auth=True, tags=ADMIN,
-        responses={200: AdminWorkspaceActionOut, 409: ErrorOut, 502: ErrorOut, 503: ErrorOut, **DENIED})}
+    operations = {"post": Operation("Start (or create) a user's workspace (admins)", auth=True, tags=ADMIN,
+                                    responses=ACTION_OUT)}
 
 
 class AdminWorkspaceEventsHandler(AdminBase):
