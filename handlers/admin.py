@@ -36,6 +36,10 @@ class AdminBase(APIHandler):
         require_admin(user)
         return user
 
+    async def workspace_action(self, actor: dict, user_id: str, action: str, **options: bool) -> None:
+        doc = await self.services.admin.workspace_action(actor, user_id_of(user_id), action, **options)
+        self.send({"message": doc["message"], "state": doc["state"]})
+
     def int_arg(self, name: str, default: int | None, low: int, high: int) -> int | None:
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
@@ -179,12 +183,7 @@ class AdminWorkspaceHandler(AdminBase):
 
     async def delete(self, user_id: str) -> None:
         actor = await self.require_admin()
-        raw = self.get_query_argument("purge", "false").lower()
-        if raw not in ("true", "false", "1", "0"):
-            raise field_error("purge", "Must be true or false.")
-        doc = await self.services.admin.workspace_action(actor, user_id_of(user_id), "delete",
-                                                         purge=raw in ("true", "1"))
-        self.send({"message": doc["message"], "state": doc["state"]})
+        await self.workspace_action(actor, user_id, "delete", purge=self.query_flag("purge"))
 
 
 class AdminWorkspaceStopHandler(AdminBase):
@@ -192,9 +191,7 @@ class AdminWorkspaceStopHandler(AdminBase):
     operations = {"post": Operation("Stop a user's workspace (admins)", auth=True, tags=ADMIN, responses=ACTION_OUT)}
 
     async def post(self, user_id: str) -> None:
-        actor = await self.require_admin()
-        doc = await self.services.admin.workspace_action(actor, user_id_of(user_id), self.action)
-        self.send({"message": doc["message"], "state": doc["state"]})
+        await self.workspace_action(await self.require_admin(), user_id, self.action)
 
 
 class AdminWorkspaceStartHandler(AdminWorkspaceStopHandler):
