@@ -27,7 +27,8 @@ log = logging.getLogger("apranova.db")
 # Every index the data layer relies on, in one place. Unique indexes are the
 # rules ("one workspace per user"), not just speed.
 INDEXES: dict[str, list[IndexModel]] = {
-    "users": [IndexModel([("email_key", ASCENDING)], unique=True)],
+    "users": [IndexModel([("email_key", ASCENDING)], unique=True),
+              IndexModel([("trainer_id", ASCENDING)])],  # each trainer's students (services/students.py)
     "sessions": [IndexModel([("user_id", ASCENDING)]),
                  IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
     "rate_limits": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
