@@ -107,8 +107,7 @@ class AccountService:
             detail = f"You are registered as '{user['role']}' but tried to login as '{role}'"
             raise ApiError(403, "Unauthorized role access", detail,
                            extra={"detail": detail, "actual_role": user["role"]})
-        await self.users.update_one({"_id": user["_id"]}, {"$currentDate": {"last_login_at": True}})
-        await self.authstate.user_changed(user["_id"])
+        await self.record_login(user["_id"])
         return user, await self.tokens.start_session(user["_id"])
 
     async def hand_over_to_email_owner(self, user_id: int, reason: str) -> None:
