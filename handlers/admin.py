@@ -23,6 +23,7 @@ TRAINER = ("trainer",)
 PLAIN_LIST_LIMIT = 1000
 PAGING = {"page": "Page number, from 1.", "page_size": f"Items per page, 1-{MAX_PAGE_SIZE} (default 25)."}
 DENIED = {401: ErrorOut, 403: ErrorOut}
+ACTION_OUT = {200: AdminWorkspaceActionOut, 409: ErrorOut, 502: ErrorOut, 503: ErrorOut, **DENIED}
 
 
 class AdminBase(APIHandler):
@@ -34,6 +35,10 @@ class AdminBase(APIHandler):
         user = await self.require_user()
         require_admin(user)
         return user
+
+    async def workspace_action(self, actor: dict, user_id: str, action: str, **options: bool) -> None:
+        doc = await self.services.admin.workspace_action(actor, user_id_of(user_id), action, **options)
+        self.send({"message": doc["message"], "state": doc["state"]})
 
     def int_arg(self, name: str, default: int | None, low: int, high: int) -> int | None:
         raw = self.get_query_argument(name, None)
@@ -174,36 +179,25 @@ class AdminWorkspacesHandler(AdminBase):
 class AdminWorkspaceHandler(AdminBase):
     operations = {"delete": Operation(
         "Delete a user's workspace (admins; files kept unless purge=true)", auth=True, tags=ADMIN,
-        query={"purge": "true: delete the files volume too."},
-        responses={200: AdminWorkspaceActionOut, 409: ErrorOut, 502: ErrorOut, 503: ErrorOut, **DENIED})}
+        query={"purge": "true: delete the files volume too."}, responses=ACTION_OUT)}
 
     async def delete(self, user_id: str) -> None:
         actor = await self.require_admin()
-        raw = self.get_query_argument("purge", "false").lower()
-        if raw not in ("true", "false", "1", "0"):
-            raise field_error("purge", "Must be true or false.")
-        doc = await self.services.admin.workspace_action(actor, user_id_of(user_id), "delete",
-                                                         purge=raw in ("true", "1"))
-        self.send({"message": doc["message"], "state": doc["state"]})
+        await self.workspace_action(actor, user_id, "delete", purge=self.query_flag("purge"))
 
 
 class AdminWorkspaceStopHandler(AdminBase):
     action = "stop"
-    operations = {"post": Operation(
-        "Stop a user's workspace (admins)", auth=True, tags=ADMIN,
-        responses={200: AdminWorkspaceActionOut, 409: ErrorOut, 502: ErrorOut, 503: ErrorOut, **DENIED})}
+    operations = {"post": Operation("Stop a user's workspace (admins)", auth=True, tags=ADMIN, responses=ACTION_OUT)}
 
     async def post(self, user_id: str) -> None:
-        actor = await self.require_admin()
-        doc = await self.services.admin.workspace_action(actor, user_id_of(user_id), self.action)
-        self.send({"message": doc["message"], "state": doc["state"]})
+        await self.workspace_action(await self.require_admin(), user_id, self.action)
 
 
 class AdminWorkspaceStartHandler(AdminWorkspaceStopHandler):
     action = "start"
-    operations = {"post": Operation(
-        "Start (or create) a user's workspace (admins)", auth=True, tags=ADMIN,
-        responses={200: AdminWorkspaceActionOut, 409: ErrorOut, 502: ErrorOut, 503: ErrorOut, **DENIED})}
+    operations = {"post": Operation("Start (or create) a user's workspace (admins)", auth=True, tags=ADMIN,
+                                    responses=ACTION_OUT)}
 
 
 class AdminWorkspaceEventsHandler(AdminBase):

@@ -20,7 +20,7 @@ from tornado import httputil, web
 
 from models.base import parse
 from services.db import is_unavailable
-from services.errors import ApiError, DatabaseUnavailable, Unauthorized
+from services.errors import ApiError, DatabaseUnavailable, Unauthorized, field_error
 from services.netutil import client_ip
 from services.tokens import AccessClaims
 
@@ -121,6 +121,13 @@ class APIHandler(web.RequestHandler):
 
     def allowed_methods(self) -> set[str]:
         return {m.upper() for m in self.operations} | {"OPTIONS"}
+
+    def query_flag(self, name: str) -> bool:
+        """A true/false query argument (also 1/0; default false). Raises 400."""
+        raw = self.get_query_argument(name, "false").lower()
+        if raw not in ("true", "false", "1", "0"):
+            raise field_error(name, "Must be true or false.")
+        return raw in ("true", "1")
 
     @property
     def client_ip(self) -> str:

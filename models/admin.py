@@ -2,7 +2,7 @@
 stored user, workspace or audit entry becomes an admin response."""
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Generic, Optional, TypeVar, Union
 
 from pydantic import Field, RootModel, field_validator
 
@@ -13,6 +13,15 @@ MAX_PAGE_SIZE = 100
 MAX_QUERY = 100  # characters of a search text
 # The workspace service's states (services.workspaces.STATES; a test keeps them equal).
 WORKSPACE_STATES = ("provisioning", "running", "stopping", "stopped", "failed", "deleting", "deleted")
+Item = TypeVar("Item")
+
+
+class Page(ResponseModel, Generic[Item]):
+    """One page of a list: `{results, count, page, page_size}` (each subclass names its items)."""
+    results: list[Item]
+    count: int
+    page: int
+    page_size: int
 
 
 class AdminUserCreate(EmailField):
@@ -48,12 +57,8 @@ class AdminUserOut(ResponseModel):
     trainer_id: Optional[int] = None
 
 
-class AdminUserPage(ResponseModel):
+class AdminUserPage(Page[AdminUserOut]):
     """One page of users (when `page` is given)."""
-    results: list[AdminUserOut]
-    count: int
-    page: int
-    page_size: int
 
 
 class AdminUserListOut(RootModel[Union[list[AdminUserOut], AdminUserPage]]):
@@ -74,12 +79,8 @@ class AuditEntryOut(ResponseModel):
     details: dict[str, Any] = {}
 
 
-class AuditPage(ResponseModel):
+class AuditPage(Page[AuditEntryOut]):
     """One page of the audit log, newest first."""
-    results: list[AuditEntryOut]
-    count: int
-    page: int
-    page_size: int
 
 
 class OwnerOut(ResponseModel):
@@ -107,12 +108,8 @@ class AdminWorkspaceOut(ResponseModel):
     memory_limit: Optional[int] = None
 
 
-class AdminWorkspacePage(ResponseModel):
+class AdminWorkspacePage(Page[AdminWorkspaceOut]):
     """One page of workspaces, most recently changed first."""
-    results: list[AdminWorkspaceOut]
-    count: int
-    page: int
-    page_size: int
 
 
 class WorkspaceEventOut(ResponseModel):
@@ -127,12 +124,8 @@ class WorkspaceEventOut(ResponseModel):
     detail: Optional[str] = None  # the operator's text (engine errors, ports, image names); never a student's
 
 
-class WorkspaceEventPage(ResponseModel):
+class WorkspaceEventPage(Page[WorkspaceEventOut]):
     """One page of a workspace's events, newest first."""
-    results: list[WorkspaceEventOut]
-    count: int
-    page: int
-    page_size: int
 
 
 class AdminWorkspaceActionOut(ResponseModel):
@@ -153,12 +146,8 @@ class StudentOut(ResponseModel):
     workspace_since: Optional[str] = None
 
 
-class StudentPage(ResponseModel):
+class StudentPage(Page[StudentOut]):
     """One page of a trainer's students."""
-    results: list[StudentOut]
-    count: int
-    page: int
-    page_size: int
 
 
 def admin_user_model(user: dict) -> dict:

@@ -107,8 +107,7 @@ class AccountService:
             detail = f"You are registered as '{user['role']}' but tried to login as '{role}'"
             raise ApiError(403, "Unauthorized role access", detail,
                            extra={"detail": detail, "actual_role": user["role"]})
-        await self.users.update_one({"_id": user["_id"]}, {"$currentDate": {"last_login_at": True}})
-        await self.authstate.user_changed(user["_id"])
+        await self.record_login(user["_id"])
         return user, await self.tokens.start_session(user["_id"])
 
     async def hand_over_to_email_owner(self, user_id: int, reason: str) -> None:
@@ -145,9 +144,8 @@ class AccountService:
         changes: dict[str, Any] = {"payment_verified": True, "enrollment_status": "ENROLLED"}
         if track:
             changes["track"] = track
-        await self.users.update_one({"_id": user_id}, {"$set": changes, **STAMP_UPDATED})
         await self.users.update_one({"_id": user_id, "enrolled_at": None}, {"$currentDate": {"enrolled_at": True}})
-        await self.authstate.user_changed(user_id)  # the enrolment shows in the (cached) profile at once
+        await self.set_fields(user_id, changes)  # last: it tells the cache, so the enrolment shows at once
 
     async def update_profile(self, user_id: int, changes: dict[str, Any]) -> dict:
         changes = {key: value for key, value in changes.items() if value is not None and key in {"name", "track"}}
@@ -187,8 +185,7 @@ class AccountService:
                                                        "disabled": {"$ne": True}})  # disabled/deleted ones can't act
             if others == 0:
                 raise Conflict("The last superadmin cannot be demoted.")
-        await self.users.update_one({"_id": target["_id"]}, {"$set": {"role": new_role}, **STAMP_UPDATED})
-        await self.authstate.user_changed(target["_id"])
+        await self.set_fields(target["_id"], {"role": new_role})
         return {"id": target["_id"], "role": new_role}
 
     async def refresh(self, refresh_token: str) -> TokenPair:

@@ -227,7 +227,7 @@ class AdminService:
         if action == "start":  # a deleted user's workspace may be stopped or removed, not started
             target = await self.get_user(user_id)
         else:
-            target = await self.users.find_one({"_id": user_id}, {"password_hash": 0})
+            target = await self.accounts.get(user_id)
         if target is None:
             raise NotFound("No user has this id.", error="User not found")
         workspaces = self.services.workspaces

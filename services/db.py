@@ -27,7 +27,8 @@ log = logging.getLogger("apranova.db")
 # Every index the data layer relies on, in one place. Unique indexes are the
 # rules ("one workspace per user"), not just speed.
 INDEXES: dict[str, list[IndexModel]] = {
-    "users": [IndexModel([("email_key", ASCENDING)], unique=True)],
+    "users": [IndexModel([("email_key", ASCENDING)], unique=True),
+              IndexModel([("trainer_id", ASCENDING)])],  # each trainer's students (services/students.py)
     "sessions": [IndexModel([("user_id", ASCENDING)]),
                  IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
     "rate_limits": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
@@ -89,15 +90,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM the embedded database if the server dies without
-    cleaning up (kill -9), so no orphan keeps the data files open."""
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to SIGTERM this child process (the embedded database, or a
+    worker of services/workers.py) if its parent dies without cleaning up
+    (kill -9), so no orphan keeps the data files or the port open."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-    os.setpgrp()  # Ctrl-C on the terminal goes to the server, which stops the child in order
 
 
 def make_private(root: Path) -> None:
@@ -115,7 +116,8 @@ def make_private(root: Path) -> None:
 
 def _private_umask() -> None:  # pragma: no cover - runs in the child
     os.umask(0o077)  # the database's new files (SQLite journal, logs) are 0600 from the start
-    _die_with_parent()
+    die_with_parent()
+    os.setpgrp()  # Ctrl-C on the terminal goes to the server, which stops the child in order
 
 
 def running_embedded_databases() -> list[Path]:

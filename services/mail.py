@@ -20,7 +20,6 @@ import aiosmtplib
 from services.settings import Settings
 
 log = logging.getLogger("apranova.mail")
-TLS_MODES = ("starttls", "tls", "none")
 
 
 class Mailer:

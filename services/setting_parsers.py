@@ -4,6 +4,7 @@ expected; `settings.load` prefixes the setting's name, so an operator reads
 one line like "PORT: a port must be between 1 and 65535, not 70000"."""
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import urllib.parse
@@ -70,3 +71,48 @@ def tracks(value: str) -> dict[str, str]:
     if not tracks:
         raise ValueError("at least one track is needed")
     return tracks
+
+
+def boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def rate(value: str) -> str:
+    if not re.fullmatch(r"\s*\d+\s*/\s*(second|minute|hour|day)s?\s*", value):
+        raise ValueError(f"not a rate like '100/hour': {value!r}")
+    return value.replace(" ", "")
+
+
+def http_url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    return value.strip()
+
+
+def statuses(value: str) -> list[int]:
+    statuses = [int(part) for part in csv_list(value) if part.isascii() and part.isdigit() and 100 <= int(part) <= 599]
+    if not statuses or len(statuses) != len(csv_list(value)):
+        raise ValueError(f"not a list of HTTP statuses like '200,204': {value!r}")
+    return statuses
+
+
+def optional_http_url(value: str) -> str:
+    return http_url(value).rstrip("/") if value.strip() else ""
+
+
+def networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(part, strict=False) for part in csv_list(value)]
+
+
+def prices(value: str) -> dict[str, str]:
+    prices = {}
+    for part in csv_list(value):
+        code, _, price = part.partition("=")
+        prices[code.strip()] = price.strip()
+    return prices

@@ -9,67 +9,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import ipaddress
 import os
 import re
 import shlex
 import secrets
-import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
-from services.setting_parsers import csv_list as _csv, number, origins, port, tracks, whole_number
+from services.setting_parsers import (boolean, csv_list, http_url, networks, number, optional_http_url, origins, port,
+                                      prices, rate, statuses, tracks, whole_number)
 
 DEFAULT_TRACKS = "DP=Data Professional,FSD=Full-Stack Developer"
 
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message says which."""
-
-
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
-
-
-def _rate(value: str) -> str:
-    if not re.fullmatch(r"\s*\d+\s*/\s*(second|minute|hour|day)s?\s*", value):
-        raise ValueError(f"not a rate like '100/hour': {value!r}")
-    return value.replace(" ", "")
-
-
-def _http_url(value: str) -> str:
-    parts = urllib.parse.urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {value!r}")
-    return value.strip()
-
-
-def _statuses(value: str) -> list[int]:
-    statuses = [int(part) for part in _csv(value) if part.isascii() and part.isdigit() and 100 <= int(part) <= 599]
-    if not statuses or len(statuses) != len(_csv(value)):
-        raise ValueError(f"not a list of HTTP statuses like '200,204': {value!r}")
-    return statuses
-
-
-def _optional_http_url(value: str) -> str:
-    return _http_url(value).rstrip("/") if value.strip() else ""
-
-
-def _networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(part, strict=False) for part in _csv(value)]
-
-
-def _prices(value: str) -> dict[str, str]:
-    prices = {}
-    for part in _csv(value):
-        code, _, price = part.partition("=")
-        prices[code.strip()] = price.strip()
-    return prices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,11 +57,11 @@ SETTINGS: list[Setting] = [
     S("MAX_BODY_BYTES", "1048576", "Largest accepted request body (larger: 413).", whole_number),
     S("CORS_ORIGINS", "http://localhost:3000,http://localhost:8000,http://127.0.0.1:8000",
       "Comma-separated origins allowed by CORS and by the WebSocket Origin check ('*' allows any).", origins),
-    S("TRUSTED_PROXIES", "", "Comma-separated proxy networks whose X-Forwarded-For is believed (e.g. 10.0.0.0/8).", _networks),
+    S("TRUSTED_PROXIES", "", "Comma-separated proxy networks whose X-Forwarded-For is believed (e.g. 10.0.0.0/8).", networks),
     S("LOG_LEVEL", "INFO", "Logging level."),
     S("LOG_FORMAT", "text", "'text' or 'json' (one JSON object per line)."),
     S("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1", "Comma-separated networks that may read /metrics (default: this "
-      "host only; add your Prometheus network, e.g. 10.0.0.0/8; empty: anyone).", _networks),
+      "host only; add your Prometheus network, e.g. 10.0.0.0/8; empty: anyone).", networks),
     # database
     S("MONGODB_URI", "", "MongoDB URI. Empty: start the embedded nx-27017 server under DATA_DIR.", group="database"),
     S("MONGODB_DB", "apranova", "Database name.", group="database"),
@@ -123,11 +77,11 @@ SETTINGS: list[Setting] = [
       "database on every request. Other processes' changes reach the cache within 1 s.", whole_number, group="auth"),
     S("TRACKS", DEFAULT_TRACKS, "Comma-separated CODE=Title learning tracks.", tracks, group="auth"),
     # rate limits
-    S("RATE_LIMIT_ANON", "100/hour", "Requests per client IP without a token.", _rate, group="rate limits"),
-    S("RATE_LIMIT_USER", "1000/hour", "Requests per authenticated user.", _rate, group="rate limits"),
-    S("RATE_LIMIT_WORKSPACE", "10/hour", "Workspace creations per user.", _rate, group="rate limits"),
-    S("RATE_LIMIT_LOGIN_FAILURES", "10/hour", "Failed logins per account before login is refused.", _rate, group="rate limits"),
-    S("RATE_LIMIT_MAIL", "5/hour", "Verification and reset mails per account (more are silently not sent).", _rate, group="rate limits"),
+    S("RATE_LIMIT_ANON", "100/hour", "Requests per client IP without a token.", rate, group="rate limits"),
+    S("RATE_LIMIT_USER", "1000/hour", "Requests per authenticated user.", rate, group="rate limits"),
+    S("RATE_LIMIT_WORKSPACE", "10/hour", "Workspace creations per user.", rate, group="rate limits"),
+    S("RATE_LIMIT_LOGIN_FAILURES", "10/hour", "Failed logins per account before login is refused.", rate, group="rate limits"),
+    S("RATE_LIMIT_MAIL", "5/hour", "Verification and reset mails per account (more are silently not sent).", rate, group="rate limits"),
     S("RATE_LIMIT_STORAGE", "memory", "'memory' (one process) or 'mongodb' (shared by several processes).", group="rate limits"),
     # email
     S("SMTP_HOST", "", "SMTP server for verification and password-reset mail (empty: no mail; see the README's "
@@ -139,7 +93,7 @@ SETTINGS: list[Setting] = [
     S("SMTP_FROM", "ApraNova <no-reply@localhost>", "From address of the mail the server sends.", group="email"),
     S("SMTP_TIMEOUT", "10", "Seconds one mail may take to send.", number, group="email"),
     S("PUBLIC_BASE_URL", "http://localhost:8000", "Address users reach the site at; links in mail start with it.",
-      _http_url, group="email"),
+      http_url, group="email"),
     S("EMAIL_VERIFY_HOURS", "48", "Lifetime of an email-verification link.", whole_number, group="email"),
     S("PASSWORD_RESET_MINUTES", "60", "Lifetime of a password-reset link.", whole_number, group="email"),
     # workspaces
@@ -172,7 +126,7 @@ SETTINGS: list[Setting] = [
     S("WORKSPACE_USER", "1000:1000", "uid:gid the IDE runs as (never root: all capabilities are dropped).", group="workspaces"),
     S("WORKSPACE_READY_PATH", "/healthz", "Path the readiness probe requests (code-server answers /healthz).", group="workspaces"),
     S("WORKSPACE_READY_STATUSES", "200", "Comma-separated HTTP statuses of WORKSPACE_READY_PATH that mean ready.",
-      _statuses, group="workspaces"),
+      statuses, group="workspaces"),
     S("WORKSPACE_READY_HOST", "", "Host the readiness probe connects to (empty: WORKSPACE_HOST_IP, or 127.0.0.1 when that is 0.0.0.0).", group="workspaces"),
     # workspace culling (services/workspaces/culler.py)
     S("WORKSPACE_IDLE_TIMEOUT", "1800", "Seconds without activity (proxied traffic, a start, a keep-running call) after "
@@ -187,7 +141,7 @@ SETTINGS: list[Setting] = [
     # workspace proxy
     S("PUBLIC_URL", "", "The API's own origin, e.g. https://apranova.example.edu (links back to the dashboard, and the "
       "scheme and port of workspace URLs). Empty: http://localhost:<PORT>, or the port a request came in on.",
-      _optional_http_url, group="workspace proxy"),
+      optional_http_url, group="workspace proxy"),
     S("WORKSPACE_HOST_TEMPLATE", "ws-{user_id}.localhost", "Host name of each workspace's own origin, served by this "
       "server's port through the proxy; production: a wildcard DNS name such as ws-{user_id}.example.edu.",
       group="workspace proxy"),
@@ -200,7 +154,7 @@ SETTINGS: list[Setting] = [
     S("PROXY_TICKET_SECONDS", "60", "Lifetime of the one-time ticket in a workspace URL from /api/users/workspace/open/.",
       int, group="workspace proxy"),
     S("PROXY_FAST_LANE", "true", "Serve plain GET/HEAD requests of workspace hosts below Tornado's HTTP layer (C "
-      "parser, same checks); false: every proxied request through Tornado.", _bool, group="workspace proxy"),
+      "parser, same checks); false: every proxied request through Tornado.", boolean, group="workspace proxy"),
     S("PROXY_COOKIE_HOURS", "12", "Lifetime of the workspace cookie (it also dies with the login session).", float,
       group="workspace proxy"),
     # payments
@@ -208,23 +162,23 @@ SETTINGS: list[Setting] = [
     S("STRIPE_PUBLISHABLE_KEY", "", "Stripe publishable key returned to clients.", group="payments"),
     S("STRIPE_WEBHOOK_SECRET", "", "Signing secret of the Stripe webhook endpoint.", secret=True, group="payments"),
     S("STRIPE_API_BASE", "https://api.stripe.com", "Stripe API base URL.", group="payments"),
-    S("PAYMENT_CURRENCIES", "usd", "Comma-separated allowed currencies.", _csv, group="payments"),
+    S("PAYMENT_CURRENCIES", "usd", "Comma-separated allowed currencies.", csv_list, group="payments"),
     S("PAYMENT_MAX_AMOUNT", "10000", "Largest amount accepted, in major units.", group="payments"),
-    S("TRACK_PRICES", "DP=499.00,FSD=599.00", "Comma-separated TRACK=price in the first allowed currency.", _prices, group="payments"),
+    S("TRACK_PRICES", "DP=499.00,FSD=599.00", "Comma-separated TRACK=price in the first allowed currency.", prices, group="payments"),
     # oauth
     S("GOOGLE_CLIENT_ID", "", "Google OAuth client id (empty: Google sign-in answers 503).", group="oauth"),
     S("GOOGLE_CLIENT_SECRET", "", "Google OAuth client secret.", secret=True, group="oauth"),
-    S("GOOGLE_AUTHORIZE_URL", "https://accounts.google.com/o/oauth2/v2/auth", "Google authorization endpoint.", _http_url, group="oauth"),
-    S("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token", "Google token endpoint.", _http_url, group="oauth"),
-    S("GOOGLE_JWKS_URL", "https://www.googleapis.com/oauth2/v3/certs", "Google JWKS URL.", _http_url, group="oauth"),
+    S("GOOGLE_AUTHORIZE_URL", "https://accounts.google.com/o/oauth2/v2/auth", "Google authorization endpoint.", http_url, group="oauth"),
+    S("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token", "Google token endpoint.", http_url, group="oauth"),
+    S("GOOGLE_JWKS_URL", "https://www.googleapis.com/oauth2/v3/certs", "Google JWKS URL.", http_url, group="oauth"),
     S("GOOGLE_ISSUER", "https://accounts.google.com", "Expected id_token issuer.", group="oauth"),
     S("GITHUB_CLIENT_ID", "", "GitHub OAuth client id (empty: GitHub sign-in answers 503).", group="oauth"),
     S("GITHUB_CLIENT_SECRET", "", "GitHub OAuth client secret.", secret=True, group="oauth"),
-    S("GITHUB_AUTHORIZE_URL", "https://github.com/login/oauth/authorize", "GitHub authorization endpoint.", _http_url, group="oauth"),
-    S("GITHUB_TOKEN_URL", "https://github.com/login/oauth/access_token", "GitHub token endpoint.", _http_url, group="oauth"),
-    S("GITHUB_API_BASE", "https://api.github.com", "GitHub API base URL.", _http_url, group="oauth"),
+    S("GITHUB_AUTHORIZE_URL", "https://github.com/login/oauth/authorize", "GitHub authorization endpoint.", http_url, group="oauth"),
+    S("GITHUB_TOKEN_URL", "https://github.com/login/oauth/access_token", "GitHub token endpoint.", http_url, group="oauth"),
+    S("GITHUB_API_BASE", "https://api.github.com", "GitHub API base URL.", http_url, group="oauth"),
     S("OAUTH_REDIRECT_URIS", "http://localhost:3000/auth/callback,http://localhost:8000/auth/callback",
-      "Comma-separated redirect URIs that OAuth sign-in accepts.", _csv, group="oauth"),
+      "Comma-separated redirect URIs that OAuth sign-in accepts.", csv_list, group="oauth"),
     S("OAUTH_TIMEOUT", "10", "Seconds each call to Google or GitHub may take before sign-in answers 502.", number, group="oauth"),
 ]
 del S

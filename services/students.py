@@ -102,5 +102,4 @@ class TrainerAssignments:
 
 
 async def start(services) -> None:
-    await services.db.users.create_index([("trainer_id", ASCENDING)])  # each trainer's students
     services.students = TrainerAssignments(services.db, services.accounts)

@@ -23,7 +23,6 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from models.accounts import email_key
 from services.errors import ServiceUnavailable, ValidationFailed
 from services.passwords import password_problems
 from services.tokens import utcnow
@@ -53,7 +52,6 @@ class EmailLinks:
     def __init__(self, db: AsyncDatabase, settings: Any, mailer: Any, accounts: Any, limits: Any):
         self.limits = limits  # RateLimits with a "mail" rule: mails per account
         self.tokens = db.email_tokens
-        self.users = db.users
         self.settings = settings
         self.mailer = mailer
         self.accounts = accounts
@@ -87,7 +85,7 @@ class EmailLinks:
         expires_at = record.get("expires_at") if record else None
         if not isinstance(expires_at, dt.datetime) or expires_at <= utcnow():
             return {}
-        user = await self.users.find_one({"_id": record["user_id"]})
+        user = await self.accounts.get(record["user_id"])
         # A link is for the address it was sent to, and never for a disabled account.
         if user is None or user["email_key"] != record["email_key"] or user.get("disabled"):
             return {}
@@ -108,7 +106,7 @@ class EmailLinks:
 
     async def resend_verification(self, email: str) -> None:
         self.require_mailer()
-        user = await self.users.find_one({"email_key": email_key(email)})
+        user = await self.accounts.find_by_email(email)
         if user is not None and not user.get("disabled"):
             await self.send_verification(user)
 
@@ -123,7 +121,7 @@ class EmailLinks:
         """Mail a reset link when the email has an account; the caller answers
         the same either way."""
         self.require_mailer()
-        user = await self.users.find_one({"email_key": email_key(email)})
+        user = await self.accounts.find_by_email(email)
         if user is None or user.get("disabled") or not await self.may_mail(user):
             return
         minutes = self.settings.password_reset_minutes
@@ -136,7 +134,7 @@ class EmailLinks:
 
     async def confirm_reset(self, uid: str, token: str, new_password1: str, new_password2: str) -> None:
         user_id = decode_uid(uid)
-        user = await self.users.find_one({"_id": user_id}) if user_id is not None else None
+        user = await self.accounts.get(user_id) if user_id is not None else None
         errors = {"new_password1": password_problems(new_password1, email=user["email"] if user else "",
                                                      name=user["name"] if user else ""),
                   "new_password2": ["The two password fields didn't match."] if new_password1 != new_password2 else []}

@@ -17,7 +17,6 @@ through the auth-state change log (services/authstate.py) within 1 s.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -32,14 +31,6 @@ log = logging.getLogger("apranova.workers")
 
 RESTART_WINDOW = 10.0  # a worker that dies sooner than this after its start counts as a crash loop
 MAX_QUICK_DEATHS = 5
-
-
-def _die_with_parent() -> None:
-    """SIGTERM this worker if the parent dies without cleaning up (kill -9)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _check_port(settings: Settings) -> None:
@@ -77,7 +68,7 @@ class Supervisor:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _die_with_parent()
+                dbmod.die_with_parent()
                 code = self.run_worker(settings) or 0
             except BaseException:  # noqa: BLE001 - a worker must exit, never return into the parent's loop
                 log.exception("worker failed")
