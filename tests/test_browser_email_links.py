@@ -8,18 +8,11 @@ import urllib.parse
 import pytest
 
 from tests.conftest import unique_email
-from tests.fake_smtp import FakeSMTP, link_params
+from tests.fake_smtp import link_params
 from tests.test_browser import PASSWORD, browser, open_tab  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 NEW_PASSWORD = "Another-Battery-77"
-
-
-@pytest.fixture
-def smtp():
-    server = FakeSMTP().start()
-    yield server
-    server.stop()
 
 
 async def test_verify_link_then_forgot_and_reset_password(start_server, smtp, open_tab) -> None:
