@@ -74,20 +74,31 @@ def children_using(data_dir: Path) -> list[int]:
     return pids
 
 
-@pytest.fixture
-def process(tmp_path):
-    started: list[ServerProcess] = []
+class ServerProcesses:
+    """Starts ServerProcesses on one data directory (with `defaults` in their
+    environment) and kills whichever are still running at the end."""
 
-    def start(**env: str) -> ServerProcess:
-        server = ServerProcess(tmp_path / "data", **env)
-        started.append(server)
+    def __init__(self, data_dir: Path, **defaults: str):
+        self.data_dir, self.defaults = data_dir, defaults
+        self.started: list[ServerProcess] = []
+
+    def __call__(self, **env: str) -> ServerProcess:
+        server = ServerProcess(self.data_dir, **{**self.defaults, **env})
+        self.started.append(server)
         return server
 
-    yield start
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+    def kill_all(self) -> None:
+        for server in self.started:
+            if server.proc.poll() is None:
+                server.proc.kill()
+                server.proc.wait()
+
+
+@pytest.fixture
+def process(tmp_path):
+    processes = ServerProcesses(tmp_path / "data")
+    yield processes
+    processes.kill_all()
 
 
 def test_production_refuses_to_start_without_a_real_secret(tmp_path):
