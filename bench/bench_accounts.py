@@ -31,13 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import percentile, wait_http
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 # -- load generator (runs in its own process) ------------------------------------------------------
@@ -98,18 +95,6 @@ def bare_tornado(port: int) -> None:
 
 
 # -- orchestration -------------------------------------------------------------------------------
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    import httpx
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
-
 
 async def health_during_logins(url: str, email: str, password: str, logins: int = 20) -> dict:
     import httpx

@@ -43,13 +43,10 @@ import time
 import uuid
 from pathlib import Path
 
+from bench_common import percentile, wait_http
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def memory_kib(pid: int, field: str = "VmRSS") -> int:
@@ -148,18 +145,6 @@ def run_load(*args: str) -> dict:
 
 
 # -- orchestration ----------------------------------------------------------------------------------
-def wait_http(url: str, headers: dict | None = None, timeout: float = 60) -> None:
-    import httpx
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, headers=headers, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
-
-
 def sign_in(url: str, port: int, upstream_port: int, mongo_uri: str, db_name: str) -> tuple[str, str, str]:
     """A student whose running workspace is the stand-in; returns its host,
     proxy cookie and access token."""

@@ -27,8 +27,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_SECRET = "test-signing-key-" + "x" * 32
 _counter = itertools.count(1)
 
-# The workspace fixtures (servers, ws_server, http) for every test module.
-pytest_plugins = ["tests.workspaces_helpers"]
+# The workspace fixtures (servers, ws_server, http) and the SMTP one (smtp) for every test module.
+pytest_plugins = ["tests.workspaces_helpers", "tests.fake_smtp"]
 
 # Defaults for a test server: fast hashing, limits out of the way (tests of
 # the limits set their own), a fixed key.

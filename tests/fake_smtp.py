@@ -10,6 +10,7 @@ import time
 import urllib.parse
 from email.message import EmailMessage
 
+import pytest
 from aiosmtpd.controller import Controller
 
 
@@ -61,3 +62,11 @@ def link_params(message: EmailMessage, path: str) -> dict[str, str]:
     match = re.search(r"https://apranova\.test" + re.escape(path) + r"\?(\S+)", body)
     assert match, body
     return dict(urllib.parse.parse_qsl(match[1]))
+
+
+@pytest.fixture
+def smtp():
+    """A FakeSMTP running for one test (a fixture for every test module)."""
+    server = FakeSMTP().start()
+    yield server
+    server.stop()

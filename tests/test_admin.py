@@ -128,11 +128,16 @@ async def test_create_user_follows_the_role_rules_and_is_audited(server, client)
     assert entries[0]["at"].endswith("Z")
 
 
-async def test_role_changes_follow_update_role_rules(server, client):
+async def admins_and_a_student(server, client) -> tuple[dict, dict, dict, dict]:
+    """Two admins, a superadmin and a student, registered in that order."""
     admin = await make_admin(server, client)
     other_admin = await make_admin(server, client)
     boss = await make_admin(server, client, role="superadmin")
-    student = await register(client)
+    return admin, other_admin, boss, await register(client)
+
+
+async def test_role_changes_follow_update_role_rules(server, client):
+    admin, other_admin, boss, student = await admins_and_a_student(server, client)
     sid = student["user"]["id"]
 
     promoted = await client.put(user_path(sid), json={"role": "trainer"}, headers=auth(admin))
@@ -164,10 +169,7 @@ async def test_role_changes_follow_update_role_rules(server, client):
 
 
 async def test_disable_and_enable_revoke_sessions_within_the_boundaries(server, client):
-    admin = await make_admin(server, client)
-    other_admin = await make_admin(server, client)
-    boss = await make_admin(server, client, role="superadmin")
-    student = await register(client)
+    admin, other_admin, boss, student = await admins_and_a_student(server, client)
     sid = student["user"]["id"]
 
     disabled = await client.put(user_path(sid), json={"disabled": True}, headers=auth(admin))

@@ -144,6 +144,15 @@ async def log_in(tab: Tab, email: str, role: str = "student", password: str = PA
     await tab.page.wait_for_url(f"**/{role}/dashboard")
 
 
+async def fill_sign_up(tab: Tab, name: str, email: str, confirm: str = PASSWORD) -> None:
+    """Opens /signup and fills in the name, the email and both passwords."""
+    await tab.goto("/signup")
+    await tab.page.get_by_label("Full name").fill(name)
+    await tab.page.get_by_label("Email").fill(email)
+    await tab.page.get_by_label("Password", exact=True).fill(PASSWORD)
+    await tab.page.get_by_label("Confirm password").fill(confirm)
+
+
 async def progress(tab: Tab) -> int:
     return int(await tab.page.get_attribute("#ws-progress", "aria-valuenow"))
 
@@ -218,11 +227,7 @@ async def test_sign_up_shows_api_field_errors_then_the_dashboard(app, open_tab) 
     tab = await open_tab(app.url)
     page = tab.page
     email = unique_email("signup")
-    await tab.goto("/signup")
-    await page.get_by_label("Full name").fill("Ada Lovelace")
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password", exact=True).fill(PASSWORD)
-    await page.get_by_label("Confirm password").fill(PASSWORD + "x")
+    await fill_sign_up(tab, "Ada Lovelace", email, confirm=PASSWORD + "x")
     await page.get_by_label("Trainer").check()
     await page.get_by_label("Track").select_option("FSD")
     await page.get_by_role("button", name="Create account").click()

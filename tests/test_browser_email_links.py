@@ -8,18 +8,11 @@ import urllib.parse
 import pytest
 
 from tests.conftest import unique_email
-from tests.fake_smtp import FakeSMTP, link_params
-from tests.test_browser import PASSWORD, browser, open_tab  # noqa: F401 - fixtures
+from tests.fake_smtp import link_params
+from tests.test_browser import PASSWORD, browser, fill_sign_up, open_tab  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 NEW_PASSWORD = "Another-Battery-77"
-
-
-@pytest.fixture
-def smtp():
-    server = FakeSMTP().start()
-    yield server
-    server.stop()
 
 
 async def test_verify_link_then_forgot_and_reset_password(start_server, smtp, open_tab) -> None:
@@ -27,11 +20,7 @@ async def test_verify_link_then_forgot_and_reset_password(start_server, smtp, op
     tab = await open_tab(app.url)
     page = tab.page
     email = unique_email("links")
-    await tab.goto("/signup")
-    await page.get_by_label("Full name").fill("Grace Hopper")
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password", exact=True).fill(PASSWORD)
-    await page.get_by_label("Confirm password").fill(PASSWORD)
+    await fill_sign_up(tab, "Grace Hopper", email)
     await page.get_by_role("button", name="Create account").click()
     await page.wait_for_url("**/student/dashboard")
 

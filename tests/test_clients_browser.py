@@ -23,8 +23,7 @@ PAGE = "<!doctype html><title>other origin</title><p>client"
 
 # The axios adapter's XHR: its default Accept, JSON Content-Type on bodies,
 # and withCredentials set before send; resolves with {status, data}.
-AXIOS_XHR = """
-([method, url, body, token]) => new Promise((resolve) => {
+XHR_REQUEST = """(method, url, body, token) => new Promise((resolve) => {
   const xhr = new XMLHttpRequest();
   xhr.open(method, url, true);
   xhr.withCredentials = true;
@@ -35,8 +34,8 @@ AXIOS_XHR = """
                               requestId: xhr.getResponseHeader("X-Request-Id")});
   xhr.onerror = () => resolve({status: 0, error: "network error"});
   xhr.send(body === null ? null : JSON.stringify(body));
-})
-"""
+})"""
+AXIOS_XHR = "([method, url, body, token]) => (" + XHR_REQUEST + ")(method, url, body, token)"
 
 FETCH = """
 async ([method, url, body, token, credentials]) => {
@@ -125,17 +124,7 @@ async def test_wildcard_origins_never_allow_credentials(browser, start_server, p
 # on /api/users/refresh/, store the new pair, retry once.
 INTERCEPTED_CALLS = """
 async ([api, access, refresh, count]) => {
-  const xhr = (method, url, body, token) => new Promise((resolve) => {
-    const request = new XMLHttpRequest();
-    request.open(method, url, true);
-    request.withCredentials = true;
-    request.setRequestHeader("Accept", "application/json, text/plain, */*");
-    if (body !== null) request.setRequestHeader("Content-Type", "application/json");
-    if (token) request.setRequestHeader("Authorization", "Bearer " + token);
-    request.onload = () => resolve({status: request.status, data: JSON.parse(request.responseText)});
-    request.onerror = () => resolve({status: 0});
-    request.send(body === null ? null : JSON.stringify(body));
-  });
+  const xhr = """ + XHR_REQUEST + """;
   const store = {access, refresh};
   const call = async () => {
     let answer = await xhr("GET", api + "/api/users/profile/", null, store.access);

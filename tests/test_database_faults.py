@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,33 +24,40 @@ async def wait_status(client: httpx.AsyncClient, path: str, status: int, timeout
         await asyncio.sleep(0.2)
 
 
-async def test_a_hung_database_answers_503_within_db_timeout(start_server, tmp_path):
-    """SIGSTOP keeps the socket open and silent: only a client-side operation
-    timeout (timeoutMS) bounds the wait. Every request answers within about
-    DB_TIMEOUT_MS (it used to take over 10 s), and all is well after SIGCONT."""
+@contextlib.asynccontextmanager
+async def app_on_own_database(start_server, tmp_path):
+    """A test app on a database process of its own, which the test may hang,
+    stop or restart: yields that database, a client and a registered user."""
     database = EmbeddedMongo(tmp_path / "own-db")
     database.start()
     try:
         server = await start_server(mongodb_uri=database.uri, db_timeout_ms=1000)
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            user = await register(client)
-            os.kill(database.process.pid, signal.SIGSTOP)
-            try:
-                for path in ("/api/users/profile/", "/api/users/profile/", "/ready"):
-                    started = time.monotonic()
-                    response = await client.get(path, headers=auth(user))
-                    elapsed = time.monotonic() - started
-                    assert response.status_code == 503, response.text
-                    assert elapsed < 2.5, f"{path} took {elapsed:.1f}s with DB_TIMEOUT_MS=1000"
-                started = time.monotonic()
-                response = await client.post("/api/users/login/", json={
-                    "email": user["user"]["email"], "password": user["password"], "role": "student"})
-                assert response.status_code == 503 and time.monotonic() - started < 2.5
-            finally:
-                os.kill(database.process.pid, signal.SIGCONT)
-            assert (await wait_status(client, "/api/users/profile/", 200, headers=auth(user))).status_code == 200
+            yield database, client, await register(client)
     finally:
         database.stop()
+
+
+async def test_a_hung_database_answers_503_within_db_timeout(start_server, tmp_path):
+    """SIGSTOP keeps the socket open and silent: only a client-side operation
+    timeout (timeoutMS) bounds the wait. Every request answers within about
+    DB_TIMEOUT_MS (it used to take over 10 s), and all is well after SIGCONT."""
+    async with app_on_own_database(start_server, tmp_path) as (database, client, user):
+        os.kill(database.process.pid, signal.SIGSTOP)
+        try:
+            for path in ("/api/users/profile/", "/api/users/profile/", "/ready"):
+                started = time.monotonic()
+                response = await client.get(path, headers=auth(user))
+                elapsed = time.monotonic() - started
+                assert response.status_code == 503, response.text
+                assert elapsed < 2.5, f"{path} took {elapsed:.1f}s with DB_TIMEOUT_MS=1000"
+            started = time.monotonic()
+            response = await client.post("/api/users/login/", json={
+                "email": user["user"]["email"], "password": user["password"], "role": "student"})
+            assert response.status_code == 503 and time.monotonic() - started < 2.5
+        finally:
+            os.kill(database.process.pid, signal.SIGCONT)
+        assert (await wait_status(client, "/api/users/profile/", 200, headers=auth(user))).status_code == 200
 
 
 async def metric(client: httpx.AsyncClient, name: str) -> float:

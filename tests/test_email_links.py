@@ -12,17 +12,10 @@ import pytest
 
 from tests.accounts_helpers import assert_envelope, assert_field_error, login, profile, registration_body
 from tests.conftest import register, unique_email
-from tests.fake_smtp import FakeSMTP, link_params
+from tests.fake_smtp import link_params
 from tests.test_tokens import refresh
 
 NEW_PASSWORD = "Another-Battery-77"
-
-
-@pytest.fixture
-def smtp():
-    server = FakeSMTP().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.db import EmbeddedMongo, free_port
+from services.db import free_port
 from services.settings import SETTINGS
-from tests.conftest import ROOT, auth, register
+from tests.conftest import ROOT, auth
+from tests.test_database_faults import app_on_own_database
 
 PASSWORD = "Correct-Horse-42"
 
@@ -74,20 +75,31 @@ def children_using(data_dir: Path) -> list[int]:
     return pids
 
 
-@pytest.fixture
-def process(tmp_path):
-    started: list[ServerProcess] = []
+class ServerProcesses:
+    """Starts ServerProcesses on one data directory (with `defaults` in their
+    environment) and kills whichever are still running at the end."""
 
-    def start(**env: str) -> ServerProcess:
-        server = ServerProcess(tmp_path / "data", **env)
-        started.append(server)
+    def __init__(self, data_dir: Path, **defaults: str):
+        self.data_dir, self.defaults = data_dir, defaults
+        self.started: list[ServerProcess] = []
+
+    def __call__(self, **env: str) -> ServerProcess:
+        server = ServerProcess(self.data_dir, **{**self.defaults, **env})
+        self.started.append(server)
         return server
 
-    yield start
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+    def kill_all(self) -> None:
+        for server in self.started:
+            if server.proc.poll() is None:
+                server.proc.kill()
+                server.proc.wait()
+
+
+@pytest.fixture
+def process(tmp_path):
+    processes = ServerProcesses(tmp_path / "data")
+    yield processes
+    processes.kill_all()
 
 
 def test_production_refuses_to_start_without_a_real_secret(tmp_path):
@@ -227,33 +239,26 @@ def test_with_mongodb_uri_no_embedded_database_is_started(process, mongo, tmp_pa
 
 
 async def test_database_down_answers_503_quickly_and_recovers(start_server, tmp_path):
-    database = EmbeddedMongo(tmp_path / "own-db")
-    database.start()
-    try:
-        server = await start_server(mongodb_uri=database.uri, db_timeout_ms=1000)
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            user = await register(client)
-            database.stop()
-            started = time.monotonic()
-            down = await client.get("/api/users/profile/", headers=auth(user))
-            elapsed = time.monotonic() - started
-            assert down.status_code == 503, down.text
-            assert down.json()["error"] == "Database unavailable" and "Traceback" not in down.text
-            assert elapsed < 5, f"took {elapsed:.1f}s: a down database must not hang requests"
-            ready = await client.get("/ready")
-            assert ready.status_code == 503 and ready.json()["details"]["database"] is False
-            assert (await client.get("/health")).status_code == 200
-
-            database.start()  # same port, same files
-            for _ in range(50):
-                again = await client.get("/api/users/profile/", headers=auth(user))
-                if again.status_code == 200:
-                    break
-                await asyncio.sleep(0.2)
-            assert again.status_code == 200, again.text
-            assert (await client.get("/ready")).status_code == 200
-    finally:
+    async with app_on_own_database(start_server, tmp_path) as (database, client, user):
         database.stop()
+        started = time.monotonic()
+        down = await client.get("/api/users/profile/", headers=auth(user))
+        elapsed = time.monotonic() - started
+        assert down.status_code == 503, down.text
+        assert down.json()["error"] == "Database unavailable" and "Traceback" not in down.text
+        assert elapsed < 5, f"took {elapsed:.1f}s: a down database must not hang requests"
+        ready = await client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["details"]["database"] is False
+        assert (await client.get("/health")).status_code == 200
+
+        database.start()  # same port, same files
+        for _ in range(50):
+            again = await client.get("/api/users/profile/", headers=auth(user))
+            if again.status_code == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert again.status_code == 200, again.text
+        assert (await client.get("/ready")).status_code == 200
 
 
 def test_sigterm_after_load_exits_within_shutdown_timeout(process, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import auth
 from tests.test_auth_state import refused_within
-from tests.test_server_process import PASSWORD, ServerProcess, children_using
+from tests.test_server_process import PASSWORD, ServerProcess, ServerProcesses, children_using
 
 
 def children_of(pid: int) -> list[tuple[int, str]]:
@@ -45,19 +45,16 @@ def wait_for(predicate, timeout: float = 30) -> None:
 
 @pytest.fixture
 def workers(tmp_path):
-    started: list[ServerProcess] = []
+    processes = ServerProcesses(tmp_path / "data", WORKERS="2")
 
     def start(**env: str) -> ServerProcess:
-        server = ServerProcess(tmp_path / "data", WORKERS="2", **env)
-        started.append(server)
+        server = processes(**env)
         server.wait_ready(timeout=60)
         return server
 
     yield start
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+    processes.kill_all()
+    for server in processes.started:
         for pid, _ in children_of(server.proc.pid):
             os.kill(pid, signal.SIGKILL)
 

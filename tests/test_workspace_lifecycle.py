@@ -14,9 +14,9 @@ from services.db import connect
 from services.workspaces import Endpoint
 from tests.conftest import RunningServer, auth, make_admin, register
 from tests.fake_backend import FakeInstance
-from tests.workspaces_helpers import CONTRACT_503, WORKSPACE_KEYS, Socket
+from tests.workspaces_helpers import (CONTRACT_503, CREATE, STOP, WORKSPACE, WORKSPACE_KEYS, Socket,
+                                      users_with_running_workspaces)
 
-CREATE, WORKSPACE, STOP = "/api/users/workspace/create/", "/api/users/workspace/", "/api/users/workspace/stop/"
 FAKE = "tests.fake_backend:FakeBackend"
 LOW = 40000
 
@@ -209,9 +209,7 @@ async def test_engine_events_change_a_running_workspace(server, http, event, sta
 async def test_a_restart_reconciles_documents_and_instances(fake):
     first = await fake.start()
     async with httpx.AsyncClient(base_url=first.url, timeout=10) as client:
-        users = [await register(client) for _ in range(4)]
-        for user in users:
-            assert (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()["state"] == "running"
+        users = await users_with_running_workspaces(client, 4)
     backend = first.services.workspaces.backend
     await first.stop()
     client, db = connect(fake.mongo.uri, fake.db_name)

@@ -13,10 +13,10 @@ import pytest
 
 from services.db import connect
 from tests.conftest import auth, make_admin, register
-from tests.workspaces_helpers import CONTRACT_503, WORKSPACE_KEYS, DockerProxy, containers_of, docker, wait_for_state
+from tests.workspaces_helpers import (CONTRACT_503, CREATE, STOP, WORKSPACE, WORKSPACE_KEYS, DockerProxy, containers_of,
+                                      docker, users_with_running_workspaces, wait_for_state)
 
 pytestmark = pytest.mark.docker
-CREATE, WORKSPACE, STOP = "/api/users/workspace/create/", "/api/users/workspace/", "/api/users/workspace/stop/"
 
 
 @pytest.fixture
@@ -291,9 +291,7 @@ async def test_an_oom_kill_marks_the_workspace_failed_with_the_memory_message(se
 async def test_restart_reconciles_documents_and_containers(servers):
     first = await servers.start()
     async with httpx.AsyncClient(base_url=first.url, timeout=60) as client:
-        users = [await register(client) for _ in range(3)]
-        for user in users:
-            assert (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()["state"] == "running"
+        users = await users_with_running_workspaces(client, 3)
     db_name = first.services.settings.mongodb_db
     await servers.stop(first)
     mongo_client, db = connect(servers.mongo.uri, db_name)

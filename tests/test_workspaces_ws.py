@@ -8,10 +8,9 @@ import asyncio
 import pytest
 
 from tests.conftest import auth, make_admin, register
-from tests.workspaces_helpers import Socket, open_websockets, refused_handshake, wait_for_state
+from tests.workspaces_helpers import CREATE, STOP, Socket, open_websockets, refused_handshake, wait_for_state
 
 pytestmark = pytest.mark.docker
-CREATE, WORKSPACE, STOP = "/api/users/workspace/create/", "/api/users/workspace/", "/api/users/workspace/stop/"
 EVENT_KEYS = {"type", "seq", "state", "progress", "message", "at", "run"}
 SNAPSHOT_KEYS = {"type", "state", "progress", "url", "port", "password", "seq", "message", "at", "run", "run_started",
                  "estimate_seconds"}

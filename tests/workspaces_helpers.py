@@ -18,8 +18,9 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from tests.conftest import RunningServer, docker_available, require_or_skip, serve, test_settings
+from tests.conftest import RunningServer, auth, docker_available, register, require_or_skip, serve, test_settings
 
+CREATE, WORKSPACE, STOP = "/api/users/workspace/create/", "/api/users/workspace/", "/api/users/workspace/stop/"
 TEST_IMAGE = os.environ.get("WORKSPACE_TEST_IMAGE", "apranova/workspace-test:2")
 DOCKER_SOCKET = "/var/run/docker.sock"
 CONTRACT_503 = {"error": "Workspace feature not available",
@@ -140,6 +141,14 @@ async def open_websockets(client: httpx.AsyncClient) -> float:
     """The server's own count of open WebSockets, as /metrics reports it."""
     text = (await client.get("/metrics")).text
     return float(next(line.split()[1] for line in text.splitlines() if line.startswith("apranova_websockets_open ")))
+
+
+async def users_with_running_workspaces(client: httpx.AsyncClient, count: int) -> list[dict]:
+    """`count` registered users, each with a workspace created and running."""
+    users = [await register(client) for _ in range(count)]
+    for user in users:
+        assert (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()["state"] == "running"
+    return users
 
 
 async def wait_for_state(client: httpx.AsyncClient, headers: dict, states: set[str], timeout: float = 30,

@@ -4,7 +4,9 @@
 // what the caller may do (`roleChoices`, `mayDisable` mirror services/admin.py).
 import { api } from "./api.js";
 import { describe, LOGIN_ROLES } from "./auth.js";
-import { confirmStep, consoleCard, PagedTable, query, STATE_LABELS, statePill, when } from "./console.js";
+import {
+  confirmStep, consoleCard, enrolment, PagedTable, query, searchForm, STATE_LABELS, statePill, when,
+} from "./console.js";
 import { h, selectField } from "./dom.js";
 
 const ADMIN_ROLES = ["admin", "superadmin"];
@@ -43,18 +45,15 @@ function usersSection(actor, onChange) {
       { label: "Email", cell: (user) => user.email },
       { label: "Role", cell: (user) => ROLE_TITLES[user.role] || user.role },
       { label: "Track", cell: (user) => user.track || "—" },
-      { label: "Enrolment", cell: (user) => (user.enrollment_status || "").replaceAll("_", " ").toLowerCase() },
+      { label: "Enrolment", cell: (user) => enrolment(user.enrollment_status) },
       { label: "Created", cell: (user) => when(user.created_at) },
       { label: "Last login", cell: (user) => when(user.last_login) },
       { label: "Status",
         cell: (user) => (user.disabled ? h("strong", { class: "disabled-tag" }, "Disabled") : "Active") },
     ],
   });
-  const search = h("form", { class: "filters", role: "search", "aria-label": "Search users" },
-    h("div", { class: "field" }, h("label", { for: "user-q" }, "Name or email"),
-      h("input", { id: "user-q", name: "q", type: "search", maxlength: "100", autocomplete: "off" })),
-    selectField({ name: "user-role", label: "Role", options: [["", "Any role"], ...LOGIN_ROLES] }),
-    h("button", { type: "submit", class: "primary" }, "Search"));
+  const search = searchForm("Search users", "user-q",
+    selectField({ name: "user-role", label: "Role", options: [["", "Any role"], ...LOGIN_ROLES] }));
   search.addEventListener("submit", (event) => {
     event.preventDefault();
     filters.q = search.elements.q.value.trim();
@@ -78,7 +77,7 @@ function usersSection(actor, onChange) {
     const error = h("p", { class: "form-error", role: "alert", hidden: true });
     const confirmSlot = h("div", { hidden: true });
     const rows = [["Email", user.email], ["Role", ROLE_TITLES[user.role] || user.role], ["Track", user.track || "—"],
-      ["Enrolment", (user.enrollment_status || "").replaceAll("_", " ").toLowerCase()],
+      ["Enrolment", enrolment(user.enrollment_status)],
       ["Created", when(user.created_at)], ["Last login", when(user.last_login)],
       ["Status", user.disabled ? "Disabled" : "Active"]];
     const close = h("button", { type: "button", onclick: () => {

@@ -17,6 +17,20 @@ export function when(iso) {
   return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
+/** "in progress" from "IN_PROGRESS"; "" when unknown. */
+export function enrolment(status) {
+  return (status || "").replaceAll("_", " ").toLowerCase();
+}
+
+/** A search form: a "Name or email" box (`name` q, id `inputId`), any `extra` fields, and a Search button. */
+export function searchForm(label, inputId, ...extra) {
+  return h("form", { class: "filters", role: "search", "aria-label": label },
+    h("div", { class: "field" }, h("label", { for: inputId }, "Name or email"),
+      h("input", { id: inputId, name: "q", type: "search", maxlength: "100", autocomplete: "off" })),
+    ...extra,
+    h("button", { type: "submit", class: "primary" }, "Search"));
+}
+
 export function statePill(state) {
   return h("span", { class: "state-pill", "data-state": state || "none" }, STATE_LABELS[state] || "No workspace");
 }

@@ -67,7 +67,6 @@ export function showErrors(form, { fields = {}, message = "" } = {}) {
   }
   for (const control of form.querySelectorAll("[aria-invalid]")) control.removeAttribute("aria-invalid");
   const leftover = [];
-  let first = null;
   for (const [name, messages] of Object.entries(fields)) {
     const container = form.querySelector(`[data-field="${CSS.escape(name)}"]`);
     if (!container) {
@@ -80,7 +79,7 @@ export function showErrors(form, { fields = {}, message = "" } = {}) {
     for (const control of container.querySelectorAll("input, select")) control.setAttribute("aria-invalid", "true");
   }
   // The first invalid field in page order (not in the server's order).
-  first = form.querySelector('[aria-invalid="true"]');
+  const first = form.querySelector('[aria-invalid="true"]');
   const banner = form.querySelector(".form-error");
   const text = [message, ...leftover].filter(Boolean).join(" ");
   banner.replaceChildren(text);

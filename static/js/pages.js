@@ -2,6 +2,7 @@
 import { api, ApiError, config, session } from "./api.js";
 import { describe, LOGIN_ROLES } from "./auth.js";
 import { adminConsole } from "./admin.js";
+import { enrolment } from "./console.js";
 import { busy, field, h, selectField, showErrors } from "./dom.js";
 import { trainerConsole } from "./trainer.js";
 import { WorkspacePanel } from "./workspace.js";
@@ -61,7 +62,7 @@ export function profileView() {
       ["Name", profile.name], ["Email", profile.email], ["Role", ROLE_TITLES[profile.role] || profile.role],
       ["Track", trackTitle(profile.track)],
       ["Member since", new Date(profile.created_at).toLocaleDateString(undefined, { dateStyle: "long" })],
-      ["Enrollment", (profile.enrollment_status || "").replaceAll("_", " ").toLowerCase()],
+      ["Enrollment", enrolment(profile.enrollment_status)],
       // A student's trainer, assigned at sign-up ("—" when the track has none).
       ...(profile.role === "student" ? [["Trainer", profile.assigned_trainer && profile.assigned_trainer.name]] : []),
     ];

@@ -2,7 +2,7 @@
 // no trainer yet: services/students.py's one rule, as GET /api/users/my-students/)
 // with their workspace state, read-only (see the README's "Admin console").
 import { api } from "./api.js";
-import { consoleCard, PagedTable, query, statePill, when } from "./console.js";
+import { consoleCard, enrolment, PagedTable, query, searchForm, statePill, when } from "./console.js";
 import { h } from "./dom.js";
 
 export function trainerConsole() {
@@ -14,16 +14,13 @@ export function trainerConsole() {
       { label: "Name", cell: (s) => s.name },
       { label: "Email", cell: (s) => s.email },
       { label: "Trainer", cell: (s) => (s.trainer_id ? "Assigned" : "None yet (your track)") },
-      { label: "Enrolment", cell: (s) => (s.enrollment_status || "").replaceAll("_", " ").toLowerCase() },
+      { label: "Enrolment", cell: (s) => enrolment(s.enrollment_status) },
       { label: "Workspace", cell: (s) => statePill(s.workspace_state) },
       { label: "Since", cell: (s) => when(s.workspace_since) },
       { label: "Last login", cell: (s) => when(s.last_login) },
     ],
   });
-  const search = h("form", { class: "filters", role: "search", "aria-label": "Search students" },
-    h("div", { class: "field" }, h("label", { for: "student-q" }, "Name or email"),
-      h("input", { id: "student-q", name: "q", type: "search", maxlength: "100", autocomplete: "off" })),
-    h("button", { type: "submit", class: "primary" }, "Search"));
+  const search = searchForm("Search students", "student-q");
   search.addEventListener("submit", (event) => {
     event.preventDefault();
     filters.q = search.elements.q.value.trim();

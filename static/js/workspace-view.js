@@ -2,15 +2,13 @@
 // region, errors and the password box. WorkspacePanel (workspace.js)
 // extends it with the data: the model, the socket and the REST actions.
 import { ApiError, NetworkError } from "./api.js";
+import { STATE_LABELS } from "./console.js";
 import { h } from "./dom.js";
 import { announcement, duration, stepList, timeLine } from "./workspace-steps.js";
 
 const AUTO_OPEN_KEY = "apranova.workspace.autoOpen"; // localStorage: a preference, not a session
 const ACTIVE = ["provisioning", "stopping", "deleting"];
-export const LABELS = {
-  loading: "Checking…", none: "No workspace yet", provisioning: "Starting", running: "Running", stopping: "Stopping",
-  stopped: "Stopped", failed: "Failed", deleting: "Deleting", deleted: "Deleted",
-};
+export const LABELS = { loading: "Checking…", none: "No workspace yet", ...STATE_LABELS };
 
 function readPreference() {
   try {
