@@ -90,11 +90,9 @@ class WorkspaceHandler(WorkspaceBase):
 
     async def delete(self) -> None:
         target = await self.target_user()
-        raw = self.get_query_argument("purge", "false").lower()
-        if raw not in ("true", "false", "1", "0"):
-            raise field_error("purge", "Must be true or false.")
-        doc = await self.services.workspaces.delete(target, purge=raw in ("true", "1"))
-        await self.audit("workspace.delete", **({"purge": True} if raw in ("true", "1") else {}))
+        purge = self.query_flag("purge")
+        doc = await self.services.workspaces.delete(target, purge=purge)
+        await self.audit("workspace.delete", **({"purge": True} if purge else {}))
         self.send({"message": doc["message"] + ".", "state": doc["state"]})
 
 
