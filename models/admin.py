@@ -133,7 +133,7 @@ class AdminWorkspaceActionOut(ResponseModel):
     state: str
 
 
-class StudentOut(ResponseModel):
+class TrainerStudentOut(ResponseModel):
     id: int
     name: str
     email: str
@@ -146,7 +146,7 @@ class StudentOut(ResponseModel):
     workspace_since: Optional[str] = None
 
 
-class StudentPage(Page[StudentOut]):
+class StudentPage(Page[TrainerStudentOut]):
     """One page of a trainer's students."""
 
 

@@ -123,9 +123,11 @@ class _Schemas:
 
     def ref(self, model: type[BaseModel], mode: str) -> dict[str, str]:
         schema = model.model_json_schema(ref_template=REF, mode=mode)
-        for name, definition in schema.pop("$defs", {}).items():
-            self.components.setdefault(name, definition)
-        self.components.setdefault(model.__name__, schema)
+        for name, definition in [*schema.pop("$defs", {}).items(), (model.__name__, schema)]:
+            # Schemas are keyed by class name: two different models of one name would
+            # silently document one endpoint with the other's fields.
+            if self.components.setdefault(name, definition) != definition:
+                raise ValueError(f"two different schemas are named {name!r}: rename one model")
         return {"$ref": REF.format(model=model.__name__)}
 
 
