@@ -93,13 +93,15 @@ async def terminal_run(page: Any, line: str, expect: str, timeout: float = 30) -
     (a regular expression) in what the terminal shows."""
     terminal = page.locator(".terminal-wrapper.active .xterm")
     # The Settings editor takes the focus back once its write lands (later on a
-    # loaded machine): click until the terminal holds it, then type.
-    for _ in range(50):
-        await terminal.click()
-        if await page.locator(".terminal-wrapper.active .xterm.focus").count():
+    # loaded machine), even in the middle of typing: type the line, check that
+    # the prompt shows all of it, else take the focus again, clear the line
+    # (Ctrl+U) and type it again.
+    for _ in range(5):
+        await focus_terminal(page, terminal)
+        await page.keyboard.press("Control+U")
+        await page.keyboard.type(line)
+        if await prompt_shows(page, line):
             break
-        await page.wait_for_timeout(200)
-    await page.keyboard.type(line)
     await page.keyboard.press("Enter")
     deadline = time.monotonic() + timeout
     while True:
@@ -110,6 +112,25 @@ async def terminal_run(page: Any, line: str, expect: str, timeout: float = 30) -
             await shot(page, "terminal-timeout")  # what the IDE showed instead
             raise AssertionError(f"terminal never showed {expect!r}: {text[-500:]!r}")
         await page.wait_for_timeout(200)
+
+
+async def focus_terminal(page: Any, terminal: Any) -> None:
+    for _ in range(50):
+        await terminal.click()
+        if await page.locator(".terminal-wrapper.active .xterm.focus").count():
+            return
+        await page.wait_for_timeout(200)
+
+
+async def prompt_shows(page: Any, line: str, timeout: float = 3) -> bool:
+    """The terminal's last line ends with `line` (rows joined: a long line wraps)."""
+    wanted = line.replace(" ", "")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (await terminal_text(page)).replace("\n", "").replace(" ", "").endswith(wanted):
+            return True
+        await page.wait_for_timeout(100)
+    return False
 
 
 async def terminal_text(page: Any) -> str:
