@@ -2,7 +2,7 @@
 over HTTP against the real app with the in-memory backend: running ones carry
 the engine's figures, others null; the engine is asked for all at once, and a
 slow or absent engine leaves the figures null without holding up the list.
-Docker's own stats answer is read by docker_support.usage_of (tested here on
+Docker's own stats answer is read by docker.support.usage_of (tested here on
 recorded answers) and on the real engine in test_admin_docker.py."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from services.workspaces import usage as usage_module
 from services.workspaces.backend import Usage
-from services.workspaces.docker_support import usage_of
+from services.workspaces.docker.support import usage_of
 from tests.conftest import auth, make_admin, register
 
 FAKE = "tests.fake_backend:FakeBackend"

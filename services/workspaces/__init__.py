@@ -12,7 +12,7 @@ Where each rule lives (dependencies run one way, down this list):
   across processes.
 * `store`: the documents and the event log.
 * `backend`: the interface to a container engine (`Backend` Protocol); it
-  imports nothing above. `docker_backend`: the Docker engine behind it.
+  imports nothing above. `docker`: the Docker engine behind it (a sub-package).
 """
 from services.workspaces.backend import Endpoint
 from services.workspaces.lifecycle import State

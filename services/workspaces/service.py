@@ -29,7 +29,7 @@ from services.workspaces.reconcile import Reconciler
 from services.workspaces.store import WorkspaceStore, ide_password, utcnow
 
 log = logging.getLogger("apranova.workspaces")
-BACKENDS = {"docker": "services.workspaces.docker_backend:DockerBackend"}
+BACKENDS = {"docker": "services.workspaces.docker.backend:DockerBackend"}
 USAGE_TIMEOUT = 3.0  # a first stats reading takes Docker about a second (two samples); past this, "unknown"
 
 

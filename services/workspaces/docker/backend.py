@@ -19,7 +19,7 @@ from services.docker import DockerEngine, DockerError, DockerUnavailable, contai
 from services.settings import Settings, ide_password_on, without_ide_password
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
                                          LifecycleEvent, PortBook, Progress, Usage, WorkspaceSpec)
-from services.workspaces.docker_support import (HOME, ICC_OFF, chown_config, engine_errors, lifecycle_events,
+from services.workspaces.docker.support import (HOME, ICC_OFF, chown_config, engine_errors, lifecycle_events,
                                                 network_ip, published_port, usage_of)
 from services.workspaces.probe import http_status
 from services.workspaces.pull import PullProgress
