@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import re
 import shlex
@@ -101,18 +102,13 @@ SETTINGS: list[Setting] = [
       "start-up reconciliation only touches containers with this label.", group="workspaces"),
     S("WORKSPACE_BACKEND", "docker", "Container engine that runs workspaces: 'docker', or a 'module:Class' path to a class "
       "implementing services/workspaces/backend.py's Backend.", group="workspaces"),
-    S("DOCKER_HOST", "", "Docker Engine address, as the docker CLI reads it (empty: unix:///var/run/docker.sock).", group="workspaces"),
     S("WORKSPACE_IMAGE", "apranova/workspace:latest", "Image of the per-user code-server container.", group="workspaces"),
     S("WORKSPACE_PULL_POLICY", "if-not-present", "'if-not-present', 'always' or 'never'.", group="workspaces"),
     S("WORKSPACE_CONTAINER_PORT", "8080", "The IDE's port inside the container.", port, group="workspaces"),
-    S("WORKSPACE_HOST_IP", "127.0.0.1", "Host address the IDE port is published on.", group="workspaces"),
-    S("WORKSPACE_PORT_RANGE", "8081-9999", "Host ports given to workspaces (first-last).", group="workspaces"),
     S("WORKSPACE_URL_TEMPLATE", "http://localhost:{port}", "URL shown to the user; {port}, {host_ip}, {user_id} are filled in.", group="workspaces"),
     S("WORKSPACE_CPUS", "1", "CPU limit per workspace.", number, group="workspaces"),
     S("WORKSPACE_MEMORY", "2g", "Memory limit per workspace (bytes, or with k/m/g).", group="workspaces"),
     S("WORKSPACE_PIDS", "512", "Process limit per workspace.", whole_number, group="workspaces"),
-    S("WORKSPACE_NETWORK", "", "Docker network for workspaces (empty: the default bridge; with WORKSPACE_EXPOSURE=network, "
-      "'<INSTANCE_NAME>-workspaces', made by the server).", group="workspaces"),
     S("WORKSPACE_CMD", "", "Command override for the container, split like shell words (quotes work; empty: the image's own).", group="workspaces"),
     S("WORKSPACE_READY_TIMEOUT", "120", "Seconds to wait for the IDE to answer HTTP before failing.", number, group="workspaces"),
     S("WORKSPACE_WAIT_TIMEOUT", "180", "Longest a create with {\"wait\": true} waits.", number, group="workspaces"),
@@ -127,8 +123,6 @@ SETTINGS: list[Setting] = [
     S("WORKSPACE_READY_PATH", "/healthz", "Path the readiness probe requests (code-server answers /healthz).", group="workspaces"),
     S("WORKSPACE_READY_STATUSES", "200", "Comma-separated HTTP statuses of WORKSPACE_READY_PATH that mean ready.",
       statuses, group="workspaces"),
-    S("WORKSPACE_READY_HOST", "", "Host the readiness probe connects to (empty: WORKSPACE_HOST_IP, or 127.0.0.1 when that is 0.0.0.0).", group="workspaces"),
-    # workspace culling (services/workspaces/culler.py)
     S("WORKSPACE_IDLE_TIMEOUT", "1800", "Seconds without activity (proxied traffic, a start, a keep-running call) after "
       "which a running workspace is stopped, its files kept. 0: never.", number, group="workspaces"),
     S("WORKSPACE_MAX_LIFETIME", "0", "Seconds a workspace may run from its start, active or not, before it is stopped. "
@@ -146,16 +140,16 @@ SETTINGS: list[Setting] = [
       "server's port through the proxy; production: a wildcard DNS name such as ws-{user_id}.example.edu.",
       group="workspace proxy"),
     S("PROXY_MAX_BODY_BYTES", "1073741824", "Largest request body (upload) the workspace proxy forwards (larger: 413).",
-      int, group="workspace proxy"),
-    S("PROXY_CONNECT_TIMEOUT", "10", "Seconds the proxy waits to connect to a workspace before answering 502.", float,
+      whole_number, group="workspace proxy"),
+    S("PROXY_CONNECT_TIMEOUT", "10", "Seconds the proxy waits to connect to a workspace before answering 502.", number,
       group="workspace proxy"),
-    S("PROXY_IDLE_TIMEOUT", "300", "Seconds a proxied HTTP exchange may go without any byte before it is cut.", float,
+    S("PROXY_IDLE_TIMEOUT", "300", "Seconds a proxied HTTP exchange may go without any byte before it is cut.", number,
       group="workspace proxy"),
     S("PROXY_TICKET_SECONDS", "60", "Lifetime of the one-time ticket in a workspace URL from /api/users/workspace/open/.",
-      int, group="workspace proxy"),
+      whole_number, group="workspace proxy"),
     S("PROXY_FAST_LANE", "true", "Serve plain GET/HEAD requests of workspace hosts below Tornado's HTTP layer (C "
       "parser, same checks); false: every proxied request through Tornado.", boolean, group="workspace proxy"),
-    S("PROXY_COOKIE_HOURS", "12", "Lifetime of the workspace cookie (it also dies with the login session).", float,
+    S("PROXY_COOKIE_HOURS", "12", "Lifetime of the workspace cookie (it also dies with the login session).", number,
       group="workspace proxy"),
     # payments
     S("STRIPE_SECRET_KEY", "", "Stripe secret key (empty: payments answer 503).", secret=True, group="payments"),
@@ -183,6 +177,42 @@ SETTINGS: list[Setting] = [
 ]
 del S
 
+# WORKSPACE_BACKEND's names; any other value is a 'module:Class' path. A
+# backend class declares the settings it alone reads in `SETTINGS` (a list
+# of Setting): they are parsed once with these, and listed in --help and the
+# README's table (a module:Class backend's when WORKSPACE_BACKEND names it).
+BACKENDS = {"docker": "services.workspaces.docker.backend:DockerBackend"}
+_SECRETS = {s.attr for s in SETTINGS if s.secret}
+
+
+def backend_class(name: str) -> Any:
+    """The class WORKSPACE_BACKEND names (imported here, at load time: the
+    backend modules import this one)."""
+    module, _, attr = BACKENDS.get(name, name).partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise SettingsError(f"WORKSPACE_BACKEND {name!r} cannot be loaded: {exc}") from None
+
+
+def declared(backend: str | None = None) -> list[Setting]:
+    """Every setting: the server's, the built-in backends', and those of
+    `backend` when it is a 'module:Class' path (a name declared twice, as by
+    a subclass, counts once)."""
+    found, names = list(SETTINGS), {s.name for s in SETTINGS}
+    classes = [backend_class(name) for name in BACKENDS]
+    if backend and backend not in BACKENDS:
+        classes.append(backend_class(backend))
+    for cls in classes:
+        for setting in getattr(cls, "SETTINGS", ()):
+            if setting.name not in names:
+                found.append(setting)
+                names.add(setting.name)
+                if setting.secret:
+                    _SECRETS.add(setting.attr)
+    return found
+
+
 WEAK_SECRETS = {"secret", "changeme", "change-me", "dev", "development", "jwt-secret", "your-secret-key"}
 
 
@@ -206,14 +236,14 @@ class Settings:
         return self.apranova_env == "production"
 
     def __repr__(self) -> str:  # never print secrets
-        shown = {s.attr: ("***" if s.secret and getattr(self, s.attr) else getattr(self, s.attr)) for s in SETTINGS}
+        shown = {key: ("***" if key in _SECRETS and value else value) for key, value in self.__dict__.items()}
         return f"Settings({shown})"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting; defaults come from the environment."""
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for setting in SETTINGS:
+    for setting in declared(os.environ.get("WORKSPACE_BACKEND")):
         group = groups.setdefault(setting.group, parser.add_argument_group(setting.group))
         shown_default = "(secret)" if setting.secret else (setting.default or "''")
         group.add_argument(setting.flag, dest=setting.attr, default=None, metavar=setting.name,
@@ -227,13 +257,17 @@ def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None 
     """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    for setting in SETTINGS:
-        raw = environ.get(setting.name, setting.default)
+
+    def raw_value(setting: Setting) -> Any:
         cli = getattr(args, setting.attr, None) if args is not None else None
-        if cli is not None:
-            raw = cli
         if setting.attr in overrides:
-            raw = overrides.pop(setting.attr)
+            return overrides.pop(setting.attr)
+        return cli if cli is not None else environ.get(setting.name, setting.default)
+
+    backend = next(s for s in SETTINGS if s.name == "WORKSPACE_BACKEND")
+    values[backend.attr] = raw_value(backend)
+    for setting in declared(values[backend.attr]):
+        raw = values.pop(setting.attr) if setting is backend else raw_value(setting)
         if isinstance(raw, str):
             try:
                 values[setting.attr] = setting.parse(raw)
@@ -374,7 +408,7 @@ def resolve_jwt_secret(settings: Settings) -> str:
 def settings_table() -> str:
     """The README's settings table, generated from SETTINGS."""
     rows = ["| Variable | Flag | Default | Meaning |", "|---|---|---|---|"]
-    for s in SETTINGS:
+    for s in declared():
         default = "" if s.secret else s.default
         rows.append(f"| `{s.name}` | `{s.flag}` | `{default}` | {s.help.replace('|', '/')} |")
     return "\n".join(rows)

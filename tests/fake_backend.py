@@ -4,13 +4,19 @@ contract (services/workspaces/backend.py) and has switches a test turns:
 
 * `gate`: an asyncio.Event launches wait for (slow workspaces);
 * `fail_with`: launches raise BackendError(that message) (failing);
-* `never_ready`: the IDE never answers (never-starting);
-* `taken`: host ports something outside holds (port-taken);
+* `never_ready`: the IDE answers 503 to everything (never-starting; the
+  provisioner waits WORKSPACE_READY_TIMEOUT for it);
+* `taken`: host ports something outside holds (port-taken; a port the
+  machine really holds counts too);
 * `unavailable`: the engine does not answer;
 * `usage`, `stats_delay`: what `stats` reports for a running instance, and
   how long it takes to (a slow engine);
 * `die()`, `oom()`, `vanish()`: what an engine reports about a running
   instance (exited, OOM-killed, removed outside).
+
+Each running instance is a real loopback listener answering HTTP (on its
+published port in direct exposure, else an ephemeral one), so readiness,
+which the provisioner checks, and the proxy meet a real socket.
 
 The engine's state (instances, volumes) is per INSTANCE_NAME and outlives a
 server, as a real engine's does across a restart.
@@ -19,11 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
+from pymongo.errors import DuplicateKeyError
+
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
-                                         LifecycleEvent, PortBook, Progress, Usage, WorkspaceSpec)
+                                         LifecycleEvent, Progress, Run, Usage)
+from services.workspaces.spec import IdeSpec
 
 
 @dataclass
@@ -31,8 +41,22 @@ class FakeInstance:
     name: str
     ref: str
     workspace_id: str
-    port: int | None
+    port: int | None  # the published port (direct exposure)
     running: bool = True
+    listener: asyncio.Server | None = None
+    exit_code: int | None = None
+
+    @property
+    def endpoint(self) -> Endpoint | None:
+        if self.listener is None or not self.listener.sockets:
+            return None
+        return Endpoint("127.0.0.1", self.listener.sockets[0].getsockname()[1])
+
+    def halt(self, exit_code: int | None = None) -> None:
+        self.running, self.exit_code = False, exit_code
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
 
 
 @dataclass
@@ -49,6 +73,7 @@ _ids = itertools.count(1)
 
 class FakeBackend:
     title = "Docker"  # the contract's messages name Docker
+    noun = "container"
 
     def __init__(self, settings):
         self.settings = settings
@@ -69,10 +94,9 @@ class FakeBackend:
     def _report(self, workspace_id: str, kind: str, exit_code: int | None = None) -> None:
         instance = self.of(workspace_id)
         assert instance is not None, "no instance to report on"
+        instance.halt(exit_code)
         if kind == "removed":
             del self.engine.instances[instance.ref]
-        else:
-            instance.running = False
         for queue in self.engine.streams:
             queue.put_nowait(LifecycleEvent(kind, workspace_id, instance.ref, exit_code))  # type: ignore[arg-type]
 
@@ -94,32 +118,60 @@ class FakeBackend:
     async def available(self) -> bool:
         return not self.unavailable
 
-    def ref(self, spec: WorkspaceSpec) -> str:
-        return f"{self.settings.instance_name}-ws-{spec.owner_id}"
+    @property
+    def exposed(self) -> bool:
+        return self.settings.workspace_exposure == "direct"
 
-    async def reserve(self, spec: WorkspaceSpec, ports: PortBook) -> int | None:
+    def ref(self, spec: IdeSpec) -> str:
+        return spec.name
+
+    async def reserve(self, spec: IdeSpec, run: Run) -> None:
         self._check()
-        if self.settings.workspace_exposure != "direct":
-            return None  # like the Docker backend: only the direct exposure publishes a port
-        return spec.port if spec.port is not None else await self._allocate(ports)
+        if self.exposed and spec.placement.get("port") is None:  # as the Docker backend: only direct publishes
+            await self._allocate(run)
 
-    async def _allocate(self, ports: PortBook) -> int:
-        return await ports.allocate(*self.settings.workspace_ports, avoid=self.taken)
+    async def _allocate(self, run: Run) -> int:
+        low, high = self.settings.workspace_ports
+        while True:
+            held = await run.held_ports(low, high)
+            free = [p for p in range(low, high + 1) if p not in held and p not in self.taken]
+            port = random.choice(free) if free else await run.reclaim_port(low, high)
+            if port is None:
+                raise BackendError("No free workspace port is left; ask an administrator to widen "
+                                   "WORKSPACE_PORT_RANGE.")
+            try:
+                await run.record(port=port)
+                return port
+            except DuplicateKeyError:
+                continue
 
-    async def ensure_storage(self, spec: WorkspaceSpec) -> None:
+    async def ensure_storage(self, spec: IdeSpec, run: Run) -> None:
         self._check()
-        self.engine.volumes.add(self.ref(spec))
+        self.engine.volumes.add(spec.home_volume)
 
-    async def remove_storage(self, spec: WorkspaceSpec) -> None:
+    async def remove_storage(self, spec: IdeSpec) -> None:
         self._check()
-        self.engine.volumes.discard(self.ref(spec))
+        self.engine.volumes.discard(spec.home_volume)
 
     async def prepare_image(self) -> AsyncIterator[Progress]:
         self._check()
         yield Progress(0, "Checking the image fake")
         yield Progress(100, "Image is available")
 
-    async def launch(self, spec: WorkspaceSpec, ports: PortBook) -> Launched:
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The fake IDE: every request answers 200 (503 while never_ready)."""
+        try:
+            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            status = b"503 Service Unavailable" if self.never_ready else b"200 OK"
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 8\r\nConnection: close\r\n\r\nfake ide")
+            await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def launch(self, spec: IdeSpec, run: Run) -> Launched:
         self._check()
         await self.remove(self.ref(spec))
         if self.gate is not None:
@@ -128,24 +180,21 @@ class FakeBackend:
         if self.fail_with:
             raise BackendError(self.fail_with)
         self.engine.launches += 1
-        if self.settings.workspace_exposure != "direct":  # reached on its own address, nothing published
-            instance = FakeInstance(self.ref(spec), f"fake{next(_ids)}", spec.workspace_id, None)
-            self.engine.instances[instance.ref] = instance
-            return Launched(instance.ref, Endpoint(f"10.99.0.{next(_ids) % 250 + 2}", 8080), None)
-        port = spec.port if spec.port is not None else await self._allocate(ports)
-        while port in self.taken:  # publishing it fails, as Docker's does: choose another
-            port = await self._allocate(ports)
-        instance = FakeInstance(self.ref(spec), f"fake{next(_ids)}", spec.workspace_id, port)
+        port = spec.placement.get("port") if self.exposed else None
+        while True:
+            try:
+                if port in self.taken:  # publishing it fails, as Docker's does
+                    raise OSError("taken outside")
+                listener = await asyncio.start_server(self._answer, "127.0.0.1", port or 0)
+                break
+            except OSError:
+                if port is None:
+                    raise
+                port = await self._allocate(run)  # choose another, as the Docker backend does
+        instance = FakeInstance(spec.name, f"fake{next(_ids)}", spec.workspace_id, port, listener=listener)
         self.engine.instances[instance.ref] = instance
-        return Launched(instance.ref, Endpoint("127.0.0.1", port), port)
-
-    async def wait_ready(self, launched: Launched) -> None:
-        self._check()
-        instance = self.engine.instances.get(launched.ref)
-        if instance is None or not instance.running:
-            raise BackendError("The workspace container exited while starting (exit code 1).")
-        if self.never_ready:
-            raise BackendError(f"The IDE did not answer on port {launched.port} within 0 s.")
+        assert instance.endpoint is not None
+        return Launched(instance.ref, instance.endpoint)
 
     def _find(self, ref: str) -> list[FakeInstance]:
         return [i for i in self.engine.instances.values() if ref in (i.ref, i.name)]
@@ -153,15 +202,16 @@ class FakeBackend:
     async def stop(self, ref: str) -> None:
         self._check()
         for instance in self._find(ref):
-            instance.running = False
+            instance.halt(0 if instance.running else instance.exit_code)
 
     async def remove(self, ref: str) -> None:
         self._check()
         for instance in self._find(ref):
+            instance.halt(instance.exit_code)
             del self.engine.instances[instance.ref]
 
     def _instance(self, i: FakeInstance) -> Instance:
-        return Instance(i.workspace_id, i.ref, i.running, Endpoint("127.0.0.1", i.port) if i.port else None)
+        return Instance(i.workspace_id, i.ref, i.running, i.endpoint, exit_code=None if i.running else i.exit_code)
 
     async def inspect(self, ref: str) -> Instance | None:
         self._check()

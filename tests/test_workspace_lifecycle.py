@@ -155,6 +155,7 @@ async def test_failing_and_never_ready_workspaces_fail_with_the_message_then_ret
     assert "detail" not in snapshot  # the operator's text never reaches a student's socket
     socket.close()
     backend.fail_with, backend.never_ready = None, True
+    server.services.settings.workspace_ready_timeout = 1  # readiness is the provisioner's wait: keep it short
     failed = (await http.post(CREATE, headers=auth(user), json={"wait": True})).json()
     assert failed["state"] == "failed" and "its IDE did not start." in failed["message"]
     assert f"reference ws-{uid}-2." in failed["message"] and "port" not in failed["message"]

@@ -16,7 +16,9 @@ idempotent (ensure, not create; stopping or removing what is gone is fine).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterable, Literal, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Literal, Protocol, runtime_checkable
+
+from services.workspaces.spec import IdeSpec
 
 
 class BackendUnavailable(Exception):
@@ -43,29 +45,22 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class WorkspaceSpec:
-    """What a backend is told about a workspace. `port` is the public host
-    port decided by `reserve` (None when the backend publishes none)."""
-    workspace_id: str
-    owner_id: int
-    password: str
-    port: int | None = None
-
-
-@dataclass(frozen=True)
 class Launched:
     ref: str  # the backend's id of the instance it made
-    endpoint: Endpoint
-    port: int | None  # the public port finally used (direct mode may have had to move it)
+    endpoint: Endpoint  # where the server reaches its IDE (the provisioner waits there until it is ready)
 
 
 @dataclass(frozen=True)
 class Instance:
-    """An instance this deployment manages, as the engine reports it now."""
+    """An instance this deployment manages, as the engine reports it now.
+    `exit_code` and `detail` say why one that is not running stopped, when
+    the engine knows (a container's exit code; Swarm: "node down")."""
     workspace_id: str
     ref: str
     running: bool
     endpoint: Endpoint | None = None
+    exit_code: int | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,50 +89,65 @@ class LifecycleEvent:
     exit_code: int | None = None
 
 
-class PortBook(Protocol):
-    """Host-port bookkeeping a backend that publishes ports is given by the
-    provisioner: the record of which workspace holds which port lives with
-    the workspaces (a unique index), not in the engine."""
+class Run(Protocol):
+    """One provisioning run of a workspace, as a backend sees it. A backend
+    may keep facts of its own in the workspace's document (`record`: the
+    Docker backend's host port in direct mode, Swarm's node), read back in
+    the next run's `IdeSpec.placement`, and tell the student of a phase of
+    its own (`say`: Swarm's "placed on node-2"). Each is a step of the run
+    (it raises when the run was superseded)."""
 
-    async def allocate(self, low: int, high: int, avoid: Iterable[int] = ()) -> int:
-        """Claim a free port of [low, high] (none of `avoid`) for this
-        workspace; when all are held, the port of the workspace stopped the
-        longest (it gets a new one when it starts). Raises BackendError when
-        none can be had."""
+    async def record(self, **placement: Any) -> None:
+        """Keep `placement` in the workspace's document (None removes a key).
+        `port` is the contract's port field, unique across workspaces: it
+        raises pymongo's DuplicateKeyError when another workspace holds it."""
+
+    async def say(self, message: str) -> None:
+        """A progress message for the student (no secrets, no engine jargon)."""
+
+    async def held_ports(self, low: int, high: int) -> set[int]:
+        """The `port`s other workspaces hold in [low, high]."""
+
+    async def reclaim_port(self, low: int, high: int) -> int | None:
+        """Take the port of the workspace stopped (or failed) the longest in
+        [low, high] (it gets a new one when it starts); None when none."""
 
 
 @runtime_checkable
 class Backend(Protocol):
     title: str  # the engine's name in messages: "Docker"
+    noun: str  # what an instance is called in progress messages: "container", "service"
     errors: int  # failures reaching the engine so far; read by /metrics
+    # Whether the IDE is reachable by others than this server (a published
+    # port), so that code-server must keep its own password whatever
+    # WORKSPACE_IDE_PASSWORD says.
+    exposed: bool
 
     async def available(self) -> bool:
         """True when the engine answers now."""
 
-    async def reserve(self, spec: WorkspaceSpec, ports: PortBook) -> int | None:
-        """Decide the workspace's public port before anything runs, so the
-        create can answer with it: keep `spec.port` when set, else claim a
-        free one through `ports`. None when the backend publishes no port.
-        Raises BackendError when none is left."""
+    async def reserve(self, spec: IdeSpec, run: Run) -> None:
+        """Claim what the create's answer must carry before anything runs
+        (Docker's direct mode: the public host port, through `run.record`);
+        most backends claim nothing. Raises BackendError when it cannot."""
 
-    async def ensure_storage(self, spec: WorkspaceSpec) -> None:
+    async def ensure_storage(self, spec: IdeSpec, run: Run) -> None:
         """Make the workspace's persistent home exist and writable by the
-        IDE's user (called after `prepare_image`)."""
+        IDE's user (called after `prepare_image`). An engine whose storage
+        lives on one machine records which (`run.record`) so the IDE is
+        placed there."""
 
     def prepare_image(self) -> AsyncIterator[Progress]:
         """Make the IDE image available (pull per policy), yielding progress
         that never goes backwards. Raises BackendError when it cannot be had."""
 
-    async def launch(self, spec: WorkspaceSpec, ports: PortBook) -> Launched:
+    async def launch(self, spec: IdeSpec, run: Run) -> Launched:
         """Replace any earlier instance of the workspace by a new, started
-        one. May move to another port through `ports` when the engine cannot
-        publish `spec.port`. Leaves nothing half-made when it raises."""
+        one, and say where its IDE will answer. Readiness is not its affair:
+        the provisioner waits on the endpoint (and `inspect`s the instance
+        meanwhile). Leaves nothing half-made when it raises."""
 
-    async def wait_ready(self, launched: Launched) -> None:
-        """Return once the IDE answers as a ready IDE does; raise
-        BackendError when it exits or does not within the ready timeout."""
-
-    def ref(self, spec: WorkspaceSpec) -> str:
+    def ref(self, spec: IdeSpec) -> str:
         """The backend's name for the workspace's instance (also before it exists)."""
 
     async def stop(self, ref: str) -> None:
@@ -146,7 +156,7 @@ class Backend(Protocol):
     async def remove(self, ref: str) -> None:
         """Remove the instance (never its storage); nothing when gone."""
 
-    async def remove_storage(self, spec: WorkspaceSpec) -> None:
+    async def remove_storage(self, spec: IdeSpec) -> None:
         """Delete the workspace's files for good."""
 
     async def inspect(self, ref: str) -> Instance | None:

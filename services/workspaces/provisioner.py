@@ -12,15 +12,14 @@ import asyncio
 import collections
 import contextlib
 import logging
-import random
 import time
-from typing import Any, AsyncIterator, Callable, Iterable
-
-from pymongo.errors import DuplicateKeyError
+from typing import Any, AsyncIterator, Callable
 
 from services.settings import Settings
-from services.workspaces import messages
-from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Launched, WorkspaceSpec
+from services.workspaces import messages, spec
+from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Launched
+from services.workspaces.probe import wait_ready
+from services.workspaces.spec import IdeSpec
 from services.workspaces.lifecycle import Lifecycle, State, Superseded
 from services.workspaces.store import WorkspaceStore, ide_password
 
@@ -31,34 +30,35 @@ def same_run(doc: dict) -> Callable[[dict], bool]:
     return lambda current: current.get("run") == doc.get("run")
 
 
-class RunPorts:
-    """The PortBook of one run: claiming a port is a step of that run."""
+REF = "container_id"  # the document's field for the backend's instance id (named when only Docker existed)
+
+
+class RunRecord:
+    """The backend.Run of one provisioning run: what a backend records and
+    says is a step of that run (raises Superseded when it is not current)."""
 
     def __init__(self, provisioner: "Provisioner", doc: dict):
         self.provisioner, self.doc = provisioner, doc
 
-    async def allocate(self, low: int, high: int, avoid: Iterable[int] = ()) -> int:
-        skip = set(avoid)
-        for _ in range(50):
-            used = await self.provisioner.store.ports_in(low, high)
-            free = [port for port in range(low, high + 1) if port not in used and port not in skip]
-            port = random.choice(free[:64]) if free else await self.reclaim(low, high)
-            if port is None:
-                raise BackendError("No free workspace port is left; ask an administrator to widen "
-                                   "WORKSPACE_PORT_RANGE.")
-            if await self.claim(port):
-                return port
-        raise BackendError("Could not reserve a workspace port; try again.")
+    async def record(self, **placement: Any) -> None:
+        fields: dict[str, Any] = {}
+        unset: tuple[str, ...] = ()
+        if "port" in placement:  # the contract's field, with its unique index
+            port = placement.pop("port")
+            fields, unset = ({"port": port}, ()) if port is not None else ({}, ("port",))
+        if placement:
+            merged = {**(self.doc.get("placement") or {}), **placement}
+            fields["placement"] = {key: value for key, value in merged.items() if value is not None}
+        self.doc = await self.provisioner.step(self.doc, 0, "Recorded the placement", fields=fields, unset=unset,
+                                               silent=True)
 
-    async def claim(self, port: int) -> bool:
-        try:
-            self.doc = await self.provisioner.step(self.doc, 0, f"Reserved port {port}", fields={"port": port},
-                                                   silent=True)
-        except DuplicateKeyError:
-            return False  # another workspace took it a moment ago
-        return True
+    async def say(self, message: str) -> None:
+        self.doc = await self.provisioner.step(self.doc, self.doc["progress"], message)
 
-    async def reclaim(self, low: int, high: int) -> int | None:
+    async def held_ports(self, low: int, high: int) -> set[int]:
+        return await self.provisioner.store.ports_in(low, high)
+
+    async def reclaim_port(self, low: int, high: int) -> int | None:
         """The port of the workspace stopped (or failed) the longest; it
         gets a new one the next time it starts, as its instance is made
         afresh then."""
@@ -86,9 +86,14 @@ class Provisioner:
         self.provision_seconds: collections.deque[float] = collections.deque(maxlen=1000)
         self.provisioned_total = 0
 
-    def spec(self, doc: dict) -> WorkspaceSpec:
-        """What the backend is told of a workspace."""
-        return WorkspaceSpec(doc["_id"], doc["owner_id"], ide_password(self.password_key, doc), doc.get("port"))
+    def spec(self, doc: dict) -> IdeSpec:
+        """What the backend is told of a workspace's IDE."""
+        return spec.build(self.settings, doc, ide_password(self.password_key, doc), self.exposed)
+
+    @property
+    def exposed(self) -> bool:
+        """The backend's IDEs are reachable by others than this server (see spec.build)."""
+        return bool(getattr(self.backend, "exposed", False))
 
     @contextlib.asynccontextmanager
     async def working_on(self, doc: dict) -> AsyncIterator[None]:
@@ -111,14 +116,15 @@ class Provisioner:
         return new
 
     async def start(self, doc: dict) -> dict:
-        """Reserve what the answer must carry (the public port; ``reserved``
-        then names the run), then run the rest in the background. Returns
-        the document to answer with. The reservation logs no event: the
-        answer stays the run's first event, which clients list from."""
+        """Reserve what the answer must carry (Docker direct mode: the public
+        port; ``reserved`` then names the run), then run the rest in the
+        background. Returns the document to answer with. The reservation logs
+        no event: the answer stays the run's first event, which clients list
+        from."""
         try:
-            ports = RunPorts(self, doc)
-            await self.backend.reserve(self.spec(doc), ports)
-            doc = await self.step(ports.doc, 0, "Reserved", fields={"reserved": doc["run"]}, silent=True)
+            run = RunRecord(self, doc)
+            await self.backend.reserve(self.spec(doc), run)
+            doc = await self.step(run.doc, 0, "Reserved", fields={"reserved": doc["run"]}, silent=True)
         except Superseded:
             return await self.store.get(doc["_id"]) or doc
         except BackendError as exc:
@@ -142,18 +148,17 @@ class Provisioner:
             doc = await self._prepare_image(doc)  # first: making the storage may need the image
             phase = "volume"
             doc = await self.step(doc, 72, "Preparing the storage for your files", "volume")
-            await self.backend.ensure_storage(self.spec(doc))
-            phase = "container"
-            doc = await self.step(doc, 74, "Creating the container", "container", fields={"container_id": None})
-            ports = RunPorts(self, doc)
-            launched = await self.backend.launch(self.spec(doc), ports)
-            fields: dict[str, Any] = {"container_id": launched.ref, "endpoint": launched.endpoint.as_dict()}
-            if launched.port is not None:
-                fields["port"] = launched.port
+            run = RunRecord(self, doc)
+            await self.backend.ensure_storage(self.spec(doc), run)
+            doc = run.doc
+            phase = "container"  # the student's step name (an API value), whatever the engine's noun
+            doc = await self.step(doc, 74, f"Creating the {self.backend.noun}", "container", fields={REF: None})
+            run = RunRecord(self, doc)
+            launched = await self.backend.launch(self.spec(doc), run)
             phase = "ide"
-            doc = await self.step(ports.doc, 90, f"Waiting for the IDE to answer (up to {self._limit()})", "ide",
-                                  fields=fields)
-            await self.backend.wait_ready(launched)
+            doc = await self.step(run.doc, 90, f"Waiting for the IDE to answer (up to {self._limit()})", "ide",
+                                  fields={REF: launched.ref, "endpoint": launched.endpoint.as_dict()})
+            await wait_ready(self.backend, launched, self.settings)
             await self.lifecycle.change(doc, "ready", "Workspace is running", progress=100, when=same_run(doc),
                                         note=messages.step("running")) or self._superseded()
             self.provision_seconds.append(time.monotonic() - started)
@@ -236,8 +241,10 @@ class Provisioner:
         if purge:
             await self.backend.remove_storage(self.spec(doc))
         message = "Workspace and its files deleted" if purge else "Workspace deleted; its files are kept"
+        # The placement (Swarm's node) goes with the files: kept files stay where they are.
         return await self.lifecycle.change(doc, "deleted", message, progress=0,
-                                           unset=("port", "container_id", "purge", "endpoint")) or doc
+                                           unset=("port", REF, "purge", "endpoint") + (("placement",) if purge else ())
+                                           ) or doc
 
     async def close(self) -> None:
         tasks = list(self.tasks.values())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib
 import logging
 import time
 import urllib.parse
@@ -17,9 +16,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.accounts import ADMIN_ROLES
 from services.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable
-from services.settings import Settings, SettingsError, ide_password_on
+from services.settings import Settings, backend_class, ide_password_on
 from services.workspace_proxy import workspace_origin
-from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Endpoint, Usage, WorkspaceSpec
+from services.workspaces import spec
+from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Endpoint, Usage
 from services.workspaces.culler import Culler
 from services.workspaces.usage import UsageSampler
 from services.workspaces.events import Events
@@ -29,20 +29,13 @@ from services.workspaces.reconcile import Reconciler
 from services.workspaces.store import WorkspaceStore, ide_password, utcnow
 
 log = logging.getLogger("apranova.workspaces")
-BACKENDS = {"docker": "services.workspaces.docker.backend:DockerBackend"}
 USAGE_TIMEOUT = 3.0  # a first stats reading takes Docker about a second (two samples); past this, "unknown"
 
 
 def load_backend(settings: Settings) -> Backend:
-    """WORKSPACE_BACKEND: a name in BACKENDS or a 'module:Class' path; the
-    class is called with the settings."""
-    path = BACKENDS.get(settings.workspace_backend, settings.workspace_backend)
-    module, _, name = path.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise SettingsError(f"WORKSPACE_BACKEND {settings.workspace_backend!r} cannot be loaded: {exc}") from None
-    return cls(settings)
+    """WORKSPACE_BACKEND: a name in settings.BACKENDS or a 'module:Class'
+    path; the class is called with the settings."""
+    return backend_class(settings.workspace_backend)(settings)
 
 
 class WorkspaceUnavailable(ServiceUnavailable):
@@ -105,7 +98,8 @@ class WorkspaceService:
     def password(self, doc: dict) -> str:
         """The IDE's password for its owner (derived, never stored); "" when
         the IDE has none (behind the proxy: WORKSPACE_IDE_PASSWORD=auto)."""
-        return ide_password(self.password_key, doc) if ide_password_on(self.settings) else ""
+        keeps = ide_password_on(self.settings) or self.provisioner.exposed
+        return ide_password(self.password_key, doc) if keeps else ""
 
     @staticmethod
     def endpoint(doc: dict) -> Endpoint | None:
@@ -119,7 +113,7 @@ class WorkspaceService:
         USAGE_TIMEOUT, else unknown: a slow engine never holds up a list)."""
         # The instance's name needs only the ids (lists read documents without the password).
         return await self.usage_sampler.of({
-            doc["_id"]: self.backend.ref(WorkspaceSpec(doc["_id"], doc["owner_id"], "", doc.get("port")))
+            doc["_id"]: self.backend.ref(spec.build(self.settings, doc, "", self.provisioner.exposed))
             for doc in docs if doc["state"] == State.RUNNING})
 
     def subscribe(self, workspace_id: str, after: int) -> AsyncIterator[dict]:

@@ -1,35 +1,41 @@
 """The Docker backend: one container per workspace, through the aiodocker
 adapter (services/docker.py).
 
-What lives here and nowhere else: container, volume and network names,
-labels, the container body (no capabilities, a non-root user), the two
-exposures (WORKSPACE_EXPOSURE: `direct` publishes a host port from
-WORKSPACE_PORT_RANGE, recorded through the provisioner's PortBook;
-`network` publishes nothing and joins a server-made network with
-inter-container traffic off), the pull policy and the readiness probe.
+It translates the engine-neutral IdeSpec (services/workspaces/spec.py) into
+a container, and owns the two exposures (WORKSPACE_EXPOSURE: `direct`
+publishes a host port from WORKSPACE_PORT_RANGE, recorded in the document
+through the run; `network` publishes nothing and joins a server-made
+network with inter-container traffic off) and the pull policy.
+
+The engine calls are small object hooks in DockerSpawner's style
+(`get_object`, `create_object`, `stop_object`, `remove_object`,
+`list_objects`, `instance_of`, `command`): the Swarm backend
+(services/workspaces/swarm/) overrides those and reuses the rest: image
+handling, the command, error translation.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import AsyncIterator
 
 from services.docker import DockerEngine, DockerError, DockerUnavailable, container_config, is_port_taken
-from services.settings import Settings, ide_password_on, without_ide_password
+from services.settings import Settings, without_ide_password
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
-                                         LifecycleEvent, PortBook, Progress, Usage, WorkspaceSpec)
-from services.workspaces.docker.support import (HOME, ICC_OFF, chown_config, engine_errors, lifecycle_events,
+                                         LifecycleEvent, Progress, Run, Usage)
+from services.workspaces.docker.ports import HostPorts
+from services.workspaces.docker.settings import SETTINGS
+from services.workspaces.docker.support import (ICC_OFF, chown_config, engine_errors, lifecycle_events,
                                                 network_ip, published_port, usage_of)
-from services.workspaces.probe import http_status
 from services.workspaces.pull import PullProgress
+from services.workspaces.spec import IdeSpec
 
 log = logging.getLogger("apranova.workspaces")
-BAD_PORT_SECONDS = 600  # a host port Docker could not bind is skipped this long
 
 
 class DockerBackend:
-    title = "Docker"
+    title, noun = "Docker", "container"
+    SETTINGS = SETTINGS  # declared by the backend: in the settings table, --help, and parsed once
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -39,7 +45,7 @@ class DockerBackend:
         except ValueError as exc:
             log.error("DOCKER_HOST %r cannot be used (%s); workspaces are unavailable", settings.docker_host, exc)
             self.engine = None
-        self._bad_ports: dict[int, float] = {}
+        self.ports = HostPorts(*settings.workspace_ports)
         self._oom: set[str] = set()
 
     @property
@@ -50,6 +56,10 @@ class DockerBackend:
     def direct(self) -> bool:
         return self.settings.workspace_exposure == "direct"
 
+    @property
+    def exposed(self) -> bool:
+        return self.direct  # a published host port: anyone who reaches it reaches the IDE's login
+
     def _engine(self) -> DockerEngine:
         if self.engine is None:
             raise BackendUnavailable("no usable DOCKER_HOST")
@@ -58,18 +68,8 @@ class DockerBackend:
     async def available(self) -> bool:
         return self.engine is not None and await self.engine.ping()
 
-    # -- names ----------------------------------------------------------------------
-    def ref(self, spec: WorkspaceSpec) -> str:
-        return f"{self.instance}-ws-{spec.owner_id}"
-
-    def volumes(self, spec: WorkspaceSpec) -> tuple[str, str]:
-        """The home volume, and the files-only volume of earlier versions
-        (still mounted at ~/project where it exists, so nobody's files vanish)."""
-        return f"{self.ref(spec)}-home", f"{self.ref(spec)}-project"
-
-    def labels(self, spec: WorkspaceSpec) -> dict[str, str]:
-        return {"apranova.managed": "true", "apranova.instance": self.instance,
-                "apranova.user_id": str(spec.owner_id), "apranova.workspace_id": spec.workspace_id}
+    def ref(self, spec: IdeSpec) -> str:
+        return spec.name
 
     @property
     def network(self) -> str:
@@ -78,17 +78,9 @@ class DockerBackend:
         return self.settings.workspace_network or f"{self.instance}-workspaces"
 
     # -- host ports (direct mode) -------------------------------------------------------
-    async def reserve(self, spec: WorkspaceSpec, ports: PortBook) -> int | None:
-        if not self.direct:
-            return None
-        return spec.port if spec.port is not None else await self._allocate(ports)
-
-    async def _allocate(self, ports: PortBook) -> int:
-        """A free port of the range, recorded through `ports` (a unique
-        index makes two workspaces with one port impossible)."""
-        now = time.monotonic()
-        self._bad_ports = {p: t for p, t in self._bad_ports.items() if now - t < BAD_PORT_SECONDS}
-        return await ports.allocate(*self.settings.workspace_ports, avoid=self._bad_ports)
+    async def reserve(self, spec: IdeSpec, run: Run) -> None:
+        if self.direct and spec.placement.get("port") is None:
+            await self.ports.allocate(run)
 
     def _host_endpoint(self, port: int) -> Endpoint:
         host_ip = self.settings.workspace_host_ip
@@ -105,19 +97,19 @@ class DockerBackend:
         return Endpoint(ip, self.settings.workspace_container_port) if ip else None
 
     # -- storage and image ----------------------------------------------------------------
-    async def ensure_storage(self, spec: WorkspaceSpec) -> None:
+    async def ensure_storage(self, spec: IdeSpec, run: Run) -> None:
         """The home volume, given to the IDE's user when first made. A volume
         whose chown failed is removed, so that the next run tries again; a
         one-shot container left over (the server died during it) means the
         chown may not have finished: it runs again."""
-        engine, (home, _), setup = self._engine(), self.volumes(spec), f"{self.ref(spec)}-home-setup"
+        engine, home, setup = self._engine(), spec.home_volume, f"{spec.name}-home-setup"
         with engine_errors("Docker refused to prepare the workspace's home volume"):
             if await engine.volume_exists(home):
                 if await engine.inspect_container(setup) is None:
                     return
             else:
-                await engine.ensure_volume(home, self.labels(spec))
-            config = chown_config(self.settings.workspace_image, home, self.settings.workspace_user,
+                await engine.ensure_volume(home, dict(spec.labels))
+            config = chown_config(spec.image, home, spec.user,
                                   {"apranova.instance": self.instance, "apranova.role": "home-setup"})
             try:
                 code = await engine.run_once(setup, config)
@@ -128,15 +120,15 @@ class DockerBackend:
                 await engine.remove_volume(home)
                 raise BackendError(f"The workspace's home could not be given to its user (chown exit code {code}).")
 
-    async def remove_storage(self, spec: WorkspaceSpec) -> None:
+    async def remove_storage(self, spec: IdeSpec) -> None:
         with engine_errors("Docker refused the operation"):
-            for volume in self.volumes(spec):
+            for volume in (spec.home_volume, spec.legacy_volume):
                 await self._engine().remove_volume(volume)
 
     async def prepare_image(self) -> AsyncIterator[Progress]:
         engine, image, policy = self._engine(), self.settings.workspace_image, self.settings.workspace_pull_policy
         yield Progress(0, f"Checking the image {image}")
-        with engine_errors("Docker refused to create the workspace"):
+        with engine_errors(f"{self.title} refused to create the workspace"):
             present = await engine.image_exists(image)
         if not present and policy == "never":
             raise BackendError(f"The workspace image {image} is not on the Docker host and the pull policy "
@@ -156,103 +148,114 @@ class DockerBackend:
                 log.warning("pull of %s failed (%s); using the local copy", image, exc.message)
         yield Progress(100, "Image is available")
 
-    # -- containers -------------------------------------------------------------------------
-    async def _config(self, spec: WorkspaceSpec, port: int | None) -> dict:
-        s, engine = self.settings, self._engine()
-        home, legacy = self.volumes(spec)
+    # -- object hooks (DockerSpawner's style; Swarm overrides these) --------------------------
+    async def command(self, spec: IdeSpec) -> list[str] | None:
+        """The IDE's argv: the spec's (else the image's own), with `--auth
+        none` when code-server keeps no password of its own."""
+        if spec.ide_password:
+            return list(spec.command) if spec.command else None
+        argv = list(spec.command) if spec.command else await self._engine().image_cmd(spec.image)
+        return without_ide_password(argv) or None
+
+    async def _body(self, spec: IdeSpec, port: int | None) -> dict:
+        engine = self._engine()
         # Purged since ensure_storage: Docker would make a root-owned one.
-        if not await engine.volume_exists(home):
+        if not await engine.volume_exists(spec.home_volume):
             raise BackendError("The workspace's home volume was removed while it was starting; try again.")
-        mounts = [(home, HOME)] + ([(legacy, f"{HOME}/project")] if await engine.volume_exists(legacy) else [])
+        mounts = [(spec.home_volume, spec.home_path)]
+        if await engine.volume_exists(spec.legacy_volume):
+            mounts.append((spec.legacy_volume, f"{spec.home_path}/project"))
         if not self.direct:  # made idempotently, labelled for cleanup, before the first container joins
             await engine.ensure_network(self.network, {"apranova.instance": self.instance,
                                                        "apranova.role": "workspace-network"}, ICC_OFF)
-        cmd, env = s.workspace_argv, {"PASSWORD": spec.password}
-        if not ide_password_on(s):  # only the server reaches it: the proxy is the lock (WORKSPACE_IDE_PASSWORD)
-            cmd, env = without_ide_password(cmd or await engine.image_cmd(s.workspace_image)) or None, {}
+        s = self.settings
         return container_config(
-            image=s.workspace_image, labels=self.labels(spec), env=env,
-            container_port=s.workspace_container_port, host_ip=s.workspace_host_ip, host_port=port,
-            mounts=mounts, cpus=s.workspace_cpus, memory=s.workspace_memory_bytes, pids=s.workspace_pids,
-            user=s.workspace_user, network=self.network, cmd=cmd)
+            image=spec.image, labels=dict(spec.labels), env=dict(spec.environment), container_port=spec.port,
+            host_ip=s.workspace_host_ip, host_port=port, mounts=mounts, cpus=spec.cpus, memory=spec.memory_bytes,
+            pids=spec.pids, user=spec.user, network=self.network, cmd=await self.command(spec))
 
-    async def launch(self, spec: WorkspaceSpec, ports: PortBook) -> Launched:
-        engine, name = self._engine(), self.ref(spec)
-        with engine_errors("Docker refused to create the workspace"):
-            await engine.remove_container(name)  # the leftover of an earlier run
-            port = await self.reserve(spec, ports)
-            for _ in range(10):
-                try:
-                    container_id = await engine.create_container(name, await self._config(spec, port))
-                except DockerError as exc:
-                    if exc.status == 409:  # the name is taken: a leftover appeared (or is being removed)
-                        await engine.remove_container(name)
-                        await asyncio.sleep(0.2)  # a removal already in progress elsewhere takes a moment
-                        continue
+    async def create_object(self, spec: IdeSpec, run: Run) -> Launched:
+        """A new, started container (any earlier one removed). Direct mode
+        moves to another port when Docker cannot bind the recorded one."""
+        engine, name = self._engine(), spec.name
+        await engine.remove_container(name)  # the leftover of an earlier run
+        port = spec.placement.get("port") if self.direct else None
+        if self.direct and port is None:
+            port = await self.ports.allocate(run)
+        for _ in range(10):
+            try:
+                container_id = await engine.create_container(name, await self._body(spec, port))
+            except DockerError as exc:
+                if exc.status == 409:  # the name is taken: a leftover appeared (or is being removed)
+                    await engine.remove_container(name)
+                    await asyncio.sleep(0.2)  # a removal already in progress elsewhere takes a moment
+                    continue
+                raise
+            try:
+                await engine.start_container(container_id)
+                info = await engine.inspect_container(container_id) or {}
+                endpoint = self._endpoint(info)
+                if endpoint is None and not (info.get("State") or {}).get("Running"):
+                    raise self._exited(info)  # gone already: a stopped container has no address on its network
+                if endpoint is None:
+                    raise BackendError("The workspace container has no address the server can reach.")
+                return Launched(container_id, endpoint)
+            except (DockerError, BackendError) as exc:
+                await engine.remove_container(container_id)
+                if not (isinstance(exc, DockerError) and is_port_taken(exc)) or port is None:
                     raise
-                try:
-                    await engine.start_container(container_id)
-                    info = await engine.inspect_container(container_id) or {}
-                    endpoint = self._endpoint(info)
-                    if endpoint is None and not (info.get("State") or {}).get("Running"):
-                        raise exited(info)  # gone already: a stopped container has no address on its network
-                    if endpoint is None:
-                        raise BackendError("The workspace container has no address the server can reach.")
-                    return Launched(container_id, endpoint, port)
-                except (DockerError, BackendError) as exc:
-                    await engine.remove_container(container_id)
-                    if not (isinstance(exc, DockerError) and is_port_taken(exc)) or port is None:
-                        raise
-                log.info("host port %s is taken outside ApraNova; choosing another", port)
-                self._bad_ports[port] = time.monotonic()
-                port = await self._allocate(ports)
+            log.info("host port %s is taken outside ApraNova; choosing another", port)
+            self.ports.refused(port)
+            port = await self.ports.allocate(run)
         raise BackendError("Could not start the workspace container; try again.")
 
-    async def wait_ready(self, launched: Launched) -> None:
-        """Ready means WORKSPACE_READY_PATH answers one of
-        WORKSPACE_READY_STATUSES, not merely that the container started or
-        that something answers on that address."""
-        s = self.settings
-        host, port = launched.endpoint.host, launched.endpoint.port
-        deadline, next_check, status = time.monotonic() + s.workspace_ready_timeout, time.monotonic() + 1, None
-        while True:
-            status = await http_status(host, port, s.workspace_ready_path)
-            if status in s.workspace_ready_statuses:
-                return
-            if time.monotonic() > deadline:
-                answer = f" (it answered {status})" if status else ""
-                raise BackendError(f"The IDE did not answer on port {launched.port or port} within "
-                                   f"{s.workspace_ready_timeout:g} s{answer}.")
-            if time.monotonic() > next_check:
-                next_check = time.monotonic() + 1
-                with engine_errors("Docker refused to inspect the workspace"):
-                    info = await self._engine().inspect_container(launched.ref)
-                if info is None or not info["State"].get("Running"):
-                    raise exited(info)
-            await asyncio.sleep(0.2)
+    @staticmethod
+    def _exited(info: dict) -> BackendError:
+        code = (info.get("State") or {}).get("ExitCode")
+        return BackendError(f"The workspace container exited while starting (exit code {code}).")
+
+    async def get_object(self, ref: str) -> dict | None:
+        return await self._engine().inspect_container(ref)
+
+    async def stop_object(self, ref: str) -> None:
+        await self._engine().stop_container(ref)
+
+    async def remove_object(self, ref: str) -> None:
+        await self._engine().remove_container(ref)
+
+    async def list_objects(self) -> list[dict]:
+        return await self._engine().list_containers({"apranova.instance": self.instance, "apranova.managed": "true"})
+
+    async def instance_of(self, found: dict) -> Instance:
+        """An inspect or a list answer as an Instance."""
+        labels = (found.get("Config") or {}).get("Labels") or found.get("Labels") or {}
+        state = found.get("State")
+        running = bool(state.get("Running")) if isinstance(state, dict) else state == "running"
+        code = state.get("ExitCode") if isinstance(state, dict) else None
+        return Instance(labels.get("apranova.workspace_id", ""), found.get("Id") or found.get("ID", ""), running,
+                        self._endpoint(found), exit_code=None if running else code)
+
+    # -- the Backend contract, in terms of the hooks ---------------------------------------
+    async def launch(self, spec: IdeSpec, run: Run) -> Launched:
+        with engine_errors(f"{self.title} refused to create the workspace"):
+            return await self.create_object(spec, run)
 
     async def stop(self, ref: str) -> None:
-        with engine_errors("Docker refused the operation"):
-            await self._engine().stop_container(ref)
+        with engine_errors(f"{self.title} refused the operation"):
+            await self.stop_object(ref)
 
     async def remove(self, ref: str) -> None:
-        with engine_errors("Docker refused the operation"):
-            await self._engine().remove_container(ref)
-
-    def _instance(self, container: dict, running: bool) -> Instance:
-        labels = (container.get("Config") or {}).get("Labels") or container.get("Labels") or {}
-        return Instance(labels.get("apranova.workspace_id", ""), container["Id"], running, self._endpoint(container))
+        with engine_errors(f"{self.title} refused the operation"):
+            await self.remove_object(ref)
 
     async def inspect(self, ref: str) -> Instance | None:
-        with engine_errors("Docker refused to inspect the workspace"):
-            info = await self._engine().inspect_container(ref)
-        return None if info is None else self._instance(info, bool(info["State"].get("Running")))
+        with engine_errors(f"{self.title} refused to inspect the workspace"):
+            found = await self.get_object(ref)
+            return None if found is None else await self.instance_of(found)
 
     async def list_managed(self) -> list[Instance]:
-        with engine_errors("Docker refused to list the workspaces"):
-            found = await self._engine().list_containers({"apranova.instance": self.instance,
-                                                          "apranova.managed": "true"})
-        return [self._instance(c, c.get("State") == "running") for c in found]
+        with engine_errors(f"{self.title} refused to list the workspaces"):
+            return [await self.instance_of(found) for found in await self.list_objects()]
 
     async def stats(self, ref: str) -> Usage | None:
         with engine_errors("Docker refused to read the workspace's stats"):
@@ -287,7 +290,4 @@ class DockerBackend:
             await self.engine.close()
 
 
-def exited(info: dict | None) -> BackendError:
-    """The error of a container that stopped (or vanished) while starting."""
-    code = ((info or {}).get("State") or {}).get("ExitCode")
-    return BackendError(f"The workspace container exited while starting (exit code {code}).")
+

@@ -8,8 +8,7 @@ from typing import Iterator
 
 from services.docker import DockerError, DockerUnavailable
 from services.workspaces.backend import BackendError, BackendUnavailable, LifecycleEvent, Usage
-
-HOME = "/home/coder"  # the image user's home: the whole of it persists
+from services.workspaces.spec import HOME
 ICC_OFF = {"com.docker.network.bridge.enable_icc": "false"}  # containers on it cannot reach each other
 
 
