@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services.db import free_port
-from services.settings import SETTINGS
+from services.settings import declared
 from tests.conftest import ROOT, auth
 from tests.test_database_faults import app_on_own_database
 
@@ -24,7 +24,7 @@ PASSWORD = "Correct-Horse-42"
 
 def server_env(**extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items()
-           if key not in {s.name for s in SETTINGS}}  # no stray settings from the caller
+           if key not in {s.name for s in declared()}}  # no stray settings from the caller
     env.update({"BCRYPT_ROUNDS": "4", "LOG_LEVEL": "INFO"}, **extra)
     return env
 
@@ -131,7 +131,7 @@ def test_help_lists_every_setting():
     result = subprocess.run([sys.executable, "server.py", "--help"], cwd=ROOT, env=server_env(),
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
-    for setting in SETTINGS:
+    for setting in declared():
         assert setting.flag in result.stdout and setting.name in result.stdout
 
 

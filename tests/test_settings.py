@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services import settings as settings_mod
-from services.settings import SETTINGS, SettingsError
+from services.settings import SettingsError
 
 
 @pytest.mark.parametrize("name, value, words", [
@@ -43,7 +43,7 @@ def test_usable_values_are_accepted(name, value, parsed):
 
 def test_every_default_is_usable():
     settings = settings_mod.load(environ={})
-    for setting in SETTINGS:
+    for setting in settings_mod.declared():
         assert hasattr(settings, setting.attr)
 
 
