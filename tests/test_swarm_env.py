@@ -5,15 +5,18 @@ back; losing node2's engine; and a teardown that leaves the host as found.
 Timings are in bench/bench_swarm_env.py, not here."""
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
 from tests.support.swarm_env import SwarmCluster, SwarmEnv, missing_tools, swarm_cluster  # noqa: F401 - the fixture
+from tests.support.swarm_node import CGROUP_ROOT, alive
 from tests.workspaces_helpers import TEST_IMAGE, ensure_test_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
@@ -112,7 +115,11 @@ def test_node_loss_is_seen_and_the_task_shut_down(swarm_cluster: SwarmCluster, s
     url = f"http://{swarm_cluster.node('node2').address}:{PORT}/healthz"
     wait_for(lambda: get(url) == 200, 60, "first answer")
     [before] = tasks(swarm_cluster, service)
+    node2 = env.nodes["node2"]
     swarm_cluster.kill_node("node2")
+    holder = node2.mount_ns_holder()
+    assert holder, "a killed engine's shim survives, holding the node's mount namespace"
+    holder_mounts = _ns(holder, "mnt")
     try:
         env.wait_ready(state="down", nodes=["node2"], timeout=40)  # heartbeat 1s: about 2-4 s here
         first = wait_for(lambda: next((t for t in tasks(swarm_cluster, service) if t["id"] == before["id"]
@@ -121,6 +128,7 @@ def test_node_loss_is_seen_and_the_task_shut_down(swarm_cluster: SwarmCluster, s
         assert env.node_states()["node1"] == "ready"
     finally:
         swarm_cluster.restart_node("node2")
+    assert _ns(node2.dockerd_pid(), "mnt") == holder_mounts, "the restarted engine joined the survivors' mounts"
     # back: the constraint brings the replica home to node2, and it answers
     wait_for(lambda: get(url) == 200, 90, "an answer after node2 came back")
 
@@ -139,7 +147,7 @@ def test_teardown_leaves_the_host_as_found(swarm_cluster: SwarmCluster):
     finally:
         problems = env.down()
     assert problems == []
-    assert not any(_alive(pid) for pid in processes)
+    assert not any(alive(pid) for pid in processes)
     assert not env.net.leftovers()
     assert not env.run_dir.exists() and not env.data_dir.exists()
     assert not any(p.is_dir() for node in env.nodes.values() for p in _cgroup_dirs(node.cgroup_parent))
@@ -149,11 +157,9 @@ def test_teardown_leaves_the_host_as_found(swarm_cluster: SwarmCluster):
     assert not [n for n in names.stdout.split() if env.tag in n]
 
 
-def _alive(pid: int) -> bool:
-    from tests.support.swarm_node import _alive as alive
-    return alive(pid)
+def _ns(pid: int | None, kind: str) -> int:
+    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
 
 
-def _cgroup_dirs(parent: str):
-    from tests.support.swarm_node import CGROUP_ROOT
-    return [h / parent.strip("/") for h in CGROUP_ROOT.iterdir()]
+def _cgroup_dirs(parent: str) -> list[Path]:
+    return [hierarchy / parent.strip("/") for hierarchy in CGROUP_ROOT.iterdir()]

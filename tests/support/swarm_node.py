@@ -123,7 +123,7 @@ class Node:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) and _comm(pid) == "dockerd" else None
+        return pid if alive(pid) and _comm(pid) == "dockerd" else None
 
     def kill(self) -> int:
         """SIGKILL the engine alone, as a machine losing its Docker would:
@@ -132,7 +132,7 @@ class Node:
         if pid is None:
             raise RuntimeError(f"{self.name}: no dockerd running")
         os.kill(pid, signal.SIGKILL)
-        _wait_gone([pid], 10)
+        wait_gone([pid], 10)
         return pid
 
     def processes(self) -> list[int]:
@@ -163,14 +163,14 @@ class Node:
             if ids:
                 self.docker("rm", "-f", *ids, check=False, timeout=30)
             os.kill(pid, signal.SIGTERM)
-            _wait_gone([pid], timeout)
+            wait_gone([pid], timeout)
         left = self.processes()
         for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        _wait_gone(left, 10)
+        wait_gone(left, 10)
 
     def remove_cgroups(self) -> list[str]:
         """rmdir our cgroup parent in every hierarchy, deepest first; returns
@@ -206,7 +206,7 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
@@ -214,7 +214,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait_gone(pids: list[int], timeout: float) -> None:
+def wait_gone(pids: list[int], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.1)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.swarm_node import Node, _alive, _wait_gone
+from tests.support.swarm_node import Node, alive, wait_gone
 
 _CONFIG = """version: 0.1
 log:
@@ -73,10 +73,10 @@ class Registry:
             pid = int(self.pidfile.read_text())
         except (OSError, ValueError):
             return
-        if _alive(pid) and Path(f"/proc/{pid}/comm").read_text().strip().startswith("docker-regis"):
+        if alive(pid) and Path(f"/proc/{pid}/comm").read_text().strip().startswith("docker-regis"):
             os.kill(pid, signal.SIGTERM)
-            _wait_gone([pid], 10)
-            if _alive(pid):
+            wait_gone([pid], 10)
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         self.pidfile.unlink(missing_ok=True)
 
