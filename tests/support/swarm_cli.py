@@ -8,7 +8,7 @@ import argparse
 import json
 import time
 
-from tests.support.swarm_env import ENV_JSON, SwarmEnv, missing_tools
+from tests.support.swarm_env import ENV_JSON, SwarmEnv, missing_tools, reap_stale
 
 DEV_TAG = "aswdev"
 
@@ -42,6 +42,8 @@ def up(heartbeat: str) -> int:
 
 
 def down() -> int:
+    for tag in reap_stale():
+        print(f"removed {tag}, left by a test run that died")
     env = _load()
     if env is None:
         print(f"nothing to do: no {ENV_JSON}")

@@ -11,6 +11,7 @@ brings one up outside pytest and writes /run/apranova-swarm/env.json; the
 when CI=true). Needs root, dockerd, docker-registry, iproute2, util-linux."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.swarm_net import HostSnapshot, Net, free_subnet, sh
-from tests.support.swarm_node import Node
+from tests.support.swarm_node import Node, alive
 from tests.support.swarm_registry import Registry, free_port
 
 RUN_ROOT = Path("/run/apranova-swarm")
@@ -47,13 +48,14 @@ class SwarmEnv:
     def __init__(self, tag: str, subnet: str | None = None, registry_port: int | None = None,
                  heartbeat: str = "1s"):
         self.tag, self.heartbeat = tag, heartbeat
-        self.net = Net(tag, subnet or str(free_subnet()))
+        self.net = Net(tag, subnet or claim_subnet(tag))
         self.run_dir, self.data_dir = RUN_ROOT / tag, DATA_ROOT / tag
         host = self.net.address("host")
         self.registry = Registry(f"{host}:{registry_port or 0}", self.data_dir / "registry")
         self.nodes = {name: self._node(name, i) for i, name in enumerate(self.net.nodes, 1)}
         self.node_ids: dict[str, str] = {}
         self.before: HostSnapshot | None = None
+        self.owner: int | None = None
 
     def _node(self, name: str, index: int) -> Node:
         return Node(name=name, hostname=f"{self.tag}-{name}", address=self.net.address(name),
@@ -66,9 +68,13 @@ class SwarmEnv:
         return self.nodes["node1"]
 
     # -- bring-up ---------------------------------------------------------
-    def up(self) -> None:
+    def up(self, owner: int | None = None) -> None:
+        """`owner`: the pid whose death makes this swarm stale (reap_stale
+        removes it); None for one that outlives its maker (the CLI's)."""
         self.before = self.before or HostSnapshot.take()
         self.run_dir.mkdir(parents=True, exist_ok=False)  # a second `up` of one tag fails here
+        self.owner = owner
+        self._save()  # from here on, a crash leaves enough to tear it down
         self.net.up()
         if self.registry.address.endswith(":0"):
             host = self.net.address("host")
@@ -79,6 +85,10 @@ class SwarmEnv:
         for node in self.nodes.values():
             node.start()
         self._form_swarm()
+        self._save()
+
+    def _save(self) -> None:
+        (self.run_dir / "state.json").write_text(json.dumps(self.state()))
 
     def _form_swarm(self) -> None:
         manager = self.manager
@@ -140,6 +150,7 @@ class SwarmEnv:
             problems += node.remove_cgroups()
         self.net.down()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        release_subnet(self.net.subnet, self.tag)
         shutil.rmtree(self.data_dir, ignore_errors=True)
         for path in (RUN_ROOT, DATA_ROOT):
             if path.is_dir() and not any(path.iterdir()):
@@ -159,14 +170,61 @@ class SwarmEnv:
                 "heartbeat": self.heartbeat}
 
     def state(self) -> dict:
-        return {**self.facts(), "before": self.before.to_json() if self.before else None}
+        return {**self.facts(), "owner": self.owner,
+                "before": self.before.to_json() if self.before else None}
 
     @classmethod
     def from_state(cls, state: dict) -> "SwarmEnv":
         env = cls(state["tag"], state["subnet"], int(state["registry"].rsplit(":", 1)[1]), state["heartbeat"])
         env.node_ids = {n["name"]: n["node_id"] for n in state["nodes"]}
         env.before = HostSnapshot.from_json(state["before"]) if state.get("before") else None
+        env.owner = state.get("owner")
         return env
+
+
+def _claim_path(subnet: str) -> Path:
+    return RUN_ROOT / f"subnet-{subnet.replace('/', '_')}"
+
+
+def claim_subnet(tag: str) -> str:
+    """A free /24, claimed by creating a file only one process can create:
+    two swarms coming up at once would otherwise both see it free."""
+    RUN_ROOT.mkdir(parents=True, exist_ok=True)
+    claimed = [ipaddress.ip_network(p.name.removeprefix("subnet-").replace("_", "/"))
+               for p in RUN_ROOT.glob("subnet-*")]
+    while True:
+        subnet = str(free_subnet(also_taken=claimed))
+        try:
+            with open(_claim_path(subnet), "x") as claim:
+                claim.write(tag)
+            return subnet
+        except FileExistsError:
+            claimed.append(ipaddress.ip_network(subnet))
+
+
+def release_subnet(subnet: str, tag: str) -> None:
+    path = _claim_path(subnet)
+    try:
+        if path.read_text() == tag:
+            path.unlink()
+    except OSError:
+        pass
+
+
+def reap_stale() -> list[str]:
+    """Tear down test swarms whose owning process died without doing it
+    (a killed pytest); returns their tags."""
+    reaped = []
+    for state_file in RUN_ROOT.glob("*/state.json"):
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            continue
+        owner = state.get("owner")
+        if owner is not None and not alive(owner):
+            SwarmEnv.from_state(state).down()
+            reaped.append(state["tag"])
+    return reaped
 
 
 class SwarmCluster:
@@ -213,9 +271,10 @@ def swarm_cluster():
     teardown fails the session if the host did not end as it began."""
     if missing := missing_tools():
         _unavailable("missing " + ", ".join(missing))
+    reap_stale()
     env = SwarmEnv(f"aswt{os.getpid() % 10000}")
     try:
-        env.up()
+        env.up(owner=os.getpid())
     except Exception as err:  # noqa: BLE001 - any bring-up failure is reported the same way
         problems = env.down()
         _unavailable(f"bring-up failed: {err}" + (f"; teardown: {problems}" if problems else ""))

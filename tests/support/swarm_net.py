@@ -38,10 +38,10 @@ def host_networks() -> list[ipaddress.IPv4Network]:
     return nets
 
 
-def free_subnet(base: str = "10.213.0.0/16") -> ipaddress.IPv4Network:
-    """The first /24 of `base` that overlaps nothing the host routes: the
-    host's own interface gets an address in it."""
-    taken = host_networks()
+def free_subnet(base: str = "10.213.0.0/16", also_taken: list | None = None) -> ipaddress.IPv4Network:
+    """The first /24 of `base` that overlaps nothing the host routes (the
+    host's own interface gets an address in it) nor `also_taken`."""
+    taken = host_networks() + (also_taken or [])
     for candidate in ipaddress.ip_network(base).subnets(new_prefix=24):
         if candidate.network_address.packed[2] == 0:
             continue  # skip x.y.0.0/24, easy to confuse with the pool itself
