@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.swarm_env import SwarmCluster, SwarmEnv, missing_tools, swarm_cluster  # noqa: F401 - the fixture
+from tests.support.swarm_env import SwarmCluster, SwarmEnv, missing_tools
 from tests.support.swarm_node import CGROUP_ROOT, alive
 from tests.workspaces_helpers import TEST_IMAGE, ensure_test_image
 
