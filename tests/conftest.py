@@ -174,3 +174,9 @@ def require_or_skip(available: bool, what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is required when CI=true but is not available")
     pytest.skip(f"{what} not available")
+
+
+# The two-node test swarm (tests/support/swarm_env.py), registered once here:
+# a second import into a test module would be a second session fixture, and
+# so a second swarm in the same run.
+from tests.support.swarm_env import swarm_cluster  # noqa: E402,F401
