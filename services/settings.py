@@ -181,7 +181,8 @@ del S
 # backend class declares the settings it alone reads in `SETTINGS` (a list
 # of Setting): they are parsed once with these, and listed in --help and the
 # README's table (a module:Class backend's when WORKSPACE_BACKEND names it).
-BACKENDS = {"docker": "services.workspaces.docker.backend:DockerBackend"}
+BACKENDS = {"docker": "services.workspaces.docker.backend:DockerBackend",
+            "swarm": "services.workspaces.swarm.backend:SwarmBackend"}
 _SECRETS = {s.attr for s in SETTINGS if s.secret}
 
 

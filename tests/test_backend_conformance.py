@@ -10,6 +10,7 @@ restart (an instance killed meanwhile, an orphan removed)."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
@@ -20,7 +21,8 @@ import pytest
 from services.db import connect
 
 from tests.conftest import RunningServer, auth, register, serve, test_settings
-from tests.workspaces_helpers import CREATE, STOP, WORKSPACE, WorkspaceServers, docker, wait_for_state
+from tests.workspaces_helpers import (CREATE, STOP, TEST_IMAGE, WORKSPACE, WorkspaceServers, docker, ensure_test_image,
+                                      wait_for_state)
 
 OPEN = "/api/users/workspace/open/"
 FAKE = "tests.fake_backend:FakeBackend"
@@ -92,9 +94,54 @@ class DockerEngine(Engine):
         docker("kill", f"{self.servers.instance}-ws-{doc['owner_id']}")
 
 
-def swarm_engine(cluster: Any) -> type[Engine]:
-    from tests.support.swarm_backend import SwarmEngine  # with the two-node harness
-    return SwarmEngine.bound(cluster)
+class SwarmEngine(Engine):
+    """WORKSPACE_BACKEND=swarm on the two-node test swarm: the stand-in
+    image from its registry, the manager as DOCKER_HOST. Cleanup removes this
+    test's services through the manager and its volumes on each node."""
+    name = "swarm"
+    images: dict[str, str] = {}  # the stand-in's registry reference, pushed once per swarm
+
+    def __init__(self, mongo: Any, tmp_path: Any, cluster: Any):
+        super().__init__(mongo, tmp_path)
+        self.cluster, self.instance = cluster, f"cfs{uuid.uuid4().hex[:8]}"
+        if cluster.registry not in self.images:
+            self.images[cluster.registry] = cluster.push_image(TEST_IMAGE)
+
+    def overrides(self) -> dict[str, Any]:
+        return {"workspace_backend": "swarm", "docker_host": self.cluster.manager, "instance_name": self.instance,
+                "workspace_image": self.images[self.cluster.registry], "workspace_ready_timeout": "60",
+                "workspace_wait_timeout": "90", "workspace_memory": "64m", "workspace_pids": "64",
+                "workspace_cpus": "0.25", "workspace_exposure": "network"}
+
+    def on_nodes(self, *args: str) -> list[str]:
+        """`docker <args>` on every node; the outputs."""
+        return [subprocess.run(["docker", "-H", node.docker_host, *args], capture_output=True, text=True,
+                               timeout=60).stdout for node in self.cluster.nodes]
+
+    async def kill(self, server: RunningServer, doc: dict) -> None:
+        name = f"{self.instance}-ws-{doc['owner_id']}"
+        for node, found in zip(self.cluster.nodes, self.on_nodes(
+                "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={name}")):
+            for container in found.split():
+                subprocess.run(["docker", "-H", node.docker_host, "kill", container], capture_output=True,
+                               timeout=60)
+
+    async def close(self) -> None:
+        await super().close()
+        manager = ["docker", "-H", self.cluster.manager]
+        found = subprocess.run([*manager, "service", "ls", "-q", "--filter", f"label=apranova.instance={self.instance}"],
+                               capture_output=True, text=True, timeout=60).stdout.split()
+        if found:
+            subprocess.run([*manager, "service", "rm", *found], capture_output=True, timeout=60)
+        for _ in range(50):  # the tasks' containers go, then their volumes can
+            if not any(self.on_nodes("ps", "-aq", "--filter", f"label=apranova.instance={self.instance}")):
+                break
+            await asyncio.sleep(0.2)
+        for node, volumes in zip(self.cluster.nodes, self.on_nodes("volume", "ls", "-q", "--filter",
+                                                                    f"name={self.instance}-ws-")):
+            if volumes.split():
+                subprocess.run(["docker", "-H", node.docker_host, "volume", "rm", "-f", *volumes.split()],
+                               capture_output=True, timeout=60)
 
 
 @pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker),
@@ -106,7 +153,9 @@ def backend_kind(request) -> tuple[str, Any]:
     if request.param == "docker":
         return "docker", request.getfixturevalue("servers")
     if request.param == "swarm":
-        return "swarm", request.getfixturevalue("swarm_cluster")
+        cluster = request.getfixturevalue("swarm_cluster")
+        ensure_test_image()
+        return "swarm", cluster
     return "fake", None
 
 
@@ -118,7 +167,7 @@ async def engine(backend_kind, mongo, tmp_path) -> AsyncIterator[Engine]:
     elif kind == "docker":
         made = DockerEngine(mongo, tmp_path, resource)
     else:
-        made = swarm_engine(resource)(mongo, tmp_path)
+        made = SwarmEngine(mongo, tmp_path, resource)
     try:
         yield made
     finally:

@@ -21,6 +21,9 @@ from typing import Any, AsyncIterator, Literal, Protocol, runtime_checkable
 from services.workspaces.spec import IdeSpec
 
 
+MACHINE_LOST = "the machine running it went away"  # Instance.detail of an instance on a lost machine
+
+
 class BackendUnavailable(Exception):
     """The engine cannot be reached (socket missing, daemon down, timeout)."""
 
@@ -83,7 +86,7 @@ class Progress:
 @dataclass(frozen=True)
 class LifecycleEvent:
     """Something happened to an instance outside a call of ours."""
-    kind: Literal["died", "oom", "removed"]
+    kind: Literal["died", "oom", "removed", "lost"]  # lost: the machine running it went away
     workspace_id: str
     ref: str
     exit_code: int | None = None

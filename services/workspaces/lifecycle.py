@@ -43,6 +43,7 @@ TRANSITIONS: dict[str, tuple[State | None, frozenset[State]]] = {
     "deleted": (D, frozenset({DG})),
     "died": (S, frozenset({R})),  # the container exited, or vanished, outside our calls
     "oom": (F, frozenset({R})),
+    "lost": (F, frozenset({R})),  # the machine running it went away (a Swarm node down)
     "adopt": (None, frozenset({R})),  # record the running instance found by reconciliation
     "removed": (None, frozenset({S, F})),  # its stopped instance was removed outside
     "release_port": (None, frozenset({S, F})),  # its host port went to another workspace

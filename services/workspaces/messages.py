@@ -36,6 +36,9 @@ def stopped_unexpectedly(doc: dict, reason: str) -> str:
     if reason == "oom":
         what = "Your workspace ran out of memory and was stopped. Your files are kept: start it again, and close " \
                "programs you do not need"
+    elif reason == "lost":
+        what = "Your workspace stopped: the machine running it went away. Your files are kept on that machine: " \
+               "start it again in a while"
     else:
         what = "Your workspace stopped unexpectedly. Your files are kept: start it again"
     return f"{what}; if it keeps happening, tell your trainer: reference {reference(doc)}."

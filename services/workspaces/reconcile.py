@@ -11,7 +11,8 @@ import time
 from services.errors import ApiError
 from services.settings import Settings
 from services.workspaces import messages
-from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Instance, LifecycleEvent
+from services.workspaces.backend import (MACHINE_LOST, Backend, BackendError, BackendUnavailable, Instance,
+                                         LifecycleEvent)
 from services.workspaces.lifecycle import Lifecycle, State
 from services.workspaces.provisioner import Provisioner, same_run
 from services.workspaces.store import WorkspaceStore
@@ -74,7 +75,10 @@ class Reconciler:
         doc = await self.store.get(event.workspace_id)
         if doc is None or not ours(doc):
             return
-        if event.kind == "oom":
+        if event.kind == "lost":
+            await self.stopped(doc, "lost", f"The workspace's {self.backend.noun} stopped: {MACHINE_LOST}.",
+                               when=ours)
+        elif event.kind == "oom":
             await self.stopped(doc, "oom", f"The workspace ran out of memory (limit {self.settings.workspace_memory}) "
                                "and was stopped.", when=ours)
         elif event.kind == "died":
@@ -89,9 +93,9 @@ class Reconciler:
         ``oom`` which leaves it failed): the student's words and the reason,
         the engine's detail for the operator. `doc` as read (a change made
         meanwhile makes `change` read it again)."""
-        new = await self.lifecycle.change(doc, "oom" if reason == "oom" else "died",
-                                          messages.stopped_unexpectedly(doc, reason),
-                                          progress=None if reason == "oom" else 0,
+        action = reason if reason in ("oom", "lost") else "died"
+        new = await self.lifecycle.change(doc, action, messages.stopped_unexpectedly(doc, reason),
+                                          progress=None if action != "died" else 0,
                                           note=messages.failure(detail, reason=reason), **options)
         if new is not None:
             log.warning("workspace %s of user %s stopped (reference %s): %s", doc["_id"], doc["owner_id"],
@@ -131,6 +135,8 @@ class Reconciler:
                                fields={"worker": self.lifecycle.worker, "run": run, "reserved": run})
             if doc is not None:
                 self.provisioner.launch(doc)
+        elif state == State.RUNNING and not running and instance is not None and instance.detail == MACHINE_LOST:
+            await self.stopped(doc, "lost", f"The workspace's {self.backend.noun} stopped: {MACHINE_LOST}.")
         elif state == State.RUNNING and not running:
             detail = "The workspace container stopped while the server was not watching." if instance else REMOVED
             await self.stopped(doc, "died", detail, unset=() if instance else ("container_id",))

@@ -36,12 +36,13 @@ log = logging.getLogger("apranova.workspaces")
 class DockerBackend:
     title, noun = "Docker", "container"
     SETTINGS = SETTINGS  # declared by the backend: in the settings table, --help, and parsed once
+    engine_class = DockerEngine  # the adapter (Swarm's speaks services and tasks too)
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.instance = settings.instance_name
         try:
-            self.engine: DockerEngine | None = DockerEngine(settings.docker_host)
+            self.engine: DockerEngine | None = self.engine_class(settings.docker_host)
         except ValueError as exc:
             log.error("DOCKER_HOST %r cannot be used (%s); workspaces are unavailable", settings.docker_host, exc)
             self.engine = None
