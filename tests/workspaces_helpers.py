@@ -226,8 +226,8 @@ class DockerProxy:
     'go away' for the app (listener and live connections, the event stream
     included) without touching the shared dockerd; open() brings it back."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, target: str = DOCKER_SOCKET):
+        self.path, self.target = path, target  # `target`: another engine's socket (a swarm manager's)
         self.server: asyncio.AbstractServer | None = None
         self.writers: set[asyncio.StreamWriter] = set()
 
@@ -240,7 +240,7 @@ class DockerProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_unix_connection(DOCKER_SOCKET)
+            up_reader, up_writer = await asyncio.open_unix_connection(self.target)
         except OSError:
             writer.close()
             return
