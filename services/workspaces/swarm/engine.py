@@ -32,9 +32,13 @@ class SwarmEngine(DockerEngine):
         return await self._json("services", params={"filters": json.dumps({"label": label_filter(labels)})})
 
     async def tasks(self, service_ids: list[str] | None = None) -> list[dict]:
-        """The tasks of these services (None: every task of the swarm)."""
-        params = {"filters": json.dumps({"service": service_ids})} if service_ids else None
-        return await self._json("tasks", params=params)
+        """The tasks of these services (None: every task of the swarm). A
+        service removed meanwhile makes the filter a 404: then every task."""
+        if service_ids:
+            found = await self._json_unless((404,), "tasks", params={"filters": json.dumps({"service": service_ids})})
+            if found is not None:
+                return found
+        return await self._json("tasks")
 
     async def nodes(self) -> dict[str, dict]:
         """Every node by ID."""
