@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from pymongo.errors import DuplicateKeyError
-
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
                                          LifecycleEvent, Progress, Run, Usage)
+from services.workspaces.docker.ports import HostPorts
 from services.workspaces.spec import IdeSpec
 
 
@@ -83,6 +81,7 @@ class FakeBackend:
         self.fail_with: str | None = None
         self.never_ready = False
         self.taken: set[int] = set()
+        self.ports = HostPorts(*settings.workspace_ports)
         self.unavailable = False
         self.usage = Usage(12.5, 300 * 2**20, 2 * 2**30)
         self.stats_delay = 0.0
@@ -131,19 +130,10 @@ class FakeBackend:
             await self._allocate(run)
 
     async def _allocate(self, run: Run) -> int:
-        low, high = self.settings.workspace_ports
-        while True:
-            held = await run.held_ports(low, high)
-            free = [p for p in range(low, high + 1) if p not in held and p not in self.taken]
-            port = random.choice(free) if free else await run.reclaim_port(low, high)
-            if port is None:
-                raise BackendError("No free workspace port is left; ask an administrator to widen "
-                                   "WORKSPACE_PORT_RANGE.")
-            try:
-                await run.record(port=port)
-                return port
-            except DuplicateKeyError:
-                continue
+        """The Docker backend's own port book, ports held outside skipped."""
+        for port in self.taken:
+            self.ports.refused(port)
+        return await self.ports.allocate(run)
 
     async def ensure_storage(self, spec: IdeSpec, run: Run) -> None:
         self._check()

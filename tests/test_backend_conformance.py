@@ -133,3 +133,17 @@ async def test_reconcile_after_a_restart(engine: Engine):
         raise AssertionError("the orphan instance was not removed")
 
 
+
+
+async def test_simultaneous_creates_make_one_instance(engine: Engine):
+    """Concurrency is an input: ten creates of one workspace at once, one instance."""
+    server = await engine.start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=90) as client:
+        user = await register(client)
+        answers = await asyncio.gather(*(client.post(CREATE, headers=auth(user)) for _ in range(10)))
+        assert sorted(a.status_code for a in answers) == [200] * 9 + [201], [a.text for a in answers]
+        running = await wait_for_state(client, auth(user), {"running", "failed"}, timeout=90)
+        assert running["state"] == "running", running
+        doc = await server.services.workspaces.find(user["user"]["id"])
+        mine = [i for i in await server.services.workspaces.backend.list_managed() if i.workspace_id == doc["_id"]]
+        assert [i.ref for i in mine] == [doc["container_id"]] and mine[0].running
