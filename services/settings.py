@@ -244,7 +244,11 @@ class Settings:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting; defaults come from the environment."""
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for setting in declared(os.environ.get("WORKSPACE_BACKEND")):
+    try:
+        listed = declared(os.environ.get("WORKSPACE_BACKEND"))
+    except SettingsError:
+        listed = declared()  # load() then says what is wrong with WORKSPACE_BACKEND
+    for setting in listed:
         group = groups.setdefault(setting.group, parser.add_argument_group(setting.group))
         shown_default = "(secret)" if setting.secret else (setting.default or "''")
         group.add_argument(setting.flag, dest=setting.attr, default=None, metavar=setting.name,

@@ -70,3 +70,14 @@ def test_help_and_table_list_the_backends_settings():
     docker_rows = [row for row in table.splitlines() if row.startswith(("| `DOCKER_HOST`", "| `WORKSPACE_PORT_RANGE`"))]
     assert len(docker_rows) == 2  # declared by the Docker backend, listed once
     assert "EXTRA_DRAIN_SECONDS" not in table  # the README lists the built-in backends only
+
+
+def test_a_bad_backend_still_has_help_and_serving_says_what_is_wrong():
+    env = {**os.environ, "WORKSPACE_BACKEND": "nowhere:Nothing", "PYTHONPATH": str(ROOT)}
+    shown = subprocess.run([sys.executable, "server.py", "--help"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0 and "--docker-host" in shown.stdout, shown.stderr
+    served = subprocess.run([sys.executable, "server.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert served.returncode != 0 and "WORKSPACE_BACKEND 'nowhere:Nothing' cannot be loaded" in served.stderr
+    assert "Traceback" not in served.stderr
