@@ -284,6 +284,9 @@ def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None 
         raise SettingsError(f"unknown settings: {', '.join(sorted(overrides))}")
     settings = Settings(values)
     validate(settings)
+    check = getattr(backend_class(settings.workspace_backend), "check_settings", None)
+    if check is not None:  # a backend's own rules about its settings (and the others it reads)
+        check(settings)
     return settings
 
 

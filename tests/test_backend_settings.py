@@ -81,3 +81,23 @@ def test_a_bad_backend_still_has_help_and_serving_says_what_is_wrong():
                             timeout=60)
     assert served.returncode != 0 and "WORKSPACE_BACKEND 'nowhere:Nothing' cannot be loaded" in served.stderr
     assert "Traceback" not in served.stderr
+
+
+@pytest.mark.parametrize("environ, words", [
+    ({"WORKSPACE_EXPOSURE": "direct"}, "WORKSPACE_EXPOSURE must be 'network'"),
+    ({"SWARM_STOP_GRACE": "nan"}, "SWARM_STOP_GRACE: must be a number"),
+    ({"SWARM_STOP_GRACE": "301"}, "SWARM_STOP_GRACE must be between 0 and 300"),
+    ({"SWARM_VOLUME_OPTIONS": "type=nfs device"}, "SWARM_VOLUME_OPTIONS: must be key=value words"),
+])
+def test_the_swarm_backend_refuses_what_cannot_work_on_a_swarm(environ, words):
+    with pytest.raises(SettingsError, match=words):
+        settings_mod.load(environ={"WORKSPACE_BACKEND": "swarm", **environ})
+    # The same values are nobody's business with the Docker backend (its own default exposure aside).
+    if "WORKSPACE_EXPOSURE" in environ:
+        settings_mod.load(environ=environ)
+
+
+def test_swarm_volume_options_keep_commas_and_equals_inside_a_value():
+    settings = settings_mod.load(environ={"WORKSPACE_BACKEND": "swarm", "SWARM_VOLUME_DRIVER": "local",
+                                          "SWARM_VOLUME_OPTIONS": "type=nfs 'o=addr=10.0.0.5,rw' device=:/export"})
+    assert settings.swarm_volume_options == {"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/export"}

@@ -30,7 +30,7 @@ import time
 from typing import AsyncIterator
 
 from services.docker import DockerError, DockerUnavailable
-from services.settings import Settings
+from services.settings import Settings, SettingsError
 from services.workspaces.backend import (MACHINE_LOST, BackendError, BackendUnavailable, Instance, Launched,
                                          LifecycleEvent, Run, Usage)
 from services.workspaces.docker.backend import DockerBackend
@@ -53,6 +53,15 @@ class SwarmBackend(DockerBackend):
     def __init__(self, settings: Settings):
         super().__init__(settings)
         self._ending = asyncio.Event()
+
+    @staticmethod
+    def check_settings(settings: Settings) -> None:
+        """Refused at start (settings.load): what cannot work on a swarm."""
+        if settings.workspace_exposure != "network":
+            raise SettingsError("WORKSPACE_BACKEND=swarm reaches each IDE through the server's proxy only: "
+                                "WORKSPACE_EXPOSURE must be 'network'")
+        if not 0 <= settings.swarm_stop_grace <= 300:
+            raise SettingsError("SWARM_STOP_GRACE must be between 0 and 300 seconds")
 
     def _engine(self) -> SwarmEngine:  # type: ignore[override]
         engine = super()._engine()
