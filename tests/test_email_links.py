@@ -10,10 +10,10 @@ import hashlib
 import httpx
 import pytest
 
-from tests.accounts_helpers import assert_envelope, assert_field_error, login, profile, registration_body
-from tests.conftest import register, unique_email
-from tests.fake_smtp import link_params
-from tests.test_tokens import refresh
+from tests.support.accounts import assert_envelope, assert_field_error, login, profile, registration_body
+from tests.support.app import register, unique_email
+from tests.support.fake_smtp import link_params
+from tests.support.accounts import refresh
 
 NEW_PASSWORD = "Another-Battery-77"
 
