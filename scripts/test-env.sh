@@ -13,6 +13,10 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)  # the README's curl examples are run by a test
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)  # a local registry for the image-pull tests
+# the two-node test swarm (tests/support/swarm_env.py): namespaces, veths, nsenter/unshare, the iptables check
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables-save >/dev/null 2>&1 || need+=(iptables)
+{ command -v nsenter && command -v unshare; } >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test-env: installing ${need[*]}"
