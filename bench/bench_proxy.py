@@ -8,7 +8,7 @@ fast lane (every request through Tornado's HTTP layer).
 
 Processes: nx-27017, `python server.py` (no Docker: a workspace document
 points at the stand-in through its `endpoint`), the loopback
-stand-in for code-server (tests/proxy_upstream.py), and each load generator.
+stand-in for code-server (tests/support/proxy_upstream.py), and each load generator.
 
 With --cached-sessions the server answers session checks from a 1 s
 in-memory cache (what the separate auth-state cache provides): the proxy's
@@ -298,7 +298,7 @@ def serve_with_cached_sessions(argv: list[str]) -> int:
 
 def serve_upstream(port: int) -> None:
     from tornado import ioloop
-    from tests.proxy_upstream import Recorder, make_upstream_app
+    from tests.support.proxy_upstream import Recorder, make_upstream_app
     make_upstream_app(Recorder()).listen(port, "127.0.0.1", max_body_size=2**40)
     ioloop.IOLoop.current().start()
 

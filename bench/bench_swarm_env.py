@@ -18,7 +18,7 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from tests.support.swarm_env import SwarmEnv  # noqa: E402
-from tests.workspaces_helpers import TEST_IMAGE, ensure_test_image  # noqa: E402
+from tests.support.workspaces import TEST_IMAGE, ensure_test_image  # noqa: E402
 
 PORT = 18080
 

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_workspaces import Server, cleanup, connect, create_to_running, register  # noqa: E402
 from tests.support.swarm_env import SwarmEnv  # noqa: E402
-from tests.workspaces_helpers import TEST_IMAGE, ensure_test_image  # noqa: E402
+from tests.support.workspaces import TEST_IMAGE, ensure_test_image  # noqa: E402
 
 DELETE = "/api/users/workspace/"
 

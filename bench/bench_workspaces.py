@@ -9,7 +9,7 @@ real Docker engine (local test image, workspace-image/build-test-image.sh).
    timestamp, milliseconds) to its delivery, while events are produced in
    100 workspaces at a time; and the server's resident memory (VmRSS) with
    and without those connections. By default this part runs the in-memory
-   engine (WORKSPACE_BACKEND=tests.fake_backend:FakeBackend): what it
+   engine (WORKSPACE_BACKEND=tests.support.fake_backend:FakeBackend): what it
    measures is the server's event path (database writes, fan-out, socket
    writes), and 1,000 workspaces start and stop in seconds; each burst stops
    100 running workspaces or starts 100 stopped ones (4-6 events each).
@@ -169,7 +169,7 @@ async def part_create(rounds: int) -> dict:
 
 
 SOCKET_BACKENDS = {  # --socket-backend -> the server's settings for part 2
-    "fake": {"WORKSPACE_BACKEND": "tests.fake_backend:FakeBackend"},
+    "fake": {"WORKSPACE_BACKEND": "tests.support.fake_backend:FakeBackend"},
     "docker": {"WORKSPACE_IMAGE": "apranova/bench-missing-image:none", "WORKSPACE_PULL_POLICY": "never",
                "WORKSPACE_EXPOSURE": "direct", "WORKSPACE_PORT_RANGE": "41100-41199"},
 }

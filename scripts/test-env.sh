@@ -33,10 +33,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # axe-core for the accessibility tests: the npm package at the version and
-# sha512 pinned in tests/axe.py, fetched once per machine into the build cache
+# sha512 pinned in tests/support/axe.py, fetched once per machine into the build cache
 # (or the repository's .cache when that is not writable), never from a CDN.
 python="$ROOT/.venv/bin/python"; [ -x "$python" ] || python=python3
-(cd "$ROOT" && "$python" -m tests.axe) || echo "test-env: fetching axe-core failed; tests/test_browser_axe.py will fail (CI) or skip" >&2
+(cd "$ROOT" && "$python" -m tests.support.axe) || echo "test-env: fetching axe-core failed; tests/browser/test_browser_axe.py will fail (CI) or skip" >&2
 
 if command -v docker >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null; then
@@ -50,7 +50,7 @@ fi
 
 if docker info >/dev/null 2>&1; then
   bash "$ROOT/workspace-image/build-test-image.sh"
-  # The real code-server image (slim) for tests/test_code_server.py: built
+  # The real code-server image (slim) for tests/browser/test_code_server.py: built
   # offline once per machine (minutes cold), then reused while its content
   # hash matches (under a second). A failed build does not stop the run: the
   # test that needs the image fails in CI and skips locally.
@@ -61,7 +61,7 @@ if docker info >/dev/null 2>&1; then
   if BUILD_PYTHON="$python" bash "$ROOT/workspace-image/build-offline.sh" --slim "$slim"; then
     echo "test-env: code-server image ready in $((SECONDS - started)) s"
   else
-    echo "test-env: building $slim failed after $((SECONDS - started)) s; tests/test_code_server.py will fail (CI) or skip" >&2
+    echo "test-env: building $slim failed after $((SECONDS - started)) s; tests/browser/test_code_server.py will fail (CI) or skip" >&2
   fi
 else
   echo "test-env: no Docker engine answers; workspace tests will fail (CI) or skip (locally)" >&2

@@ -1,47 +1,25 @@
-"""Shared fixtures: a real nx-27017 server, the real app on an ephemeral port,
-and an HTTP client. No mocks of our own parts."""
+"""Fixtures for every test: a real nx-27017 server, the real app on an
+ephemeral port, and an HTTP client. No mocks of our own parts. Helpers that
+tests call live in tests/support/ (app.py first); browser fixtures in
+tests/browser/conftest.py."""
 from __future__ import annotations
 
-import itertools
-import os
-import socket
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
 
-from handlers import make_app
-from handlers.proxy_server import ProxyHTTPServer
-from services import settings as settings_mod
-from services.container import Services
 from services.db import EmbeddedMongo
+from tests.support.app import RunningServer, app_settings, serve
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-IN_CI = os.environ.get("CI", "").lower() == "true"
-TEST_SECRET = "test-signing-key-" + "x" * 32
-_counter = itertools.count(1)
-
-# The workspace fixtures (servers, ws_server, http) and the SMTP one (smtp) for every test module.
-pytest_plugins = ["tests.workspaces_helpers", "tests.fake_smtp"]
-
-# Defaults for a test server: fast hashing, limits out of the way (tests of
-# the limits set their own), a fixed key.
-TEST_DEFAULTS: dict[str, Any] = {
-    "bcrypt_rounds": "4",
-    "jwt_secret": TEST_SECRET,
-    "rate_limit_anon": "100000/hour",
-    "rate_limit_user": "100000/hour",
-    "rate_limit_workspace": "100000/hour",
-    "rate_limit_login_failures": "100000/hour",
-    "rate_limit_mail": "100000/hour",
-    "log_level": "WARNING",
-}
+# Fixtures of the support modules, for every test module: workspace servers
+# (servers, ws_server, http), the SMTP catcher (smtp), the in-memory engine
+# (fake), Stripe on loopback (fake_stripe, pay_server, pay) and server
+# processes (workers), and the two-node test swarm (swarm_cluster, a session
+# fixture: registered here once, never imported into a test module, which
+# would make a second swarm in the same run).
+pytest_plugins = ["tests.support.workspaces", "tests.support.fake_smtp", "tests.support.lifecycle",
+                  "tests.support.payments", "tests.support.processes", "tests.support.swarm_env"]
 
 
 @pytest.fixture(scope="session")
@@ -54,46 +32,6 @@ def mongo(tmp_path_factory) -> EmbeddedMongo:
     server.stop()
 
 
-@dataclass
-class RunningServer:
-    url: str
-    services: Services
-    app: Any
-    http: HTTPServer
-
-    @property
-    def db(self):
-        return self.services.db
-
-    @property
-    def ws_url(self) -> str:
-        return "ws" + self.url[len("http"):]
-
-    async def stop(self) -> None:
-        """As server.py stops: no new connections, services (and their
-        WebSockets) closed, then whatever connection is left."""
-        self.http.stop()
-        await self.services.close()
-        await self.http.close_all_connections()
-
-
-async def serve(settings: settings_mod.Settings, extra_routes: list[tuple] | None = None) -> RunningServer:
-    """The real app for `settings` on an ephemeral loopback port."""
-    services = await Services(settings).start()
-    app = make_app(services, extra_routes)
-    sock, port = bind_unused_port()
-    http = ProxyHTTPServer(app, max_body_size=64 * 1024 * 1024)  # as server.py (with the proxy's fast lane); the app's own 1 MiB limit is what answers
-    http.add_sockets([sock])
-    return RunningServer(f"http://127.0.0.1:{port}", services, app, http)
-
-
-def test_settings(mongo: EmbeddedMongo, tmp_path: Path, **overrides: Any) -> settings_mod.Settings:
-    values = {**TEST_DEFAULTS, "mongodb_uri": mongo.uri, "mongodb_db": f"t{next(_counter)}_{uuid.uuid4().hex[:6]}",
-              "data_dir": str(tmp_path / "data")}
-    values.update(overrides)
-    return settings_mod.load(environ={}, **values)
-
-
 @pytest.fixture
 async def start_server(mongo, tmp_path) -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
     """Factory: start the app with setting overrides; everything is stopped
@@ -101,7 +39,7 @@ async def start_server(mongo, tmp_path) -> AsyncIterator[Callable[..., Awaitable
     running: list[RunningServer] = []
 
     async def start(**overrides: Any) -> RunningServer:
-        server = await serve(test_settings(mongo, tmp_path, **overrides))
+        server = await serve(app_settings(mongo, tmp_path, **overrides))
         running.append(server)
         return server
 
@@ -121,62 +59,16 @@ async def client(server) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-_emails = itertools.count(1)
+# The fixtures that start workspaces on the real Docker engine, and the one
+# that starts Chromium. A test that uses one must carry the marker, so that
+# `-m "not docker and not browser"` really is the suite without an engine or
+# a browser (and CI=true fails, not skips, what needs them).
+NEEDS = {"docker": {"servers", "docker_servers"}, "browser": {"browser"}}
 
 
-def unique_email(prefix: str = "user") -> str:
-    return f"{prefix}{next(_emails)}-{uuid.uuid4().hex[:6]}@example.com"
-
-
-async def register(client: httpx.AsyncClient, *, role: str = "student", email: str | None = None,
-                   password: str = "Correct-Horse-42", name: str = "Test User", track: str | None = "DP") -> dict:
-    """Register through the API; returns the response body (tokens + user)."""
-    body = {"name": name, "email": email or unique_email(role), "password1": password, "password2": password,
-            "role": role}
-    if track is not None:
-        body["track"] = track
-    response = await client.post("/api/auth/registration/", json=body)
-    assert response.status_code == 201, response.text
-    data = response.json()
-    data["password"] = password
-    return data
-
-
-async def make_admin(server: RunningServer, client: httpx.AsyncClient, role: str = "admin") -> dict:
-    """A registered user promoted in the database, as `create-user` would make one."""
-    data = await register(client)
-    await server.db.users.update_one({"_id": data["user"]["id"]}, {"$set": {"role": role}})
-    await server.services.authstate.user_changed(data["user"]["id"])  # as every writer announces its change
-    data["user"]["role"] = role
-    return data
-
-
-def auth(tokens: dict) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens['access']}"}
-
-
-def docker_available() -> bool:
-    path = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
-    try:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(1)
-            sock.connect(path)
-        return True
-    except OSError:
-        return False
-
-
-def require_or_skip(available: bool, what: str) -> None:
-    """Skip locally, fail in CI: a missing engine or browser is a broken
-    install step there, never a pass."""
-    if available:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} is required when CI=true but is not available")
-    pytest.skip(f"{what} not available")
-
-
-# The two-node test swarm (tests/support/swarm_env.py), registered once here:
-# a second import into a test module would be a second session fixture, and
-# so a second swarm in the same run.
-from tests.support.swarm_env import swarm_cluster  # noqa: E402,F401
+def pytest_collection_modifyitems(config, items):
+    unmarked = [f"{item.nodeid}: uses {', '.join(sorted(NEEDS[mark] & set(item.fixturenames)))} but is not "
+                f"marked {mark}" for item in items for mark in NEEDS
+                if NEEDS[mark] & set(item.fixturenames) and item.get_closest_marker(mark) is None]
+    if unmarked:
+        raise pytest.UsageError("markers missing:\n" + "\n".join(unmarked))

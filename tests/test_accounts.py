@@ -10,10 +10,8 @@ import unicodedata
 
 import pytest
 
-from tests.accounts_helpers import (INVALID_CREDENTIALS, OPERATOR_VALUES, PASSWORD, assert_envelope,
-                                    assert_field_error, auth, claims_of, login, profile, register,
-                                    registration_body, unique_email)
-from tests.conftest import make_admin
+from tests.support.accounts import assert_envelope, assert_field_error, auth, claims_of, INVALID_CREDENTIALS, login, OPERATOR_VALUES, PASSWORD, profile, register, registration_body, unique_email
+from tests.support.app import make_admin
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 

@@ -8,11 +8,9 @@ import httpx
 import pytest
 
 from models.admin import WORKSPACE_STATES
-from tests.accounts_helpers import PASSWORD, assert_envelope, assert_field_error, login
-from tests.conftest import auth, make_admin, register, unique_email
-
-USERS = "/api/admin/users/"
-NO_DOCKER = "unix:///nonexistent/apranova-admin-tests.sock"
+from tests.support.accounts import assert_envelope, assert_field_error, login, PASSWORD
+from tests.support.app import auth, make_admin, register, unique_email
+from tests.support.admin import insert_workspace, NO_DOCKER, user_path, USERS
 
 
 @pytest.fixture
@@ -20,10 +18,6 @@ async def server(start_server):
     """Without Docker: the workspace documents these tests write stay as
     written (no reconciliation against containers)."""
     return await start_server(docker_host=NO_DOCKER)
-
-
-def user_path(user_id: int) -> str:
-    return f"{USERS}{user_id}/"
 
 
 # Every admin operation, with a body where it takes one (ids filled in per test).
@@ -255,18 +249,6 @@ async def test_audit_log_pages_newest_first(server, client):
     assert (entry["actor_id"], entry["actor_email"], entry["action"], entry["target_id"]) == (
         admin["user"]["id"], admin["user"]["email"], "user.updated", student["user"]["id"])
     assert_envelope(await client.get("/api/admin/audit/", params={"target_id": "x"}, headers=auth(admin)), 400)
-
-
-async def insert_workspace(server, owner: int, state: str, updated: str, events: int = 2) -> str:
-    workspace_id = f"ws{owner}"
-    await server.db.workspaces.insert_one({
-        "_id": workspace_id, "owner_id": owner, "state": state, "progress": 100, "version": events, "seq": events,
-        "message": f"now {state}", "password": "secret-pw", "run": 1, "provision_started": "2026-01-01T00:00:00Z",
-        "created_at": "2026-01-01T00:00:00Z", "updated_at": updated, "port": 20000 + owner})
-    await server.db.workspace_events.insert_many([
-        {"workspace_id": workspace_id, "seq": seq, "state": state, "progress": seq, "message": f"step {seq}",
-         "at": f"2026-01-01T00:00:0{seq}Z"} for seq in range(1, events + 1)])
-    return workspace_id
 
 
 async def test_workspace_list_and_event_history(server, client):

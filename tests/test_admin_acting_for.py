@@ -11,11 +11,11 @@ import random
 import httpx
 import pytest
 
-from tests.accounts_helpers import assert_envelope
-from tests.conftest import auth, make_admin, register
-from tests.workspaces_helpers import Socket
+from tests.support.accounts import assert_envelope
+from tests.support.app import auth, make_admin, register
+from tests.support.workspaces import Socket
 
-FAKE = "tests.fake_backend:FakeBackend"
+FAKE = "tests.support.fake_backend:FakeBackend"
 WS = "/api/users/workspace/"
 
 

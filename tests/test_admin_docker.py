@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 
-from tests.accounts_helpers import assert_envelope
-from tests.conftest import auth, make_admin, register
-from tests.workspaces_helpers import CONTRACT_503, containers_of
+from tests.support.accounts import assert_envelope
+from tests.support.app import auth, make_admin, register
+from tests.support.workspaces import containers_of, CONTRACT_503
 
 pytestmark = pytest.mark.docker
 WORKSPACES = "/api/admin/workspaces/"

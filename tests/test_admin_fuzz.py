@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import auth, make_admin
-from tests.test_openapi_fuzz import NO_DOCKER, fuzzed_operations, operations_of, run_schemathesis
+from tests.support.app import auth, make_admin
+from tests.support.fuzz import fuzzed_operations, NO_DOCKER, operations_of, run_schemathesis
 
 
 async def test_schemathesis_on_the_admin_api_as_an_admin(start_server, tmp_path):

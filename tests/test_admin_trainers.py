@@ -4,8 +4,16 @@ GET /api/users/my-students/ (the contract's shape) list the same people, by
 the one rule in services/students.py."""
 from __future__ import annotations
 
-from tests.conftest import auth, make_admin, register
-from tests.test_admin import insert_workspace, server, user_path  # noqa: F401 - the no-Docker server fixture
+import pytest
+
+from tests.support.app import auth, make_admin, register
+from tests.support.admin import NO_DOCKER, insert_workspace, user_path
+
+
+@pytest.fixture
+async def server(start_server):
+    """Without Docker, as in test_admin.py: the workspace documents written here stay as written."""
+    return await start_server(docker_host=NO_DOCKER)
 
 
 async def test_trainers_see_their_tracks_students_read_only(server, client):

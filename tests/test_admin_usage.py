@@ -15,9 +15,9 @@ import pytest
 from services.workspaces import usage as usage_module
 from services.workspaces.backend import Usage
 from services.workspaces.docker.support import usage_of
-from tests.conftest import auth, make_admin, register
+from tests.support.app import auth, make_admin, register
 
-FAKE = "tests.fake_backend:FakeBackend"
+FAKE = "tests.support.fake_backend:FakeBackend"
 WORKSPACES = "/api/admin/workspaces/"
 MIB = 2**20
 

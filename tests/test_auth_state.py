@@ -11,8 +11,9 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import auth, register
-from tests.test_server_process import PASSWORD, ServerProcess
+from tests.support.app import auth, register
+from tests.support.processes import PASSWORD, ServerProcess
+from tests.support.processes import refused_within
 
 
 async def profile(client: httpx.AsyncClient, tokens: dict) -> httpx.Response:
@@ -175,20 +176,6 @@ def two_servers(mongo, tmp_path):
     yield servers
     for server in servers:
         server.stop()
-
-
-def refused_within(url: str, token: dict, seconds: float = 1.0) -> float:
-    """Poll until the other process refuses; every request that starts more
-    than `seconds` after the change must be refused. Returns the delay."""
-    changed = time.monotonic()
-    while True:
-        started = time.monotonic()
-        response = httpx.get(url + "/api/users/profile/", headers=auth(token), timeout=10)
-        if response.status_code == 401:
-            return started - changed
-        assert response.status_code == 200, response.text
-        assert started - changed < seconds, "another process still accepted the token after 1 s"
-        time.sleep(0.02)
 
 
 def test_logout_in_one_process_is_refused_by_the_other_within_1s(two_servers):

@@ -1,6 +1,6 @@
 """One conformance suite for every workspace backend (the seam of
 services/workspaces/backend.py): the same journeys, over the real app on a
-real port, against the in-memory backend (tests/fake_backend.py: real
+real port, against the in-memory backend (tests/support/fake_backend.py: real
 loopback listeners), the Docker engine (the busybox stand-in image) and a
 real two-node Docker Swarm (the `swarm_cluster` fixture):
 
@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from services.db import connect
-from tests.conftest import RunningServer, auth, register
+from tests.support.app import RunningServer, auth, register
 from tests.support.engines import DockerEngine, Engine, FakeEngine, SwarmEngine, through_proxy
-from tests.workspaces_helpers import CREATE, STOP, WORKSPACE, ensure_test_image, wait_for_state
+from tests.support.workspaces import CREATE, STOP, WORKSPACE, ensure_test_image, wait_for_state
 
 # Progress every engine reports, in this order (the status socket's step names).
 STEPS = ["requested", "volume", "container", "ide", "running"]

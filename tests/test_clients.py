@@ -6,8 +6,8 @@ import asyncio
 
 import httpx
 
-from tests.accounts_helpers import age_refresh_rotations, auth, login, register, unique_email
-from tests.test_payments import MINE, create, deliver, fake_stripe, pay, pay_server  # noqa: F401 - fixtures
+from tests.support.accounts import age_refresh_rotations, auth, login, register, unique_email
+from tests.support.payments import create, deliver, MINE
 
 ALLOWED = "http://localhost:3000"
 
@@ -343,7 +343,7 @@ async def test_workspace_page_post_without_body_gets_a_url_to_open_at_once(start
     direct one. The in-memory backend stands in for the engine here; the
     real-Docker tests prove the same answer on dockerd."""
     for exposure in ("network", "direct"):
-        server = await start_server(workspace_backend="tests.fake_backend:FakeBackend", workspace_exposure=exposure,
+        server = await start_server(workspace_backend="tests.support.fake_backend:FakeBackend", workspace_exposure=exposure,
                                     workspace_port_range="40100-40149")
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             user = await register(client)

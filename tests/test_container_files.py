@@ -13,7 +13,7 @@ import sys
 import yaml
 
 from services.settings import declared
-from tests.conftest import ROOT
+from tests.support.app import ROOT
 
 
 def instructions() -> list[tuple[str, str]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import httpx
 import pytest
@@ -14,11 +14,12 @@ import pytest
 from services import settings as settings_mod
 from services.settings import SettingsError
 from services.workspaces.culler import plan, span
-from tests.conftest import RunningServer, auth, make_admin, register
-from tests.proxy_upstream import start_upstream
-from tests.test_proxy import host_of, open_url, proxy_socket, redeem, workspace_get
-from tests.test_workspace_lifecycle import CREATE, WORKSPACE, Fake, fake  # noqa: F401 - fixture
-from tests.workspaces_helpers import WORKSPACE_KEYS, Socket
+from tests.support.app import auth, make_admin, register, RunningServer
+from tests.support.proxy_upstream import start_upstream
+from tests.support.proxy import host_of, open_url, proxy_socket, redeem, workspace_get
+from tests.support.workspaces import CREATE, WORKSPACE
+from tests.support.lifecycle import Fake
+from tests.support.workspaces import Socket, WORKSPACE_KEYS
 
 KEEP = "/api/users/workspace/keepalive/"
 QUICK = {"workspace_idle_timeout": "3", "workspace_idle_warning": "2", "workspace_cull_interval": "0.2"}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import auth, register
-from tests.workspaces_helpers import Socket, docker
+from tests.support.app import auth, register
+from tests.support.workspaces import docker, Socket
 
 pytestmark = pytest.mark.docker
 CREATE = "/api/users/workspace/create/"

@@ -13,11 +13,11 @@ import httpx
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from tests.conftest import auth
-from tests.test_server_process import PASSWORD
-from tests.test_workers import wait_for, workers, workers_of  # noqa: F401 - fixture
+from tests.support.app import auth
+from tests.support.processes import PASSWORD
+from tests.support.processes import wait_for, workers_of
 
-CULLING = {"WORKSPACE_BACKEND": "tests.fake_backend:FakeBackend", "WORKSPACE_EXPOSURE": "direct",
+CULLING = {"WORKSPACE_BACKEND": "tests.support.fake_backend:FakeBackend", "WORKSPACE_EXPOSURE": "direct",
            "WORKSPACE_PORT_RANGE": "45100-45149", "WORKSPACE_IDLE_TIMEOUT": "3", "WORKSPACE_IDLE_WARNING": "2",
            "WORKSPACE_CULL_INTERVAL": "0.1"}
 

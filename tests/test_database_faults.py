@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -12,7 +11,8 @@ import time
 import httpx
 
 from services.db import EmbeddedMongo, process_state
-from tests.conftest import auth, register
+from tests.support.app import auth, register
+from tests.support.app import app_on_own_database
 
 
 async def wait_status(client: httpx.AsyncClient, path: str, status: int, timeout: float = 20, **kwargs) -> httpx.Response:
@@ -22,20 +22,6 @@ async def wait_status(client: httpx.AsyncClient, path: str, status: int, timeout
         if response.status_code == status or time.monotonic() > deadline:
             return response
         await asyncio.sleep(0.2)
-
-
-@contextlib.asynccontextmanager
-async def app_on_own_database(start_server, tmp_path):
-    """A test app on a database process of its own, which the test may hang,
-    stop or restart: yields that database, a client and a registered user."""
-    database = EmbeddedMongo(tmp_path / "own-db")
-    database.start()
-    try:
-        server = await start_server(mongodb_uri=database.uri, db_timeout_ms=1000)
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            yield database, client, await register(client)
-    finally:
-        database.stop()
 
 
 async def test_a_hung_database_answers_503_within_db_timeout(start_server, tmp_path):

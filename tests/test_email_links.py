@@ -10,10 +10,10 @@ import hashlib
 import httpx
 import pytest
 
-from tests.accounts_helpers import assert_envelope, assert_field_error, login, profile, registration_body
-from tests.conftest import register, unique_email
-from tests.fake_smtp import link_params
-from tests.test_tokens import refresh
+from tests.support.accounts import assert_envelope, assert_field_error, login, profile, registration_body
+from tests.support.app import register, unique_email
+from tests.support.fake_smtp import link_params
+from tests.support.accounts import refresh
 
 NEW_PASSWORD = "Another-Battery-77"
 
@@ -124,7 +124,7 @@ async def test_without_smtp_registration_works_and_mail_endpoints_say_503(client
 
 
 async def test_an_unreachable_smtp_server_does_not_fail_the_request(start_server):
-    from tests.test_oauth import closed_port_url
+    from tests.support.oauth import closed_port_url
     port = closed_port_url().rsplit(":", 1)[1]
     app = await start_server(smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none", smtp_timeout="2")
     async with httpx.AsyncClient(base_url=app.url) as api:

@@ -7,8 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.accounts_helpers import (assert_envelope, assert_field_error, auth, login, register,
-                                    registration_body)
+from tests.support.accounts import assert_envelope, assert_field_error, auth, login, register, registration_body
 
 ENDPOINTS = ["/api/auth/registration/", "/api/users/login/", "/api/auth/token/refresh/",
              "/api/users/check-email/"]  # anonymous ones: the others answer 401 before reading the body

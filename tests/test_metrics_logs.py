@@ -11,9 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from tests.conftest import auth, docker_available, register, require_or_skip
-from tests.test_server_process import ServerProcess
-from tests.workspaces_helpers import TEST_IMAGE, cleanup_instance, ensure_test_image
+from tests.support.app import auth, docker_available, register, require_or_skip
+from tests.support.processes import ServerProcess
+from tests.support.workspaces import cleanup_instance, ensure_test_image, TEST_IMAGE
 
 NO_DOCKER = "unix:///nonexistent/apranova-metrics.sock"
 

@@ -15,14 +15,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.websocket import websocket_connect
+from tornado.httpclient import HTTPClientError
 
-from tests.accounts_helpers import age_refresh_rotations
-from tests.conftest import auth, make_admin, register
-from tests.proxy_upstream import another_port, pattern, start_upstream
+from tests.support.accounts import age_refresh_rotations
+from tests.support.app import auth, make_admin, register
+from tests.support.proxy_upstream import another_port, pattern, start_upstream
+from tests.support.proxy import host_of, OPEN, open_url, port_of, proxy_socket, redeem, workspace_get
 
-OPEN = "/api/users/workspace/open/"
 # No Docker engine for these: its reconciliation would (rightly) stop a
 # running workspace document that has no container.
 NO_DOCKER = {"docker_host": "unix:///nonexistent/docker.sock"}
@@ -47,14 +46,6 @@ async def proxied(start_server, upstream):
         yield server, client, upstream[0], upstream[1]
 
 
-def port_of(server) -> int:
-    return int(server.url.rsplit(":", 1)[1])
-
-
-def host_of(server, user_id: int) -> str:
-    return f"ws-{user_id}.localhost:{port_of(server)}"
-
-
 async def give_workspace(server, user_id: int, port: int, state: str = "running") -> None:
     """A workspace document as provisioning leaves it, its port the stand-in's
     (`port` names the stand-in: another port of it is used when taken)."""
@@ -67,30 +58,6 @@ async def give_workspace(server, user_id: int, port: int, state: str = "running"
                                            "port": port, "endpoint": {"host": "127.0.0.1", "port": port},
                                            "seq": 1, "progress": 100, "message": state,
                                            "version": 1, "password": "pw"})
-
-
-async def open_url(client, tokens: dict, user_id: int | None = None) -> str:
-    query = f"?user_id={user_id}" if user_id is not None else ""
-    response = await client.post(OPEN + query, headers=auth(tokens))
-    assert response.status_code == 200, response.text
-    return response.json()["url"]
-
-
-async def workspace_get(server, host: str, path: str = "/", cookie: str | None = None, **kwargs) -> httpx.Response:
-    """A request to a workspace host: connect to 127.0.0.1, send its Host
-    (the C resolver does not resolve *.localhost; browsers do)."""
-    headers = {"Host": host, **kwargs.pop("headers", {})}
-    if cookie:
-        headers["Cookie"] = cookie
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-        return await http.request(kwargs.pop("method", "GET"), path, headers=headers, **kwargs)
-
-
-async def redeem(server, url: str) -> tuple[httpx.Response, str | None]:
-    parts = urlsplit(url)
-    response = await workspace_get(server, parts.netloc, f"{parts.path}?{parts.query}")
-    cookie = response.headers.get("set-cookie")
-    return response, cookie.split(";", 1)[0] if cookie else None
 
 
 async def eventually(request, predicate, timeout: float = 5.0) -> httpx.Response:
@@ -389,15 +356,6 @@ async def test_bodies_stream_both_ways_and_uploads_are_bounded(start_server, ups
             recorder.gate.set()
             rest = b"".join([chunk async for chunk in chunks])
     assert len(first) + len(rest) == 1000000
-
-
-async def proxy_socket(server, host: str, cookie: str | None, path: str = "/ws", origin: str | None = None,
-                       extra: dict | None = None, **kwargs):
-    headers = {"Host": host, "Origin": origin or f"http://{host}", **(extra or {})}
-    if cookie:
-        headers["Cookie"] = cookie
-    request = HTTPRequest(f"{server.ws_url}{path}", headers=headers, connect_timeout=10)
-    return await websocket_connect(request, **kwargs)
 
 
 async def test_websockets_relay_both_ways_with_close_codes(proxied):

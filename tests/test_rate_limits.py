@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.accounts_helpers import INVALID_CREDENTIALS, assert_envelope, auth, login, register
+from tests.support.accounts import assert_envelope, auth, INVALID_CREDENTIALS, login, register
 
 
 def assert_429(response: httpx.Response, limit: int) -> None:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.app import ROOT
 
 README = ROOT / "README.md"
 

@@ -14,85 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.db import free_port
 from services.settings import declared
-from tests.conftest import ROOT, auth
-from tests.test_database_faults import app_on_own_database
-
-PASSWORD = "Correct-Horse-42"
-
-
-def server_env(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if key not in {s.name for s in declared()}}  # no stray settings from the caller
-    env.update({"BCRYPT_ROUNDS": "4", "LOG_LEVEL": "INFO"}, **extra)
-    return env
-
-
-class ServerProcess:
-    def __init__(self, data_dir: Path, **env: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data_dir = data_dir
-        self.log = data_dir.parent / f"server-{self.port}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "server.py", "--port", str(self.port), "--host", "127.0.0.1",
-             "--data-dir", str(data_dir)],
-            cwd=ROOT, env=server_env(**env), stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("server did not become ready:\n" + self.output())
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-
-def children_using(data_dir: Path) -> list[int]:
-    """Processes whose command line names this data dir (the embedded db)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "nx_27017" in cmdline and str(data_dir) in cmdline:
-                pids.append(int(entry.name))
-    return pids
-
-
-class ServerProcesses:
-    """Starts ServerProcesses on one data directory (with `defaults` in their
-    environment) and kills whichever are still running at the end."""
-
-    def __init__(self, data_dir: Path, **defaults: str):
-        self.data_dir, self.defaults = data_dir, defaults
-        self.started: list[ServerProcess] = []
-
-    def __call__(self, **env: str) -> ServerProcess:
-        server = ServerProcess(self.data_dir, **{**self.defaults, **env})
-        self.started.append(server)
-        return server
-
-    def kill_all(self) -> None:
-        for server in self.started:
-            if server.proc.poll() is None:
-                server.proc.kill()
-                server.proc.wait()
+from tests.support.app import auth, ROOT
+from tests.support.app import app_on_own_database
+from tests.support.processes import children_using, PASSWORD, server_env, ServerProcesses
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-from tests.conftest import auth, register
+from tests.support.app import auth, register
 
 
 async def test_register_then_profile(client):

@@ -14,9 +14,9 @@ from typing import AsyncIterator
 import httpx
 import pytest
 
-from tests.conftest import auth, register
+from tests.support.app import auth, register
 from tests.support.engines import SwarmEngine, through_proxy
-from tests.workspaces_helpers import CONTRACT_503, CREATE, STOP, DockerProxy, ensure_test_image, wait_for_state
+from tests.support.workspaces import CONTRACT_503, CREATE, STOP, DockerProxy, ensure_test_image, wait_for_state
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.swarm_env import SwarmCluster, SwarmEnv, missing_tools
 from tests.support.swarm_node import CGROUP_ROOT, alive
-from tests.workspaces_helpers import TEST_IMAGE, ensure_test_image
+from tests.support.workspaces import TEST_IMAGE, ensure_test_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 PORT = 18080  # published on the task's node only (mode=host), inside that node's namespace

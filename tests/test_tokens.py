@@ -10,12 +10,8 @@ import json
 import httpx
 import pytest
 
-from tests.accounts_helpers import (OPERATOR_VALUES, age_refresh_rotations, assert_envelope, assert_field_error,
-                                    auth, claims_of, craft_token, login, profile, register)
-
-
-async def refresh(client, token) -> httpx.Response:
-    return await client.post("/api/auth/token/refresh/", json={"refresh": token})
+from tests.support.accounts import age_refresh_rotations, assert_envelope, assert_field_error, auth, claims_of, craft_token, login, OPERATOR_VALUES, profile, register
+from tests.support.accounts import refresh
 
 
 async def logout(client, tokens: dict, refresh_token: str) -> httpx.Response:

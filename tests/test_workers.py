@@ -9,54 +9,11 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.conftest import auth
-from tests.test_auth_state import refused_within
-from tests.test_server_process import PASSWORD, ServerProcess, ServerProcesses, children_using
-
-
-def children_of(pid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of a process's direct children."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append((int(entry.name), cmdline))
-    return found
-
-
-def workers_of(server: ServerProcess) -> list[int]:
-    return sorted(pid for pid, cmdline in children_of(server.proc.pid) if "server.py" in cmdline)
-
-
-def wait_for(predicate, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
-
-
-@pytest.fixture
-def workers(tmp_path):
-    processes = ServerProcesses(tmp_path / "data", WORKERS="2")
-
-    def start(**env: str) -> ServerProcess:
-        server = processes(**env)
-        server.wait_ready(timeout=60)
-        return server
-
-    yield start
-    processes.kill_all()
-    for server in processes.started:
-        for pid, _ in children_of(server.proc.pid):
-            os.kill(pid, signal.SIGKILL)
+from tests.support.app import auth
+from tests.support.processes import refused_within
+from tests.support.processes import children_using, PASSWORD
+from tests.support.processes import wait_for, workers_of
 
 
 def test_one_command_runs_two_workers_and_sigterm_stops_everything(workers, tmp_path):

@@ -9,8 +9,9 @@ import contextlib
 
 import httpx
 
-from tests.conftest import auth, register
-from tests.test_workspace_lifecycle import CREATE, STOP, Fake, fake  # noqa: F401 - fixture
+from tests.support.app import auth, register
+from tests.support.workspaces import CREATE, STOP
+from tests.support.lifecycle import Fake
 
 
 async def test_a_follower_opening_before_the_last_event_is_logged_still_gets_it_once(fake: Fake, monkeypatch):

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from services import settings as settings_mod
-from tests.conftest import auth, register
-from tests.workspaces_helpers import TEST_IMAGE, docker
+from tests.support.app import auth, register
+from tests.support.workspaces import docker, TEST_IMAGE
 
 CREATE = "/api/users/workspace/create/"
 # Every request answered 403 (busybox httpd's deny-all rule): "something

@@ -4,7 +4,6 @@ sleeps. The Docker backend's own behaviour is proven by test_workspaces*.py."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import httpx
@@ -12,35 +11,10 @@ import pytest
 
 from services.db import connect
 from services.workspaces import Endpoint
-from tests.conftest import RunningServer, auth, make_admin, register
-from tests.fake_backend import FakeInstance
-from tests.workspaces_helpers import (CONTRACT_503, CREATE, STOP, WORKSPACE, WORKSPACE_KEYS, Socket,
-                                      users_with_running_workspaces)
-
-FAKE = "tests.fake_backend:FakeBackend"
-LOW = 40000
-
-
-class Fake:
-    """Servers on one database and one fake engine (one INSTANCE_NAME)."""
-
-    def __init__(self, start_server: Any, mongo: Any):
-        self.start_server, self.mongo = start_server, mongo
-        self.instance = f"fake{uuid.uuid4().hex[:8]}"
-        self.db_name = f"fk_{uuid.uuid4().hex[:10]}"
-
-    async def start(self, **overrides: Any) -> RunningServer:
-        # The direct exposure (host ports) unless a test says otherwise: most
-        # of these tests are about the port book.
-        values = {"workspace_backend": FAKE, "instance_name": self.instance, "mongodb_db": self.db_name,
-                  "workspace_exposure": "direct", "workspace_port_range": f"{LOW}-{LOW + 49}",
-                  "workspace_wait_timeout": "5", **overrides}
-        return await self.start_server(**values)
-
-
-@pytest.fixture
-def fake(start_server, mongo) -> Fake:
-    return Fake(start_server, mongo)
+from tests.support.app import auth, make_admin, register, RunningServer
+from tests.support.fake_backend import FakeInstance
+from tests.support.workspaces import CONTRACT_503, CREATE, Socket, STOP, users_with_running_workspaces, WORKSPACE, WORKSPACE_KEYS
+from tests.support.lifecycle import LOW
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import pytest
 
 from services.docker import DockerEngine
 from services.workspaces import PullProgress
-from tests.conftest import auth, docker_available, register, require_or_skip
-from tests.workspaces_helpers import TEST_IMAGE, Socket, containers_of, docker
+from tests.support.app import auth, docker_available, register, require_or_skip
+from tests.support.workspaces import containers_of, docker, Socket, TEST_IMAGE
 
 pytestmark = pytest.mark.docker
 CREATE = "/api/users/workspace/create/"

@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from services.db import connect
-from tests.conftest import auth, make_admin, register
-from tests.workspaces_helpers import (CONTRACT_503, CREATE, STOP, WORKSPACE, WORKSPACE_KEYS, DockerProxy, containers_of,
-                                      docker, users_with_running_workspaces, wait_for_state)
+from tests.support.app import auth, make_admin, register
+from tests.support.workspaces import containers_of, CONTRACT_503, CREATE, docker, DockerProxy, STOP, users_with_running_workspaces, wait_for_state, WORKSPACE, WORKSPACE_KEYS
 
 pytestmark = pytest.mark.docker
 

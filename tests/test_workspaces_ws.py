@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from tests.conftest import auth, make_admin, register
-from tests.workspaces_helpers import CREATE, STOP, Socket, open_websockets, refused_handshake, wait_for_state
+from tests.support.app import auth, make_admin, register
+from tests.support.workspaces import CREATE, open_websockets, refused_handshake, Socket, STOP, wait_for_state
 
 pytestmark = pytest.mark.docker
 EVENT_KEYS = {"type", "seq", "state", "progress", "message", "at", "run"}

@@ -12,11 +12,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.conftest import RunningServer, auth, serve, test_settings
-from tests.workspaces_helpers import TEST_IMAGE, WorkspaceServers, docker
+from tests.support.app import RunningServer, app_settings, auth, serve
+from tests.support.workspaces import TEST_IMAGE, WorkspaceServers, docker
 
 OPEN = "/api/users/workspace/open/"
-FAKE = "tests.fake_backend:FakeBackend"
+FAKE = "tests.support.fake_backend:FakeBackend"
 
 
 class Engine:
@@ -33,7 +33,7 @@ class Engine:
         raise NotImplementedError
 
     async def start(self) -> RunningServer:
-        server = await serve(test_settings(self.mongo, self.tmp_path, mongodb_db=self.db_name, **self.overrides()))
+        server = await serve(app_settings(self.mongo, self.tmp_path, mongodb_db=self.db_name, **self.overrides()))
         self.running.append(server)
         return server
 

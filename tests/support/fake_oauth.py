@@ -28,7 +28,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado import web
 
-from tests.fake_server import Recorded, close, listen
+from tests.support.fake_server import close, listen, Recorded
 
 _KEY_POOL: list[rsa.RSAPrivateKey] = []
 

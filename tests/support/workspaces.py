@@ -18,7 +18,7 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from tests.conftest import RunningServer, auth, docker_available, register, require_or_skip, serve, test_settings
+from tests.support.app import app_settings, auth, docker_available, register, require_or_skip, RunningServer, serve
 
 CREATE, WORKSPACE, STOP = "/api/users/workspace/create/", "/api/users/workspace/", "/api/users/workspace/stop/"
 TEST_IMAGE = os.environ.get("WORKSPACE_TEST_IMAGE", "apranova/workspace-test:2")
@@ -73,7 +73,7 @@ def ensure_test_image() -> None:
     rebuilt the shared tag meanwhile."""
     global _image_checked
     if not _image_checked:
-        script = os.path.join(os.path.dirname(__file__), "..", "workspace-image", "build-test-image.sh")
+        script = os.path.join(os.path.dirname(__file__), "..", "..", "workspace-image", "build-test-image.sh")
         subprocess.run(["bash", script, TEST_IMAGE], capture_output=True, timeout=120, check=False)
         _image_checked = True
 
@@ -95,7 +95,7 @@ class WorkspaceServers:
                   "workspace_port_range": self.port_range, "workspace_ready_timeout": "20",
                   "workspace_wait_timeout": "30", "workspace_memory": "64m", "workspace_pids": "64",
                   "workspace_cpus": "0.5", **self.defaults, **overrides}
-        return test_settings(self.mongo, self.tmp_path, **values)
+        return app_settings(self.mongo, self.tmp_path, **values)
 
     async def start(self, **overrides: Any) -> RunningServer:
         server = await serve(self.settings(**overrides))

@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.axe import AXE_VERSION, describe, run_axe, script_path
-from tests.conftest import auth, make_admin, register, require_or_skip, unique_email
-from tests.test_browser import DESKTOP, PASSWORD, Tab, browser, log_in, open_tab  # noqa: F401 - fixtures
+from tests.support.axe import AXE_VERSION, describe, run_axe, script_path
+from tests.support.app import auth, make_admin, register, require_or_skip, unique_email
+from tests.support.browser import DESKTOP, log_in, PASSWORD, Tab
 
 pytestmark = pytest.mark.browser
-FAKE = "tests.fake_backend:FakeBackend"
+FAKE = "tests.support.fake_backend:FakeBackend"
 PHONE = {"width": 390, "height": 844}
 SMALL = {"width": 320, "height": 640}
 

@@ -29,9 +29,9 @@ from tornado.netutil import bind_sockets
 from handlers import make_app
 from handlers.proxy_server import ProxyHTTPServer
 from services.container import Services
-from tests.conftest import RunningServer, register, require_or_skip
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Tab, log_in
-from tests.workspaces_helpers import docker, servers  # noqa: F401 (the fixture)
+from tests.support.app import register, require_or_skip, RunningServer
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, log_in, PASSWORD, Tab
+from tests.support.workspaces import docker
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker]
 DOMAIN = "apranova.test"  # reserved (RFC 2606): never a real name

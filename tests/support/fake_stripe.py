@@ -18,7 +18,7 @@ from typing import Any
 
 from tornado import web
 
-from tests.fake_server import Recorded, close, listen
+from tests.support.fake_server import close, listen, Recorded
 
 # error mode -> (HTTP status, Stripe error object)
 ERRORS: dict[str, tuple[int, dict[str, Any]]] = {

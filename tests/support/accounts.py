@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import jwt
 
-from tests.conftest import TEST_SECRET, auth, register, unique_email
+from tests.support.app import auth, register, TEST_SECRET, unique_email
 
 PASSWORD = "Correct-Horse-42"
 INVALID_CREDENTIALS = {"error": "Invalid credentials", "message": "Email or password is incorrect"}
@@ -83,3 +83,7 @@ __all__ = ["PASSWORD", "INVALID_CREDENTIALS", "OPERATOR_VALUES", "registration_b
            "assert_field_error", "assert_envelope", "craft_token", "claims_of", "auth", "register",
            "age_refresh_rotations",
            "unique_email"]
+
+
+async def refresh(client, token) -> httpx.Response:
+    return await client.post("/api/auth/token/refresh/", json={"refresh": token})

@@ -13,9 +13,9 @@ from typing import Any, AsyncIterator
 import pytest
 from tornado import web
 
-from tests.conftest import register, unique_email
-from tests.fake_server import close, listen
-from tests.test_browser import PASSWORD, api, app, browser, log_in, open_tab  # noqa: F401 - fixtures
+from tests.support.app import register, unique_email
+from tests.support.fake_server import close, listen
+from tests.support.browser import log_in, PASSWORD
 
 pytestmark = pytest.mark.browser
 

@@ -7,9 +7,9 @@ import urllib.parse
 
 import pytest
 
-from tests.conftest import unique_email
-from tests.fake_smtp import link_params
-from tests.test_browser import PASSWORD, browser, fill_sign_up, open_tab  # noqa: F401 - fixtures
+from tests.support.app import unique_email
+from tests.support.fake_smtp import link_params
+from tests.support.browser import fill_sign_up
 
 pytestmark = pytest.mark.browser
 NEW_PASSWORD = "Another-Battery-77"

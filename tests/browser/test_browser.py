@@ -8,179 +8,22 @@ the client's token handling; everything else is the real server.
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import random
 import re
-import time
-from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from tests.accounts_helpers import age_refresh_rotations
-from tests.conftest import ARTIFACTS, docker_available, make_admin, register, require_or_skip, unique_email
-from tests.workspaces_helpers import TEST_IMAGE, WorkspaceServers, containers_of, docker, ensure_test_image
+from tests.support.accounts import age_refresh_rotations
+from tests.support.app import ARTIFACTS, make_admin, register, unique_email
+from tests.support.workspaces import containers_of, docker
+from tests.support.browser import DESKTOP, EXITS_AT_ONCE, fill_sign_up, log_in, PASSWORD, PHONE, progress, shown_seqs, shown_seqs_end_at, SLOW_START, student_tab, wait_until, wait_until_async
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 375, "height": 740}
-PASSWORD = "Correct-Horse-42"
-# The test image's web server, started only after a pause: provisioning then
-# sits at "Waiting for the IDE to answer" long enough to reload in the middle.
-SLOW_START = "/bin/busybox sh -c '/bin/busybox sleep 4; exec /bin/busybox httpd -f -p 8080 -h /www'"
-EXITS_AT_ONCE = "/bin/busybox false"
 
 pytestmark = pytest.mark.browser
-
-
-# -- fixtures ---------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Any]:
-    require_or_skip(CHROMIUM.exists(), f"Chromium ({CHROMIUM})")
-    from playwright.async_api import async_playwright
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                                    args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
-
-
-class Tab:
-    """One browser context and page, with the page's uncaught errors kept
-    (every test ends by asserting there were none)."""
-
-    def __init__(self, context: Any, page: Any, base: str):
-        self.context, self.page, self.base = context, page, base
-        self.errors: list[str] = []
-        self.sockets: list[str] = []
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
-        page.on("websocket", lambda socket: self.sockets.append(socket.url))
-
-    async def goto(self, path: str) -> None:
-        await self.page.goto(self.base + path)
-
-    async def shot(self, name: str) -> Path:
-        ARTIFACTS.mkdir(exist_ok=True)
-        path = ARTIFACTS / f"browser-{name}.png"
-        await self.page.screenshot(path=str(path), full_page=True)
-        return path
-
-    async def storage(self) -> dict[str, dict[str, str]]:
-        return await self.page.evaluate(
-            "() => ({session: {...sessionStorage}, local: {...localStorage}})")
-
-    async def assert_fits_width(self) -> None:
-        width = await self.page.evaluate("() => document.documentElement.scrollWidth")
-        assert width <= self.page.viewport_size["width"], f"horizontal overflow: {width}px"
-
-
-@pytest.fixture
-async def open_tab(browser, request) -> AsyncIterator[Any]:
-    """Factory of tabs; at the end each page's last state is saved as
-    browser-<test>-end.png (what a failing test saw)."""
-    contexts: list[Tab] = []
-
-    async def open_tab(base: str, viewport: dict = DESKTOP, **options: Any) -> Tab:
-        context = await browser.new_context(viewport=viewport, **options)
-        context.set_default_timeout(15000)
-        tab = Tab(context, await context.new_page(), base)
-        contexts.append(tab)
-        return tab
-
-    yield open_tab
-    for index, tab in enumerate(contexts):
-        try:
-            await tab.shot(f"{request.node.name.removeprefix('test_')}-end{index or ''}")
-        finally:
-            await tab.context.close()
-    for tab in contexts:
-        assert not tab.errors, f"uncaught errors in the page: {tab.errors}"
-
-
-@pytest.fixture
-async def app(start_server) -> Any:
-    """The app with its own INSTANCE_NAME (its workspace watcher never
-    touches another test's containers)."""
-    return await start_server(instance_name=f"brw{random.randrange(16**8):08x}")
-
-
-@pytest.fixture
-async def api(app) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=app.url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-async def docker_servers(mongo, tmp_path) -> AsyncIterator[WorkspaceServers]:
-    """Workspace-enabled servers: own INSTANCE_NAME, own host-port slice
-    (40000-44999, apart from the workspace tests' 20000-32749); every
-    container and volume they made is removed at the end."""
-    require_or_skip(docker_available(), "Docker engine")
-    ensure_test_image()
-    require_or_skip(bool(docker("image", "ls", "-q", TEST_IMAGE, check=False)), f"test image {TEST_IMAGE}")
-    manager = WorkspaceServers(mongo, tmp_path)
-    manager.instance = "brw" + manager.instance[3:]
-    base = random.randrange(40000, 45000, 20)
-    manager.port_range = f"{base}-{base + 19}"
-    try:
-        yield manager
-    finally:
-        await manager.close()
-        assert containers_of(manager.instance) == []
-
-
-async def log_in(tab: Tab, email: str, role: str = "student", password: str = PASSWORD) -> None:
-    await tab.goto("/login")
-    await tab.page.get_by_label("Email").fill(email)
-    await tab.page.get_by_label("Password", exact=True).fill(password)
-    await tab.page.get_by_label(role.capitalize() if role != "superadmin" else "Super admin", exact=True).check()
-    await tab.page.get_by_role("button", name="Log in").click()
-    await tab.page.wait_for_url(f"**/{role}/dashboard")
-
-
-async def fill_sign_up(tab: Tab, name: str, email: str, confirm: str = PASSWORD) -> None:
-    """Opens /signup and fills in the name, the email and both passwords."""
-    await tab.goto("/signup")
-    await tab.page.get_by_label("Full name").fill(name)
-    await tab.page.get_by_label("Email").fill(email)
-    await tab.page.get_by_label("Password", exact=True).fill(PASSWORD)
-    await tab.page.get_by_label("Confirm password").fill(confirm)
-
-
-async def progress(tab: Tab) -> int:
-    return int(await tab.page.get_attribute("#ws-progress", "aria-valuenow"))
-
-
-async def shown_seqs(tab: Tab) -> list[int]:
-    return [int(seq) for seq in await tab.page.eval_on_selector_all("#ws-log li", "els => els.map(e => e.dataset.seq)")]
-
-
-async def shown_seqs_end_at(tab: Tab, seq: int) -> bool:
-    shown = await shown_seqs(tab)
-    return bool(shown) and shown[-1] >= seq
-
-
-async def wait_until_async(predicate: Any, timeout: float = 10, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def wait_until(predicate: Any, timeout: float = 20, what: str = "condition") -> None:
-    """Poll a plain predicate (the page and the server share this loop)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 # -- serving static/ ------------------------------------------------------------------------
@@ -482,15 +325,6 @@ new MutationObserver(() => {
 }).observe(document, {subtree: true, childList: true, attributes: true,
                       attributeFilter: ['aria-valuenow', 'data-state', 'hidden']});
 """
-
-
-async def student_tab(server: Any, open_tab: Any, viewport: dict = DESKTOP, **options: Any) -> tuple[Tab, dict]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-        user = await register(client, email=unique_email("ws"), password=PASSWORD, name="Linus Student")
-    tab = await open_tab(server.url, viewport=viewport, **options)
-    await log_in(tab, user["user"]["email"])
-    await tab.page.locator("#workspace").wait_for()
-    return tab, user
 
 
 @pytest.mark.docker

@@ -4,10 +4,10 @@ provider that vouches for that email, the owner must end up the only one
 holding the account."""
 from __future__ import annotations
 
-from tests.accounts_helpers import login, profile
-from tests.test_tokens import refresh
-from tests.conftest import register
-from tests.test_oauth import REDIRECT, api, app, github, google, post  # noqa: F401 - fixtures
+from tests.support.accounts import login, profile
+from tests.support.accounts import refresh
+from tests.support.app import register
+from tests.support.oauth import post, REDIRECT
 
 __all__ = ["api", "app", "github", "google"]
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.test_browser import DESKTOP, browser, docker_servers, open_tab, student_tab  # noqa: F401 - fixtures
-from tests.workspaces_helpers import docker
+from tests.support.browser import DESKTOP, student_tab
+from tests.support.workspaces import docker
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker]
 PHONE = {"width": 390, "height": 844}

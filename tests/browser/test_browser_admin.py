@@ -9,9 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import make_admin, register, unique_email
-from tests.test_browser import (PASSWORD, Tab, api, app, browser, docker_servers, log_in,  # noqa: F401 - fixtures
-                                open_tab)
+from tests.support.app import make_admin, register, unique_email
+from tests.support.browser import log_in, PASSWORD, Tab
 
 pytestmark = pytest.mark.browser
 WIDE = {"width": 1280, "height": 800}

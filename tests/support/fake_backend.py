@@ -1,4 +1,4 @@
-"""An in-memory workspace backend (WORKSPACE_BACKEND=tests.fake_backend:FakeBackend)
+"""An in-memory workspace backend (WORKSPACE_BACKEND=tests.support.fake_backend:FakeBackend)
 for fast lifecycle tests: no engine, no sleeps. It keeps the Backend
 contract (services/workspaces/backend.py) and has switches a test turns:
 

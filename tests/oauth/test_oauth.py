@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 import urllib.parse
 
@@ -15,64 +14,9 @@ import pytest
 
 from services import settings as settings_mod
 from services.settings import SettingsError
-from tests.conftest import TEST_SECRET, auth, register, unique_email
-from tests.fake_oauth import FakeGitHub, FakeGoogle, s256
-
-REDIRECT = "http://localhost:3000/auth/callback"
-OTHER_REDIRECT = "http://localhost:8000/auth/callback"
-VERIFIER = "v" * 43
-
-
-@pytest.fixture
-async def google():
-    fake = await FakeGoogle().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def github():
-    fake = await FakeGitHub().start()
-    yield fake
-    await fake.stop()
-
-
-# Sign-in needs no Docker; keeping the workspace watcher away from the engine
-# also keeps these tests clear of its event stream (see the report on
-# services/workspaces.py close() hanging while that stream is cancelled).
-NO_DOCKER = "unix:///nonexistent/apranova-oauth-tests.sock"
-
-
-def provider_settings(google: FakeGoogle | None = None, github: FakeGitHub | None = None) -> dict:
-    settings: dict = {"oauth_redirect_uris": f"{REDIRECT},{OTHER_REDIRECT}", "oauth_timeout": "3",
-                      "docker_host": NO_DOCKER}
-    if google:
-        settings.update(google_client_id=google.client_id, google_client_secret=google.client_secret,
-                        google_authorize_url=google.url + google.authorize_path,
-                        google_token_url=google.url + google.token_path, google_jwks_url=google.url + "/certs",
-                        google_issuer=google.issuer)
-    if github:
-        settings.update(github_client_id=github.client_id, github_client_secret=github.client_secret,
-                        github_authorize_url=github.url + github.authorize_path,
-                        github_token_url=github.url + github.token_path, github_api_base=github.api_base)
-    return settings
-
-
-@pytest.fixture
-async def app(start_server, google, github):
-    return await start_server(**provider_settings(google, github))
-
-
-@pytest.fixture
-async def api(app):
-    async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
-        yield http
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+from tests.support.app import auth, register, TEST_SECRET, unique_email
+from tests.support.fake_oauth import s256
+from tests.support.oauth import closed_port_url, OTHER_REDIRECT, post, provider_settings, REDIRECT, VERIFIER
 
 
 async def full_flow(api: httpx.AsyncClient, provider: str, redirect_uri: str = REDIRECT) -> tuple[dict, dict]:
@@ -92,10 +36,6 @@ async def full_flow(api: httpx.AsyncClient, provider: str, redirect_uri: str = R
         "code": back["code"], "redirect_uri": redirect_uri, "state": back["state"],
         "code_verifier": start["code_verifier"]})
     return start, response
-
-
-async def post(api: httpx.AsyncClient, provider: str, code: str, redirect_uri: str = REDIRECT, **extra) -> httpx.Response:
-    return await api.post(f"/api/auth/{provider}/", json={"code": code, "redirect_uri": redirect_uri, **extra})
 
 
 async def assert_oauth_failed(response: httpx.Response, words: str) -> dict:

@@ -25,9 +25,12 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 
-from tests.conftest import ARTIFACTS, auth, require_or_skip
-from tests.test_browser import browser, open_tab, student_tab  # noqa: F401 (the session's Chromium)
-from tests.workspaces_helpers import docker, wait_for_state
+from tests.support.app import ARTIFACTS, auth, require_or_skip
+from tests.support.browser import student_tab
+from tests.support.workspaces import docker, wait_for_state
+
+# Every test here starts the real code-server image on the Docker engine.
+pytestmark = pytest.mark.docker
 
 CODE_SERVER_IMAGE = os.environ.get("WORKSPACE_CODE_SERVER_IMAGE", "apranova/workspace-slim:latest")
 HOME = "/home/coder"

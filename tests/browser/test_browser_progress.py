@@ -17,14 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ARTIFACTS, register, unique_email
-from tests.test_browser import (PASSWORD, SLOW_START, Tab, browser, docker_servers, log_in,  # noqa: F401
-                                open_tab, progress, shown_seqs)
+from tests.support.app import ARTIFACTS, register, unique_email
+from tests.support.browser import log_in, PASSWORD, progress, shown_seqs, SLOW_START, Tab
 
 pytestmark = pytest.mark.browser
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-FAKE = "tests.fake_backend:FakeBackend"
+FAKE = "tests.support.fake_backend:FakeBackend"
 # What a student must never read: the engine's words.
 OPERATOR_WORDS = ("27101", "pull policy", "apranova/", "Docker", "exit code", "port ")
 

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import register, unique_email
-from tests.test_browser import (DESKTOP, PASSWORD, api, app, browser, docker_servers, log_in,  # noqa: F401
-                                open_tab, student_tab)
+from tests.support.app import register, unique_email
+from tests.support.browser import DESKTOP, log_in, PASSWORD, student_tab
 
 pytestmark = pytest.mark.browser
 
