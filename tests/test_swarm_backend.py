@@ -144,5 +144,12 @@ async def test_a_lost_node_fails_its_workspace_saying_the_machine_went_away(clus
             event = await server.db.workspace_events.find_one({"workspace_id": doc["_id"], "seq": doc["seq"]})
             assert (event["kind"], event["reason"]) == ("failure", "lost")
             print(f"node loss -> failed in {seconds:.1f} s")
+            # Its files are on node 2: a start while node 2 is down fails at once, saying so.
+            started = time.monotonic()
+            again = (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()
+            assert again["state"] == "failed" and time.monotonic() - started < 20, again
+            doc = await server.services.workspaces.find(user["user"]["id"])
+            event = await server.db.workspace_events.find_one({"workspace_id": doc["_id"], "seq": doc["seq"]})
+            assert f"({node2.hostname}) is down" in event["detail"], event
         finally:
             cluster.restart_node("node2")

@@ -142,19 +142,25 @@ class SwarmBackend(DockerBackend):
             raise BackendError("Could not create the workspace service; try again.")
         await run.say("Service created")
         try:
-            return await self._placed(service_id, run)
+            return await self._placed(service_id, run, spec)
         except BaseException:
             await engine.remove_service(service_id)
             raise
 
-    async def _placed(self, service_id: str, run: Run) -> Launched:
-        """Follow the task until it runs, telling its phases (the node by name)."""
+    async def _placed(self, service_id: str, run: Run, spec: IdeSpec) -> Launched:
+        """Follow the task until it runs, telling its phases (the node by
+        name). A task pinned to a node that is down would wait for it: that
+        fails at once instead."""
         deadline, told = time.monotonic() + self.settings.workspace_ready_timeout, set()
+        pinned = str(spec.placement.get("constraint", "")).removeprefix("node.id==")
         while time.monotonic() < deadline:
             task = translate.latest(await self._engine().tasks([service_id]), service_id)
             state = (task or {}).get("Status", {}).get("State", "")
-            nodes = await self._engine().nodes() if task and task.get("NodeID") else {}
+            nodes = await self._engine().nodes() if pinned or (task and task.get("NodeID")) else {}
             node = nodes.get((task or {}).get("NodeID"))
+            if pinned and state in ("", "new", "pending", "allocated") and translate.node_down(nodes.get(pinned)):
+                raise BackendError(f"The node holding the workspace's files ({spec.placement.get('node')}) is down: "
+                                   f"{MACHINE_LOST}.")
             for phase in translate.PHASES:
                 if phase not in told and _reached(state, phase):
                     told.add(phase)
