@@ -22,14 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.swarm_net import HostSnapshot, Net, free_subnet, sh
+from tests.support.app import require_or_skip
+from tests.support.swarm_net import HostSnapshot, Net, free_subnet
 from tests.support.swarm_node import Node, alive
 from tests.support.swarm_registry import Registry, free_port
 
 RUN_ROOT = Path("/run/apranova-swarm")
 DATA_ROOT = Path("/var/lib/apranova-swarm")
 ENV_JSON = RUN_ROOT / "env.json"
-IN_CI = os.environ.get("CI") == "true"
 
 
 @dataclass
@@ -259,25 +259,20 @@ def missing_tools() -> list[str]:
     return missing
 
 
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"the two-node test swarm is required when CI=true: {reason}")
-    pytest.skip(f"two-node test swarm not available: {reason}")
-
-
 @pytest.fixture(scope="session")
 def swarm_cluster():
     """A two-node swarm for the whole session; torn down at its end, and the
     teardown fails the session if the host did not end as it began."""
     if missing := missing_tools():
-        _unavailable("missing " + ", ".join(missing))
+        require_or_skip(False, "the two-node test swarm (missing " + ", ".join(missing) + ")")
     reap_stale()
     env = SwarmEnv(f"aswt{os.getpid() % 10000}")
     try:
         env.up(owner=os.getpid())
     except Exception as err:  # noqa: BLE001 - any bring-up failure is reported the same way
         problems = env.down()
-        _unavailable(f"bring-up failed: {err}" + (f"; teardown: {problems}" if problems else ""))
+        teardown = f"; teardown: {problems}" if problems else ""
+        require_or_skip(False, f"the two-node test swarm (bring-up failed: {err}{teardown})")
     try:
         yield SwarmCluster(env)
     finally:
