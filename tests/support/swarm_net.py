@@ -133,6 +133,9 @@ def link_names() -> set[str]:
 # not ours, so the before/after comparison ignores them.
 _MAIN_ENGINE_LINK = re.compile(r"^(br-[0-9a-f]{12}|veth[0-9a-f]{7})$")
 _MAIN_ENGINE_RULE = re.compile(r"br-[0-9a-f]{12}|^:DOCKER|-j DOCKER|--to-destination 172\.|-[sd] 172\.")
+# Every test swarm's names start with "asw" (aswt<pid>, aswdev): another
+# one's links and rules (a second run on the same machine) are not this one's.
+_TEST_SWARM = re.compile(r"\basw[a-z0-9]+")
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
 
 
@@ -162,10 +165,18 @@ class HostSnapshot:
         """What changed on the host that is not the main engine's doing; any
         rule or link naming our tag counts even if it looks like Docker's."""
         out = []
+
+        def others(text: str) -> bool:
+            return tag not in text and bool(_TEST_SWARM.search(text))
+
         for line in sorted(self.rules ^ later.rules):
+            if others(line):
+                continue
             if tag in line or not _MAIN_ENGINE_RULE.search(line):
                 out.append(("+ " if line in later.rules else "- ") + f"iptables: {line}")
         for link in sorted(self.links ^ later.links):
+            if others(link):
+                continue
             if tag in link or not _MAIN_ENGINE_LINK.match(link):
                 out.append(("+ " if link in later.links else "- ") + f"link: {link}")
         return out
