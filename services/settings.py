@@ -16,7 +16,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable
 
-from services.setting_parsers import (boolean, csv_list, http_url, networks, number, optional_http_url, origins, port,
+from services.setting_parsers import (boolean, byte_size, csv_list, http_url, networks, number, optional_http_url, origins, port,
                                       prices, rate, statuses, tracks, whole_number)
 
 DEFAULT_TRACKS = "DP=Data Professional,FSD=Full-Stack Developer"
@@ -128,6 +128,16 @@ SETTINGS: list[Setting] = [
     S("WORKSPACE_READY_STATUSES", "200", "Comma-separated HTTP statuses of WORKSPACE_READY_PATH that mean ready.",
       statuses, group="workspaces"),
     S("WORKSPACE_READY_HOST", "", "Host the readiness probe connects to (empty: WORKSPACE_HOST_IP, or 127.0.0.1 when that is 0.0.0.0).", group="workspaces"),
+    # workspace disk quotas (services/workspaces/quota.py, docker_disk.py)
+    S("WORKSPACE_DISK_QUOTA", "", "Disk space per workspace home, with a unit (e.g. 2GiB, 512MiB); the kernel enforces it "
+      "(an ext4 image per home on a loop device). Empty or 0: unlimited, as before. Homes made before it was set stay "
+      "unlimited (README: moving a home onto a quota).", byte_size, group="workspaces"),
+    S("WORKSPACE_DISK_DIR", "", "Directory on the Docker host holding the homes' disk images (empty: "
+      "<Docker root dir>/apranova-disks/<INSTANCE_NAME>, the file system of Docker's own volumes).", group="workspaces"),
+    S("WORKSPACE_DISK_TOOLS_IMAGE", "", "Image the disk helper runs (needs sh, truncate, stat, df, mkfs.ext4, e2fsck, "
+      "resize2fs, losetup, flock; empty: WORKSPACE_IMAGE, which has them).", group="workspaces"),
+    S("WORKSPACE_DISK_LOW_WATER", "2GiB", "Below this much free space on the file system of WORKSPACE_DISK_DIR, new "
+      "workspaces are refused (existing ones keep running). 0: never refuse.", byte_size, group="workspaces"),
     # workspace culling (services/workspaces/culler.py)
     S("WORKSPACE_IDLE_TIMEOUT", "1800", "Seconds without activity (proxied traffic, a start, a keep-running call) after "
       "which a running workspace is stopped, its files kept. 0: never.", number, group="workspaces"),

@@ -50,6 +50,7 @@ class WorkspaceSpec:
     owner_id: int
     password: str
     port: int | None = None
+    disk_quota: int = 0  # bytes of the home (0: unlimited); see quota.py
 
 
 @dataclass(frozen=True)

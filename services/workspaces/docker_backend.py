@@ -19,6 +19,7 @@ from services.docker import DockerEngine, DockerError, DockerUnavailable, contai
 from services.settings import Settings, ide_password_on, without_ide_password
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
                                          LifecycleEvent, PortBook, Progress, Usage, WorkspaceSpec)
+from services.workspaces.docker_disk import DockerDisks
 from services.workspaces.docker_support import (HOME, ICC_OFF, chown_config, engine_errors, lifecycle_events,
                                                 network_ip, published_port, usage_of)
 from services.workspaces.probe import http_status
@@ -40,6 +41,7 @@ class DockerBackend:
             log.error("DOCKER_HOST %r cannot be used (%s); workspaces are unavailable", settings.docker_host, exc)
             self.engine = None
         self._bad_ports: dict[int, float] = {}
+        self.disks = DockerDisks(settings, self.engine) if self.engine is not None else None  # disk quotas
         self._oom: set[str] = set()
 
     @property
@@ -112,11 +114,14 @@ class DockerBackend:
         chown may not have finished: it runs again."""
         engine, (home, _), setup = self._engine(), self.volumes(spec), f"{self.ref(spec)}-home-setup"
         with engine_errors("Docker refused to prepare the workspace's home volume"):
+            # Disk quota (docker_disk.py): the ext4 image's device, or None for an unlimited home.
+            options = await self.disks.prepare(home, spec.disk_quota, self.ref(spec)) \
+                if spec.disk_quota and self.disks else None
             if await engine.volume_exists(home):
                 if await engine.inspect_container(setup) is None:
                     return
             else:
-                await engine.ensure_volume(home, self.labels(spec))
+                await engine.ensure_volume(home, self.labels(spec), options)
             config = chown_config(self.settings.workspace_image, home, self.settings.workspace_user,
                                   {"apranova.instance": self.instance, "apranova.role": "home-setup"})
             try:
@@ -130,8 +135,25 @@ class DockerBackend:
 
     async def remove_storage(self, spec: WorkspaceSpec) -> None:
         with engine_errors("Docker refused the operation"):
+            home = self.volumes(spec)[0]
+            quota = ((await self._engine().inspect_volume(home) or {}).get("Options") or {}).get("device")
             for volume in self.volumes(spec):
                 await self._engine().remove_volume(volume)
+            if (quota or self.settings.workspace_disk_quota) and self.disks:  # its disk image too (docker_disk.py)
+                await self.disks.remove([home])
+
+    # -- disk quotas (docker_disk.py; quota.py calls these) ----------------------------------
+    async def disk_usage(self, spec: WorkspaceSpec) -> tuple[int, int] | None:
+        with engine_errors("Docker refused to read the workspace's disk use"):
+            return await self.disks.usage(self.ref(spec)) if self.disks else None
+
+    async def disk_free(self) -> int | None:
+        with engine_errors("Docker refused to read the host's free space"):
+            return await self.disks.free() if self.disks else None
+
+    async def remove_orphan_disks(self, owned: set[int]) -> list[str]:
+        with engine_errors("Docker refused to list the disk images"):
+            return await self.disks.remove_orphans(f"{self.instance}-ws-", owned) if self.disks else []
 
     async def prepare_image(self) -> AsyncIterator[Progress]:
         engine, image, policy = self._engine(), self.settings.workspace_image, self.settings.workspace_pull_policy

@@ -22,6 +22,7 @@ from services.settings import Settings
 from services.workspaces import messages
 from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Launched, WorkspaceSpec
 from services.workspaces.lifecycle import Lifecycle, State, Superseded
+from services.workspaces.quota import quota_of
 from services.workspaces.store import WorkspaceStore, ide_password
 
 log = logging.getLogger("apranova.workspaces")
@@ -88,7 +89,8 @@ class Provisioner:
 
     def spec(self, doc: dict) -> WorkspaceSpec:
         """What the backend is told of a workspace."""
-        return WorkspaceSpec(doc["_id"], doc["owner_id"], ide_password(self.password_key, doc), doc.get("port"))
+        return WorkspaceSpec(doc["_id"], doc["owner_id"], ide_password(self.password_key, doc), doc.get("port"),
+                             quota_of(doc, self.settings))
 
     @contextlib.asynccontextmanager
     async def working_on(self, doc: dict) -> AsyncIterator[None]:
