@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a tiny local image holding the tools the server's disk helper runs
 # (WORKSPACE_DISK_TOOLS_IMAGE, see README "Disk quotas"): busybox for the
-# shell, truncate, stat and mount, plus the host's own mkfs.ext4, resize2fs,
+# shell, truncate, stat and df, plus the host's own mkfs.ext4, e2fsck, resize2fs,
 # losetup and flock with the libraries they load, at the paths Debian gives
 # them (the helper calls them by full path: busybox's shell would otherwise
 # prefer its own, smaller applets). The tests use it with the
@@ -14,7 +14,7 @@
 set -euo pipefail
 IMAGE="${1:-${WORKSPACE_DISK_TOOLS_TEST_IMAGE:-apranova/disk-tools:1}}"
 BUSYBOX="${BUSYBOX:-/bin/busybox}"
-TOOLS=(/usr/sbin/mke2fs /usr/sbin/resize2fs /usr/sbin/losetup /usr/bin/flock)
+TOOLS=(/usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/resize2fs /usr/sbin/losetup /usr/bin/flock)
 for tool in "$BUSYBOX" "${TOOLS[@]}"; do
   [ -x "$tool" ] || { echo "build-disk-tools-image: $tool missing (apt-get install busybox-static e2fsprogs util-linux mount)" >&2; exit 1; }
 done

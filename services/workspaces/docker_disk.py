@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import uuid
 
 from services.docker import DockerEngine
 from services.settings import Settings
@@ -116,7 +117,8 @@ class DockerDisks:
         }
         if devices:  # losetup: CAP_SYS_ADMIN, the loop devices and /dev/loop-control
             config["HostConfig"].update(CapAdd=["SYS_ADMIN"], DeviceCgroupRules=["b 7:* rwm", "c 10:237 rwm"])
-        code, output = await self.engine.run_capture(f"{s.instance_name}-disk-{name}", config)
+        # A name of its own per call: two helpers of one home at once wait on the lock, not remove each other.
+        code, output = await self.engine.run_capture(f"{s.instance_name}-disk-{name}-{uuid.uuid4().hex[:8]}", config)
         if code != 0:
             log.warning("disk helper %s failed (exit code %s): %s", name, code, output.strip()[-500:])
             raise BackendError(f"The disk helper failed (exit code {code}): {output.strip()[-200:]}")
@@ -182,7 +184,7 @@ class DockerDisks:
         """(used, size) bytes of a running workspace's quota'd home: `df` in
         the container, as its user. None when not running or not quota'd
         (a home on the host's file system would show the host's figures)."""
-        output = await self.engine.exec_output(container, ["df", "-P", "-k", HOME],
+        output = await self.engine.exec_output(container, ["/bin/sh", "-c", f"df -P -k {HOME}"],
                                                self.settings.workspace_user)
         figures = df_figures(output or "")
         if figures is None or not figures[0].startswith("/dev/loop"):

@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from services.errors import ApiError
+from services.errors import ApiError, Conflict, NotFound
 from services.settings import Settings
 from services.workspaces.backend import Backend, BackendError, BackendUnavailable, WorkspaceSpec
 from services.workspaces.lifecycle import Lifecycle
@@ -97,6 +97,18 @@ class DiskWatch:
             log.warning("refusing a new workspace: %d bytes free for homes, below WORKSPACE_DISK_LOW_WATER (%d)",
                         self.host_free, mark)
             raise ApiError(503, *LOW_SPACE)
+
+    async def set_quota(self, owner_id: int, quota: int) -> dict:
+        """An admin's larger quota for one workspace (its home grows at the
+        next start); 409 when it is below the one in effect."""
+        doc = await self.store.of_owner(owner_id)
+        if doc is None or doc["state"] == "deleted":
+            raise NotFound("This user has no workspace.", error="Workspace not found")
+        current = quota_of(doc, self.settings)
+        if current and quota < current:
+            raise Conflict(f"A quota only grows: this workspace has {amount(current, current).split(' of ')[1]} "
+                           "now (a file system is not shrunk under the student's files).")
+        return await self.store.set_disk_quota(owner_id, quota) or doc
 
     async def round(self) -> None:
         """One measuring round (the culler calls it)."""

@@ -74,6 +74,11 @@ class WorkspaceStore:
         """The latest disk reading (quota.py), without a new version (bookkeeping)."""
         await self.workspaces.update_one({"_id": workspace_id}, {"$set": {"disk": reading}})
 
+    async def disk_readings(self) -> list[tuple[int, int, int]]:
+        """(owner id, used, size) of every workspace with a disk reading, not deleted."""
+        return [(d["owner_id"], d["disk"]["used"], d["disk"]["size"]) async for d in self.workspaces.find(
+            {"disk": {"$exists": True}, "state": {"$ne": "deleted"}}, {"owner_id": 1, "disk": 1})]
+
     async def set_disk_quota(self, owner_id: int, quota: int) -> dict | None:
         """An admin's quota for one student's workspace (applied at its next
         start); the document after, None when the user has none."""
