@@ -15,6 +15,7 @@ is an evented "warn" change: the student's status socket shows it.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from typing import Any
@@ -75,7 +76,8 @@ def disk_fields(doc: dict) -> dict[str, Any]:
 class DiskWatch:
     def __init__(self, lifecycle: Lifecycle, store: WorkspaceStore, backend: Backend, settings: Settings):
         self.lifecycle, self.store, self.backend, self.settings = lifecycle, store, backend, settings
-        self.host_free: int | None = None  # the last reading, for /metrics
+        self.host_free: int | None = None  # the last reading, for /metrics and the low-water mark
+        self._reading: asyncio.Future | None = None  # a first reading under way (held: never collected)
 
     @property
     def measures(self) -> bool:
@@ -83,20 +85,28 @@ class DiskWatch:
 
     async def admit(self) -> None:
         """Refuse a new workspace (503) while the host's free space for
-        homes is below WORKSPACE_DISK_LOW_WATER. A reading that cannot be
-        had lets it through (logged): a broken gauge must not lock a class out."""
+        homes, as last read, is below WORKSPACE_DISK_LOW_WATER. Never waits
+        for a reading (a helper container takes a second or more; a create
+        answers at once): none yet starts one in the background and lets
+        this one through, as does a reading that fails (logged): a broken
+        gauge must not lock a class out."""
         mark = self.settings.workspace_disk_low_water
         if not mark or not hasattr(self.backend, "disk_free"):
             return
+        if self.host_free is None:
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.ensure_future(self.read_free())
+            return
+        if self.host_free < mark:
+            log.warning("refusing a new workspace: %d bytes free for homes, below WORKSPACE_DISK_LOW_WATER (%d)",
+                        self.host_free, mark)
+            raise ApiError(503, *LOW_SPACE)
+
+    async def read_free(self) -> None:
         try:
             self.host_free = await self.backend.disk_free()  # type: ignore[attr-defined]
         except (BackendError, BackendUnavailable) as exc:
             log.warning("host free space unknown (%s); not refusing new workspaces", exc)
-            return
-        if self.host_free is not None and self.host_free < mark:
-            log.warning("refusing a new workspace: %d bytes free for homes, below WORKSPACE_DISK_LOW_WATER (%d)",
-                        self.host_free, mark)
-            raise ApiError(503, *LOW_SPACE)
 
     async def set_quota(self, owner_id: int, quota: int) -> dict:
         """An admin's larger quota for one workspace (its home grows at the
@@ -122,10 +132,7 @@ class DiskWatch:
                 await self.measure(doc)
         if hasattr(self.backend, "disk_free") and (self.settings.workspace_disk_quota or
                                                    self.settings.workspace_disk_low_water):
-            try:
-                self.host_free = await self.backend.disk_free()  # type: ignore[attr-defined]
-            except (BackendError, BackendUnavailable) as exc:
-                log.warning("host free space unknown: %s", exc)
+            await self.read_free()  # at most one helper per 30 s (docker_disk.FREE_FRESH_SECONDS)
 
     async def measure(self, doc: dict) -> None:
         spec = WorkspaceSpec(doc["_id"], doc["owner_id"], "", doc.get("port"))
