@@ -11,8 +11,8 @@ from __future__ import annotations
 from handlers.base import INT64_MAX, APIHandler, Operation, query_int
 from models.accounts import ROLES
 from models.admin import (MAX_PAGE_SIZE, MAX_QUERY, WORKSPACE_STATES, AdminUserCreate, AdminUserListOut,
-                          AdminUserOut, AdminUserUpdate, AdminWorkspaceActionOut, DiskQuotaIn, DiskQuotaOut, AdminWorkspacePage, AuditPage,
-                          StudentPage, WorkspaceEventPage, admin_user_model, admin_workspace_model, audit_model,
+                          AdminUserOut, AdminUserUpdate, AdminWorkspaceActionOut, AdminWorkspacePage, AuditPage,
+                          DiskQuotaIn, DiskQuotaOut, StudentPage, WorkspaceEventPage, admin_user_model, admin_workspace_model, audit_model,
                           event_model, student_model)
 from models.common import ErrorOut
 from services.admin import require_admin

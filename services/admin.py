@@ -210,8 +210,8 @@ class AdminService:
         rows, count = await list_workspaces(self.db, state, skip, limit)
         usage = await self.services.workspaces.usage([doc for doc, _ in rows])
         settings = self.services.settings  # the quota in effect (quota.py), not only an admin's own
-        return [({**doc, "disk_quota": quota_of(doc, settings)}, owner, usage.get(doc["_id"])) for doc, owner in rows], \
-            count
+        rows = [({**doc, "disk_quota": quota_of(doc, settings)}, owner) for doc, owner in rows]
+        return [(doc, owner, usage.get(doc["_id"])) for doc, owner in rows], count
 
     async def set_disk_quota(self, actor: dict, user_id: int, quota: int) -> dict:
         """Give one student's workspace a larger disk quota (quota.py), audited."""

@@ -107,6 +107,12 @@ class DiskWatch:
             self.host_free = await self.backend.disk_free()  # type: ignore[attr-defined]
         except (BackendError, BackendUnavailable) as exc:
             log.warning("host free space unknown (%s); not refusing new workspaces", exc)
+        except Exception as exc:  # noqa: BLE001 - a gauge read in the background must never surface (shutdown)
+            log.warning("host free space not read: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
 
     async def set_quota(self, owner_id: int, quota: int) -> dict:
         """An admin's larger quota for one workspace (its home grows at the

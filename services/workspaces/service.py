@@ -140,6 +140,7 @@ class WorkspaceService:
         await self.events.close()
         await self.culler.close()
         self.usage_sampler.close()
+        self.disk.close()
         await self.reconciler.close()
         await self.provisioner.close()
         await self.backend.close()
