@@ -7,8 +7,8 @@ docker_disk.py), on the real Docker engine with the busybox stand-in image
 and the disk-tools image (workspace-image/build-disk-tools-image.sh):
 1. preparing N quota'd homes (64 MiB images: make, mkfs, attach; one helper
    container each), sequentially: seconds per home;
-2. one measuring round over N running workspaces (one `df` exec each, as the
-   culler's round does): the round's time, and ms per workspace;
+2. one measuring round over N running workspaces (one `df` exec each, 4 at
+   once, as the culler's round does): the round's time, and ms per workspace;
 3. one host free-space survey (a helper container).
 Everything it makes (containers, volumes, loop devices, image files) is
 removed at the end.
@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from services import settings as settings_mod  # noqa: E402
 from services.docker import DockerEngine  # noqa: E402
 from services.workspaces.docker_disk import DockerDisks  # noqa: E402
+from services.workspaces.quota import MEASURE_LANES  # noqa: E402
 
 TEST_IMAGE, TOOLS = "apranova/workspace-test:2", "apranova/disk-tools:1"
 
@@ -59,8 +60,12 @@ async def main(count: int, rounds: int) -> None:
         times = []
         for _ in range(rounds):
             started = time.monotonic()
-            for n in range(count):
-                assert await disks.usage(f"{instance}-c{n}") is not None
+            lanes = asyncio.Semaphore(MEASURE_LANES)  # as DiskWatch.round does
+
+            async def one(n: int) -> None:
+                async with lanes:
+                    assert await disks.usage(f"{instance}-c{n}") is not None
+            await asyncio.gather(*(one(n) for n in range(count)))
             times.append(time.monotonic() - started)
         started = time.monotonic()
         free, _ = await disks.survey()
