@@ -50,7 +50,7 @@ async def main(count: int, rounds: int) -> None:
     try:
         started = time.monotonic()
         for home in homes:
-            options = await disks.prepare(home, 64 * 1024 ** 2, f"{home}-c")
+            options = await disks.prepare(home, 64 * 1024 ** 2, f"{home}-c", {"apranova.instance": instance})
             await engine.ensure_volume(home, {"apranova.instance": instance}, options)
         prepare = (time.monotonic() - started) / count
         for n, home in enumerate(homes):

@@ -201,7 +201,7 @@ async def test_many_ensures_at_once_attach_each_image_once(servers, disk_dir):
     backend = server.services.workspaces.backend
     specs = [WorkspaceSpec(f"w{n}", 900000 + n, "", None, 64 * MIB) for n in range(3)]
     homes = [backend.volumes(spec)[0] for spec in specs]
-    answers = await asyncio.gather(*(backend.disks.prepare(home, 64 * MIB, f"{home}-c") for home in homes
+    answers = await asyncio.gather(*(backend.disks.prepare(home, 64 * MIB, f"{home}-c", {}) for home in homes
                                      for _ in range(4)))
     by_home = [{answer["device"] for answer in answers[n * 4:(n + 1) * 4]} for n in range(3)]
     assert all(len(devices) == 1 for devices in by_home)  # every caller of one home got the same device
@@ -211,3 +211,37 @@ async def test_many_ensures_at_once_attach_each_image_once(servers, disk_dir):
         assert (await backend.engine.inspect_volume(home))["Options"]["device"] in devices
     await asyncio.gather(*(backend.remove_storage(spec) for spec in specs))
     assert loops_of(disk_dir) == [] and not list(disk_dir.glob("*.ext4"))
+
+
+async def test_old_homes_stay_unlimited_and_a_lost_loop_device_is_attached_again(servers, disk_dir, tmp_path):
+    plain = await servers.start()  # no quota: a plain volume, as before
+    async with httpx.AsyncClient(base_url=plain.url, timeout=60) as client:
+        old, _ = await running_workspace(client)
+    database = plain.services.settings.mongodb_db
+    await servers.stop(plain)
+    server = await servers.start(**quota_settings(disk_dir), mongodb_db=database)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        assert (await client.post(CREATE, headers=auth(old), json={"wait": True})).json()["state"] == "running"
+        old_home = f"{servers.instance}-ws-{old['user']['id']}-home"
+        assert not (disk_dir / f"{old_home}.ext4").exists()
+        assert docker("volume", "inspect", "-f", "{{len .Options}}", old_home) == "0"  # still a plain volume
+
+        student, _ = await running_workspace(client)
+        container = f"{servers.instance}-ws-{student['user']['id']}"
+        assert exec_in(container, "echo mine >/home/coder/keep && echo ok").stdout.strip() == "ok"
+        assert (await client.post("/api/users/workspace/stop/", headers=auth(student))).status_code == 200
+        # As after a reboot: the image's loop device is gone, and its number is taken by another file.
+        (loop,) = loops_of(disk_dir)
+        subprocess.run(["losetup", "-d", loop], check=True)
+        squatter = tmp_path / "squatter.img"
+        subprocess.run(["truncate", "-s", "1M", str(squatter)], check=True)
+        taken = subprocess.run(["losetup", "--show", loop, str(squatter)], capture_output=True, text=True)
+        try:
+            again = (await client.post(CREATE, headers=auth(student), json={"wait": True})).json()
+            assert again["state"] == "running", again
+            device = docker("volume", "inspect", "-f", "{{.Options.device}}", f"{container}-home")
+            assert device in loops_of(disk_dir) and (taken.returncode != 0 or device != loop)
+            assert exec_in(container, "cat /home/coder/keep").stdout.strip() == "mine"
+        finally:
+            if taken.returncode == 0:
+                subprocess.run(["losetup", "-d", loop], check=False)

@@ -115,8 +115,8 @@ class DockerBackend:
         engine, (home, _), setup = self._engine(), self.volumes(spec), f"{self.ref(spec)}-home-setup"
         with engine_errors("Docker refused to prepare the workspace's home volume"):
             # Disk quota (docker_disk.py): the ext4 image's device, or None for an unlimited home.
-            options = await self.disks.prepare(home, spec.disk_quota, self.ref(spec)) \
-                if spec.disk_quota and self.disks else None
+            options = await self.disks.prepare(home, spec.disk_quota, self.ref(spec), self.labels(spec)) \
+                if self.disks else None
             if await engine.volume_exists(home):
                 if await engine.inspect_container(setup) is None:
                     return

@@ -124,15 +124,18 @@ class DockerDisks:
             raise BackendError(f"The disk helper failed (exit code {code}): {output.strip()[-200:]}")
         return output
 
-    async def prepare(self, home: str, quota: int, container: str) -> dict[str, str] | None:
+    async def prepare(self, home: str, quota: int, container: str, labels: dict[str, str]) -> dict[str, str] | None:
         """The local driver's options of the quota'd `home` (image made,
-        attached and grown to `quota` as needed), or None when `home` is a
-        volume from before quotas, which stays unlimited. A volume naming
-        another device than the image's now is removed, with the stopped
-        `container` that refers to it, so that the caller makes it again."""
+        attached and grown to `quota` as needed), or None for an unlimited
+        home (`quota` 0 and no image volume, or a volume from before quotas). A volume naming
+        another device than the image's now is made again (`labels`), after
+        removing the stopped `container` that refers to it; its files are
+        the image's, already the user's (no chown again)."""
         volume = await self.engine.inspect_volume(home)
-        if volume is not None and not (volume.get("Options") or {}).get("device"):
-            return None
+        if (volume is None and not quota) or (volume is not None and not (volume.get("Options") or {}).get("device")):
+            return None  # an unlimited home, new or from before quotas
+        # A quota'd home is checked at every start, even with the quota since turned off: after a
+        # reboot its volume's device number may name another student's image.
         output = await self._helper(home, ENSURE, {"NAME": home, "SIZE": str(quota)})
         found = re.search(r"^loop=(/dev/loop\d+)\s*$", output, re.M)
         if found is None:
@@ -144,6 +147,7 @@ class DockerDisks:
             log.info("home %s: its image is now on %s; making the volume again", home, found[1])
             await self.engine.remove_container(container)
             await self.engine.remove_volume(home)
+            await self.engine.ensure_volume(home, labels, options)
         return options
 
     async def remove(self, homes: list[str]) -> None:
