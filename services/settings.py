@@ -292,6 +292,10 @@ def validate(settings: Settings) -> None:
     if not 0 < settings.workspace_cull_interval <= 3600:
         raise SettingsError("WORKSPACE_CULL_INTERVAL must be more than 0 and at most 3600 seconds")
     workspace_host_regex(settings)
+    if settings.workspace_disk_quota and settings.workspace_disk_quota < 16 * 1024 ** 2:
+        raise SettingsError("WORKSPACE_DISK_QUOTA must be empty (unlimited) or at least 16MiB")
+    if settings.workspace_disk_dir and not settings.workspace_disk_dir.startswith("/"):
+        raise SettingsError("WORKSPACE_DISK_DIR must be an absolute path on the Docker host")
     if settings.proxy_max_body_bytes < 0 or not 0 < settings.proxy_connect_timeout <= 300 \
             or settings.proxy_idle_timeout <= 0 or not 1 <= settings.proxy_ticket_seconds <= 3600:
         raise SettingsError("PROXY_MAX_BODY_BYTES must be >= 0, PROXY_CONNECT_TIMEOUT in (0, 300], "

@@ -16,15 +16,23 @@ MIB, GIB = 1024 ** 2, 1024 ** 3
 
 
 @pytest.mark.parametrize("raw, expected", [("", 0), ("0", 0), ("2GiB", 2 * GIB), ("512m", 512 * MIB),
-                                           ("1.5g", int(1.5 * GIB)), ("65536", 65536), (" 4 gb ", 4 * GIB)])
+                                           ("1.5g", int(1.5 * GIB)), ("67108864", 64 * MIB), (" 4 gb ", 4 * GIB)])
 def test_sizes_read_as_docker_reads_them(raw, expected):
     assert settings_mod.load(environ={"WORKSPACE_DISK_QUOTA": raw}).workspace_disk_quota == expected
+    assert settings_mod.load(environ={"WORKSPACE_DISK_LOW_WATER": raw}).workspace_disk_low_water == expected
 
 
 @pytest.mark.parametrize("raw", ["lots", "2 GiBs", "-1g", "1e9"])
 def test_a_bad_size_names_the_setting(raw):
     with pytest.raises(settings_mod.SettingsError, match="WORKSPACE_DISK_LOW_WATER"):
         settings_mod.load(environ={"WORKSPACE_DISK_LOW_WATER": raw})
+
+
+@pytest.mark.parametrize("values, named", [({"WORKSPACE_DISK_QUOTA": "1MiB"}, "WORKSPACE_DISK_QUOTA"),
+                                           ({"WORKSPACE_DISK_DIR": "disks"}, "WORKSPACE_DISK_DIR")])
+def test_unusable_quota_settings_refuse_to_start(values, named):
+    with pytest.raises(settings_mod.SettingsError, match=named):
+        settings_mod.load(environ=values)
 
 
 def test_the_student_reads_figures_and_what_to_do_not_how_it_works():
