@@ -42,3 +42,31 @@ async def test_the_dashboard_shows_disk_use_and_warns_before_it_is_full(docker_s
     await page.reload()  # the figure comes back with the snapshot
     await page.wait_for_function("() => /^Storage: /.test(document.querySelector('#ws-disk')?.textContent || '')",
                                  timeout=20000)
+
+
+async def test_the_admin_console_shows_each_homes_disk_use(docker_servers, open_tab, disk_dir) -> None:
+    import httpx
+
+    from tests.conftest import make_admin, register
+    from tests.test_browser import PASSWORD, log_in
+    server = await docker_servers.start(**quota_settings(disk_dir))
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        admin = await make_admin(server, client)
+        student = await register(client, name="Dora Disk", password=PASSWORD)
+        created = await client.post("/api/users/workspace/create/", json={"wait": True},
+                                    headers={"Authorization": f"Bearer {student['access']}"})
+        assert created.json()["state"] == "running", created.text
+    exec_in(f"{docker_servers.instance}-ws-{student['user']['id']}", "dd if=/dev/zero of=/home/coder/a bs=1M count=8")
+    for viewport, name in (({"width": 1280, "height": 800}, "wide"), (PHONE, "phone")):
+        tab = await open_tab(server.url, viewport=viewport)
+        await log_in(tab, admin["user"]["email"], role="admin", password=admin["password"])
+        row = tab.page.locator("#workspaces tbody tr", has_text="Dora Disk")
+        await row.wait_for()
+        for _ in range(40):  # the first reading lands within a culling round or two
+            if re.search(r"\d+(\.\d)? of \d+(\.\d)? MiB \(quota 64 MiB\)", await row.text_content()):
+                break
+            await tab.page.get_by_role("button", name="Refresh workspaces").click()
+            await tab.page.wait_for_timeout(250)
+        assert re.search(r"\d+(\.\d)? of \d+(\.\d)? MiB \(quota 64 MiB\)", await row.text_content())
+        await tab.assert_fits_width()
+        await tab.shot(f"console-disk-{name}")

@@ -35,7 +35,7 @@ export function diskUsage(panel, data) {
 export class DiskUsage {
   constructor() {
     this.figure = h("p", { id: "ws-disk", class: "hint" });
-    this.notice = h("p", { id: "ws-disk-notice", class: "notice", role: "alert", hidden: true });
+    this.notice = h("p", { id: "ws-disk-notice", class: "disk-notice", role: "alert", hidden: true });
     this.element = h("div", { id: "ws-disk-box", hidden: true }, this.figure, this.notice);
   }
 
