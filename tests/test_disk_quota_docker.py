@@ -198,6 +198,10 @@ async def test_many_ensures_at_once_attach_each_image_once(servers, disk_dir):
     one loop device per home, never two devices on one file system."""
     from services.workspaces.backend import WorkspaceSpec
     server = await servers.start(**quota_settings(disk_dir))
+    for _ in range(200):  # start-up reconciliation first: it would take these owner-less images for orphans
+        if server.services.workspaces.engine_connected:
+            break
+        await asyncio.sleep(0.05)
     backend = server.services.workspaces.backend
     specs = [WorkspaceSpec(f"w{n}", 900000 + n, "", None, 64 * MIB) for n in range(3)]
     homes = [backend.volumes(spec)[0] for spec in specs]
