@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 from services.docker import DockerEngine, DockerError, DockerUnavailable, container_config, is_port_taken
 from services.settings import Settings, ide_password_on, without_ide_password
@@ -151,9 +151,9 @@ class DockerBackend:
         with engine_errors("Docker refused to read the host's free space"):
             return await self.disks.free() if self.disks else None
 
-    async def remove_orphan_disks(self, owned: set[int]) -> list[str]:
+    async def remove_orphan_disks(self, owners: Callable[[], Awaitable[set[int]]]) -> list[str]:
         with engine_errors("Docker refused to list the disk images"):
-            return await self.disks.remove_orphans(f"{self.instance}-ws-", owned) if self.disks else []
+            return await self.disks.remove_orphans(f"{self.instance}-ws-", owners) if self.disks else []
 
     async def prepare_image(self) -> AsyncIterator[Progress]:
         engine, image, policy = self._engine(), self.settings.workspace_image, self.settings.workspace_pull_policy

@@ -29,6 +29,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Awaitable, Callable
 
 from services.docker import DockerEngine
 from services.settings import Settings
@@ -155,11 +156,13 @@ class DockerDisks:
         if homes:
             await self._helper("remove", REMOVE, {"NAMES": " ".join(homes)})
 
-    async def remove_orphans(self, prefix: str, owned: set[int]) -> list[str]:
+    async def remove_orphans(self, prefix: str, owners: Callable[[], Awaitable[set[int]]]) -> list[str]:
         """Delete the images of homes ('<prefix><owner id>-home') whose owner
-        is not in `owned` and whose volume is gone; the homes removed."""
+        is not among `owners()` and whose volume is gone; the homes removed.
+        The owners are read after the images are listed: a workspace's
+        document exists before its image, so a new one is never taken."""
         _, homes = await self.survey()
-        orphans = []
+        owned, orphans = await owners(), []
         for home in homes:
             owner = home.removeprefix(prefix).removesuffix("-home")
             if not (owner.isdigit() and int(owner) in owned) and not await self.engine.volume_exists(home):

@@ -105,8 +105,7 @@ class Reconciler:
         the users' files, is never removed here)."""
         by_workspace = {instance.workspace_id: instance for instance in await self.backend.list_managed()}
         busy = self.provisioner.busy
-        docs = await self.store.all()
-        for doc in docs:
+        for doc in await self.store.all():
             instance = by_workspace.pop(doc["_id"], None)
             if doc["_id"] in self.provisioner.tasks or doc["_id"] in busy:
                 continue
@@ -117,16 +116,19 @@ class Reconciler:
         for instance in by_workspace.values():
             log.info("removing orphan workspace instance %s", instance.ref)
             await self.backend.remove(instance.ref)
-        await self.orphan_disks(docs)
+        await self.orphan_disks()
 
-    async def orphan_disks(self, docs: list[dict]) -> None:
+    async def orphan_disks(self) -> None:
         """Disk images (quota.py) of homes no workspace owns (its volume is
         gone, and its owner has no workspace, or a deleted one), each logged."""
         remove = getattr(self.backend, "remove_orphan_disks", None)
         if remove is None or not self.settings.workspace_disk_quota:
             return
+
+        async def owners() -> set[int]:  # read after the images are listed (see docker_disk.remove_orphans)
+            return {doc["owner_id"] for doc in await self.store.all() if doc["state"] != State.DELETED}
         try:
-            for home in await remove({doc["owner_id"] for doc in docs if doc["state"] != State.DELETED}):
+            for home in await remove(owners):
                 log.warning("removed the disk image of %s: no workspace owns it", home)
         except BackendError as exc:
             log.warning("disk images not reconciled: %s", exc)
