@@ -12,11 +12,12 @@ from handlers.base import INT64_MAX, APIHandler, Operation, query_int
 from models.accounts import ROLES
 from models.admin import (MAX_PAGE_SIZE, MAX_QUERY, WORKSPACE_STATES, AdminUserCreate, AdminUserListOut,
                           AdminUserOut, AdminUserUpdate, AdminWorkspaceActionOut, AdminWorkspacePage, AuditPage,
-                          StudentPage, WorkspaceEventPage, admin_user_model, admin_workspace_model, audit_model,
+                          DiskQuotaIn, DiskQuotaOut, StudentPage, WorkspaceEventPage, admin_user_model, admin_workspace_model, audit_model,
                           event_model, student_model)
 from models.common import ErrorOut
 from services.admin import require_admin
 from services.errors import NotFound, field_error
+from services.setting_parsers import byte_size
 
 ADMIN = ("admin",)
 TRAINER = ("trainer",)
@@ -75,6 +76,17 @@ def user_id_of(raw: str) -> int:
     if value > INT64_MAX:
         raise NotFound("No user has this id.", error="User not found")
     return value
+
+
+def disk_quota_of(raw: int | str) -> int:
+    """A quota from the request: bytes, or a size with a unit (1 MiB to 16 TiB)."""
+    try:
+        quota = raw if isinstance(raw, int) else byte_size(raw)
+    except ValueError:
+        quota = -1
+    if not 1024 ** 2 <= quota <= 16 * 1024 ** 4:
+        raise field_error("disk_quota", "Must be a size from 1MiB to 16TiB, in bytes or like '4GiB'.")
+    return quota
 
 
 class AdminUsersHandler(AdminBase):
@@ -200,6 +212,21 @@ class AdminWorkspaceStartHandler(AdminWorkspaceStopHandler):
                                     responses=ACTION_OUT)}
 
 
+class AdminDiskQuotaHandler(AdminBase):
+    operations = {"put": Operation(
+        "Raise one student's workspace disk quota (admins)", auth=True, tags=ADMIN, body=DiskQuotaIn,
+        responses={200: DiskQuotaOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut, **DENIED},
+        description="Bytes or a size such as '4GiB'. A quota only grows (a file system is not shrunk under "
+                    "the student's files); the home grows, its files kept, the next time the workspace starts.")}
+
+    async def put(self, user_id: str) -> None:
+        actor = await self.require_admin()
+        quota = disk_quota_of(self.parse_body(DiskQuotaIn).disk_quota)
+        doc = await self.services.admin.set_disk_quota(actor, user_id_of(user_id), quota)
+        self.send({"disk_quota": doc["disk_quota"], "message": QUOTA_SET if doc["state"] == "running" else
+                   QUOTA_SET.split(";")[0] + "."})
+
+
 class AdminWorkspaceEventsHandler(AdminBase):
     operations = {"get": Operation(
         "A user's workspace event history, newest first (admins)", auth=True, tags=ADMIN, query=PAGING,
@@ -231,6 +258,7 @@ class TrainerStudentsHandler(AdminBase):
 
 
 USER_ID = r"(?P<user_id>[0-9]{1,19})"
+QUOTA_SET = "The new quota applies the next time the workspace starts; it is running now, so stop and start it."
 routes = [
     (r"/api/admin/users/?", AdminUsersHandler),
     (rf"/api/admin/users/{USER_ID}/?", AdminUserHandler),
@@ -240,5 +268,6 @@ routes = [
     (rf"/api/admin/workspaces/{USER_ID}/stop/?", AdminWorkspaceStopHandler),
     (rf"/api/admin/workspaces/{USER_ID}/start/?", AdminWorkspaceStartHandler),
     (rf"/api/admin/workspaces/{USER_ID}/events/?", AdminWorkspaceEventsHandler),
+    (rf"/api/admin/workspaces/{USER_ID}/disk-quota/?", AdminDiskQuotaHandler),
     (r"/api/trainer/students/?", TrainerStudentsHandler),
 ]

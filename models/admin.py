@@ -8,6 +8,7 @@ from pydantic import Field, RootModel, field_validator
 
 from models.accounts import EmailField, Role, not_blank
 from models.base import RequestModel, ResponseModel, iso
+from services.workspaces.quota import disk_fields
 
 MAX_PAGE_SIZE = 100
 MAX_QUERY = 100  # characters of a search text
@@ -106,6 +107,18 @@ class AdminWorkspaceOut(ResponseModel):
     cpu_percent: Optional[float] = Field(default=None, description="CPU now, % of one core (running only).")
     memory_bytes: Optional[int] = Field(default=None, description="Memory now, without the page cache.")
     memory_limit: Optional[int] = None
+    disk_used_bytes: Optional[int] = Field(default=None, description="Home use at the latest reading (on a quota).")
+    disk_size_bytes: Optional[int] = Field(default=None, description="The home's file system size at that reading.")
+    disk_quota: Optional[int] = Field(default=None, description="The quota in bytes; null: unlimited.")
+
+
+class DiskQuotaIn(RequestModel):
+    disk_quota: Union[int, str] = Field(description="Bytes, or a size with a unit such as '4GiB'.")
+
+
+class DiskQuotaOut(ResponseModel):
+    disk_quota: int
+    message: str
 
 
 class AdminWorkspacePage(Page[AdminWorkspaceOut]):
@@ -182,7 +195,7 @@ def admin_workspace_model(doc: dict, owner: Optional[dict], usage: Any = None) -
             "progress": doc.get("progress", 0), "message": doc.get("message", ""), "port": doc.get("port"),
             "created_at": doc.get("created_at"), "updated_at": doc.get("updated_at"),
             **{key: doc.get(key) for key in ("last_activity", "stop_reason", "stopped_at")},
-            **usage_fields(usage)}
+            **usage_fields(usage), **disk_fields(doc), "disk_quota": doc.get("disk_quota") or None}
 
 
 def usage_fields(usage: Any) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Optional
 
 from models.base import RequestModel, ResponseModel
+from services.workspaces.quota import disk_fields
 
 CREATED_MSG = "Workspace created successfully."
 EXISTS_MSG = "Workspace already exists."
@@ -32,6 +33,9 @@ class WorkspaceOut(ResponseModel):
     estimate_seconds: Optional[float] = None
     run: Optional[int] = None  # the provisioning run (additive; events carry it too)
     run_started: Optional[str] = None  # when that run began (additive), for the elapsed time
+    # Additive (disk quotas): the home's latest reading while on a quota, else null.
+    disk_used_bytes: Optional[int] = None
+    disk_size_bytes: Optional[int] = None
 
 
 class WorkspaceCreatedOut(WorkspaceOut):
@@ -49,7 +53,8 @@ def workspace_model(doc: dict, address: tuple[Optional[str], Optional[int]], pas
     body = {"url": url, "port": port, "status": doc["state"], "state": doc["state"],
             "progress": doc["progress"], "seq": doc["seq"], "password": password,
             "message": doc["message"], "created_at": doc["created_at"], "updated_at": doc["updated_at"],
-            "estimate_seconds": estimate, "run": doc.get("run", 1), "run_started": doc.get("provision_started")}
+            "estimate_seconds": estimate, "run": doc.get("run", 1), "run_started": doc.get("provision_started"),
+            **disk_fields(doc)}
     if msg is not None:
         body["msg"] = msg
     return body
@@ -61,14 +66,14 @@ def snapshot_message(doc: dict, address: tuple[Optional[str], Optional[int]], pa
     return {"type": "snapshot", "state": doc["state"], "progress": doc["progress"], "url": url,
             "port": port, "password": password, "seq": doc["seq"], "message": doc["message"],
             "at": doc["updated_at"], "run": doc.get("run", 1), "estimate_seconds": estimate,
-            "run_started": doc.get("provision_started"),
+            "run_started": doc.get("provision_started"), **disk_fields(doc),
             **{key: value for key, value in (doc.get("note") or {}).items() if key in STUDENT_NOTE_KEYS}}
 
 
 # The keys of an event's note a student's socket carries; anything else
 # (an operator's ``detail``) stays in the event log, the admin API and the
 # server log.
-STUDENT_NOTE_KEYS = ("kind", "reason", "stop_at", "step", "internal")
+STUDENT_NOTE_KEYS = ("kind", "reason", "stop_at", "step", "internal", "disk_used", "disk_size")
 
 
 def event_message(event: dict) -> dict:

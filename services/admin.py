@@ -30,6 +30,7 @@ from services.accounts import ADMIN_ROLES, AccountService
 from services.errors import ApiError, Forbidden, NotFound, ValidationFailed
 from services.students import NOT_DELETED, trainer_students_filter
 from services.tokens import TokenService, utcnow
+from services.workspaces.spec import quota_of
 
 log = logging.getLogger("apranova.admin")
 STAFF_ROLES = ("trainer", *ADMIN_ROLES)
@@ -208,7 +209,19 @@ class AdminService:
         or None: not running, or the engine did not tell in time)."""
         rows, count = await list_workspaces(self.db, state, skip, limit)
         usage = await self.services.workspaces.usage([doc for doc, _ in rows])
+        settings = self.services.settings  # the quota in effect (quota.py), not only an admin's own
+        rows = [({**doc, "disk_quota": quota_of(doc, settings)}, owner) for doc, owner in rows]
         return [(doc, owner, usage.get(doc["_id"])) for doc, owner in rows], count
+
+    async def set_disk_quota(self, actor: dict, user_id: int, quota: int) -> dict:
+        """Give one student's workspace a larger disk quota (quota.py), audited."""
+        require_admin(actor)
+        target = await self.accounts.get(user_id)
+        if target is None:
+            raise NotFound("No user has this id.", error="User not found")
+        doc = await self.services.workspaces.disk.set_quota(user_id, quota)
+        await self.audit(actor, "workspace.disk_quota", target, disk_quota=quota)
+        return doc
 
     async def workspace_events(self, user_id: int, skip: int, limit: int) -> tuple[list[dict], int]:
         doc = await self.db.workspaces.find_one({"owner_id": user_id}, {"_id": 1})

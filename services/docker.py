@@ -126,12 +126,23 @@ class DockerEngine:
             raise DockerUnavailable(f"{type(exc).__name__}: {exc}") from None
 
     # -- volumes and networks -----------------------------------------------------
-    async def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
-        """Create the volume (creating an existing one is a no-op in Docker)."""
-        await self._json("volumes/create", "POST", body={"Name": name, "Labels": labels})
+    async def ensure_volume(self, name: str, labels: dict[str, str], options: dict[str, str] | None = None) -> None:
+        """Create the volume (creating an existing one is a no-op in Docker);
+        `options`: the local driver's mount options (type, device, o)."""
+        body: dict[str, Any] = {"Name": name, "Labels": labels}
+        if options:
+            body.update(Driver="local", DriverOpts=options)
+        await self._json("volumes/create", "POST", body=body)
 
     async def volume_exists(self, name: str) -> bool:
-        return await self._json_unless((404,), f"volumes/{name}") is not None
+        return await self.inspect_volume(name) is not None
+
+    async def inspect_volume(self, name: str) -> dict | None:
+        return await self._json_unless((404,), f"volumes/{name}")
+
+    async def root_dir(self) -> str:
+        """The engine's data directory on its host (`docker info`'s Docker Root Dir)."""
+        return str((await self._json("info")).get("DockerRootDir") or "/var/lib/docker")
 
     async def inspect_network(self, name: str) -> dict | None:
         return await self._json_unless((404,), f"networks/{name}")
@@ -157,6 +168,38 @@ class DockerEngine:
             return int(status.get("StatusCode", -1))
         finally:
             await self.remove_container(result["Id"])
+
+    async def run_capture(self, name: str, config: dict, timeout: float = 120) -> tuple[int, str]:
+        """`run_once`, also returning what the container wrote (give it
+        ``"Tty": true``: the log is then plain text, not multiplexed)."""
+        await self.remove_container(name)
+        result = await self._json("containers/create", "POST", params={"name": name}, body=config)
+        try:
+            await self._json(f"containers/{result['Id']}/start", "POST")
+            status = await asyncio.wait_for(self._json(f"containers/{result['Id']}/wait", "POST"), timeout)
+            return int(status.get("StatusCode", -1)), await self._text(f"containers/{result['Id']}/logs",
+                                                                        params={"stdout": "1", "stderr": "1"})
+        finally:
+            await self.remove_container(result["Id"])
+
+    async def exec_output(self, ref: str, cmd: list[str], user: str, timeout: float = 10) -> str | None:
+        """Run `cmd` in the running container `ref` as `user` and return its
+        output (None when the container is gone or not running)."""
+        made = await self._json_unless((404, 409), f"containers/{ref}/exec", "POST", body={
+            "Cmd": cmd, "User": user, "AttachStdout": True, "AttachStderr": False, "Tty": True})
+        if made is None:
+            return None
+        return await asyncio.wait_for(self._text(f"exec/{made['Id']}/start", "POST",
+                                                 body={"Detach": False, "Tty": True}), timeout)
+
+    async def _text(self, path: str, method: str = "GET", *, params: dict | None = None, body: Any = None) -> str:
+        """A raw (Tty) answer body as text, CR LF as LF."""
+        async def read() -> str:
+            data = json.dumps(body) if body is not None else None
+            headers = {"Content-Type": "application/json"} if data else None
+            async with self.client._query(path, method, params=params, data=data, headers=headers) as response:
+                return (await response.read()).decode("utf-8", "replace").replace("\r\n", "\n")
+        return await self._call(read())
 
     async def remove_volume(self, name: str) -> None:
         await self._json_unless((404,), f"volumes/{name}", "DELETE", params={"force": "true"})

@@ -94,6 +94,13 @@ class Metrics:
                                       buckets=PROVISION_BUCKETS, registry=self.registry)
         self.websockets_open = Gauge("apranova_websockets_open", "Open WebSocket connections (the status socket "
                                      "counts itself: open() and on_close())", registry=self.registry)
+        # Disk quotas (services/workspaces/quota.py): each quota'd home's latest reading, and the host's free space.
+        self.disk_used = Gauge("apranova_workspace_disk_used_bytes", "A workspace home's use at its latest reading "
+                               "(homes on a quota)", ["user_id"], registry=self.registry)
+        self.disk_size = Gauge("apranova_workspace_disk_size_bytes", "A workspace home's size at its latest reading",
+                               ["user_id"], registry=self.registry)
+        self.host_free = Gauge("apranova_workspace_disk_host_free_bytes", "Free space of the file system holding the "
+                               "workspace homes (this process's latest reading; NaN: unknown)", registry=self.registry)
         self._provisioned_seen = 0
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry.register(_LiveCollector(self))
@@ -136,6 +143,21 @@ class Metrics:
             return
         for state, count in counts.items():
             self.workspaces.labels(state).set(count)
+        await self._refresh_disk(workspaces)
+
+    async def _refresh_disk(self, workspaces: Any) -> None:
+        free = workspaces.disk.host_free
+        self.host_free.set(float("nan") if free is None else free)
+        try:
+            readings = await asyncio.wait_for(workspaces.store.disk_readings(), STATE_QUERY_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the database does not
+            log.warning("metrics: cannot read the workspaces' disk use: %s", type(exc).__name__)
+            return
+        self.disk_used.clear()
+        self.disk_size.clear()
+        for owner_id, used, size in readings:
+            self.disk_used.labels(str(owner_id)).set(used)
+            self.disk_size.labels(str(owner_id)).set(size)
 
     async def render(self) -> bytes:
         await self.refresh()

@@ -116,3 +116,19 @@ def prices(value: str) -> dict[str, str]:
         code, _, price = part.partition("=")
         prices[code.strip()] = price.strip()
     return prices
+
+
+BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024 ** 2, "mb": 1024 ** 2, "mib": 1024 ** 2,
+              "g": 1024 ** 3, "gb": 1024 ** 3, "gib": 1024 ** 3, "t": 1024 ** 4, "tb": 1024 ** 4, "tib": 1024 ** 4}
+
+
+def byte_size(value: str) -> int:
+    """A size in bytes with an optional binary unit ('2GiB', '512m', '1.5g',
+    '65536'); empty means 0. Units are powers of 1024, as `docker run
+    --memory` reads them, whatever the spelling."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", value.lower())
+    if not value.strip():
+        return 0
+    if not match or match[2] not in BYTE_UNITS:
+        raise ValueError(f"not a size like 2GiB, 512MiB or a number of bytes: {value!r}")
+    return int(float(match[1]) * BYTE_UNITS[match[2]])

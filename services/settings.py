@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable
 
-from services.setting_parsers import (boolean, csv_list, http_url, networks, number, optional_http_url, origins, port,
+from services.setting_parsers import (boolean, byte_size, csv_list, http_url, networks, number, optional_http_url, origins, port,
                                       prices, rate, statuses, tracks, whole_number)
 
 DEFAULT_TRACKS = "DP=Data Professional,FSD=Full-Stack Developer"
@@ -123,6 +123,12 @@ SETTINGS: list[Setting] = [
     S("WORKSPACE_READY_PATH", "/healthz", "Path the readiness probe requests (code-server answers /healthz).", group="workspaces"),
     S("WORKSPACE_READY_STATUSES", "200", "Comma-separated HTTP statuses of WORKSPACE_READY_PATH that mean ready.",
       statuses, group="workspaces"),
+    # workspace disk quotas (services/workspaces/quota.py; the Docker side: docker/disk.py)
+    S("WORKSPACE_DISK_QUOTA", "", "Disk space per workspace home, with a unit (e.g. 2GiB, 512MiB); the kernel enforces it "
+      "(an ext4 image per home on a loop device). Empty or 0: unlimited, as before. Homes made before it was set stay "
+      "unlimited (README: moving a home onto a quota).", byte_size, group="workspaces"),
+    S("WORKSPACE_DISK_LOW_WATER", "2GiB", "Below this much free space on the file system of WORKSPACE_DISK_DIR, new "
+      "workspaces are refused (existing ones keep running). 0: never refuse.", byte_size, group="workspaces"),
     S("WORKSPACE_IDLE_TIMEOUT", "1800", "Seconds without activity (proxied traffic, a start, a keep-running call) after "
       "which a running workspace is stopped, its files kept. 0: never.", number, group="workspaces"),
     S("WORKSPACE_MAX_LIFETIME", "0", "Seconds a workspace may run from its start, active or not, before it is stopped. "
@@ -324,6 +330,8 @@ def validate(settings: Settings) -> None:
     if not 0 < settings.workspace_cull_interval <= 3600:
         raise SettingsError("WORKSPACE_CULL_INTERVAL must be more than 0 and at most 3600 seconds")
     workspace_host_regex(settings)
+    if settings.workspace_disk_quota and settings.workspace_disk_quota < 16 * 1024 ** 2:
+        raise SettingsError("WORKSPACE_DISK_QUOTA must be empty (unlimited) or at least 16MiB")
     if settings.proxy_max_body_bytes < 0 or not 0 < settings.proxy_connect_timeout <= 300 \
             or settings.proxy_idle_timeout <= 0 or not 1 <= settings.proxy_ticket_seconds <= 3600:
         raise SettingsError("PROXY_MAX_BODY_BYTES must be >= 0, PROXY_CONNECT_TIMEOUT in (0, 300], "

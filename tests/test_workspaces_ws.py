@@ -13,8 +13,8 @@ from tests.support.workspaces import CREATE, open_websockets, refused_handshake,
 pytestmark = pytest.mark.docker
 EVENT_KEYS = {"type", "seq", "state", "progress", "message", "at", "run"}
 SNAPSHOT_KEYS = {"type", "state", "progress", "url", "port", "password", "seq", "message", "at", "run", "run_started",
-                 "estimate_seconds"}
-NOTE_KEYS = {"kind", "reason", "stop_at", "step", "internal"}  # optional, per event
+                 "estimate_seconds", "disk_used_bytes", "disk_size_bytes"}
+NOTE_KEYS = {"kind", "reason", "stop_at", "step", "internal", "disk_used", "disk_size"}  # optional, per event
 
 
 def is_state(*states):

@@ -141,6 +141,7 @@ class Culler:
         self.activity = Activity()
         self.task: asyncio.Task | None = None
         self.closing = False
+        self.rounds: list[Callable[[], Awaitable[None]]] = []  # also run each round (quota.DiskWatch.round)
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._forever(), name="workspace-culler")
@@ -163,6 +164,8 @@ class Culler:
             try:
                 await self.flush()
                 await self.cull()
+                for also in self.rounds:
+                    await also()
             except asyncio.CancelledError:
                 raise
             except PyMongoError as exc:  # the database is away (or closing): the next round tries again

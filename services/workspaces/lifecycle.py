@@ -133,7 +133,7 @@ class Lifecycle:
         """Provision a stopped, failed or deleted workspace again, as a new run."""
         fields: dict[str, Any] = {"run": doc.get("run", 0) + 1, "worker": self.worker,
                                   "provision_started": utcnow(), "container_id": None}
-        unset: tuple[str, ...] = ("stop_reason", "stopped_at", "warned")
+        unset: tuple[str, ...] = ("stop_reason", "stopped_at", "warned", "disk_level")  # disk_level: quota.py
         if doc["state"] == D:  # a new IDE password (and a stored one from before goes)
             fields.update(password_salt=secrets.token_urlsafe(12), created_at=utcnow())
             unset += ("password",)

@@ -120,6 +120,22 @@ class Reconciler:
         for instance in by_workspace.values():
             log.info("removing orphan workspace instance %s", instance.ref)
             await self.backend.remove(instance.ref)
+        await self.orphan_disks()
+
+    async def orphan_disks(self) -> None:
+        """Disk images (quota.py) of homes no workspace owns (its volume is
+        gone, and its owner has no workspace, or a deleted one), each logged."""
+        remove = getattr(self.backend, "remove_orphan_disks", None)
+        if remove is None or not self.settings.workspace_disk_quota:
+            return
+
+        async def owners() -> set[int]:  # read after the images are listed (see docker/disk.py's remove_orphans)
+            return {doc["owner_id"] for doc in await self.store.all() if doc["state"] != State.DELETED}
+        try:
+            for home in await remove(owners):
+                log.warning("removed the disk image of %s: no workspace owns it", home)
+        except BackendError as exc:
+            log.warning("disk images not reconciled: %s", exc)
 
     async def _one(self, doc: dict, instance: Instance | None) -> None:
         running = instance is not None and instance.running

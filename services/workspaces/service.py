@@ -25,6 +25,7 @@ from services.workspaces.usage import UsageSampler
 from services.workspaces.events import Events
 from services.workspaces.lifecycle import ATTEMPTS, SETTLED, Lifecycle, State
 from services.workspaces.provisioner import Provisioner
+from services.workspaces.quota import DiskWatch
 from services.workspaces.reconcile import Reconciler
 from services.workspaces.store import WorkspaceStore, ide_password, utcnow
 
@@ -57,6 +58,8 @@ class WorkspaceService:
         self.culler = Culler(self.lifecycle, self.store, settings, self.halt)
         self.activity = self.culler.activity  # the proxy notes traffic here
         self.usage_sampler = UsageSampler(backend, USAGE_TIMEOUT)
+        self.disk = DiskWatch(self.lifecycle, self.store, backend, settings)  # disk quotas: quota.py
+        self.culler.rounds.append(self.disk.round)
 
     # -- what other parts read (metrics, the status socket, the proxy) ------------------
     @property
@@ -131,6 +134,7 @@ class WorkspaceService:
         await self.events.close()
         await self.culler.close()
         self.usage_sampler.close()
+        self.disk.close()
         await self.reconciler.close()
         await self.provisioner.close()
         await self.backend.close()
@@ -186,6 +190,8 @@ class WorkspaceService:
         for _ in range(ATTEMPTS):
             doc = read or await self.store.of_owner(user_id)
             read = None  # a retry reads again
+            if doc is None or doc["state"] == State.DELETED:
+                await self.disk.admit()  # a new home: refused below the low-water mark (quota.py)
             if doc is None:
                 doc, created = await self.lifecycle.begin(user_id, self.settings.workspace_image), True
             elif doc["state"] in (State.DELETED, State.FAILED, State.STOPPED):

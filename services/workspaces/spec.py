@@ -31,6 +31,7 @@ class IdeSpec:
     home_volume: str
     port: int  # the IDE's port inside its instance (WORKSPACE_CONTAINER_PORT)
     home_path: str = HOME
+    disk_quota: int = 0  # bytes the home may hold (0: unlimited); enforced by the backend (quota.py)
     # What the backend recorded in the document in earlier runs (Run.record):
     # Docker direct mode's host `port`, Swarm's `node`.
     placement: Mapping[str, Any] = field(default_factory=dict)
@@ -53,6 +54,13 @@ def labels(settings: Settings, workspace_id: str, owner_id: int) -> dict[str, st
             "apranova.user_id": str(owner_id), "apranova.workspace_id": workspace_id}
 
 
+def quota_of(doc: Mapping[str, Any], settings: Settings) -> int:
+    """The workspace's disk quota in bytes (0: unlimited): WORKSPACE_DISK_QUOTA,
+    or the higher one an admin gave it (a quota only grows: a file system
+    is not shrunk under a student's files)."""
+    return max(int(doc.get("disk_quota") or 0), settings.workspace_disk_quota)
+
+
 def placement_of(doc: Mapping[str, Any]) -> dict[str, Any]:
     found = dict(doc.get("placement") or {})
     if doc.get("port") is not None:
@@ -73,4 +81,4 @@ def build(settings: Settings, doc: Mapping[str, Any], password: str, exposed: bo
         environment={"PASSWORD": password} if keep_password else {}, user=settings.workspace_user,
         cpus=settings.workspace_cpus, memory_bytes=settings.workspace_memory_bytes, pids=settings.workspace_pids,
         labels=labels(settings, doc["_id"], doc["owner_id"]), home_volume=f"{name}-home",
-        port=settings.workspace_container_port, placement=placement_of(doc))
+        port=settings.workspace_container_port, placement=placement_of(doc), disk_quota=quota_of(doc, settings))

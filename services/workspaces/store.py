@@ -70,6 +70,21 @@ class WorkspaceStore:
         return await self.workspaces.find_one_and_update(
             {"_id": workspace_id, "state": "running"}, {"$max": {"last_activity": at}}, {"note": 1})
 
+    async def note_disk(self, workspace_id: str, reading: dict) -> None:
+        """The latest disk reading (quota.py), without a new version (bookkeeping)."""
+        await self.workspaces.update_one({"_id": workspace_id}, {"$set": {"disk": reading}})
+
+    async def disk_readings(self) -> list[tuple[int, int, int]]:
+        """(owner id, used, size) of every workspace with a disk reading, not deleted."""
+        return [(d["owner_id"], d["disk"]["used"], d["disk"]["size"]) async for d in self.workspaces.find(
+            {"disk": {"$exists": True}, "state": {"$ne": "deleted"}}, {"owner_id": 1, "disk": 1})]
+
+    async def set_disk_quota(self, owner_id: int, quota: int) -> dict | None:
+        """An admin's quota for one student's workspace (applied at its next
+        start); the document after, None when the user has none."""
+        return await self.workspaces.find_one_and_update({"owner_id": owner_id}, {"$set": {"disk_quota": quota}},
+                                                         return_document=True)
+
     async def count_by_state(self, states: Iterable[str]) -> dict[str, int]:
         counts = {state: 0 for state in states}
         async for doc in self.workspaces.find({}, {"state": 1}):

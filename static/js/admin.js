@@ -3,6 +3,7 @@
 // the audit log. The server enforces every rule; the console only offers
 // what the caller may do (`roleChoices`, `mayDisable` mirror services/admin.py).
 import { api } from "./api.js";
+import { amount } from "./disk-usage.js";
 import { describe, LOGIN_ROLES } from "./auth.js";
 import {
   confirmStep, consoleCard, enrolment, PagedTable, query, searchForm, STATE_LABELS, statePill, when,
@@ -171,6 +172,15 @@ export function usageText(ws) {
   return parts.join(" · ") || "—";
 }
 
+/** "1.2 of 2 GiB (quota 2 GiB)" from the latest disk reading; the quota alone when not read yet; "—" unlimited. */
+export function diskText(ws) {
+  const quota = ws.disk_quota ? `quota ${amount(ws.disk_quota, ws.disk_quota).split(" of ")[1]}` : "";
+  if (typeof ws.disk_used_bytes === "number" && ws.disk_size_bytes) {
+    return `${amount(ws.disk_used_bytes, ws.disk_size_bytes)}${quota ? ` (${quota})` : ""}`;
+  }
+  return quota || "—";
+}
+
 function workspacesSection(onChange) {
   const filters = { state: "" };
   const confirmSlot = h("div", { hidden: true });
@@ -184,6 +194,7 @@ function workspacesSection(onChange) {
       { label: "State", cell: (ws) => statePill(ws.state) },
       { label: "Since", cell: (ws) => when(ws.since) },
       { label: "CPU / memory", cell: usageText },
+      { label: "Disk", cell: diskText },
       { label: "Last message", cell: (ws) => ws.stop_reason && ws.state === "stopped" ? `${ws.message} (stopped: ${ws.stop_reason})` : ws.message },
       { label: "Actions", cell: (ws) => h("div", { class: "row-actions" }, actionsFor(ws)) },
     ],

@@ -17,6 +17,7 @@
 // once.
 import { api, ApiError, checkServer, onConnectionChange, session, SessionExpired } from "./api.js";
 import { idleWarning } from "./idle-warning.js";
+import { diskUsage } from "./disk-usage.js";
 import { WorkspaceView } from "./workspace-view.js";
 
 const MAX_LOG = 50;
@@ -109,6 +110,7 @@ export class WorkspacePanel extends WorkspaceView {
       this.snapshotSeq = seq;
     }
     this.setState(snapshot.state || snapshot.status, snapshot.progress, snapshot.message);
+    if (!fromSocket) diskUsage(this, snapshot); // the REST object carries the disk use too
     this.save();
     this.render();
     if (model.state === "deleted") this.workspaceGone(model.message);
@@ -316,6 +318,7 @@ export class WorkspacePanel extends WorkspaceView {
       if (data.type === "snapshot") this.applySnapshot(data, { fromSocket: true });
       else if (data.type === "event") this.applyEvent(data);
       idleWarning(this, data);
+      diskUsage(this, data); // disk quotas: the use, and the 90% / full notices
       this.element.dispatchEvent(new CustomEvent("workspace-message", { detail: data })); // for add-ons
     });
     socket.addEventListener("close", (event) => this.onClose(socket, event));

@@ -27,7 +27,7 @@ CONTRACT_503 = {"error": "Workspace feature not available",
                 "message": "Docker is not accessible from the backend container.",
                 "details": "Please contact your administrator to enable workspace provisioning."}
 WORKSPACE_KEYS = {"url", "port", "status", "state", "progress", "seq", "password", "message", "created_at",
-                  "updated_at", "estimate_seconds", "run", "run_started"}
+                  "updated_at", "estimate_seconds", "run", "run_started", "disk_used_bytes", "disk_size_bytes"}
 
 
 def docker(*args: str, check: bool = True) -> str:

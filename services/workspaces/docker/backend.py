@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 from services.docker import DockerEngine, DockerError, DockerUnavailable, container_config, is_port_taken
-from services.settings import Settings, without_ide_password
+from services.settings import Settings, SettingsError, without_ide_password
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
                                          LifecycleEvent, Progress, Run, Usage)
+from services.workspaces.docker.disk import DockerDisks
 from services.workspaces.docker.ports import HostPorts
 from services.workspaces.docker.settings import SETTINGS
 from services.workspaces.docker.support import (ICC_OFF, chown_config, engine_errors, lifecycle_events,
@@ -47,6 +48,7 @@ class DockerBackend:
             log.error("DOCKER_HOST %r cannot be used (%s); workspaces are unavailable", settings.docker_host, exc)
             self.engine = None
         self.ports = HostPorts(*settings.workspace_ports)
+        self.disks = self.disks_for(settings)  # disk quotas (docker/disk.py)
         self._oom: set[str] = set()
 
     @property
@@ -65,6 +67,17 @@ class DockerBackend:
         if self.engine is None:
             raise BackendUnavailable("no usable DOCKER_HOST")
         return self.engine
+
+    @staticmethod
+    def check_settings(settings: Settings) -> None:
+        """Refused at start (settings.load)."""
+        if settings.workspace_disk_dir and not settings.workspace_disk_dir.startswith("/"):
+            raise SettingsError("WORKSPACE_DISK_DIR must be an absolute path on the Docker host")
+
+    def disks_for(self, settings: Settings) -> DockerDisks | None:
+        """The homes' disk images on this engine's host (a hook: an engine
+        whose homes live on other hosts has none)."""
+        return DockerDisks(settings, self.engine) if self.engine is not None else None
 
     async def available(self) -> bool:
         return self.engine is not None and await self.engine.ping()
@@ -105,11 +118,14 @@ class DockerBackend:
         chown may not have finished: it runs again."""
         engine, home, setup = self._engine(), spec.home_volume, f"{spec.name}-home-setup"
         with engine_errors("Docker refused to prepare the workspace's home volume"):
+            # Disk quota (docker/disk.py): the ext4 image's device, or None for an unlimited home.
+            options = await self.disks.prepare(home, spec.disk_quota, spec.name, dict(spec.labels)) \
+                if self.disks else None
             if await engine.volume_exists(home):
                 if await engine.inspect_container(setup) is None:
                     return
             else:
-                await engine.ensure_volume(home, dict(spec.labels))
+                await engine.ensure_volume(home, dict(spec.labels), options)
             config = chown_config(spec.image, home, spec.user,
                                   {"apranova.instance": self.instance, "apranova.role": "home-setup"})
             try:
@@ -123,8 +139,25 @@ class DockerBackend:
 
     async def remove_storage(self, spec: IdeSpec) -> None:
         with engine_errors("Docker refused the operation"):
-            for volume in (spec.home_volume, spec.legacy_volume):
+            home = spec.home_volume
+            quota = ((await self._engine().inspect_volume(home) or {}).get("Options") or {}).get("device")
+            for volume in (home, spec.legacy_volume):
                 await self._engine().remove_volume(volume)
+            if (quota or self.settings.workspace_disk_quota) and self.disks:  # its disk image too
+                await self.disks.remove([home])
+
+    # -- disk quotas (docker/disk.py; quota.py calls these) -------------------------------
+    async def disk_usage(self, spec: IdeSpec) -> tuple[int, int] | None:
+        with engine_errors("Docker refused to read the workspace's disk use"):
+            return await self.disks.usage(spec.name) if self.disks else None
+
+    async def disk_free(self) -> int | None:
+        with engine_errors("Docker refused to read the host's free space"):
+            return await self.disks.free() if self.disks else None
+
+    async def remove_orphan_disks(self, owners: Callable[[], Awaitable[set[int]]]) -> list[str]:
+        with engine_errors("Docker refused to list the disk images"):
+            return await self.disks.remove_orphans(f"{self.instance}-ws-", owners) if self.disks else []
 
     async def prepare_image(self) -> AsyncIterator[Progress]:
         engine, image, policy = self._engine(), self.settings.workspace_image, self.settings.workspace_pull_policy

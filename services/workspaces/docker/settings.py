@@ -19,5 +19,10 @@ SETTINGS = [
             "WORKSPACE_EXPOSURE=network, '<INSTANCE_NAME>-workspaces', made by the server).", group=G),
     Setting("WORKSPACE_READY_HOST", "", "Host the server reaches a published IDE port at (empty: WORKSPACE_HOST_IP, or "
             "127.0.0.1 when that is 0.0.0.0).", group=G),
+    # where WORKSPACE_DISK_QUOTA's images live, and what makes them (docker/disk.py)
+    Setting("WORKSPACE_DISK_DIR", "", "Directory on the Docker host holding the homes' disk images (empty: "
+            "<Docker root dir>/apranova-disks/<INSTANCE_NAME>, the file system of Docker's own volumes).", group=G),
+    Setting("WORKSPACE_DISK_TOOLS_IMAGE", "", "Image the disk helper runs (needs sh, truncate, stat, df, mkfs.ext4, "
+            "e2fsck, resize2fs, losetup, flock; empty: WORKSPACE_IMAGE, which has them).", group=G),
 ]
 

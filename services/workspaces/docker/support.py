@@ -26,12 +26,14 @@ def engine_errors(refusal: str) -> Iterator[None]:
 def chown_config(image: str, volume: str, user: str, labels: dict[str, str]) -> dict:
     """A fresh volume mounted where the image has no directory (or a
     root-owned one) comes out root-owned: chown it once, as root with only
-    CAP_CHOWN, no network, from the workspace image itself (which has chown)."""
+    CAP_CHOWN (and CAP_DAC_READ_SEARCH, to walk into the user's own 0700
+    directories when it runs again after an interrupted first run), no
+    network, from the workspace image itself (which has chown)."""
     return {
         "Image": image, "Labels": labels, "User": "0:0", "Entrypoint": ["chown"], "Cmd": ["-R", user, HOME],
         "HostConfig": {"Mounts": [{"Type": "volume", "Source": volume, "Target": HOME,
                                    "VolumeOptions": {"Labels": labels}}], "CapDrop": ["ALL"],
-                       "CapAdd": ["CHOWN"], "SecurityOpt": ["no-new-privileges"], "NetworkMode": "none"},
+                       "CapAdd": ["CHOWN", "DAC_READ_SEARCH"], "SecurityOpt": ["no-new-privileges"], "NetworkMode": "none"},
     }
 
 

@@ -57,11 +57,21 @@ class SwarmBackend(DockerBackend):
     @staticmethod
     def check_settings(settings: Settings) -> None:
         """Refused at start (settings.load): what cannot work on a swarm."""
+        DockerBackend.check_settings(settings)
+        if settings.workspace_disk_quota:
+            # The quota's loop-mounted image is made by a helper on the engine's
+            # own host; a swarm's homes live on the nodes (README: Disk quotas).
+            raise SettingsError("WORKSPACE_DISK_QUOTA is enforced by WORKSPACE_BACKEND=docker only: on a swarm, size "
+                                "the homes with a volume driver that enforces one (SWARM_VOLUME_DRIVER, "
+                                "SWARM_VOLUME_OPTIONS)")
         if settings.workspace_exposure != "network":
             raise SettingsError("WORKSPACE_BACKEND=swarm reaches each IDE through the server's proxy only: "
                                 "WORKSPACE_EXPOSURE must be 'network'")
         if not 0 <= settings.swarm_stop_grace <= 300:
             raise SettingsError("SWARM_STOP_GRACE must be between 0 and 300 seconds")
+
+    def disks_for(self, settings: Settings) -> None:  # type: ignore[override]
+        return None  # the homes live on the nodes, not on the manager's host (no quota images here)
 
     def _engine(self) -> SwarmEngine:  # type: ignore[override]
         engine = super()._engine()
