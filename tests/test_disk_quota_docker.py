@@ -158,27 +158,39 @@ async def test_below_the_low_water_mark_new_workspaces_are_refused_and_existing_
         assert (await client.post(CREATE, headers=auth(existing), json={})).status_code == 200  # its own: fine
 
 
+class NoRun:
+    """A provisioning run outside the provisioner: the Docker backend's
+    storage step records and says nothing."""
+
+    async def record(self, **placement) -> None:
+        raise AssertionError(f"unexpected record({placement})")
+
+    async def say(self, message: str) -> None:
+        pass
+
+
 async def test_many_ensures_at_once_attach_each_image_once(servers, disk_dir):
     """Several processes (or runs) preparing homes at once: one image and
     one loop device per home, never two devices on one file system."""
-    from services.workspaces.backend import WorkspaceSpec
+    from services.workspaces import spec as specs
     server = await servers.start(**quota_settings(disk_dir))
     for _ in range(200):  # start-up reconciliation first: it would take these owner-less images for orphans
         if server.services.workspaces.engine_connected:
             break
         await asyncio.sleep(0.05)
     backend = server.services.workspaces.backend
-    specs = [WorkspaceSpec(f"w{n}", 900000 + n, "", None, 64 * MIB) for n in range(3)]
-    homes = [backend.volumes(spec)[0] for spec in specs]
+    ides = [specs.build(server.services.settings, {"_id": f"w{n}", "owner_id": 900000 + n, "disk_quota": 64 * MIB},
+                        "", exposed=False) for n in range(3)]
+    homes = [ide.home_volume for ide in ides]
     answers = await asyncio.gather(*(backend.disks.prepare(home, 64 * MIB, f"{home}-c", {}) for home in homes
                                      for _ in range(4)))
     by_home = [{answer["device"] for answer in answers[n * 4:(n + 1) * 4]} for n in range(3)]
     assert all(len(devices) == 1 for devices in by_home)  # every caller of one home got the same device
     assert len(set.union(*by_home)) == 3 and len(loops_of(disk_dir)) == 3
-    await asyncio.gather(*(backend.ensure_storage(spec) for spec in specs))  # different workspaces at once
-    for spec, home, devices in zip(specs, homes, by_home):
+    await asyncio.gather(*(backend.ensure_storage(ide, NoRun()) for ide in ides))  # different workspaces at once
+    for home, devices in zip(homes, by_home):
         assert (await backend.engine.inspect_volume(home))["Options"]["device"] in devices
-    await asyncio.gather(*(backend.remove_storage(spec) for spec in specs))
+    await asyncio.gather(*(backend.remove_storage(ide) for ide in ides))
     assert loops_of(disk_dir) == [] and not list(disk_dir.glob("*.ext4"))
 
 
