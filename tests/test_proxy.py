@@ -481,7 +481,7 @@ def test_frame_boundaries_are_found_across_any_chunking():
     must report a boundary exactly where a frame ends."""
     import random
     import struct
-    from services.proxy_tunnel import FrameTracker
+    from proxy.tunnel import FrameTracker
 
     def frame(size: int, masked: bool) -> bytes:
         flag = 0x80 if masked else 0
@@ -712,7 +712,7 @@ async def test_the_lane_cuts_idle_connections_between_requests_never_a_slow_answ
     workspace that takes longer than that to answer."""
     from tornado.testing import bind_unused_port
 
-    from handlers.proxy_server import ProxyHTTPServer
+    from proxy.server import ProxyHTTPServer
     server, client, port, recorder = proxied
     user, cookie = await signed_in(server, client, port)
     host = host_of(server, user["user"]["id"])

@@ -27,7 +27,7 @@ import pytest
 from tornado.netutil import bind_sockets
 
 from handlers import make_app
-from handlers.proxy_server import ProxyHTTPServer
+from proxy.server import ProxyHTTPServer
 from services.container import Services
 from tests.conftest import RunningServer, register, require_or_skip
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Tab, log_in

@@ -1,10 +1,10 @@
 """The workspace proxy's HTTP edge: the ticket endpoint on the API's origin,
 and, on each workspace's own host (``ws-<id>.localhost:<port>``), a streaming
-HTTP relay (here) and a WebSocket relay (handlers/proxy_socket.py).
+HTTP relay (here) and a WebSocket relay (proxy/websocket.py).
 
 Nothing reaches a workspace without a cookie that passes `ProxyAccess.check`;
 refusals are a small HTML page for browsers and the JSON envelope otherwise
-(handlers/proxy_edge.py).
+(proxy/edge.py).
 """
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from tornado import httputil, routing, web
 from tornado.iostream import StreamClosedError
 
 from handlers.base import Operation
-from handlers.proxy_edge import ProxyEdge, refuse
-from handlers.proxy_socket import WorkspaceProxySocket
+from proxy.edge import ProxyEdge, refuse
+from proxy.websocket import WorkspaceProxySocket
 from handlers.workspaces import WorkspaceBase
 from models.common import ErrorOut
 from models.proxy import WorkspaceOpenOut
 from services.settings import workspace_host_regex
-from services.workspace_proxy import (COOKIE_NAME, IdleWatch, exchange_on, forwarded_headers, request_port,
-                                      request_scheme, response_headers, reusable, workspace_origin)
+from proxy.headers import COOKIE_NAME, forwarded_headers, request_port, request_scheme, response_headers
+from proxy.runtime import IdleWatch, exchange_on, reusable
+from services.workspace_hosts import workspace_origin
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 

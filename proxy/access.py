@@ -26,8 +26,8 @@ from typing import Any, Callable
 
 from services.accounts import ADMIN_ROLES
 from services.tokens import utcnow
-from services.proxy_conn import LanePool
-from services.workspace_proxy import UpstreamPool
+from proxy.conn import LanePool
+from proxy.runtime import UpstreamPool
 
 log = logging.getLogger("apranova.proxy")
 COOKIE_KEY_LABEL = b"apranova workspace proxy cookie"  # derives the cookie key from JWT_SECRET
@@ -71,7 +71,7 @@ class ProxyAccess:
         self.key = hmac.new(services.tokens.secret.encode(), COOKIE_KEY_LABEL, hashlib.sha256).digest()
         self.sockets: set[Any] = set()  # open proxied WebSockets: .grant, .close(code, reason)
         self.pool = UpstreamPool()
-        self.lane_pool = LanePool()  # the fast lane's (services/proxy_lane.py)
+        self.lane_pool = LanePool()  # the fast lane's (proxy/lane.py)
         self.workspaces = WorkspaceCache(services)
         self.grants: dict[tuple[str, int], Grant | None] = {}  # verified cookies (see cached_grant)
         # Called with the workspace id once per proxied request and per relayed
@@ -295,8 +295,11 @@ def _aware(value: Any) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-async def start(services: Any) -> None:
-    """Container starter: ``services.proxy``."""
+def start(services: Any) -> None:
+    """``services.proxy``, once (server.py calls it; so does the proxy's
+    listener, for servers built without server.py)."""
+    if getattr(services, "proxy", None) is not None:
+        return
     services.proxy = ProxyAccess(services)
     services.proxy.on_activity = services.workspaces.activity.touch  # idle culling counts proxied traffic
     services.proxy.start()

@@ -1,4 +1,4 @@
-"""One request of the proxy's fast lane (services/proxy_lane.py) to its
+"""One request of the proxy's fast lane (proxy/lane.py) to its
 workspace, and the answer back to the browser: the answer's head parsed
 once by llhttp for its framing and rewritten without hop-by-hop headers or
 a cookie named like ours, its body bytes relayed unchanged, each chunk
@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from services.proxy_conn import Closed, Conn
-from services.workspace_proxy import HOP_BY_HOP, OUR_COOKIE_PREFIX, IdleWatch
+from proxy.conn import Closed, Conn
+from proxy.headers import HOP_BY_HOP, OUR_COOKIE_PREFIX
+from proxy.runtime import IdleWatch
 
 if TYPE_CHECKING:
-    from services.proxy_lane import Lane
+    from proxy.lane import Lane
 
 MAX_HEAD_BYTES = 64 * 1024  # Tornado's own limit: a longer head goes there to be refused
 _NOT_RETURNED = {name.encode() for name in HOP_BY_HOP} - {b"transfer-encoding"}  # the body's framing passes as is

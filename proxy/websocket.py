@@ -1,7 +1,7 @@
 """The workspace proxy's WebSocket relay (code-server's terminal and editor
 live on WebSockets): the handshake is checked here and passed on to the
 workspace; once it answers 101, both connections become a byte tunnel
-(services/proxy_tunnel.py) that the proxy's sweep can close."""
+(proxy/tunnel.py) that the proxy's sweep can close."""
 from __future__ import annotations
 
 import asyncio
@@ -10,9 +10,9 @@ from typing import Any
 from tornado import httputil, web
 from tornado.iostream import StreamClosedError, UnsatisfiableReadError
 
-from handlers.proxy_edge import ProxyEdge, refuse
-from services.proxy_tunnel import Tunnel
-from services.workspace_proxy import forwarded_headers, response_headers
+from proxy.edge import ProxyEdge, refuse
+from proxy.tunnel import Tunnel
+from proxy.headers import forwarded_headers, response_headers
 
 HANDSHAKE_HEAD_BYTES = 64 * 1024
 

@@ -8,7 +8,7 @@ Here the request head is parsed by llhttp (`httptools`, C), checked exactly
 as the Tornado path checks it (the cookie, then `ProxyAccess.check`: the
 login session, the viewer's right, the workspace running), and forwarded
 with our cookies and Authorization stripped and X-Forwarded-* set; the
-answer is relayed by services/proxy_relay.py (its head parsed once for the
+answer is relayed by proxy/relay.py (its head parsed once for the
 framing and to drop hop-by-hop headers, its body bytes unchanged, with
 backpressure).
 
@@ -28,10 +28,12 @@ import httptools
 from tornado import httputil
 
 from services.netutil import _in
-from services.proxy_auth import Denied
-from services.proxy_conn import Closed, Conn
-from services.proxy_relay import MAX_HEAD_BYTES, Head, Relay
-from services.workspace_proxy import NEVER_FORWARDED, IdleWatch, cookie_value, foreign_cookies, owner_of_host
+from proxy.access import Denied
+from proxy.conn import Closed, Conn
+from proxy.relay import MAX_HEAD_BYTES, Head, Relay
+from proxy.headers import NEVER_FORWARDED, cookie_value, foreign_cookies
+from proxy.runtime import IdleWatch
+from services.workspace_hosts import owner_of_host
 
 log = logging.getLogger("apranova.proxy")
 _NEVER_FORWARDED = {name.encode() for name in NEVER_FORWARDED}
@@ -47,11 +49,11 @@ class Lane:
                  observe: Callable[[str, str, int, float], None], idle_seconds: float,
                  refusal: Callable[[int, str, str, str, str], bytes]):
         self.services, self.conn, self.hand_off, self.observe = services, conn, hand_off, observe
-        self.refusal = refusal  # (status, reason, accept, scheme, host) -> a whole response (handlers/proxy_edge.py)
+        self.refusal = refusal  # (status, reason, accept, scheme, host) -> a whole response (proxy/edge.py)
         self.settings = services.settings
         self.proxy = services.proxy
         self.remote_ip = address[0] if isinstance(address, tuple) and address else "0.0.0.0"
-        self.scheme = "http"  # TLS connections never take the lane (handlers/proxy_server.py)
+        self.scheme = "http"  # TLS connections never take the lane (proxy/server.py)
         self.idle_seconds = idle_seconds
 
     async def run(self) -> None:

@@ -1,4 +1,4 @@
-"""Connections of the proxy's fast lane (services/proxy_lane.py): plain
+"""Connections of the proxy's fast lane (proxy/lane.py): plain
 asyncio protocols, whose socket stays registered for reading (a Tornado
 IOStream adds and removes it around every read, two system calls and a
 good deal of Python per request), and the idle keep-alive connections to
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.workspace_proxy import KeepAlivePool
+from proxy.runtime import KeepAlivePool
 
 READ_LIMIT = 256 * 1024
 

@@ -11,8 +11,9 @@ from urllib.parse import urlsplit
 from tornado import httputil, web
 
 from services.errors import ApiError
-from services.proxy_auth import Denied
-from services.workspace_proxy import cookie_value, owner_of_host, public_origin, request_port, request_scheme
+from proxy.access import Denied
+from proxy.headers import cookie_value, request_port, request_scheme
+from services.workspace_hosts import owner_of_host, public_origin
 
 PAGE_CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 PAGES = {  # reason -> (title, what to do)

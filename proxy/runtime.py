@@ -1,0 +1,132 @@
+"""The proxy's runtime plumbing: idle keep-alive connections to workspaces
+(the pools), one HTTP/1.1 exchange on such a connection (the Tornado path),
+and the watch that cuts a connection silent for too long."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from tornado import httputil
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.iostream import IOStream
+from tornado.tcpclient import TCPClient
+
+_tcp = TCPClient()
+
+
+# -- connections to workspaces -------------------------------------------------------------
+class KeepAlivePool:
+    """Idle keep-alive connections to workspaces, per address, so that a
+    page's many asset requests do not each open a TCP connection. Kept
+    shorter than Node's 5 s keep-alive (code-server closes idle ones then);
+    a connection that went stale anyway is noticed by its first request,
+    which is retried once on a fresh one (only requests without a body).
+    A subclass says how a connection is opened and whether it may be reused;
+    each connection has `close()`."""
+
+    def __init__(self, per_address: int = 32, idle_seconds: float = 4.0):
+        self.per_address, self.idle_seconds = per_address, idle_seconds
+        self.idle: dict[tuple[str, int], list[tuple[Any, float]]] = {}
+
+    async def _open(self, address: tuple[str, int]) -> Any:
+        raise NotImplementedError
+
+    def _usable(self, conn: Any) -> bool:
+        """Still open, with nothing unread on it."""
+        raise NotImplementedError
+
+    async def connect(self, address: tuple[str, int], timeout: float, reuse: bool) -> tuple[Any, bool]:
+        """A connection to `address` and whether it was reused. Raises OSError
+        or asyncio.TimeoutError when the workspace does not answer."""
+        now = time.monotonic()
+        parked = self.idle.get(address)
+        while reuse and parked:
+            conn, since = parked.pop()
+            if self._usable(conn) and now - since < self.idle_seconds:
+                return conn, True
+            conn.close()
+        return await asyncio.wait_for(self._open(address), timeout), False
+
+    def park(self, address: tuple[str, int], conn: Any) -> None:
+        parked = self.idle.setdefault(address, [])
+        if not self._usable(conn) or len(parked) >= self.per_address:
+            conn.close()
+        else:
+            parked.append((conn, time.monotonic()))
+
+    def prune(self) -> None:
+        """Close connections idle too long (run every second)."""
+        limit = time.monotonic() - self.idle_seconds
+        for address, parked in list(self.idle.items()):
+            kept = []
+            for conn, since in parked:
+                if since < limit or not self._usable(conn):
+                    conn.close()
+                else:
+                    kept.append((conn, since))
+            parked[:] = kept
+            if not parked:
+                del self.idle[address]
+
+    def close(self) -> None:
+        for parked in self.idle.values():
+            for conn, _ in parked:
+                conn.close()
+        self.idle.clear()
+
+
+class UpstreamPool(KeepAlivePool):
+    """The Tornado path's pool: IOStreams."""
+
+    async def _open(self, address: tuple[str, int]) -> IOStream:
+        stream = await _tcp.connect(*address)
+        stream.set_nodelay(True)
+        return stream
+
+    def _usable(self, stream: IOStream) -> bool:
+        return not stream.closed()
+
+
+def exchange_on(stream: IOStream) -> HTTP1Connection:
+    """A client-side HTTP/1.1 exchange on a connection to a workspace."""
+    # Responses are streamed, never held, so their size needs no bound here.
+    # No header_timeout: the caller's IdleWatch already cuts a silent workspace (one timer, not two).
+    params = HTTP1ConnectionParameters(decompress=False, max_body_size=2**62, chunk_size=64 * 1024)
+    return HTTP1Connection(stream, True, params)
+
+
+def reusable(method: str, start_line: Any, headers: httputil.HTTPHeaders) -> bool:
+    """Whether the connection may carry another request after this answer:
+    HTTP/1.1 without `Connection: close`, its body delimited (not by close)."""
+    if start_line is None or start_line.version != "HTTP/1.1" or \
+            headers.get("Connection", "").lower() == "close":
+        return False
+    return (method == "HEAD" or start_line.code in (204, 304) or "Content-Length" in headers
+            or headers.get("Transfer-Encoding", "").lower() == "chunked")
+
+
+class IdleWatch:
+    """Closes a stream that moves no byte for `seconds` (one timer, re-armed
+    lazily: touching it costs one clock read)."""
+
+    def __init__(self, stream: IOStream, seconds: float):
+        self.stream, self.seconds = stream, seconds
+        self.last = asyncio.get_running_loop().time()
+        self.timer = asyncio.get_running_loop().call_later(seconds, self._check)
+        self.fired = False
+
+    def touch(self) -> None:
+        self.last = asyncio.get_running_loop().time()
+
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self.last + self.seconds
+        if loop.time() >= due:
+            self.fired = True
+            self.stream.close()
+        else:
+            self.timer = loop.call_later(due - loop.time(), self._check)
+
+    def cancel(self) -> None:
+        self.timer.cancel()
