@@ -27,6 +27,7 @@ from typing import Any, Callable
 from services.accounts import ADMIN_ROLES
 from services.tokens import utcnow
 from proxy.conn import LanePool
+from proxy.headers import cookie_values
 from proxy.runtime import UpstreamPool
 
 log = logging.getLogger("apranova.proxy")
@@ -141,6 +142,16 @@ class ProxyAccess:
         if grant is not None and grant.expires <= time.time():
             return None
         return grant
+
+    def grant_in(self, cookie_header: str, owner_id: int) -> Grant | None:
+        """The first valid grant among the workspace cookies a Cookie header
+        carries: a sibling workspace's script may set a junk one for the
+        parent domain, which must not lock the owner out."""
+        for value in cookie_values(cookie_header):
+            grant = self.cached_grant(value, owner_id)
+            if grant is not None:
+                return grant
+        return None
 
     def _sign(self, payload: str) -> str:
         digest = hmac.new(self.key, payload.encode(), hashlib.sha256).digest()

@@ -12,7 +12,7 @@ from tornado import httputil, web
 
 from services.errors import ApiError
 from proxy.access import Denied
-from proxy.headers import cookie_value, request_port, request_scheme
+from proxy.headers import request_port, request_scheme
 from services.workspace_hosts import owner_of_host, public_origin
 
 PAGE_CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -27,6 +27,9 @@ PAGES = {  # reason -> (title, what to do)
     "busy": ("This workspace is changing state", "Check its state on the dashboard."),
     "unreachable": ("The workspace does not answer", "Try again in a moment, or restart it from the dashboard."),
     "too_large": ("Upload too large", "This upload is larger than the server accepts."),
+    "framing": ("Request refused", "The request's body is framed in a way the server does not accept."),
+    "no_body": ("Request refused", "This address takes no request body."),
+    "too_many": ("Too many connections", "Close some of this workspace's tabs or terminals, then try again."),
 }
 
 
@@ -73,8 +76,8 @@ class ProxyEdge:
         self.config = self.services.settings
         self.owner_id = owner_of_host(self.config, self.request.host_name)
         self.scheme = request_scheme(self.request, self.config.trusted_proxies)
-        self.grant = self.services.proxy.cached_grant(cookie_value(self.request.headers.get("Cookie", "")),
-                                                      self.owner_id)
+        self.grant = self.services.proxy.grant_in("; ".join(self.request.headers.get_list("Cookie")),
+                                                  self.owner_id)
         self.workspace_id = None  # known once admitted (for the activity hook)
         self.user_id = self.grant.viewer_id if self.grant else None  # for the access log
 

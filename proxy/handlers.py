@@ -22,11 +22,13 @@ from handlers.workspaces import WorkspaceBase
 from models.common import ErrorOut
 from models.proxy import WorkspaceOpenOut
 from services.settings import workspace_host_regex
-from proxy.headers import COOKIE_NAME, forwarded_headers, request_port, request_scheme, response_headers
+from proxy.headers import (COOKIE_NAME, FramingError, body_framing, forwarded_headers, request_port, request_scheme, response_headers,
+                           without_ticket)
 from proxy.runtime import IdleWatch, exchange_on, reusable
 from services.workspace_hosts import workspace_origin
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+TORNADO_CHUNKS = ("POST", "PUT", "PATCH")  # the methods whose body Tornado's HTTP client frames itself
 
 
 class OpenWorkspaceHandler(WorkspaceBase):
@@ -57,6 +59,7 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         self.pool = self.services.proxy.pool
         self.stream = self.exchange = self.watch = self.address = None
         self.reused = False
+        self.chunking = False  # the body's chunks are framed here (Tornado's client frames only POST, PUT, PATCH)
 
     async def prepare(self) -> None:
         self._transforms = []  # the workspace's bytes pass as they are (no second gzip)
@@ -67,6 +70,8 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         ticket = self.get_query_argument("ticket", None)
         if ticket is not None and self.request.method == "GET":
             return await self.redeem(ticket)
+        if ticket is not None:  # never forwarded (without_ticket), and spent: the workspace must not redeem it
+            await self.services.proxy.redeem(ticket, self.owner_id)
         if self.request.method not in SAFE_METHODS and self.cross_origin():
             return refuse(self, 403, "origin")  # another workspace's page posting here with our cookie
         self.address = await self.admitted()
@@ -76,8 +81,9 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
             await self._start(reuse=False)
 
     def _has_body(self) -> bool:
+        # The framing was checked on the head, before this handler ran (proxy/server.py's BodyGuard).
         length = self.request.headers.get("Content-Length")
-        return length not in (None, "0") or "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+        return length not in (None, "0") or "Transfer-Encoding" in self.request.headers
 
     async def _start(self, reuse: bool) -> bool:
         """Connect to the workspace and send the request head; False after
@@ -91,7 +97,10 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         self.exchange = exchange_on(self.stream)
         self.watch = IdleWatch(self.stream, config.proxy_idle_timeout)
         headers = forwarded_headers(self.request, self.scheme, config.trusted_proxies)
-        start = httputil.RequestStartLine(self.request.method, self.request.uri, "HTTP/1.1")
+        if "Transfer-Encoding" in self.request.headers and self.request.method not in TORNADO_CHUNKS:
+            headers["Transfer-Encoding"] = "chunked"
+            self.chunking = True
+        start = httputil.RequestStartLine(self.request.method, without_ticket(self.request.uri), "HTTP/1.1")
         await self._upstream(self.exchange.write_headers(start, headers))
         return True
 
@@ -112,9 +121,9 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         self.redirect(path + (f"?{urlencode(query)}" if query else ""))
 
     async def data_received(self, chunk: bytes) -> None:
-        if self.exchange is not None:
+        if self.exchange is not None and chunk:
             self.watch.touch()
-            await self._upstream(self.exchange.write(chunk))
+            await self._upstream(self.exchange.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunking else chunk))
 
     async def _upstream(self, write: Any) -> None:
         """A write to the workspace; a workspace that went away is noticed
@@ -129,12 +138,12 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
             return
         self.services.proxy.on_activity(self.workspace_id)
         relay, complete = await self._relay()
-        if not relay.started and self.reused:  # a parked connection had gone stale: once more, fresh
+        if not relay.started and self.reused and not relay.refused:  # a parked one had gone stale: once more, fresh
             self._release()
             if not await self._start(reuse=False):
                 return
             relay, complete = await self._relay()
-        if not relay.started:
+        if relay.refused or not relay.started:
             return refuse(self, 504 if self.watch.fired else 502, "unreachable")
         if not complete:  # cut short: the browser must see a broken transfer, not a short one
             self.request.connection.close()
@@ -148,9 +157,15 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
     async def _relay(self) -> tuple["ResponseRelay", bool]:
         relay = ResponseRelay(self)
         try:
+            if self.chunking:
+                await self._upstream(self.exchange.write(b"0\r\n\r\n"))
             self.exchange.finish()
-            return relay, await self.exchange.read_response(relay)
+            return relay, await self.exchange.read_response(relay) and not relay.refused
         except StreamClosedError:  # closed by the workspace before it answered
+            return relay, False
+        except httputil.HTTPInputError:  # an answer nobody can delimit: never retried, never pooled
+            relay.refused = True
+            self.stream.close()
             return relay, False
 
     head = post = put = patch = delete = options = get
@@ -176,12 +191,25 @@ class ResponseRelay(httputil.HTTPMessageDelegate):
     def __init__(self, handler: WorkspaceProxyHandler):
         self.handler = handler
         self.started = False
+        self.refused = False  # a 101 to a plain request: what follows is no HTTP answer
         self.start_line: Any = None
         self.headers = httputil.HTTPHeaders()
 
     def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> None:
         handler = self.handler
         handler.watch.touch()
+        if self.refused:
+            return
+        try:
+            body_framing(list(headers.get_all()))  # as the fast lane judges it (Tornado's client raises later)
+            if start_line.code == 101:  # on a plain request: what follows is no HTTP answer
+                raise FramingError("101")
+        except FramingError:
+            self.refused = True
+            handler.stream.close()
+            return
+        if start_line.code < 200:  # an interim answer (100, 103): Tornado's client reads on to the final one
+            return
         handler.set_status(start_line.code, start_line.reason or None)
         for name in ("Content-Type", "Date"):
             handler.clear_header(name)
@@ -191,6 +219,8 @@ class ResponseRelay(httputil.HTTPMessageDelegate):
         self.start_line, self.headers = start_line, headers
 
     async def data_received(self, chunk: bytes) -> None:
+        if self.refused:
+            return
         handler = self.handler
         handler.watch.touch()
         handler.services.proxy.on_activity(handler.workspace_id)

@@ -4,6 +4,7 @@ and the watch that cuts a connection silent for too long."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any
 
@@ -85,7 +86,18 @@ class UpstreamPool(KeepAlivePool):
         return stream
 
     def _usable(self, stream: IOStream) -> bool:
-        return not stream.closed()
+        """Open, nothing read ahead (bytes after the last answer), nothing
+        waiting in the socket (bytes written later) and no end: any of these
+        would be taken for the answer to the next request."""
+        if stream.closed() or stream._read_buffer_size:  # noqa: SLF001 - IOStream has no public "buffered"
+            return False
+        try:
+            stream.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # a byte, or b"" at the end
+            return False
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
 
 
 def exchange_on(stream: IOStream) -> HTTP1Connection:

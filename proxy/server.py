@@ -19,6 +19,7 @@ from handlers.observe import access_log
 from proxy.edge import refusal
 from proxy import start
 from proxy.conn import Conn
+from proxy.guard import BodyGuard
 from proxy.lane import Lane
 from proxy.headers import host_port
 
@@ -31,6 +32,12 @@ class ProxyHTTPServer(HTTPServer):
         self.services = self.request_callback.settings["services"]
         start(self.services)  # as server.py does: a server built elsewhere (tests, bench) gets the proxy too
         self.lanes: set[Conn] = set()  # connections the lane serves (Tornado's own are in _connections)
+
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> \
+            httputil.HTTPMessageDelegate:
+        """Each request Tornado serves: its head checked before any handler
+        runs or any body is read (proxy/guard.py)."""
+        return BodyGuard(super().start_request(server_conn, request_conn), request_conn, self.services)
 
     def handle_stream(self, stream: IOStream, address: tuple) -> None:
         if not self.services.settings.proxy_fast_lane or self.ssl_options is not None:
