@@ -29,6 +29,23 @@ NO_DOCKER = {"docker_host": "unix:///nonexistent/docker.sock"}
 
 
 RECORDERS: dict = {}
+# Tests of the fast lane itself; every other test runs with PROXY_FAST_LANE on and off.
+FAST_LANE_ONLY = {"test_plain_reads_take_the_fast_lane_and_the_rest_goes_to_tornado_on_the_same_connection",
+                  "test_the_fast_lane_logs_the_path_never_the_query",
+                  "test_the_fast_lane_relays_any_framing_and_drops_hop_by_hop_headers",
+                  "test_frame_boundaries_are_found_across_any_chunking", "test_a_real_workspace_container_through_the_proxy"}
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.function.__name__ not in FAST_LANE_ONLY:
+        metafunc.parametrize("proxy_lane", [True, False], ids=["fast-lane", "tornado"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def proxy_lane(request, monkeypatch):
+    """Every server this test starts runs with the fast lane on or off."""
+    from tests.conftest import TEST_DEFAULTS
+    monkeypatch.setitem(TEST_DEFAULTS, "proxy_fast_lane", str(getattr(request, "param", True)).lower())
 
 
 @pytest.fixture
