@@ -23,12 +23,13 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from services.accounts import ADMIN_ROLES
 from services.tokens import utcnow
 from proxy.conn import LanePool
 from proxy.headers import cookie_values
-from proxy.runtime import UpstreamPool
+from proxy.runtime import OpenSockets, UpstreamPool
 
 log = logging.getLogger("apranova.proxy")
 COOKIE_KEY_LABEL = b"apranova workspace proxy cookie"  # derives the cookie key from JWT_SECRET
@@ -36,6 +37,30 @@ SWEEP_SECONDS = 1.0
 GRANT_CACHE_SIZE = 10_000
 _UNKNOWN = object()
 CACHE_SECONDS = 1.0  # how stale a workspace's state may be when another process changed it
+
+
+def cross_site(method: str, header: Callable[[str], str | None], host: str) -> bool:
+    """A request another site's page made that is not a top-level page load.
+    Under a wildcard domain every workspace is the same *site* as its
+    siblings, so SameSite=Lax cookies go with a sibling's fetch, img or
+    iframe; the browser says who asked in Sec-Fetch-Site/-Mode/-Dest (all
+    current browsers), else Origin, else Referer (then only a GET or HEAD
+    that asks for a page passes)."""
+    site = (header("Sec-Fetch-Site") or "").lower()
+    if site:
+        if site in ("same-origin", "none"):  # the workspace's own page, or the user typing the URL
+            return False
+        navigation = (header("Sec-Fetch-Mode") or "").lower() == "navigate" \
+            and (header("Sec-Fetch-Dest") or "document").lower() == "document"
+        return not (navigation and method in ("GET", "HEAD"))
+    own = host.lower()
+    origin = header("Origin")
+    if origin is not None:
+        return urlsplit(origin).netloc.lower() != own  # "null" (a sandboxed or opaque origin) too
+    referer = header("Referer")
+    if referer and urlsplit(referer).netloc.lower() != own:
+        return method not in ("GET", "HEAD") or "text/html" not in (header("Accept") or "")
+    return False
 
 
 class Denied(Exception):
@@ -70,7 +95,7 @@ class ProxyAccess:
         self.tickets = db.workspace_tickets
         self.access_log = db.workspace_access_log
         self.key = hmac.new(services.tokens.secret.encode(), COOKIE_KEY_LABEL, hashlib.sha256).digest()
-        self.sockets: set[Any] = set()  # open proxied WebSockets: .grant, .close(code, reason)
+        self.sockets = OpenSockets(self.settings.proxy_max_sockets_per_login)  # open proxied WebSockets
         self.pool = UpstreamPool()
         self.lane_pool = LanePool()  # the fast lane's (proxy/lane.py)
         self.workspaces = WorkspaceCache(services)

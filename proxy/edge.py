@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from tornado import httputil, web
 
 from services.errors import ApiError
-from proxy.access import Denied
+from proxy.access import Denied, cross_site
 from proxy.headers import request_port, request_scheme
 from services.workspace_hosts import owner_of_host, public_origin
 
@@ -81,11 +81,9 @@ class ProxyEdge:
         self.workspace_id = None  # known once admitted (for the activity hook)
         self.user_id = self.grant.viewer_id if self.grant else None  # for the access log
 
-    def cross_origin(self: Any) -> bool:
-        """A browser request made by another origin's page (under a wildcard
-        domain every workspace is the same site, so SameSite does not stop it)."""
-        origin = self.request.headers.get("Origin")
-        return origin is not None and urlsplit(origin).netloc.lower() != self.request.host.lower()
+    def cross_site(self: Any) -> bool:
+        """Another site's page asked, and not as a page load (proxy/access.py)."""
+        return cross_site(self.request.method, self.request.headers.get, self.request.host)
 
     async def admitted(self: Any) -> tuple[str, int] | None:
         """The workspace's address, or None after refusing the request."""

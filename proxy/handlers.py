@@ -67,13 +67,13 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         if length is not None and (not length.isdigit() or int(length) > self.config.proxy_max_body_bytes):
             return refuse(self, 413, "too_large")
         self.request.connection.set_max_body_size(self.config.proxy_max_body_bytes)
+        if self.cross_site():  # a sibling workspace's fetch, img, iframe or form, with our cookie
+            return refuse(self, 403, "origin")
         ticket = self.get_query_argument("ticket", None)
         if ticket is not None and self.request.method == "GET":
             return await self.redeem(ticket)
         if ticket is not None:  # never forwarded (without_ticket), and spent: the workspace must not redeem it
             await self.services.proxy.redeem(ticket, self.owner_id)
-        if self.request.method not in SAFE_METHODS and self.cross_origin():
-            return refuse(self, 403, "origin")  # another workspace's page posting here with our cookie
         self.address = await self.admitted()
         if self.address is not None and self._has_body():
             # The body streams through as it arrives, on a fresh connection: a
@@ -111,8 +111,9 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         grant = await self.services.proxy.redeem(ticket, self.owner_id)
         if grant is None and self.grant is None:
             return refuse(self, 401, "login")
-        if grant is not None:
-            self.set_cookie(COOKIE_NAME, self.services.proxy.cookie_for(grant), httponly=True, samesite="Lax",
+        if grant is not None:  # under https a __Host- cookie: no page of a sibling host can set one for us
+            name = f"__Host-{COOKIE_NAME}" if self.scheme == "https" else COOKIE_NAME
+            self.set_cookie(name, self.services.proxy.cookie_for(grant), httponly=True, samesite="Lax",
                             secure=self.scheme == "https", path="/")
         query = [(k, v.decode("utf-8", "replace")) for k, vs in self.request.query_arguments.items()
                  if k != "ticket" for v in vs]

@@ -28,7 +28,7 @@ import httptools
 from tornado import httputil
 
 from services.netutil import _in
-from proxy.access import Denied
+from proxy.access import Denied, cross_site
 from proxy.conn import HEAD_END, MAX_HEAD_BYTES, Closed, Conn, Head
 from proxy.headers import ticket_in, upstream_request_headers
 from proxy.relay import Relay
@@ -112,7 +112,7 @@ class Lane:
                 or parser.get_http_version() != "1.1":
             return None  # a body, another method, an odd target or HTTP/1.0: Tornado's full path
         try:
-            plan = await self._admit(head)
+            plan = await self._admit(head, method.decode())
         except Exception:  # noqa: BLE001 - e.g. the database unreachable: Tornado's path answers as it does
             log.warning("workspace proxy fast lane: check failed; handing the request to Tornado", exc_info=True)
             return None
@@ -136,7 +136,7 @@ class Lane:
         await self.conn.write(self.refusal(status, "unreachable", accept, self.scheme_of(head), host))
         return status
 
-    async def _admit(self, head: Head) -> tuple[Any, tuple[str, int], bytes] | None:
+    async def _admit(self, head: Head, method: str) -> tuple[Any, tuple[str, int], bytes] | None:
         """The workspace and the head to send it, when the Tornado path would
         forward this request; else None."""
         hosts = [value for name, value in head.headers if name == b"host"]
@@ -147,6 +147,9 @@ class Lane:
         if owner_id is None:
             return None
         pairs = head.text_pairs()
+        values = dict(pairs)  # Sec-Fetch-*, Origin, Referer, Accept: one each from a browser
+        if cross_site(method, lambda name: values.get(name.lower()), host):
+            return None  # Tornado refuses it with the page
         cookies = "; ".join(value for name, value in pairs if name == "cookie")
         grant = self.proxy.grant_in(cookies, owner_id)
         try:

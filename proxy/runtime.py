@@ -142,3 +142,47 @@ class IdleWatch:
 
     def cancel(self) -> None:
         self.timer.cancel()
+
+
+class OpenSockets:
+    """The open proxied WebSockets (each has `.grant` and `.close(code,
+    reason)`), and how many each login holds, handshakes under way
+    included, so that one login cannot open more than `per_login`."""
+
+    def __init__(self, per_login: int):
+        self.per_login = per_login
+        self.open: set[Any] = set()
+        self.count: dict[str, int] = {}  # login session -> sockets open or being opened
+
+    def hold(self, grant: Any) -> bool:
+        """Count a handshake about to start; False when the login has its fill."""
+        held = self.count.get(grant.session_id, 0)
+        if held >= self.per_login:
+            return False
+        self.count[grant.session_id] = held + 1
+        return True
+
+    def release(self, grant: Any) -> None:
+        held = self.count.get(grant.session_id, 0) - 1
+        if held > 0:
+            self.count[grant.session_id] = held
+        else:
+            self.count.pop(grant.session_id, None)
+
+    def add(self, socket: Any) -> None:
+        self.open.add(socket)
+        self.count[socket.grant.session_id] = self.count.get(socket.grant.session_id, 0) + 1
+
+    def discard(self, socket: Any) -> None:
+        if socket in self.open:
+            self.open.discard(socket)
+            self.release(socket.grant)
+
+    def __iter__(self) -> Any:
+        return iter(list(self.open))
+
+    def __contains__(self, socket: Any) -> bool:
+        return socket in self.open
+
+    def __len__(self) -> int:
+        return len(self.open)

@@ -157,6 +157,8 @@ SETTINGS: list[Setting] = [
       "parser, same checks); false: every proxied request through Tornado.", boolean, group="workspace proxy"),
     S("PROXY_COOKIE_HOURS", "12", "Lifetime of the workspace cookie (it also dies with the login session).", float,
       group="workspace proxy"),
+    S("PROXY_MAX_SOCKETS_PER_LOGIN", "32", "Most proxied WebSockets one login may hold open at once, across its "
+      "workspaces and tabs (one more: 429). An IDE window uses two or three.", int, group="workspace proxy"),
     # payments
     S("STRIPE_SECRET_KEY", "", "Stripe secret key (empty: payments answer 503).", secret=True, group="payments"),
     S("STRIPE_PUBLISHABLE_KEY", "", "Stripe publishable key returned to clients.", group="payments"),
@@ -283,9 +285,11 @@ def validate(settings: Settings) -> None:
         raise SettingsError("WORKSPACE_CULL_INTERVAL must be more than 0 and at most 3600 seconds")
     workspace_host_regex(settings)
     if settings.proxy_max_body_bytes < 0 or not 0 < settings.proxy_connect_timeout <= 300 \
-            or settings.proxy_idle_timeout <= 0 or not 1 <= settings.proxy_ticket_seconds <= 3600:
+            or settings.proxy_idle_timeout <= 0 or not 1 <= settings.proxy_ticket_seconds <= 3600 \
+            or not 1 <= settings.proxy_max_sockets_per_login <= 100_000:
         raise SettingsError("PROXY_MAX_BODY_BYTES must be >= 0, PROXY_CONNECT_TIMEOUT in (0, 300], "
-                            "PROXY_IDLE_TIMEOUT > 0 and PROXY_TICKET_SECONDS between 1 and 3600")
+                            "PROXY_IDLE_TIMEOUT > 0, PROXY_TICKET_SECONDS between 1 and 3600 and "
+                            "PROXY_MAX_SOCKETS_PER_LOGIN between 1 and 100000")
     if settings.production:
         secret = settings.jwt_secret
         if not secret or secret.lower() in WEAK_SECRETS or len(secret) < 32:
