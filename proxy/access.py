@@ -29,14 +29,13 @@ from services.accounts import ADMIN_ROLES
 from services.tokens import utcnow
 from proxy.conn import LanePool
 from proxy.headers import cookie_values
-from proxy.runtime import OpenSockets, UpstreamPool
+from proxy.runtime import OpenSockets, UpstreamPool, WorkspaceCache
 
 log = logging.getLogger("apranova.proxy")
 COOKIE_KEY_LABEL = b"apranova workspace proxy cookie"  # derives the cookie key from JWT_SECRET
 SWEEP_SECONDS = 1.0
 GRANT_CACHE_SIZE = 10_000
 _UNKNOWN = object()
-CACHE_SECONDS = 1.0  # how stale a workspace's state may be when another process changed it
 
 
 def cross_site(method: str, header: Callable[[str], str | None], host: str) -> bool:
@@ -246,75 +245,6 @@ class ProxyAccess:
             denied = verdicts[grant]
             if denied is not None and socket in self.sockets:
                 socket.close(4000 + denied.status, f"Workspace access ended ({denied.reason})")
-
-
-class WorkspaceCache:
-    """Workspace documents the proxy read in the last second, so a page's
-    burst of requests does not read the database for each one. A change made
-    in this process empties the entry at once (the workspace's in-process
-    event stream); one made by another process shows within CACHE_SECONDS."""
-
-    def __init__(self, services: Any):
-        self.services = services
-        self.entries: dict[int, dict] = {}  # owner id -> {doc, at, used, changes, workspace_id}
-        self.reading: dict[int, asyncio.Future] = {}  # owner id -> the read under way
-
-    async def find(self, owner_id: int, fresh: bool = False) -> dict | None:
-        entry = self.entries.get(owner_id)
-        now = time.monotonic()
-        if entry is not None and not fresh and now - entry["at"] < CACHE_SECONDS and entry["changes"].empty():
-            entry["used"] = now
-            return entry["doc"]
-        if fresh or (entry is not None and not entry["changes"].empty()):
-            return await self._read(owner_id)
-        # Expired: the requests of a page load that all arrive now share one
-        # read instead of each making its own.
-        pending = self.reading.get(owner_id)
-        if pending is None:
-            pending = self.reading[owner_id] = asyncio.ensure_future(self._read(owner_id))
-            pending.add_done_callback(lambda done: self.reading.pop(owner_id, None)
-                                      if self.reading.get(owner_id) is done else None)
-        return await asyncio.shield(pending)
-
-    async def _read(self, owner_id: int) -> dict | None:
-        now = time.monotonic()
-        doc = await self.services.workspaces.find(owner_id)
-        entry = self.entries.get(owner_id)
-        if entry is not None and (doc is None or doc["_id"] != entry["workspace_id"]):
-            self._forget(owner_id)
-            entry = None
-        if doc is not None:
-            if entry is None:
-                entry = self.entries[owner_id] = {"workspace_id": doc["_id"],
-                                                  "changes": _changes_of(self.services, doc["_id"])}
-            while not entry["changes"].empty():
-                entry["changes"].get_nowait()
-            entry.update(doc=doc, at=now, used=now)
-        return doc
-
-    def prune(self, unused_seconds: float = 30.0) -> None:
-        limit = time.monotonic() - unused_seconds
-        for owner_id in [o for o, entry in self.entries.items() if entry["used"] < limit]:
-            self._forget(owner_id)
-
-    def clear(self) -> None:
-        for owner_id in list(self.entries):
-            self._forget(owner_id)
-
-    def _forget(self, owner_id: int) -> None:
-        entry = self.entries.pop(owner_id)
-        _ignore_changes(self.services, entry["workspace_id"], entry["changes"])
-
-
-# The two places that know how workspaces publish their changes in-process.
-def _changes_of(services: Any, workspace_id: str) -> asyncio.Queue:
-    """A queue that receives each change of the workspace made in this
-    process (and, through the workspaces' poller, by others)."""
-    return services.workspaces.events.listen(workspace_id)
-
-
-def _ignore_changes(services: Any, workspace_id: str, queue: asyncio.Queue) -> None:
-    services.workspaces.events.unlisten(workspace_id, queue)
 
 
 def _no_activity(workspace_id: Any) -> None:

@@ -22,8 +22,8 @@ from handlers.workspaces import WorkspaceBase
 from models.common import ErrorOut
 from models.proxy import WorkspaceOpenOut
 from services.settings import workspace_host_regex
-from proxy.headers import (COOKIE_NAME, FramingError, body_framing, forwarded_headers, request_port, request_scheme, response_headers,
-                           without_ticket)
+from proxy.headers import (COOKIE_NAME, FramingError, body_framing, forwarded_headers, request_port,
+                           request_scheme, response_headers, without_ticket)
 from proxy.runtime import IdleWatch, exchange_on, reusable
 from services.workspace_hosts import workspace_origin
 
