@@ -120,6 +120,10 @@ SETTINGS: list[Setting] = [
       "literal url/port; anyone who reaches that port reaches the IDE's login). 'network': no published port; workspaces on a "
       "Docker network the server makes with inter-container traffic off, reachable only from the server (for the proxy).",
       group="workspaces"),
+    S("WORKSPACE_HOST_WALL", "false", "With WORKSPACE_EXPOSURE=network: drop what workspace containers send to this host's own "
+      "addresses (iptables INPUT on the network's bridge), except replies to the server's connections; their internet "
+      "access is unchanged. Needs root and iptables on the host (README, 'The host behind the gateway').", boolean,
+      group="workspaces"),
     S("WORKSPACE_IDE_PASSWORD", "auto", "'auto': code-server's own password only with WORKSPACE_EXPOSURE=direct; with "
       "'network' the IDE runs with --auth none, as only the server reaches it and the proxy checks every request. "
       "'always': the password in both (two locks; students type it once per browser).", group="workspaces"),

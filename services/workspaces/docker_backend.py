@@ -15,6 +15,7 @@ import logging
 import time
 from typing import AsyncIterator
 
+from services import host_wall
 from services.docker import DockerEngine, DockerError, DockerUnavailable, container_config, is_port_taken
 from services.settings import Settings, ide_password_on, without_ide_password
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
@@ -165,8 +166,13 @@ class DockerBackend:
             raise BackendError("The workspace's home volume was removed while it was starting; try again.")
         mounts = [(home, HOME)] + ([(legacy, f"{HOME}/project")] if await engine.volume_exists(legacy) else [])
         if not self.direct:  # made idempotently, labelled for cleanup, before the first container joins
-            await engine.ensure_network(self.network, {"apranova.instance": self.instance,
-                                                       "apranova.role": "workspace-network"}, ICC_OFF)
+            network = await engine.ensure_network(self.network, {"apranova.instance": self.instance,
+                                                                 "apranova.role": "workspace-network"}, ICC_OFF)
+            if s.workspace_host_wall:  # fail closed: no workspace without the wall it was asked for
+                try:
+                    await host_wall.ensure(host_wall.bridge_of(network))
+                except host_wall.WallError as exc:
+                    raise BackendError(f"WORKSPACE_HOST_WALL is on, but {exc}.") from None
         cmd, env = s.workspace_argv, {"PASSWORD": spec.password}
         if not ide_password_on(s):  # only the server reaches it: the proxy is the lock (WORKSPACE_IDE_PASSWORD)
             cmd, env = without_ide_password(cmd or await engine.image_cmd(s.workspace_image)) or None, {}
