@@ -136,7 +136,7 @@ class LanePool(KeepAlivePool):
 
 class Head:
     """httptools' callbacks for one message head: what was parsed."""
-    __slots__ = ("url", "headers", "complete", "status", "upgrade")
+    __slots__ = ("url", "headers", "complete", "status", "upgrade", "_text")
 
     def __init__(self) -> None:
         self.url = b""
@@ -144,6 +144,7 @@ class Head:
         self.complete = False
         self.status = b""
         self.upgrade = False
+        self._text: list[tuple[str, str]] | None = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -158,8 +159,10 @@ class Head:
         self.complete = True
 
     def text_pairs(self) -> list[tuple[str, str]]:
-        """The headers as text (for the rule table in proxy/headers.py)."""
-        return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.headers]
+        """The headers as text (for the rule table in proxy/headers.py), decoded once."""
+        if self._text is None:
+            self._text = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.headers]
+        return self._text
 
 
 class ChunkedEnd:

@@ -21,6 +21,7 @@ ever serves requests that the Tornado path would have forwarded.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any, Callable
 
@@ -37,6 +38,7 @@ from services.workspace_hosts import owner_of_host
 
 log = logging.getLogger("apranova.proxy")
 _LANE_METHODS = {b"GET", b"HEAD"}
+_MAYBE_TICKET = re.compile(rb"\?.*(?:ticket|%)", re.IGNORECASE)  # a query that may name `ticket` (then parsed)
 
 
 class Lane:
@@ -140,7 +142,7 @@ class Lane:
         """The workspace and the head to send it, when the Tornado path would
         forward this request; else None."""
         hosts = [value for name, value in head.headers if name == b"host"]
-        if len(hosts) != 1 or ticket_in(head.url.decode("latin-1")):
+        if len(hosts) != 1 or (_MAYBE_TICKET.search(head.url) and ticket_in(head.url.decode("latin-1"))):
             return None
         host = hosts[0].decode("latin-1")
         owner_id = owner_of_host(self.settings, httputil.split_host_and_port(host.lower())[0])
