@@ -29,7 +29,7 @@ from tests.proxy_hostile import PLANTED, Hostile, chunked, ok
 from tests.proxy_upstream import start_upstream
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_proxy import NO_DOCKER
-from tests.tls_helpers import DOMAIN, RESOLVER_RULES, wildcard_certificate
+from tests.tls_helpers import DOMAIN, RESOLVER_RULES, goto, wildcard_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "deploy" / "nginx" / "apranova.conf"
@@ -156,7 +156,7 @@ async def test_chromium_opens_a_workspace_through_nginx(front):
                                                     args=[*CHROMIUM_ARGS, f"--host-resolver-rules={RESOLVER_RULES}"])
         context = await chromium.new_context(ignore_https_errors=True)
         page = await context.new_page()
-        await page.goto(url)
+        await goto(page, url)
         assert '"method": "GET"' in await page.content() and "ticket" not in page.url
         cookies = {c["name"]: c for c in await context.cookies(page.url)}
         assert cookies["__Host-apranova_ws"]["secure"] and cookies["__Host-apranova_ws"]["httpOnly"]

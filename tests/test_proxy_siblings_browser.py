@@ -30,7 +30,7 @@ from tests.proxy_hostile import Hostile, ok
 from tests.proxy_upstream import start_upstream
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_proxy import NO_DOCKER
-from tests.tls_helpers import DOMAIN, RESOLVER_RULES, server_context, wildcard_certificate
+from tests.tls_helpers import DOMAIN, RESOLVER_RULES, goto, server_context, wildcard_certificate
 
 pytestmark = pytest.mark.browser
 
@@ -107,10 +107,10 @@ async def test_a_hostile_workspace_page_can_neither_read_frame_nor_poison_a_sibl
                 args=[*CHROMIUM_ARGS, f"--host-resolver-rules={RESOLVER_RULES}"])
             context = await chromium.new_context(ignore_https_errors=True)
             page = await context.new_page()
-            await page.goto(urls[b["user"]["id"]])  # the admin opens B: its cookie on B's host
+            await goto(page, urls[b["user"]["id"]])  # the admin opens B: its cookie on B's host
             assert "/?ticket" not in page.url and '"method": "GET"' in await page.content()
             opened = len(b_seen.requests)
-            await page.goto(urls[a["user"]["id"]])  # then A's page, hostile
+            await goto(page, urls[a["user"]["id"]])  # then A's page, hostile
             await page.wait_for_function("() => window.results && window.results.done", timeout=20000)
             results: dict[str, Any] = await page.evaluate("() => window.results")
             await asyncio.sleep(0.5)
@@ -118,7 +118,7 @@ async def test_a_hostile_workspace_page_can_neither_read_frame_nor_poison_a_sibl
             assert results["read"] == "blocked" and results["img"] == "error" and results["socket"] == "error"
             assert results["frame"] != "readable", results
             # B still opens for the admin: the junk cookie locks nobody out, the tossed one never arrives.
-            await page.goto(origin_b + "/after")
+            await goto(page, origin_b + "/after")
             seen = b_seen.requests[-1]
             assert seen["uri"] == "/after" and "tossed" not in str(seen["cookies"]), seen  # B's own cookie only
             assert "tossed" not in str(await context.cookies(origin_b))

@@ -25,3 +25,16 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(cert), str(key))
     return context
+
+
+async def goto(page, url: str, tries: int = 3) -> None:
+    """page.goto, again when Chromium reports ERR_NETWORK_CHANGED (the shared
+    machine's Docker engine adds and removes interfaces all the time; the
+    request was not sent)."""
+    for attempt in range(tries):
+        try:
+            await page.goto(url)
+            return
+        except Exception as error:  # noqa: BLE001 - playwright's Error
+            if "ERR_NETWORK_CHANGED" not in str(error) or attempt == tries - 1:
+                raise
