@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from tornado import web
 
-from handlers import accounts, admin, docs, health, metrics, oauth, payments, static, verification, workspaces
+from handlers import (accounts, admin, docs, health, metrics, oauth, payments, static, verification, workspace_open,
+                      workspaces)
 from handlers.base import NotFoundHandler
 from handlers.observe import log_request
 from proxy import handlers as proxy
@@ -18,7 +19,7 @@ routes: list[tuple] = [
     *health.routes,
     *accounts.routes,
     *verification.routes,
-    *proxy.routes,
+    *workspace_open.routes,
     *workspaces.routes,
     *payments.routes,
     *admin.routes,

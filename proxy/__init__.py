@@ -12,7 +12,8 @@ here first (server.py listens with `proxy.server.ProxyHTTPServer`).
     relay.py      the fast lane's request to a workspace and its answer back
     tunnel.py     a WebSocket after its handshake: bytes both ways
     edge.py       what the Tornado handlers share: the check, refusal pages
-    handlers.py   the HTTP edge: the ticket endpoint and the HTTP relay
+    handlers.py   the HTTP edge: the HTTP relay on workspace hosts (the ticket
+                  endpoint, an API route, is handlers/workspace_open.py)
     websocket.py  the WebSocket handshake relay
     guard.py      every request Tornado serves, judged on its head: bad
                   framing, or a body for a handler that takes none: 400

@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 from tornado import httputil, web
 

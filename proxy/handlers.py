@@ -1,6 +1,8 @@
-"""The workspace proxy's HTTP edge: the ticket endpoint on the API's origin,
-and, on each workspace's own host (``ws-<id>.localhost:<port>``), a streaming
-HTTP relay (here) and a WebSocket relay (proxy/websocket.py).
+"""The workspace proxy's HTTP edge on Tornado: on each workspace's own host
+(``ws-<id>.localhost:<port>``), a streaming HTTP relay (here) and a
+WebSocket relay (proxy/websocket.py). The ticket endpoint on the API's
+origin is an API handler (handlers/workspace_open.py): nothing here imports
+the handlers package, which imports this module for its route table.
 
 Nothing reaches a workspace without a cookie that passes `ProxyAccess.check`;
 refusals are a small HTML page for browsers and the JSON envelope otherwise
@@ -15,38 +17,13 @@ from urllib.parse import urlencode
 from tornado import httputil, routing, web
 from tornado.iostream import StreamClosedError
 
-from handlers.base import Operation
 from proxy.edge import ProxyEdge, refuse
-from proxy.websocket import WorkspaceProxySocket
-from handlers.workspaces import WorkspaceBase
-from models.common import ErrorOut
-from models.proxy import WorkspaceOpenOut
-from services.settings import workspace_host_regex
-from proxy.headers import (COOKIE_NAME, FramingError, body_framing, forwarded_headers, request_port,
-                           request_scheme, response_headers, without_ticket)
+from proxy.headers import COOKIE_NAME, FramingError, body_framing, forwarded_headers, response_headers, without_ticket
 from proxy.runtime import IdleWatch, exchange_on, reusable
-from services.workspace_hosts import workspace_origin
+from proxy.websocket import WorkspaceProxySocket
+from services.settings import workspace_host_regex
 
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 TORNADO_CHUNKS = ("POST", "PUT", "PATCH")  # the methods whose body Tornado's HTTP client frames itself
-
-
-class OpenWorkspaceHandler(WorkspaceBase):
-    operations = {"post": Operation(
-        "A one-time URL that opens the caller's workspace (admins: ?user_id=) through the proxy", auth=True,
-        query={"user_id": "Admins only: open this user's workspace (logged)."}, tags=("workspaces",),
-        description="Answers {\"url\": \"http://ws-<id>.localhost:<port>/?ticket=...\"}: the ticket works once, "
-                    "within PROXY_TICKET_SECONDS, and becomes a cookie for that workspace's host only.",
-        responses={200: WorkspaceOpenOut, 404: ErrorOut, 401: ErrorOut, 403: ErrorOut})}
-
-    async def post(self) -> None:
-        target = await self.target_user()
-        await self.services.workspaces.get(target)  # 404 when there is none
-        ticket = await self.services.proxy.issue_ticket(self.user, target)
-        await self.audit("workspace.open")
-        scheme = request_scheme(self.request, self.config.trusted_proxies)
-        origin = workspace_origin(self.config, target, scheme, request_port(self.request))
-        self.send(WorkspaceOpenOut(url=f"{origin}/?{urlencode({'ticket': ticket})}").model_dump())
 
 
 @web.stream_request_body
@@ -247,8 +224,4 @@ def host_pattern(settings: Any) -> str:
 host_routes = [
     (IsUpgrade(), WorkspaceProxySocket),
     (r".*", WorkspaceProxyHandler),
-]
-
-routes = [
-    (r"/api/users/workspace/open/?", OpenWorkspaceHandler),
 ]

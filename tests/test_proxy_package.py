@@ -5,6 +5,8 @@ layering fails here."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,3 +55,13 @@ def test_the_old_proxy_files_are_gone():
            "services/proxy_auth.py", "services/proxy_conn.py", "services/proxy_lane.py", "services/proxy_relay.py",
            "services/proxy_tunnel.py", "services/workspace_proxy.py"]
     assert [name for name in old if (ROOT / name).exists()] == []
+
+
+def test_each_proxy_module_imports_on_its_own():
+    """First in a fresh interpreter, as a tool or a test might import it (a
+    cycle through the handlers package shows only then)."""
+    for path in sorted((ROOT / "proxy").glob("*.py")):
+        module = "proxy" if path.stem == "__init__" else f"proxy.{path.stem}"
+        result = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, f"import {module}: {result.stderr[-500:]}"

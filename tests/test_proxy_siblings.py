@@ -17,7 +17,7 @@ from tornado.websocket import WebSocketClientConnection
 
 from tests.conftest import auth, register
 from tests.proxy_hostile import Hostile, ok
-from tests.test_proxy import NO_DOCKER, give_workspace, host_of, open_url, port_of, proxy_socket, redeem, \
+from tests.test_proxy import NO_DOCKER, give_workspace, host_of, open_url, proxy_socket, redeem, \
     upstream, workspace_get  # noqa: F401 (upstream: the fixture)
 
 
