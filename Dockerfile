@@ -17,6 +17,7 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY server.py ./
 COPY handlers ./handlers
 COPY models ./models
+COPY proxy ./proxy
 COPY services ./services
 COPY static ./static
 RUN pip install . \

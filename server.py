@@ -82,8 +82,9 @@ def freeze_startup_objects() -> None:
 
 
 async def serve(settings, reuse_port: bool = False) -> int:
+    import proxy
     from handlers import make_app
-    from handlers.proxy_server import ProxyHTTPServer
+    from proxy.server import ProxyHTTPServer
     from services.container import Services
 
     try:
@@ -91,6 +92,7 @@ async def serve(settings, reuse_port: bool = False) -> int:
     except RuntimeError as exc:  # the embedded database cannot start, or DATA_DIR is in use (DatabaseInUse)
         log.error("cannot start: %s", exc)
         return 2
+    proxy.start(services)  # the workspace proxy, above the services; its listener is below
     app = make_app(services)
     server = ProxyHTTPServer(app, max_body_size=64 * 1024 * 1024, idle_connection_timeout=75)
     try:

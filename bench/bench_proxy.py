@@ -208,7 +208,9 @@ def main() -> None:
             port, upstream_port = free_port(), free_port()
             env = {**os.environ, "BCRYPT_ROUNDS": "4", "RATE_LIMIT_ANON": "100000000/hour",
                    "RATE_LIMIT_USER": "100000000/hour", "LOG_LEVEL": "WARNING", "APRANOVA_ENV": "development",
-                   "MONGODB_URI": mongo_uri, "MONGODB_DB": "bench", "DOCKER_HOST": "unix:///nonexistent.sock"}
+                   "MONGODB_URI": mongo_uri, "MONGODB_DB": "bench", "DOCKER_HOST": "unix:///nonexistent.sock",
+                   # every socket of the load is one login's: lift the per-login cap above it
+                   "PROXY_MAX_SOCKETS_PER_LOGIN": str(max(args.sockets, 1) + 10)}
             command = [__file__, "--cached-server"] if args.cached_sessions else ["server.py"]
             server = subprocess.Popen([sys.executable, *command, "--port", str(port), "--host", "127.0.0.1",
                                        "--data-dir", tmp], cwd=ROOT, env=env)

@@ -1,18 +1,25 @@
 """The route table: every URL the server answers, gathered from the handler
-modules (each ends with its own `routes`). Read this to find any endpoint."""
+modules (each ends with its own `routes`). Read this to find any endpoint.
+
+Every connection enters the workspace proxy's lane first (proxy/server.py,
+the server's listener): plain reads of a workspace host are served there,
+and every other request reaches this table, on the same connection. The
+workspace hosts' own routes (proxy/handlers.py) come before these."""
 from __future__ import annotations
 
 from tornado import web
 
-from handlers import accounts, admin, docs, health, metrics, oauth, payments, proxy, static, verification, workspaces
+from handlers import (accounts, admin, docs, health, metrics, oauth, payments, static, verification, workspace_open,
+                      workspaces)
 from handlers.base import NotFoundHandler
 from handlers.observe import log_request
+from proxy import handlers as proxy
 
 routes: list[tuple] = [
     *health.routes,
     *accounts.routes,
     *verification.routes,
-    *proxy.routes,
+    *workspace_open.routes,
     *workspaces.routes,
     *payments.routes,
     *admin.routes,

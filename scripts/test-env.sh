@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the tests need outside Python: a Docker engine with the local test
 # workspace images (the busybox stand-in and the slim real code-server),
-# Debian's Chromium and docker-registry. Installs with
+# Debian's Chromium, docker-registry and nginx. Installs with
 # apt-get when run as root and something is missing; starts dockerd when none
 # answers (its pid goes to .ci/dockerd.pid so that .ci/run can stop what it
 # started).
@@ -17,6 +17,7 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)  # a local
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables-save >/dev/null 2>&1 || need+=(iptables)
 { command -v nsenter && command -v unshare; } >/dev/null 2>&1 || need+=(util-linux)
+[ -x /usr/sbin/nginx ] || need+=(nginx)  # the TLS front recipe (deploy/nginx/), run by tests/test_proxy_nginx.py
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test-env: installing ${need[*]}"
@@ -26,6 +27,11 @@ if [ ${#need[@]} -gt 0 ]; then
       # Where init lets it, the package starts a registry service on :5000; the tests run their own.
       if [ -d /run/systemd/system ]; then systemctl disable --now docker-registry >/dev/null 2>&1 || true
       elif [ -x /etc/init.d/docker-registry ]; then /etc/init.d/docker-registry stop >/dev/null 2>&1 || true; fi
+    fi
+    if [[ " ${need[*]} " == *" nginx "* ]]; then
+      # The package may start nginx on :80; the tests run their own, on loopback ports of their own.
+      if [ -d /run/systemd/system ]; then systemctl disable --now nginx >/dev/null 2>&1 || true
+      elif [ -x /etc/init.d/nginx ]; then /etc/init.d/nginx stop >/dev/null 2>&1 || true; fi
     fi
   else
     echo "test-env: missing ${need[*]} (install them, or run as root)" >&2

@@ -116,6 +116,10 @@ SETTINGS: list[Setting] = [
       "literal url/port; anyone who reaches that port reaches the IDE's login). 'network': no published port; workspaces on a "
       "Docker network the server makes with inter-container traffic off, reachable only from the server (for the proxy).",
       group="workspaces"),
+    S("WORKSPACE_HOST_WALL", "false", "With WORKSPACE_EXPOSURE=network: drop what workspace containers send to this host's own "
+      "addresses (iptables INPUT on the network's bridge), except replies to the server's connections; their internet "
+      "access is unchanged. Needs root and iptables on the host (README, 'The host behind the gateway').", boolean,
+      group="workspaces"),
     S("WORKSPACE_IDE_PASSWORD", "auto", "'auto': code-server's own password only with WORKSPACE_EXPOSURE=direct; with "
       "'network' the IDE runs with --auth none, as only the server reaches it and the proxy checks every request. "
       "'always': the password in both (two locks; students type it once per browser).", group="workspaces"),
@@ -157,6 +161,8 @@ SETTINGS: list[Setting] = [
       "parser, same checks); false: every proxied request through Tornado.", boolean, group="workspace proxy"),
     S("PROXY_COOKIE_HOURS", "12", "Lifetime of the workspace cookie (it also dies with the login session).", number,
       group="workspace proxy"),
+    S("PROXY_MAX_SOCKETS_PER_LOGIN", "32", "Most proxied WebSockets one login may hold open at once, across its "
+      "workspaces and tabs (one more: 429). An IDE window uses two or three.", int, group="workspace proxy"),
     # payments
     S("STRIPE_SECRET_KEY", "", "Stripe secret key (empty: payments answer 503).", secret=True, group="payments"),
     S("STRIPE_PUBLISHABLE_KEY", "", "Stripe publishable key returned to clients.", group="payments"),
@@ -333,9 +339,11 @@ def validate(settings: Settings) -> None:
     if settings.workspace_disk_quota and settings.workspace_disk_quota < 16 * 1024 ** 2:
         raise SettingsError("WORKSPACE_DISK_QUOTA must be empty (unlimited) or at least 16MiB")
     if settings.proxy_max_body_bytes < 0 or not 0 < settings.proxy_connect_timeout <= 300 \
-            or settings.proxy_idle_timeout <= 0 or not 1 <= settings.proxy_ticket_seconds <= 3600:
+            or settings.proxy_idle_timeout <= 0 or not 1 <= settings.proxy_ticket_seconds <= 3600 \
+            or not 1 <= settings.proxy_max_sockets_per_login <= 100_000:
         raise SettingsError("PROXY_MAX_BODY_BYTES must be >= 0, PROXY_CONNECT_TIMEOUT in (0, 300], "
-                            "PROXY_IDLE_TIMEOUT > 0 and PROXY_TICKET_SECONDS between 1 and 3600")
+                            "PROXY_IDLE_TIMEOUT > 0, PROXY_TICKET_SECONDS between 1 and 3600 and "
+                            "PROXY_MAX_SOCKETS_PER_LOGIN between 1 and 100000")
     if settings.production:
         secret = settings.jwt_secret
         if not secret or secret.lower() in WEAK_SECRETS or len(secret) < 32:

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import hashlib
 import json
-import uuid
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -19,23 +18,28 @@ from tornado.httpclient import HTTPClientError
 
 from tests.support.accounts import age_refresh_rotations
 from tests.support.app import auth, make_admin, register
-from tests.support.proxy_upstream import another_port, pattern, start_upstream
+from tests.support.proxy_upstream import pattern
 from tests.support.proxy import host_of, OPEN, open_url, port_of, proxy_socket, redeem, workspace_get
-
-# No Docker engine for these: its reconciliation would (rightly) stop a
-# running workspace document that has no container.
-NO_DOCKER = {"docker_host": "unix:///nonexistent/docker.sock"}
+from tests.support.proxy import eventually, give_workspace, NO_DOCKER, signed_in, signed_in_at
 
 
-RECORDERS: dict = {}
+# Tests of the fast lane itself; every other test runs with PROXY_FAST_LANE on and off.
+FAST_LANE_ONLY = {"test_plain_reads_take_the_fast_lane_and_the_rest_goes_to_tornado_on_the_same_connection",
+                  "test_the_fast_lane_logs_the_path_never_the_query",
+                  "test_the_fast_lane_relays_any_framing_and_drops_hop_by_hop_headers",
+                  "test_frame_boundaries_are_found_across_any_chunking", "test_a_real_workspace_container_through_the_proxy"}
 
 
-@pytest.fixture
-async def upstream():
-    server, port, recorder = await start_upstream()
-    RECORDERS[port] = recorder
-    yield port, recorder
-    server.stop()
+def pytest_generate_tests(metafunc):
+    if metafunc.function.__name__ not in FAST_LANE_ONLY:
+        metafunc.parametrize("proxy_lane", [True, False], ids=["fast-lane", "tornado"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def proxy_lane(request, monkeypatch):
+    """Every server this test starts runs with the fast lane on or off."""
+    from tests.support.app import TEST_DEFAULTS
+    monkeypatch.setitem(TEST_DEFAULTS, "proxy_fast_lane", str(getattr(request, "param", True)).lower())
 
 
 @pytest.fixture
@@ -44,52 +48,6 @@ async def proxied(start_server, upstream):
     server = await start_server(**NO_DOCKER)
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         yield server, client, upstream[0], upstream[1]
-
-
-async def give_workspace(server, user_id: int, port: int, state: str = "running") -> None:
-    """A workspace document as provisioning leaves it, its port the stand-in's
-    (`port` names the stand-in: another port of it is used when taken)."""
-    recorder = RECORDERS[port]
-    if await server.db.workspaces.find_one({"port": port}):
-        port = another_port(recorder)
-        RECORDERS[port] = recorder
-    await server.db.workspaces.delete_many({"owner_id": user_id})
-    await server.db.workspaces.insert_one({"_id": uuid.uuid4().hex, "owner_id": user_id, "state": state,
-                                           "port": port, "endpoint": {"host": "127.0.0.1", "port": port},
-                                           "seq": 1, "progress": 100, "message": state,
-                                           "version": 1, "password": "pw"})
-
-
-async def eventually(request, predicate, timeout: float = 5.0) -> httpx.Response:
-    """The first answer matching `predicate`: a change written straight to the
-    database stands for another process's, which the proxy sees within ~1 s."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        response = await request()
-        if predicate(response) or asyncio.get_running_loop().time() > deadline:
-            return response
-        await asyncio.sleep(0.1)
-
-
-async def signed_in(server, client, port: int, **register_args) -> tuple[dict, str]:
-    """A student with a running workspace and its proxy cookie."""
-    user = await register(client, **register_args)
-    await give_workspace(server, user["user"]["id"], port)
-    _, cookie = await redeem(server, await open_url(client, user))
-    assert cookie
-    return user, cookie
-
-
-async def signed_in_at(server, client, raw_port: int) -> tuple[str, str]:
-    """A new student whose running workspace is a raw loopback server on
-    `raw_port` (no stand-in recorder): its host and the proxy cookie."""
-    user = await register(client)
-    uid = user["user"]["id"]
-    await server.db.workspaces.insert_one({"_id": uuid.uuid4().hex, "owner_id": uid, "state": "running",
-                                           "port": raw_port, "endpoint": {"host": "127.0.0.1", "port": raw_port},
-                                           "seq": 1, "progress": 100, "message": "running", "version": 1})
-    _, cookie = await redeem(server, await open_url(client, user))
-    return host_of(server, uid), cookie
 
 
 async def test_a_ticket_opens_the_workspace_once_and_becomes_a_host_cookie(proxied):
@@ -439,7 +397,7 @@ def test_frame_boundaries_are_found_across_any_chunking():
     must report a boundary exactly where a frame ends."""
     import random
     import struct
-    from services.proxy_tunnel import FrameTracker
+    from proxy.tunnel import FrameTracker
 
     def frame(size: int, masked: bool) -> bytes:
         flag = 0x80 if masked else 0
@@ -670,7 +628,7 @@ async def test_the_lane_cuts_idle_connections_between_requests_never_a_slow_answ
     workspace that takes longer than that to answer."""
     from tornado.testing import bind_unused_port
 
-    from handlers.proxy_server import ProxyHTTPServer
+    from proxy.server import ProxyHTTPServer
     server, client, port, recorder = proxied
     user, cookie = await signed_in(server, client, port)
     host = host_of(server, user["user"]["id"])

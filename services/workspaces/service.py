@@ -17,7 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.accounts import ADMIN_ROLES
 from services.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable
 from services.settings import Settings, backend_class, ide_password_on
-from services.workspace_proxy import workspace_origin
+from services.workspace_hosts import workspace_origin
 from services.workspaces import spec
 from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Endpoint, Usage
 from services.workspaces.culler import Culler

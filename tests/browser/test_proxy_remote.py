@@ -27,7 +27,7 @@ import pytest
 from tornado.netutil import bind_sockets
 
 from handlers import make_app
-from handlers.proxy_server import ProxyHTTPServer
+from proxy.server import ProxyHTTPServer
 from services.container import Services
 from tests.support.app import register, require_or_skip, RunningServer
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, log_in, PASSWORD, Tab

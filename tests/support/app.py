@@ -18,7 +18,7 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
 from handlers import make_app
-from handlers.proxy_server import ProxyHTTPServer
+from proxy.server import ProxyHTTPServer
 from services import settings as settings_mod
 from services.container import Services
 from services.db import EmbeddedMongo

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from typing import AsyncIterator, Awaitable, Callable
 
+from services import host_wall
 from services.docker import DockerEngine, DockerError, DockerUnavailable, container_config, is_port_taken
 from services.settings import Settings, SettingsError, without_ide_password
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
@@ -199,10 +200,15 @@ class DockerBackend:
         mounts = [(spec.home_volume, spec.home_path)]
         if await engine.volume_exists(spec.legacy_volume):
             mounts.append((spec.legacy_volume, f"{spec.home_path}/project"))
-        if not self.direct:  # made idempotently, labelled for cleanup, before the first container joins
-            await engine.ensure_network(self.network, {"apranova.instance": self.instance,
-                                                       "apranova.role": "workspace-network"}, ICC_OFF)
         s = self.settings
+        if not self.direct:  # made idempotently, labelled for cleanup, before the first container joins
+            network = await engine.ensure_network(self.network, {"apranova.instance": self.instance,
+                                                                 "apranova.role": "workspace-network"}, ICC_OFF)
+            if s.workspace_host_wall:  # fail closed: no workspace without the wall it was asked for
+                try:
+                    await host_wall.ensure(host_wall.bridge_of(network))
+                except host_wall.WallError as exc:
+                    raise BackendError(f"WORKSPACE_HOST_WALL is on, but {exc}.") from None
         return container_config(
             image=spec.image, labels=dict(spec.labels), env=dict(spec.environment), container_port=spec.port,
             host_ip=s.workspace_host_ip, host_port=port, mounts=mounts, cpus=spec.cpus, memory=spec.memory_bytes,

@@ -23,18 +23,43 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from services.accounts import ADMIN_ROLES
 from services.tokens import utcnow
-from services.proxy_conn import LanePool
-from services.workspace_proxy import UpstreamPool
+from proxy.conn import LanePool
+from proxy.headers import cookie_values
+from proxy.runtime import OpenSockets, UpstreamPool, WorkspaceCache
 
 log = logging.getLogger("apranova.proxy")
 COOKIE_KEY_LABEL = b"apranova workspace proxy cookie"  # derives the cookie key from JWT_SECRET
 SWEEP_SECONDS = 1.0
 GRANT_CACHE_SIZE = 10_000
 _UNKNOWN = object()
-CACHE_SECONDS = 1.0  # how stale a workspace's state may be when another process changed it
+
+
+def cross_site(method: str, header: Callable[[str], str | None], host: str) -> bool:
+    """A request another site's page made that is not a top-level page load.
+    Under a wildcard domain every workspace is the same *site* as its
+    siblings, so SameSite=Lax cookies go with a sibling's fetch, img or
+    iframe; the browser says who asked in Sec-Fetch-Site/-Mode/-Dest (all
+    current browsers), else Origin, else Referer (then only a GET or HEAD
+    that asks for a page passes)."""
+    site = (header("Sec-Fetch-Site") or "").lower()
+    if site:
+        if site in ("same-origin", "none"):  # the workspace's own page, or the user typing the URL
+            return False
+        navigation = (header("Sec-Fetch-Mode") or "").lower() == "navigate" \
+            and (header("Sec-Fetch-Dest") or "document").lower() == "document"
+        return not (navigation and method in ("GET", "HEAD"))
+    own = host.lower()
+    origin = header("Origin")
+    if origin is not None:
+        return urlsplit(origin).netloc.lower() != own  # "null" (a sandboxed or opaque origin) too
+    referer = header("Referer")
+    if referer and urlsplit(referer).netloc.lower() != own:
+        return method not in ("GET", "HEAD") or "text/html" not in (header("Accept") or "")
+    return False
 
 
 class Denied(Exception):
@@ -69,9 +94,9 @@ class ProxyAccess:
         self.tickets = db.workspace_tickets
         self.access_log = db.workspace_access_log
         self.key = hmac.new(services.tokens.secret.encode(), COOKIE_KEY_LABEL, hashlib.sha256).digest()
-        self.sockets: set[Any] = set()  # open proxied WebSockets: .grant, .close(code, reason)
+        self.sockets = OpenSockets(self.settings.proxy_max_sockets_per_login)  # open proxied WebSockets
         self.pool = UpstreamPool()
-        self.lane_pool = LanePool()  # the fast lane's (services/proxy_lane.py)
+        self.lane_pool = LanePool()  # the fast lane's (proxy/lane.py)
         self.workspaces = WorkspaceCache(services)
         self.grants: dict[tuple[str, int], Grant | None] = {}  # verified cookies (see cached_grant)
         # Called with the workspace id once per proxied request and per relayed
@@ -141,6 +166,16 @@ class ProxyAccess:
         if grant is not None and grant.expires <= time.time():
             return None
         return grant
+
+    def grant_in(self, cookie_header: str, owner_id: int) -> Grant | None:
+        """The first valid grant among the workspace cookies a Cookie header
+        carries: a sibling workspace's script may set a junk one for the
+        parent domain, which must not lock the owner out."""
+        for value in cookie_values(cookie_header):
+            grant = self.cached_grant(value, owner_id)
+            if grant is not None:
+                return grant
+        return None
 
     def _sign(self, payload: str) -> str:
         digest = hmac.new(self.key, payload.encode(), hashlib.sha256).digest()
@@ -212,75 +247,6 @@ class ProxyAccess:
                 socket.close(4000 + denied.status, f"Workspace access ended ({denied.reason})")
 
 
-class WorkspaceCache:
-    """Workspace documents the proxy read in the last second, so a page's
-    burst of requests does not read the database for each one. A change made
-    in this process empties the entry at once (the workspace's in-process
-    event stream); one made by another process shows within CACHE_SECONDS."""
-
-    def __init__(self, services: Any):
-        self.services = services
-        self.entries: dict[int, dict] = {}  # owner id -> {doc, at, used, changes, workspace_id}
-        self.reading: dict[int, asyncio.Future] = {}  # owner id -> the read under way
-
-    async def find(self, owner_id: int, fresh: bool = False) -> dict | None:
-        entry = self.entries.get(owner_id)
-        now = time.monotonic()
-        if entry is not None and not fresh and now - entry["at"] < CACHE_SECONDS and entry["changes"].empty():
-            entry["used"] = now
-            return entry["doc"]
-        if fresh or (entry is not None and not entry["changes"].empty()):
-            return await self._read(owner_id)
-        # Expired: the requests of a page load that all arrive now share one
-        # read instead of each making its own.
-        pending = self.reading.get(owner_id)
-        if pending is None:
-            pending = self.reading[owner_id] = asyncio.ensure_future(self._read(owner_id))
-            pending.add_done_callback(lambda done: self.reading.pop(owner_id, None)
-                                      if self.reading.get(owner_id) is done else None)
-        return await asyncio.shield(pending)
-
-    async def _read(self, owner_id: int) -> dict | None:
-        now = time.monotonic()
-        doc = await self.services.workspaces.find(owner_id)
-        entry = self.entries.get(owner_id)
-        if entry is not None and (doc is None or doc["_id"] != entry["workspace_id"]):
-            self._forget(owner_id)
-            entry = None
-        if doc is not None:
-            if entry is None:
-                entry = self.entries[owner_id] = {"workspace_id": doc["_id"],
-                                                  "changes": _changes_of(self.services, doc["_id"])}
-            while not entry["changes"].empty():
-                entry["changes"].get_nowait()
-            entry.update(doc=doc, at=now, used=now)
-        return doc
-
-    def prune(self, unused_seconds: float = 30.0) -> None:
-        limit = time.monotonic() - unused_seconds
-        for owner_id in [o for o, entry in self.entries.items() if entry["used"] < limit]:
-            self._forget(owner_id)
-
-    def clear(self) -> None:
-        for owner_id in list(self.entries):
-            self._forget(owner_id)
-
-    def _forget(self, owner_id: int) -> None:
-        entry = self.entries.pop(owner_id)
-        _ignore_changes(self.services, entry["workspace_id"], entry["changes"])
-
-
-# The two places that know how workspaces publish their changes in-process.
-def _changes_of(services: Any, workspace_id: str) -> asyncio.Queue:
-    """A queue that receives each change of the workspace made in this
-    process (and, through the workspaces' poller, by others)."""
-    return services.workspaces.events.listen(workspace_id)
-
-
-def _ignore_changes(services: Any, workspace_id: str, queue: asyncio.Queue) -> None:
-    services.workspaces.events.unlisten(workspace_id, queue)
-
-
 def _no_activity(workspace_id: Any) -> None:
     """The default activity hook: nothing."""
 
@@ -295,8 +261,11 @@ def _aware(value: Any) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-async def start(services: Any) -> None:
-    """Container starter: ``services.proxy``."""
+def start(services: Any) -> None:
+    """``services.proxy``, once (server.py calls it; so does the proxy's
+    listener, for servers built without server.py)."""
+    if getattr(services, "proxy", None) is not None:
+        return
     services.proxy = ProxyAccess(services)
     services.proxy.on_activity = services.workspaces.activity.touch  # idle culling counts proxied traffic
     services.proxy.start()

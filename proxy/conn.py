@@ -1,4 +1,4 @@
-"""Connections of the proxy's fast lane (services/proxy_lane.py): plain
+"""Connections of the proxy's fast lane (proxy/lane.py): plain
 asyncio protocols, whose socket stays registered for reading (a Tornado
 IOStream adds and removes it around every read, two system calls and a
 good deal of Python per request), and the idle keep-alive connections to
@@ -12,10 +12,16 @@ high-water mark).
 from __future__ import annotations
 
 import asyncio
+import re
 
-from services.workspace_proxy import KeepAlivePool
+from proxy.headers import FramingError
+from proxy.runtime import KeepAlivePool
 
 READ_LIMIT = 256 * 1024
+MAX_HEAD_BYTES = 64 * 1024  # Tornado's own limit (max_header_size): a longer head goes there to be refused
+HEAD_END = re.compile(rb"\r?\n\r?\n")  # as Tornado finds the end of a head (a bare LF is allowed)
+_HEX = re.compile(rb"[0-9a-fA-F]+")
+_SIZE_LINE_BYTES = 64  # Tornado's read_until(b"\r\n", max_bytes=64) for a chunk size line
 
 
 class Closed(Exception):
@@ -126,3 +132,90 @@ class LanePool(KeepAlivePool):
 
     def _usable(self, conn: Conn) -> bool:
         return not conn.eof and not conn.buffer
+
+
+class Head:
+    """httptools' callbacks for one message head: what was parsed."""
+    __slots__ = ("url", "headers", "complete", "status", "upgrade", "_text")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = False
+        self.status = b""
+        self.upgrade = False
+        self._text: list[tuple[str, str]] | None = None
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_status(self, status: bytes) -> None:
+        self.status += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    def text_pairs(self) -> list[tuple[str, str]]:
+        """The headers as text (for the rule table in proxy/headers.py), decoded once."""
+        if self._text is None:
+            self._text = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.headers]
+        return self._text
+
+
+class ChunkedEnd:
+    """Where a chunked body ends, by Tornado's grammar (a hex size line of at
+    most 64 bytes with its CRLF, the data, a CRLF; `0` and a CRLF to end:
+    no extensions, no trailers), so that the fast lane and the Tornado path
+    agree on every message's end. `feed` says how many bytes of a piece
+    belong to the body: what follows is another message the workspace wrote,
+    which nobody may receive."""
+    __slots__ = ("line", "remaining", "expect", "last", "done")
+
+    def __init__(self) -> None:
+        self.line = b""  # a size line split across pieces
+        self.remaining = 0  # data bytes of the current chunk still to come
+        self.expect = b""  # fixed bytes still to come (the CRLF after data, or the final one)
+        self.last = False  # the zero chunk was read: `expect` is the body's end
+        self.done = False
+
+    def feed(self, data: bytes) -> int:
+        pos, end = 0, len(data)
+        while pos < end and not self.done:
+            if self.remaining:
+                step = min(self.remaining, end - pos)
+                self.remaining -= step
+                pos += step
+                if not self.remaining:
+                    self.expect = b"\r\n"
+            elif self.expect:
+                step = min(len(self.expect), end - pos)
+                if data[pos:pos + step] != self.expect[:step]:
+                    raise FramingError("a chunk not ended by CRLF")
+                self.expect = self.expect[step:]
+                pos += step
+                self.done = self.last and not self.expect
+            else:
+                pos = self._size_line(data, pos)
+        return pos
+
+    def _size_line(self, data: bytes, pos: int) -> int:
+        known = len(self.line)
+        buffer = self.line + data[pos:pos + _SIZE_LINE_BYTES]
+        found = buffer.find(b"\r\n")
+        if found < 0:
+            if len(buffer) >= _SIZE_LINE_BYTES:
+                raise FramingError("a chunk size line too long")
+            self.line = buffer
+            return len(data)
+        self.line = b""
+        if not _HEX.fullmatch(buffer[:found]):
+            raise FramingError("a chunk size that is not hexadecimal")
+        size = int(buffer[:found], 16)
+        if size:
+            self.remaining = size
+        else:
+            self.expect, self.last = b"\r\n", True
+        return pos + found + 2 - known

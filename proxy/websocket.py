@@ -1,7 +1,7 @@
 """The workspace proxy's WebSocket relay (code-server's terminal and editor
 live on WebSockets): the handshake is checked here and passed on to the
 workspace; once it answers 101, both connections become a byte tunnel
-(services/proxy_tunnel.py) that the proxy's sweep can close."""
+(proxy/tunnel.py) that the proxy's sweep can close."""
 from __future__ import annotations
 
 import asyncio
@@ -10,9 +10,9 @@ from typing import Any
 from tornado import httputil, web
 from tornado.iostream import StreamClosedError, UnsatisfiableReadError
 
-from handlers.proxy_edge import ProxyEdge, refuse
-from services.proxy_tunnel import Tunnel
-from services.workspace_proxy import forwarded_headers, response_headers
+from proxy.edge import ProxyEdge, refuse
+from proxy.tunnel import Tunnel
+from proxy.headers import forwarded_headers, response_headers, without_ticket
 
 HANDSHAKE_HEAD_BYTES = 64 * 1024
 
@@ -24,20 +24,21 @@ class WorkspaceProxySocket(ProxyEdge, web.RequestHandler):
         self.setup()
 
     async def get(self, *args: Any) -> None:
-        if self.cross_origin():  # another origin's page opening this workspace's terminal with our cookie
+        if self.cross_site():  # another site's page opening this workspace's terminal with our cookie
             return refuse(self, 403, "origin")
         address = await self.admitted()
         if address is None:
             return
-        proxy, timeout = self.services.proxy, self.config.proxy_connect_timeout
+        proxy = self.services.proxy
+        if not proxy.sockets.hold(self.grant):  # PROXY_MAX_SOCKETS_PER_LOGIN open already
+            return refuse(self, 429, "too_many")
         try:
-            upstream, _ = await proxy.pool.connect(address, timeout, reuse=False)
-            start, headers = await asyncio.wait_for(self._handshake(upstream), timeout)
-        except (OSError, asyncio.TimeoutError, StreamClosedError, UnsatisfiableReadError, httputil.HTTPInputError):
-            return refuse(self, 502, "unreachable")
-        if start.code != 101:
-            upstream.close()
-            return refuse(self, 502, "unreachable")
+            answered = await self._upstream(address)
+        finally:
+            proxy.sockets.release(self.grant)  # from here on the tunnel counts
+        if answered is None:
+            return
+        upstream, start, headers = answered
         self.set_status(101, start.reason or "Switching Protocols")
         for name in ("Content-Type", "Date"):
             self.clear_header(name)
@@ -51,12 +52,31 @@ class WorkspaceProxySocket(ProxyEdge, web.RequestHandler):
         proxy.sockets.add(tunnel)
         asyncio.ensure_future(tunnel.run(proxy.sockets.discard))
 
+    async def _upstream(self, address: tuple[str, int]) -> tuple | None:
+        """(connection, answer start line, answer headers) after the
+        workspace agreed to upgrade; None after refusing (502)."""
+        timeout = self.config.proxy_connect_timeout
+        try:
+            upstream, _ = await self.services.proxy.pool.connect(address, timeout, reuse=False)
+        except (OSError, asyncio.TimeoutError, StreamClosedError):
+            refuse(self, 502, "unreachable")
+            return None
+        try:
+            start, headers = await asyncio.wait_for(self._handshake(upstream), timeout)
+        except (OSError, asyncio.TimeoutError, StreamClosedError, UnsatisfiableReadError, httputil.HTTPInputError):
+            start = None
+        if start is None or start.code != 101:
+            upstream.close()
+            refuse(self, 502, "unreachable")
+            return None
+        return upstream, start, headers
+
     async def _handshake(self, upstream: Any) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders]:
         """Send the browser's handshake on (its key, version, subprotocols and
         extensions unchanged) and read the workspace's answer head."""
         headers = forwarded_headers(self.request, self.scheme, self.config.trusted_proxies)
         headers["Connection"], headers["Upgrade"] = "Upgrade", "websocket"
-        lines = [f"GET {self.request.uri} HTTP/1.1"] + [f"{name}: {value}" for name, value in headers.get_all()]
+        lines = [f"GET {without_ticket(self.request.uri)} HTTP/1.1"] + [f"{name}: {value}" for name, value in headers.get_all()]
         await upstream.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         head = await upstream.read_until(b"\r\n\r\n", max_bytes=HANDSHAKE_HEAD_BYTES)
         first, _, rest = head.decode("latin-1").partition("\r\n")

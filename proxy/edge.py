@@ -6,13 +6,13 @@ from __future__ import annotations
 import html
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 from tornado import httputil, web
 
 from services.errors import ApiError
-from services.proxy_auth import Denied
-from services.workspace_proxy import cookie_value, owner_of_host, public_origin, request_port, request_scheme
+from proxy.access import Denied, cross_site
+from proxy.headers import request_port, request_scheme
+from services.workspace_hosts import owner_of_host, public_origin
 
 PAGE_CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 PAGES = {  # reason -> (title, what to do)
@@ -26,6 +26,9 @@ PAGES = {  # reason -> (title, what to do)
     "busy": ("This workspace is changing state", "Check its state on the dashboard."),
     "unreachable": ("The workspace does not answer", "Try again in a moment, or restart it from the dashboard."),
     "too_large": ("Upload too large", "This upload is larger than the server accepts."),
+    "framing": ("Request refused", "The request's body is framed in a way the server does not accept."),
+    "no_body": ("Request refused", "This address takes no request body."),
+    "too_many": ("Too many connections", "Close some of this workspace's tabs or terminals, then try again."),
 }
 
 
@@ -72,16 +75,14 @@ class ProxyEdge:
         self.config = self.services.settings
         self.owner_id = owner_of_host(self.config, self.request.host_name)
         self.scheme = request_scheme(self.request, self.config.trusted_proxies)
-        self.grant = self.services.proxy.cached_grant(cookie_value(self.request.headers.get("Cookie", "")),
-                                                      self.owner_id)
+        self.grant = self.services.proxy.grant_in("; ".join(self.request.headers.get_list("Cookie")),
+                                                  self.owner_id)
         self.workspace_id = None  # known once admitted (for the activity hook)
         self.user_id = self.grant.viewer_id if self.grant else None  # for the access log
 
-    def cross_origin(self: Any) -> bool:
-        """A browser request made by another origin's page (under a wildcard
-        domain every workspace is the same site, so SameSite does not stop it)."""
-        origin = self.request.headers.get("Origin")
-        return origin is not None and urlsplit(origin).netloc.lower() != self.request.host.lower()
+    def cross_site(self: Any) -> bool:
+        """Another site's page asked, and not as a page load (proxy/access.py)."""
+        return cross_site(self.request.method, self.request.headers.get, self.request.host)
 
     async def admitted(self: Any) -> tuple[str, int] | None:
         """The workspace's address, or None after refusing the request."""

@@ -1,10 +1,12 @@
-"""The workspace proxy's HTTP edge: the ticket endpoint on the API's origin,
-and, on each workspace's own host (``ws-<id>.localhost:<port>``), a streaming
-HTTP relay (here) and a WebSocket relay (handlers/proxy_socket.py).
+"""The workspace proxy's HTTP edge on Tornado: on each workspace's own host
+(``ws-<id>.localhost:<port>``), a streaming HTTP relay (here) and a
+WebSocket relay (proxy/websocket.py). The ticket endpoint on the API's
+origin is an API handler (handlers/workspace_open.py): nothing here imports
+the handlers package, which imports this module for its route table.
 
 Nothing reaches a workspace without a cookie that passes `ProxyAccess.check`;
 refusals are a small HTML page for browsers and the JSON envelope otherwise
-(handlers/proxy_edge.py).
+(proxy/edge.py).
 """
 from __future__ import annotations
 
@@ -15,35 +17,13 @@ from urllib.parse import urlencode
 from tornado import httputil, routing, web
 from tornado.iostream import StreamClosedError
 
-from handlers.base import Operation
-from handlers.proxy_edge import ProxyEdge, refuse
-from handlers.proxy_socket import WorkspaceProxySocket
-from handlers.workspaces import WorkspaceBase
-from models.common import ErrorOut
-from models.proxy import WorkspaceOpenOut
+from proxy.edge import ProxyEdge, refuse
+from proxy.headers import COOKIE_NAME, FramingError, body_framing, forwarded_headers, response_headers, without_ticket
+from proxy.runtime import IdleWatch, exchange_on, reusable
+from proxy.websocket import WorkspaceProxySocket
 from services.settings import workspace_host_regex
-from services.workspace_proxy import (COOKIE_NAME, IdleWatch, exchange_on, forwarded_headers, request_port,
-                                      request_scheme, response_headers, reusable, workspace_origin)
 
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-
-
-class OpenWorkspaceHandler(WorkspaceBase):
-    operations = {"post": Operation(
-        "A one-time URL that opens the caller's workspace (admins: ?user_id=) through the proxy", auth=True,
-        query={"user_id": "Admins only: open this user's workspace (logged)."}, tags=("workspaces",),
-        description="Answers {\"url\": \"http://ws-<id>.localhost:<port>/?ticket=...\"}: the ticket works once, "
-                    "within PROXY_TICKET_SECONDS, and becomes a cookie for that workspace's host only.",
-        responses={200: WorkspaceOpenOut, 404: ErrorOut, 401: ErrorOut, 403: ErrorOut})}
-
-    async def post(self) -> None:
-        target = await self.target_user()
-        await self.services.workspaces.get(target)  # 404 when there is none
-        ticket = await self.services.proxy.issue_ticket(self.user, target)
-        await self.audit("workspace.open")
-        scheme = request_scheme(self.request, self.config.trusted_proxies)
-        origin = workspace_origin(self.config, target, scheme, request_port(self.request))
-        self.send(WorkspaceOpenOut(url=f"{origin}/?{urlencode({'ticket': ticket})}").model_dump())
+TORNADO_CHUNKS = ("POST", "PUT", "PATCH")  # the methods whose body Tornado's HTTP client frames itself
 
 
 @web.stream_request_body
@@ -56,6 +36,7 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         self.pool = self.services.proxy.pool
         self.stream = self.exchange = self.watch = self.address = None
         self.reused = False
+        self.chunking = False  # the body's chunks are framed here (Tornado's client frames only POST, PUT, PATCH)
 
     async def prepare(self) -> None:
         self._transforms = []  # the workspace's bytes pass as they are (no second gzip)
@@ -63,11 +44,13 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         if length is not None and (not length.isdigit() or int(length) > self.config.proxy_max_body_bytes):
             return refuse(self, 413, "too_large")
         self.request.connection.set_max_body_size(self.config.proxy_max_body_bytes)
+        if self.cross_site():  # a sibling workspace's fetch, img, iframe or form, with our cookie
+            return refuse(self, 403, "origin")
         ticket = self.get_query_argument("ticket", None)
         if ticket is not None and self.request.method == "GET":
             return await self.redeem(ticket)
-        if self.request.method not in SAFE_METHODS and self.cross_origin():
-            return refuse(self, 403, "origin")  # another workspace's page posting here with our cookie
+        if ticket is not None:  # never forwarded (without_ticket), and spent: the workspace must not redeem it
+            await self.services.proxy.redeem(ticket, self.owner_id)
         self.address = await self.admitted()
         if self.address is not None and self._has_body():
             # The body streams through as it arrives, on a fresh connection: a
@@ -75,8 +58,9 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
             await self._start(reuse=False)
 
     def _has_body(self) -> bool:
+        # The framing was checked on the head, before this handler ran (proxy/server.py's BodyGuard).
         length = self.request.headers.get("Content-Length")
-        return length not in (None, "0") or "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+        return length not in (None, "0") or "Transfer-Encoding" in self.request.headers
 
     async def _start(self, reuse: bool) -> bool:
         """Connect to the workspace and send the request head; False after
@@ -90,7 +74,10 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         self.exchange = exchange_on(self.stream)
         self.watch = IdleWatch(self.stream, config.proxy_idle_timeout)
         headers = forwarded_headers(self.request, self.scheme, config.trusted_proxies)
-        start = httputil.RequestStartLine(self.request.method, self.request.uri, "HTTP/1.1")
+        if "Transfer-Encoding" in self.request.headers and self.request.method not in TORNADO_CHUNKS:
+            headers["Transfer-Encoding"] = "chunked"
+            self.chunking = True
+        start = httputil.RequestStartLine(self.request.method, without_ticket(self.request.uri), "HTTP/1.1")
         await self._upstream(self.exchange.write_headers(start, headers))
         return True
 
@@ -101,8 +88,9 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         grant = await self.services.proxy.redeem(ticket, self.owner_id)
         if grant is None and self.grant is None:
             return refuse(self, 401, "login")
-        if grant is not None:
-            self.set_cookie(COOKIE_NAME, self.services.proxy.cookie_for(grant), httponly=True, samesite="Lax",
+        if grant is not None:  # under https a __Host- cookie: no page of a sibling host can set one for us
+            name = f"__Host-{COOKIE_NAME}" if self.scheme == "https" else COOKIE_NAME
+            self.set_cookie(name, self.services.proxy.cookie_for(grant), httponly=True, samesite="Lax",
                             secure=self.scheme == "https", path="/")
         query = [(k, v.decode("utf-8", "replace")) for k, vs in self.request.query_arguments.items()
                  if k != "ticket" for v in vs]
@@ -111,9 +99,9 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
         self.redirect(path + (f"?{urlencode(query)}" if query else ""))
 
     async def data_received(self, chunk: bytes) -> None:
-        if self.exchange is not None:
+        if self.exchange is not None and chunk:
             self.watch.touch()
-            await self._upstream(self.exchange.write(chunk))
+            await self._upstream(self.exchange.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunking else chunk))
 
     async def _upstream(self, write: Any) -> None:
         """A write to the workspace; a workspace that went away is noticed
@@ -128,12 +116,12 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
             return
         self.services.proxy.on_activity(self.workspace_id)
         relay, complete = await self._relay()
-        if not relay.started and self.reused:  # a parked connection had gone stale: once more, fresh
+        if not relay.started and self.reused and not relay.refused:  # a parked one had gone stale: once more, fresh
             self._release()
             if not await self._start(reuse=False):
                 return
             relay, complete = await self._relay()
-        if not relay.started:
+        if relay.refused or not relay.started:
             return refuse(self, 504 if self.watch.fired else 502, "unreachable")
         if not complete:  # cut short: the browser must see a broken transfer, not a short one
             self.request.connection.close()
@@ -147,9 +135,15 @@ class WorkspaceProxyHandler(ProxyEdge, web.RequestHandler):
     async def _relay(self) -> tuple["ResponseRelay", bool]:
         relay = ResponseRelay(self)
         try:
+            if self.chunking:
+                await self._upstream(self.exchange.write(b"0\r\n\r\n"))
             self.exchange.finish()
-            return relay, await self.exchange.read_response(relay)
+            return relay, await self.exchange.read_response(relay) and not relay.refused
         except StreamClosedError:  # closed by the workspace before it answered
+            return relay, False
+        except httputil.HTTPInputError:  # an answer nobody can delimit: never retried, never pooled
+            relay.refused = True
+            self.stream.close()
             return relay, False
 
     head = post = put = patch = delete = options = get
@@ -175,12 +169,25 @@ class ResponseRelay(httputil.HTTPMessageDelegate):
     def __init__(self, handler: WorkspaceProxyHandler):
         self.handler = handler
         self.started = False
+        self.refused = False  # a 101 to a plain request: what follows is no HTTP answer
         self.start_line: Any = None
         self.headers = httputil.HTTPHeaders()
 
     def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> None:
         handler = self.handler
         handler.watch.touch()
+        if self.refused:
+            return
+        try:
+            body_framing(list(headers.get_all()))  # as the fast lane judges it (Tornado's client raises later)
+            if start_line.code == 101:  # on a plain request: what follows is no HTTP answer
+                raise FramingError("101")
+        except FramingError:
+            self.refused = True
+            handler.stream.close()
+            return
+        if start_line.code < 200:  # an interim answer (100, 103): Tornado's client reads on to the final one
+            return
         handler.set_status(start_line.code, start_line.reason or None)
         for name in ("Content-Type", "Date"):
             handler.clear_header(name)
@@ -190,6 +197,8 @@ class ResponseRelay(httputil.HTTPMessageDelegate):
         self.start_line, self.headers = start_line, headers
 
     async def data_received(self, chunk: bytes) -> None:
+        if self.refused:
+            return
         handler = self.handler
         handler.watch.touch()
         handler.services.proxy.on_activity(handler.workspace_id)
@@ -215,8 +224,4 @@ def host_pattern(settings: Any) -> str:
 host_routes = [
     (IsUpgrade(), WorkspaceProxySocket),
     (r".*", WorkspaceProxyHandler),
-]
-
-routes = [
-    (r"/api/users/workspace/open/?", OpenWorkspaceHandler),
 ]

@@ -1,5 +1,5 @@
 """The server's HTTP listener: Tornado's, with the proxy's fast lane
-(services/proxy_lane.py) in front of each plain-HTTP connection. The lane
+(proxy/lane.py) in front of each plain-HTTP connection. The lane
 serves plain reads of workspace hosts itself and gives every other
 connection, with the bytes it read, to Tornado at the first request it does
 not serve."""
@@ -16,10 +16,12 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
 from handlers.observe import access_log
-from handlers.proxy_edge import refusal
-from services.proxy_conn import Conn
-from services.proxy_lane import Lane
-from services.workspace_proxy import host_port
+from proxy.edge import refusal
+from proxy import start
+from proxy.conn import Conn
+from proxy.guard import BodyGuard
+from proxy.lane import Lane
+from proxy.headers import host_port
 
 PROXY_ROUTE = "workspace proxy"  # the metrics label of requests the lane served
 
@@ -28,7 +30,14 @@ class ProxyHTTPServer(HTTPServer):
     def initialize(self, *args: Any, **kwargs: Any) -> None:  # noqa: D401 - Tornado's configurable init
         super().initialize(*args, **kwargs)
         self.services = self.request_callback.settings["services"]
+        start(self.services)  # as server.py does: a server built elsewhere (tests, bench) gets the proxy too
         self.lanes: set[Conn] = set()  # connections the lane serves (Tornado's own are in _connections)
+
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> \
+            httputil.HTTPMessageDelegate:
+        """Each request Tornado serves: its head checked before any handler
+        runs or any body is read (proxy/guard.py)."""
+        return BodyGuard(super().start_request(server_conn, request_conn), request_conn, self.services)
 
     def handle_stream(self, stream: IOStream, address: tuple) -> None:
         if not self.services.settings.proxy_fast_lane or self.ssl_options is not None:
@@ -77,7 +86,7 @@ class ProxyHTTPServer(HTTPServer):
         super().handle_stream(stream, address)
 
     def _refusal(self, status: int, reason: str, accept: str, scheme: str, host: str) -> bytes:
-        """A whole refusal response, as handlers/proxy_edge.py's `refuse` writes it."""
+        """A whole refusal response, as proxy/edge.py's `refuse` writes it."""
         headers, body = refusal(self.services.settings, status, reason, accept, scheme, host_port(host))
         lines = [f"HTTP/1.1 {status} {httputil.responses.get(status, 'Unknown')}",
                  *(f"{name}: {value}" for name, value in headers), f"Content-Length: {len(body)}"]

@@ -8,7 +8,7 @@ Here the request head is parsed by llhttp (`httptools`, C), checked exactly
 as the Tornado path checks it (the cookie, then `ProxyAccess.check`: the
 login session, the viewer's right, the workspace running), and forwarded
 with our cookies and Authorization stripped and X-Forwarded-* set; the
-answer is relayed by services/proxy_relay.py (its head parsed once for the
+answer is relayed by proxy/relay.py (its head parsed once for the
 framing and to drop hop-by-hop headers, its body bytes unchanged, with
 backpressure).
 
@@ -21,6 +21,7 @@ ever serves requests that the Tornado path would have forwarded.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any, Callable
 
@@ -28,14 +29,16 @@ import httptools
 from tornado import httputil
 
 from services.netutil import _in
-from services.proxy_auth import Denied
-from services.proxy_conn import Closed, Conn
-from services.proxy_relay import MAX_HEAD_BYTES, Head, Relay
-from services.workspace_proxy import NEVER_FORWARDED, IdleWatch, cookie_value, foreign_cookies, owner_of_host
+from proxy.access import Denied, cross_site
+from proxy.conn import HEAD_END, MAX_HEAD_BYTES, Closed, Conn, Head
+from proxy.headers import ticket_in, upstream_request_headers
+from proxy.relay import Relay
+from proxy.runtime import IdleWatch
+from services.workspace_hosts import owner_of_host
 
 log = logging.getLogger("apranova.proxy")
-_NEVER_FORWARDED = {name.encode() for name in NEVER_FORWARDED}
 _LANE_METHODS = {b"GET", b"HEAD"}
+_MAYBE_TICKET = re.compile(rb"\?.*(?:ticket|%)", re.IGNORECASE)  # a query that may name `ticket` (then parsed)
 
 
 class Lane:
@@ -47,11 +50,11 @@ class Lane:
                  observe: Callable[[str, str, int, float], None], idle_seconds: float,
                  refusal: Callable[[int, str, str, str, str], bytes]):
         self.services, self.conn, self.hand_off, self.observe = services, conn, hand_off, observe
-        self.refusal = refusal  # (status, reason, accept, scheme, host) -> a whole response (handlers/proxy_edge.py)
+        self.refusal = refusal  # (status, reason, accept, scheme, host) -> a whole response (proxy/edge.py)
         self.settings = services.settings
         self.proxy = services.proxy
         self.remote_ip = address[0] if isinstance(address, tuple) and address else "0.0.0.0"
-        self.scheme = "http"  # TLS connections never take the lane (handlers/proxy_server.py)
+        self.scheme = "http"  # TLS connections never take the lane (proxy/server.py)
         self.idle_seconds = idle_seconds
 
     async def run(self) -> None:
@@ -59,23 +62,27 @@ class Lane:
         watch = IdleWatch(conn, self.idle_seconds)  # as Tornado's idle_connection_timeout: none between requests
         try:
             while True:
-                end = conn.buffer.find(b"\r\n\r\n")
-                while end < 0:
+                match = HEAD_END.search(conn.buffer)
+                while match is None:
                     if len(conn.buffer) > MAX_HEAD_BYTES:
                         return await self._give_up(watch)
                     await conn.more()
-                    end = conn.buffer.find(b"\r\n\r\n")
+                    match = HEAD_END.search(conn.buffer)
+                end = match.end()
+                raw = bytes(conn.buffer[:end])
+                if end > MAX_HEAD_BYTES or raw.count(b"\n") != raw.count(b"\r\n"):
+                    return await self._give_up(watch)  # too long, or bare LFs: Tornado's parser answers
                 # During the exchange only PROXY_IDLE_TIMEOUT applies (the workspace's
                 # silence), as on Tornado's path: a long answer is never cut here.
                 watch.cancel()
-                kept_alive = await self._serve(bytes(conn.buffer[:end + 4]))
+                kept_alive = await self._serve(raw)
                 if kept_alive is None:
                     return await self._give_up(watch)
                 if not kept_alive:
                     await conn.flushed()
                     conn.transport.close()
                     return
-                del conn.buffer[:end + 4]
+                del conn.buffer[:end]
                 watch = IdleWatch(conn, self.idle_seconds)
         except Closed:
             conn.close()
@@ -107,33 +114,46 @@ class Lane:
                 or parser.get_http_version() != "1.1":
             return None  # a body, another method, an odd target or HTTP/1.0: Tornado's full path
         try:
-            plan = await self._admit(head)
+            plan = await self._admit(head, method.decode())
         except Exception:  # noqa: BLE001 - e.g. the database unreachable: Tornado's path answers as it does
             log.warning("workspace proxy fast lane: check failed; handing the request to Tornado", exc_info=True)
             return None
         if plan is None:
             return None
         workspace_id, address, upstream_head = plan
-        relay = Relay(self, address, method == b"HEAD", workspace_id, head)
-        status = await relay.run(upstream_head, head.url)
+        relay = Relay(self.conn, self.proxy, self.settings, address, workspace_id, method == b"HEAD",
+                      _asks_close(head), lambda status: self._refuse(status, head))
+        status = await relay.run(method + b" " + head.url + b" HTTP/1.1\r\n" + upstream_head)
         if status is None:
             return None
         path = head.url.partition(b"?")[0].decode("latin-1")  # never the query: it may carry secrets
         self.observe(method.decode(), path, status, time.perf_counter() - started)
-        return relay.client_open and parser.should_keep_alive()
+        return relay.client_open
 
-    async def _admit(self, head: Head) -> tuple[Any, tuple[str, int], bytes] | None:
+    async def _refuse(self, status: int, head: Head) -> int:
+        """The 502/504 page (or envelope) Tornado's path would give."""
+        headers = dict(head.headers)
+        accept = headers.get(b"accept", b"").decode("latin-1")
+        host = headers.get(b"host", b"").decode("latin-1")
+        await self.conn.write(self.refusal(status, "unreachable", accept, self.scheme_of(head), host))
+        return status
+
+    async def _admit(self, head: Head, method: str) -> tuple[Any, tuple[str, int], bytes] | None:
         """The workspace and the head to send it, when the Tornado path would
         forward this request; else None."""
         hosts = [value for name, value in head.headers if name == b"host"]
-        if len(hosts) != 1 or b"ticket=" in head.url:
+        if len(hosts) != 1 or (_MAYBE_TICKET.search(head.url) and ticket_in(head.url.decode("latin-1"))):
             return None
         host = hosts[0].decode("latin-1")
         owner_id = owner_of_host(self.settings, httputil.split_host_and_port(host.lower())[0])
         if owner_id is None:
             return None
-        cookies = "; ".join(value.decode("latin-1") for name, value in head.headers if name == b"cookie")
-        grant = self.proxy.cached_grant(cookie_value(cookies), owner_id)
+        pairs = head.text_pairs()
+        values = dict(pairs)  # Sec-Fetch-*, Origin, Referer, Accept: one each from a browser
+        if cross_site(method, lambda name: values.get(name.lower()), host):
+            return None  # Tornado refuses it with the page
+        cookies = "; ".join(value for name, value in pairs if name == "cookie")
+        grant = self.proxy.grant_in(cookies, owner_id)
         try:
             access = await self.proxy.check(grant)
         except Denied:
@@ -141,31 +161,14 @@ class Lane:
         endpoint = self.services.workspaces.endpoint(access.doc)
         if endpoint is None:
             return None
-        return access.doc["_id"], (endpoint.host, endpoint.port), self._upstream_head(head, host, cookies)
+        headers = upstream_request_headers(pairs, self.remote_ip, host, self.scheme_of(head),
+                                           self.settings.trusted_proxies)
+        upstream_head = "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
+        return access.doc["_id"], (endpoint.host, endpoint.port), upstream_head.encode("latin-1")
 
-    def _upstream_head(self, head: Head, host: str, cookies: str) -> bytes:
-        """The request as the workspace may see it (as `forwarded_headers`)."""
-        connection = b",".join(value for name, value in head.headers if name == b"connection")
-        dropped = _NEVER_FORWARDED | {t.strip().lower() for t in connection.split(b",")}
-        lines = []
-        for name, value in head.headers:
-            if name not in dropped:
-                lines.append(name + b": " + value)
-        kept_cookies = foreign_cookies(cookies) if cookies else None
-        if kept_cookies:
-            lines.append(b"cookie: " + kept_cookies.encode("latin-1"))
-        trusted = self.settings.trusted_proxies
-        previous = None
-        if trusted and _in(self.remote_ip, trusted):
-            previous = b", ".join(value for name, value in head.headers if name == b"x-forwarded-for") or None
-        remote = self.remote_ip.encode()
-        lines.append(b"x-forwarded-for: " + (previous + b", " + remote if previous else remote))
-        lines.append(b"x-forwarded-proto: " + self.scheme_of(head, trusted).encode())
-        lines.append(b"x-forwarded-host: " + host.encode("latin-1"))
-        return b"\r\n".join(lines) + b"\r\n\r\n"
-
-    def scheme_of(self, head: Head, trusted: list) -> str:
+    def scheme_of(self, head: Head) -> str:
         """As `request_scheme`: https when a trusted proxy in front says so."""
+        trusted = self.settings.trusted_proxies
         if trusted and _in(self.remote_ip, trusted):
             for name, value in head.headers:
                 if name == b"x-forwarded-proto":
@@ -173,3 +176,8 @@ class Lane:
                     if forwarded in ("http", "https"):
                         return forwarded
         return self.scheme
+
+
+def _asks_close(head: Head) -> bool:
+    """`Connection: close` from the browser (llhttp forgets it once the message is complete)."""
+    return any(name == b"connection" and b"close" in value.lower() for name, value in head.headers)
