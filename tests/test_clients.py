@@ -272,7 +272,7 @@ async def test_signup_records_consent_and_ignores_payment_verified(server, clien
     for stamp in ("privacy_accepted_at", "marketing_consent_at", "recorded_at"):
         assert abs((consent[stamp] - stored["created_at"]).total_seconds()) < 60, stamp  # real datetimes
     profile = (await client.get("/api/users/profile/", headers=auth(body))).json()
-    assert profile["payment_verified"] is False and profile["enrollment_status"] == "NOT_ENROLLED"
+    assert profile["payment_verified"] is False and profile["enrollment_status"] == "PENDING_PAYMENT"
     assert profile["assigned_trainer"] is None
     # The contract's body records no consent at all.
     plain = await register(client)
@@ -318,7 +318,7 @@ async def test_students_get_the_least_loaded_trainer_of_their_track(server, clie
     assert await students_of(client, fsd) == [d["user"]["id"]]
     listed = (await client.get("/api/users/my-students/", headers=auth(first))).json()["students"][0]
     assert listed == {"id": a["user"]["id"], "name": "Grace Hopper", "email": a["user"]["email"], "track": "DP",
-                      "enrollment_status": "NOT_ENROLLED"}
+                      "enrollment_status": "PENDING_PAYMENT"}
     profile = (await client.get("/api/users/profile/", headers=auth(b))).json()
     assert profile["assigned_trainer"] == {"id": second["user"]["id"], "name": "Second Trainer",
                                            "email": second["user"]["email"]}
