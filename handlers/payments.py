@@ -6,7 +6,8 @@ from decimal import Decimal
 
 from handlers.base import APIHandler, Operation
 from models.common import ErrorOut
-from models.payments import CreatePaymentOut, CreatePaymentRequest, PaymentListOut, WebhookOut, parse_limit
+from models.payments import (CheckoutOut, CheckoutRequest, CheckoutVerifyOut, CreatePaymentOut, CreatePaymentRequest,
+                             PaymentListOut, WebhookOut, parse_limit)
 
 PAYMENTS = ("payments",)
 
@@ -33,6 +34,35 @@ class CreatePaymentHandler(APIHandler):
             user, request.amount, request.currency, request.track, self.request.headers.get("Idempotency-Key"),
             metadata_track=request.metadata.track if request.metadata else None)
         self.send(result)
+
+
+class CheckoutHandler(APIHandler):
+    operations = {"post": Operation(
+        "Start a Stripe Checkout Session for a track's price (the original \"Get started\" page)",
+        body=CheckoutRequest, auth=True, tags=PAYMENTS,
+        description="Answers `{url}`: send the browser there. The amount is the track's TRACK_PRICES price; "
+                    "success_url and cancel_url must be under CHECKOUT_RETURN_ORIGINS. An `Idempotency-Key` "
+                    "header gives the same session again.",
+        responses={200: CheckoutOut, 400: ErrorOut, 401: ErrorOut, 409: ErrorOut, 502: ErrorOut, 503: ErrorOut})}
+
+    async def post(self) -> None:
+        user = await self.require_user()
+        self.services.payments.require_configured()
+        request = self.parse_body(CheckoutRequest)
+        self.send(await self.services.checkout.create(user, request.track, request.success_url, request.cancel_url,
+                                                      self.request.headers.get("Idempotency-Key")))
+
+
+class CheckoutVerifyHandler(APIHandler):
+    operations = {"get": Operation(
+        "The caller's Checkout Session as Stripe has it now; a paid one enrols (the original success page)",
+        auth=True, tags=PAYMENTS, query={"session_id": "The cs_... id Stripe put in the success_url."},
+        responses={200: CheckoutVerifyOut, 400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 502: ErrorOut,
+                   503: ErrorOut})}
+
+    async def get(self) -> None:
+        user = await self.require_user()
+        self.send(await self.services.checkout.verify(user, self.get_query_argument("session_id", None)))
 
 
 class WebhookHandler(APIHandler):
@@ -64,5 +94,7 @@ class MyPaymentsHandler(APIHandler):
 routes = [
     (r"/api/payments/create-payment/?", CreatePaymentHandler),
     (r"/api/payments/webhook/?", WebhookHandler),
+    (r"/api/payments/create-simple-checkout/?", CheckoutHandler),
+    (r"/api/payments/verify-checkout-session/?", CheckoutVerifyHandler),
     (r"/api/payments/my-payments/?", MyPaymentsHandler),
 ]

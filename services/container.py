@@ -137,6 +137,8 @@ from services import metrics as _metrics  # noqa: E402
 STARTERS.append(_metrics.start)
 from services import payments as _payments  # noqa: E402
 STARTERS.append(_payments.start)
+from services import checkout as _checkout  # noqa: E402 - after payments: it extends services.payments
+STARTERS.append(_checkout.start)
 from services import oauth as _oauth  # noqa: E402
 STARTERS.append(_oauth.start)
 from services import admin as _admin  # noqa: E402

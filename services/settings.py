@@ -165,6 +165,8 @@ SETTINGS: list[Setting] = [
     S("PAYMENT_CURRENCIES", "usd", "Comma-separated allowed currencies.", csv_list, group="payments"),
     S("PAYMENT_MAX_AMOUNT", "10000", "Largest amount accepted, in major units.", group="payments"),
     S("TRACK_PRICES", "DP=499.00,FSD=599.00", "Comma-separated TRACK=price in the first allowed currency.", prices, group="payments"),
+    S("CHECKOUT_RETURN_ORIGINS", "", "Comma-separated origins a Stripe Checkout success_url or cancel_url may lead "
+      "to (empty: the origins named in CORS_ORIGINS and PUBLIC_BASE_URL's).", origins, group="payments"),
     # oauth
     S("GOOGLE_CLIENT_ID", "", "Google OAuth client id (empty: Google sign-in answers 503).", group="oauth"),
     S("GOOGLE_CLIENT_SECRET", "", "Google OAuth client secret.", secret=True, group="oauth"),
