@@ -39,14 +39,16 @@ class CreatePaymentHandler(APIHandler):
 class CheckoutHandler(APIHandler):
     operations = {"post": Operation(
         "Start a Stripe Checkout Session for a track's price (the original \"Get started\" page)",
-        body=CheckoutRequest, auth=True, tags=PAYMENTS,
-        description="Answers `{url}`: send the browser there. The amount is the track's TRACK_PRICES price; "
-                    "success_url and cancel_url must be under CHECKOUT_RETURN_ORIGINS. An `Idempotency-Key` "
-                    "header gives the same session again.",
+        body=CheckoutRequest, tags=PAYMENTS,
+        description="Answers `{url}`: send the browser there. With a bearer token the session is the "
+                    "caller's; without one it is a guest checkout (Stripe asks for the email). The amount is the "
+                    "track's TRACK_PRICES price; success_url and cancel_url must be under "
+                    "CHECKOUT_RETURN_ORIGINS (`?session_id={CHECKOUT_SESSION_ID}` is added when missing). An "
+                    "`Idempotency-Key` header gives the same session again.",
         responses={200: CheckoutOut, 400: ErrorOut, 401: ErrorOut, 409: ErrorOut, 502: ErrorOut, 503: ErrorOut})}
 
     async def post(self) -> None:
-        user = await self.require_user()
+        user = await self.require_user() if self.bearer_token() else None  # the original page sends none
         self.services.payments.require_configured()
         request = self.parse_body(CheckoutRequest)
         self.send(await self.services.checkout.create(user, request.track, request.success_url, request.cancel_url,
@@ -55,14 +57,20 @@ class CheckoutHandler(APIHandler):
 
 class CheckoutVerifyHandler(APIHandler):
     operations = {"get": Operation(
-        "The caller's Checkout Session as Stripe has it now; a paid one enrols (the original success page)",
-        auth=True, tags=PAYMENTS, query={"session_id": "The cs_... id Stripe put in the success_url."},
-        responses={200: CheckoutVerifyOut, 400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 502: ErrorOut,
+        "A Checkout Session as Stripe has it now; a paid one enrols (the original success page)",
+        tags=PAYMENTS, query={"session_id": "The cs_... id Stripe put in the success_url."},
+        description="No token needed (the session id is the capability); with one, another user's session "
+                    "is a 404. 202 while Stripe has the order but not the money yet. A paid guest session "
+                    "makes (or enrols) the account of its email; the first verify of one that made an account "
+                    "also answers `access`, `refresh` and `user`.",
+        responses={200: CheckoutVerifyOut, 202: CheckoutVerifyOut, 400: ErrorOut, 401: ErrorOut, 404: ErrorOut,
+                   502: ErrorOut,
                    503: ErrorOut})}
 
     async def get(self) -> None:
-        user = await self.require_user()
-        self.send(await self.services.checkout.verify(user, self.get_query_argument("session_id", None)))
+        user = await self.require_user() if self.bearer_token() else None
+        status, answer = await self.services.checkout.verify(user, self.get_query_argument("session_id", None))
+        self.send(answer, status=status)
 
 
 class WebhookHandler(APIHandler):

@@ -77,6 +77,9 @@ class CheckoutOut(ResponseModel):
 
 
 class CheckoutVerifyOut(ResponseModel):
+    """`success` is what the original success page reads. The tokens come
+    once, to the first verify of a guest payment that made its account."""
+    success: bool = Field(description="Paid, and the student enrolled.")
     session_id: str
     status: Optional[str] = Field(default=None, description="Stripe's session status: open, complete or expired.")
     payment_status: Optional[str] = Field(default=None, description="Stripe's: paid, unpaid or no_payment_required.")
@@ -86,6 +89,9 @@ class CheckoutVerifyOut(ResponseModel):
     track: Optional[str] = None
     amount: int = Field(description="In minor units.")
     currency: str
+    access: Optional[str] = None
+    refresh: Optional[str] = None
+    user: Optional[dict[str, Any]] = None
 
 
 class PaymentOut(ResponseModel):
@@ -138,11 +144,10 @@ def parse_limit(raw: str | None) -> int:
     return int(raw)
 
 
-def checkout_verify_model(session: dict, payment: dict, enrollment_status: str) -> dict:
-    """A retrieved Checkout Session and our record of it as the verify answer
-    (`enrollment_status`: the user's before this check)."""
-    settled = payment["status"] == "succeeded"
-    return {"session_id": session["id"], "status": session.get("status"),
+def checkout_verify_model(session: dict, payment: dict) -> dict:
+    """A retrieved Checkout Session and our record of it as the verify answer."""
+    settled = payment["status"] == "succeeded" and payment.get("user_id") is not None
+    return {"success": settled, "session_id": session["id"], "status": session.get("status"),
             "payment_status": session.get("payment_status"), "paid": session.get("payment_status") == "paid",
-            "enrolled": settled, "enrollment_status": "ENROLLED" if settled else enrollment_status,
+            "enrolled": settled, "enrollment_status": "ENROLLED" if settled else "PENDING_PAYMENT",
             "track": payment.get("track"), "amount": int(payment["amount"]), "currency": payment["currency"]}

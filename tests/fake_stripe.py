@@ -88,10 +88,12 @@ class FakeStripe:
         intent.update(changes)
         return self.event(event_type, intent)
 
-    def pay_session(self, session_id: str) -> dict:
+    def pay_session(self, session_id: str, email: str | None = None, name: str | None = None) -> dict:
         """What paying on the hosted page does: the session complete and
-        paid, with a succeeded PaymentIntent."""
+        paid, with a succeeded PaymentIntent and the customer's details
+        (the email the session was made for, or the one typed)."""
         session = self.sessions[session_id]
+        session["customer_details"] = {"email": session.get("customer_email") or email, "name": name}
         if session["payment_status"] != "paid":
             intent_id = f"pi_{secrets.token_hex(12)}"
             self.intents[intent_id] = {"id": intent_id, "object": "payment_intent", "amount": session["amount_total"],
@@ -264,13 +266,15 @@ class HostedCheckoutPage(web.RequestHandler):
         total = f"{session['amount_total'] / 100:.2f} {session['currency'].upper()}"
         self.write(f"""<!doctype html><html lang="en"><title>Fake Stripe Checkout</title>
 <h1>Pay ApraNova</h1><p id="total">{html.escape(total)}</p>
-<form method="post"><button id="pay" type="submit">Pay</button></form>
+<form method="post"><label>Email <input id="email" name="email" type="email"></label>
+<label>Name <input id="name" name="name"></label><button id="pay" type="submit">Pay</button></form>
 <a id="cancel" href="{html.escape(session['cancel_url'])}">Cancel</a></html>""")
 
     async def post(self, session_id: str) -> None:
         if session_id not in self.fake.sessions:
             raise web.HTTPError(404)
-        session = self.fake.pay_session(session_id)
+        session = self.fake.pay_session(session_id, self.get_body_argument("email", None) or None,
+                                        self.get_body_argument("name", None) or None)
         if self.fake.webhook_url:
             payload = json.dumps(self.fake.event("checkout.session.completed", dict(session))).encode()
             await httpclient.AsyncHTTPClient().fetch(
