@@ -153,6 +153,9 @@ SETTINGS: list[Setting] = [
       group="workspace proxy"),
     S("PROXY_TICKET_SECONDS", "60", "Lifetime of the one-time ticket in a workspace URL from /api/users/workspace/open/.",
       int, group="workspace proxy"),
+    S("PROXY_URL_TICKET_SECONDS", "300", "Lifetime of the one-time ticket minted into the workspace url of its "
+      "owner's create and GET answers, so that opening that url signs in (the original frontend's Open button); "
+      "0: bare urls, open through /api/users/workspace/open/.", whole_number, group="workspace proxy"),
     S("PROXY_FAST_LANE", "true", "Serve plain GET/HEAD requests of workspace hosts below Tornado's HTTP layer (C "
       "parser, same checks); false: every proxied request through Tornado.", boolean, group="workspace proxy"),
     S("PROXY_COOKIE_HOURS", "12", "Lifetime of the workspace cookie (it also dies with the login session).", float,
