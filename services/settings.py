@@ -184,6 +184,8 @@ SETTINGS: list[Setting] = [
     S("GITHUB_API_BASE", "https://api.github.com", "GitHub API base URL.", http_url, group="oauth"),
     S("OAUTH_REDIRECT_URIS", "http://localhost:3000/auth/callback,http://localhost:8000/auth/callback",
       "Comma-separated redirect URIs that OAuth sign-in accepts.", csv_list, group="oauth"),
+    S("OAUTH_LOGIN_REDIRECT", "/login", "Page that /accounts/<provider>/login/callback/ sends a signed-in browser "
+      "to, with the tokens in the URL fragment (relative: on PUBLIC_URL or this server).", group="oauth"),
     S("OAUTH_TIMEOUT", "10", "Seconds each call to Google or GitHub may take before sign-in answers 502.", number, group="oauth"),
 ]
 del S
