@@ -16,8 +16,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable
 
-from services.setting_parsers import (boolean, csv_list, http_url, networks, number, optional_http_url, origins, port,
-                                      prices, rate, statuses, tracks, whole_number)
+from services.setting_parsers import (boolean, csv_list, http_url, link_template, networks, number, optional_http_url,
+                                      origins, port, prices, rate, statuses, tracks, whole_number)
 
 DEFAULT_TRACKS = "DP=Data Professional,FSD=Full-Stack Developer"
 
@@ -94,6 +94,12 @@ SETTINGS: list[Setting] = [
     S("SMTP_TIMEOUT", "10", "Seconds one mail may take to send.", number, group="email"),
     S("PUBLIC_BASE_URL", "http://localhost:8000", "Address users reach the site at; links in mail start with it.",
       http_url, group="email"),
+    S("EMAIL_VERIFY_URL", "/verify-email?key={key}", "Link mailed to verify an email address; {key} is filled in. "
+      "A path is put after PUBLIC_BASE_URL; a full http(s) URL is used as it is.", link_template("key"),
+      group="email"),
+    S("PASSWORD_RESET_URL", "/reset-password?uid={uid}&token={token}", "Link mailed to reset a password; {uid} "
+      "and {token} are filled in (the original frontend: /reset-password/confirm?uid={uid}&token={token}).",
+      link_template("uid", "token"), group="email"),
     S("EMAIL_VERIFY_HOURS", "48", "Lifetime of an email-verification link.", whole_number, group="email"),
     S("PASSWORD_RESET_MINUTES", "60", "Lifetime of a password-reset link.", whole_number, group="email"),
     # workspaces
