@@ -161,3 +161,29 @@ async def test_two_tabs_stay_logged_in(browser, start_server, frontend_origin) -
                     ).status_code == 200
     finally:
         await context.close()
+
+
+async def test_the_chain_across_worker_processes(tmp_path, mongo) -> None:
+    """`--workers 2`: two real processes on one port, every request on a new
+    connection (the kernel spreads them), the session state in MongoDB."""
+    from tests.test_server_process import ServerProcesses
+    processes = ServerProcesses(tmp_path / "data")
+    try:
+        server = processes(MONGODB_URI=mongo.uri, MONGODB_DB=f"workers_{uuid.uuid4().hex[:8]}", WORKERS="2")
+        await asyncio.get_running_loop().run_in_executor(None, server.wait_ready)
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=fresh) as a, \
+                httpx.AsyncClient(base_url=server.url, timeout=30, limits=fresh) as b:
+            data = await register(a)
+            r2 = (await refresh(a, data["refresh"])).json()
+            r3 = await twice(a, b, r2["refresh"])
+            r4 = await twice(b, a, r3["refresh"])
+            r5 = (await refresh(a, r4["refresh"])).json()
+            lates = await asyncio.gather(*(refresh(client, r3["refresh"]) for client in (a, b, a, b)))
+            assert all(late.status_code == 200 and late.json() == r5 for late in lates), [x.text for x in lates]
+            for client in (a, b, a, b):
+                assert (await client.get("/api/users/profile/", headers=auth(r5))).status_code == 200
+    finally:
+        for started in processes.started:
+            started.stop()  # SIGTERM: the parent stops its workers
+        processes.kill_all()
