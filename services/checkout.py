@@ -44,8 +44,9 @@ CHECKOUT_EVENTS = ("checkout.session.completed", "checkout.session.async_payment
 
 
 class CheckoutService:
-    def __init__(self, payments: PaymentService):
+    def __init__(self, payments: PaymentService, welcome: Any = None):
         self.payments = payments
+        self.welcome = welcome  # async (email): mail a new guest account its set-a-password link
         self.records = payments.payments
         settings = payments.settings
         named = settings.checkout_return_origins or [o for o in settings.cors_origins if o != "*"] + [
@@ -201,6 +202,8 @@ class CheckoutService:
             {"_id": record["_id"], "user_id": None},
             {"$set": {"user_id": user["_id"], "login": "pending" if created else "none"}},
             return_document=ReturnDocument.AFTER)
+        if created and self.welcome is not None:
+            await self.welcome(email)
         return bound or await self.records.find_one({"_id": record["_id"]})
 
 
@@ -222,4 +225,11 @@ def origin_of(url: str) -> str:
 
 
 async def start(services: Any) -> None:
-    services.checkout = CheckoutService(services.payments)
+    async def welcome(email: str) -> None:
+        """A password-reset link, so the account a guest payment made can sign
+        in again (the original success page promises a mail); none without SMTP."""
+        links = getattr(services, "email_links", None)  # started after this service
+        if links is not None and links.mailer is not None:
+            await links.request_reset(email)
+
+    services.checkout = CheckoutService(services.payments, welcome)

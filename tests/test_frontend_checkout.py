@@ -291,3 +291,15 @@ async def test_checkout_in_chromium_redirects_to_stripe_and_back(browser, fake_s
     finally:
         await context.close()
         await close(http)
+
+
+async def test_a_new_guest_account_is_mailed_a_set_password_link(fake_stripe, start_server, smtp) -> None:  # noqa: F811
+    server = await start_server(**stripe_settings(fake_stripe), **smtp.settings())
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        answer = await client.post(CHECKOUT, json={"track": "DP", "success_url": SUCCESS, "cancel_url": CANCEL})
+        session_id = answer.json()["url"].rsplit("/", 1)[1]
+        email = f"mailed-{session_id[-8:]}@example.com"
+        fake_stripe.pay_session(session_id, email)
+        assert (await deliver(client, fake_stripe, session_id)).status_code == 200  # the webhook makes it
+        message = await smtp.wait_for(email, subject="Reset")
+        assert "https://apranova.test/reset-password?uid=" in message.get_content()
