@@ -12,6 +12,7 @@ import uuid
 from typing import Any, AsyncIterator
 
 import httpx
+import jwt
 import pytest
 from tornado import web
 
@@ -104,7 +105,7 @@ async function call(path) {
                             {refresh: localStorage.getItem("refresh_token")}, null);
   if (renewed.status !== 200) {
     localStorage.removeItem("access_token"); localStorage.removeItem("refresh_token");
-    return "logged out";
+    return "logged out: " + renewed.status + " " + (renewed.data ? renewed.data.error : renewed.error);
   }
   localStorage.setItem("access_token", renewed.data.access);
   localStorage.setItem("refresh_token", renewed.data.refresh);
@@ -118,14 +119,14 @@ window.done = Promise.all(["/api/users/profile/", "/api/payments/my-payments/", 
 
 
 class TabPage(web.RequestHandler):
-    def get(self) -> None:
+    def get(self, page: str) -> None:
         self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.write(TAB_PAGE)
+        self.write(TAB_PAGE if page else "<!doctype html><title>home</title>")
 
 
 @pytest.fixture
 async def frontend_origin() -> AsyncIterator[str]:
-    http, url = listen(web.Application([(r"/(?:dashboard)?", TabPage)]))
+    http, url = listen(web.Application([(r"/(dashboard)?", TabPage)]))
     yield url.replace("127.0.0.1", "localhost")
     await close(http)
 
@@ -135,26 +136,53 @@ def expired_access(user_id: int, session_id: str) -> str:
     return craft_token({"sub": str(user_id), "sid": session_id, "iat": past, "exp": past + dt.timedelta(hours=1)})
 
 
+# Chromium aborts requests in flight when the machine's interfaces change
+# (net::ERR_NETWORK_CHANGED): on a shared test machine other tests make and
+# remove Docker networks and veth pairs. The replayed client then logs out,
+# as the original would after any network error; such a trial says nothing
+# about the server, so it is done again on a new login (at most MAX_VOID).
+MAX_VOID = 10
+
+
+async def seed(server: Any, tabs: list, email: str, password: str) -> tuple[int, str]:
+    """A new login of the user, its refresh token in the tabs' localStorage."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        login = (await client.post("/api/users/login/", json={"email": email, "password": password,
+                                                              "role": "student"})).json()
+    await tabs[0].evaluate("([r]) => localStorage.setItem('refresh_token', r)", [login["refresh"]])
+    claims = jwt.decode(login["refresh"], options={"verify_signature": False})
+    return int(claims["sub"]), claims["sid"]
+
+
 @pytest.mark.browser
 async def test_two_tabs_stay_logged_in(browser, start_server, frontend_origin) -> None:  # noqa: F811
     server = await start_server(cors_origins=frontend_origin)
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         data = await register(client)
-    user_id = data["user"]["id"]
-    session_id = (await server.db.sessions.find_one({"user_id": user_id}))["_id"]
     context = await browser.new_context()
     context.set_default_timeout(15000)
     try:
         tabs = [await context.new_page(), await context.new_page()]
+        failures: list[str] = []
+        for tab in tabs:
+            tab.on("requestfailed", lambda r: failures.append(f"{r.method} {r.url.split('?')[0]} {r.failure}"))
         await tabs[0].goto(frontend_origin + "/")
-        await tabs[0].evaluate("([r]) => localStorage.setItem('refresh_token', r)", [data["refresh"]])
-        for trial in range(20):
+        user_id, session_id = await seed(server, tabs, data["user"]["email"], data["password"])
+        passed = voided = 0
+        while passed < 20:
+            failures.clear()
             await tabs[0].evaluate("([a]) => localStorage.setItem('access_token', a)",
                                    [expired_access(user_id, session_id)])
-            url = f"{frontend_origin}/dashboard?api={server.url}&trial={trial}"
+            url = f"{frontend_origin}/dashboard?api={server.url}&trial={passed}.{voided}"
             await asyncio.gather(*(tab.goto(url) for tab in tabs))
             results = await asyncio.gather(*(tab.evaluate("window.done") for tab in tabs))
-            assert results == [[200] * 4] * 2, f"trial {trial}: {results}"
+            if results != [[200] * 4] * 2 and any("ERR_NETWORK_CHANGED" in f for f in failures):
+                voided += 1
+                assert voided <= MAX_VOID, f"the network kept changing: {failures}"
+                user_id, session_id = await seed(server, tabs, data["user"]["email"], data["password"])
+                continue
+            assert results == [[200] * 4] * 2, f"trial {passed}: {results} {failures}"
+            passed += 1
         stored = await tabs[1].evaluate("localStorage.getItem('access_token')")
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             assert (await client.get("/api/users/profile/", headers={"Authorization": f"Bearer {stored}"})
