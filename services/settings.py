@@ -70,8 +70,9 @@ SETTINGS: list[Setting] = [
     S("JWT_SECRET", "", "HS256 signing key. Empty in development: generated once and kept in DATA_DIR.", secret=True, group="auth"),
     S("JWT_ACCESS_MINUTES", "60", "Access-token lifetime in minutes.", whole_number, group="auth"),
     S("JWT_REFRESH_DAYS", "7", "Refresh-token lifetime in days.", whole_number, group="auth"),
-    S("JWT_REFRESH_REUSE_SECONDS", "10", "Seconds after a refresh during which the same refresh token gets the same "
-      "new pair again (concurrent refreshes); later reuse revokes the login. 0: off.", whole_number, group="auth"),
+    S("JWT_REFRESH_REUSE_SECONDS", "10", "Seconds after a refresh token's rotation during which it (any token of "
+      "the login's recent chain) gets the login's current pair again (concurrent refreshes, several tabs); later "
+      "reuse revokes the login. 0: off.", whole_number, group="auth"),
     S("BCRYPT_ROUNDS", "12", "bcrypt cost factor (4-31).", whole_number, group="auth"),
     S("AUTH_CACHE_SIZE", "10000", "Sessions (and as many users) whose auth state each process caches; 0: read the "
       "database on every request. Other processes' changes reach the cache within 1 s.", whole_number, group="auth"),
