@@ -5,7 +5,7 @@ answered 404 (or without CORS headers) is reported as a CORS failure instead
 of the 404 the client could handle. Chromium drives it: it enforces CORS."""
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import httpx
 import pytest
