@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from tornado import web
 
-from handlers import (accounts, admin, docs, health, metrics, oauth, payments, static, verification, workspace_open,
-                      workspaces)
+from handlers import (accounts, admin, docs, health, metrics, oauth, oauth_alias, payments, static, verification,
+                      workspace_open, workspaces)
 from handlers.base import NotFoundHandler
 from handlers.observe import log_request
 from proxy import handlers as proxy
@@ -24,6 +24,7 @@ routes: list[tuple] = [
     *payments.routes,
     *admin.routes,
     *oauth.routes,
+    *oauth_alias.routes,  # django-allauth's /accounts/<provider>/login/ for the original frontend
     *docs.routes,
     *metrics.routes,
     *static.routes,  # the browser client: `/`, its page routes, /static/ (last: matches no /api path)

@@ -118,7 +118,8 @@ class ProfileHandler(APIHandler):
 
     async def profile(self, user: dict) -> dict:
         trainer = await self.services.students.trainer_of(user)
-        return {**profile_model(user), "assigned_trainer": trainer_model(trainer) if trainer else None}
+        return {**profile_model(user), "assigned_trainer": trainer_model(trainer) if trainer else None,
+                "workspace_url": await self.services.workspaces.origin_of(user["_id"])}
 
 
 class MyStudentsHandler(APIHandler):

@@ -270,15 +270,24 @@ _DEFAULT_MESSAGES = {
 
 
 class NotFoundHandler(APIHandler):
-    """Catch-all: JSON 404 for any unknown path and method."""
+    """Catch-all: JSON 404 for any unknown path and method. A CORS preflight
+    of an unknown /api/ path from an allowed origin is answered (204, every
+    method): browsers report a failed preflight as a CORS error, so the
+    client would never see the 404 the request itself gets (with the CORS
+    headers every answer carries). The original frontend calls endpoints of
+    the original platform this server does not implement."""
     rate_limited = False
 
     def allowed_methods(self) -> set[str]:
-        return {"OPTIONS"}
+        return {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
     async def prepare(self) -> None:
         await super().prepare()
         self.before_body = True
+        origin = self.request.headers.get("Origin")
+        if (self.request.method == "OPTIONS" and self.request.path.startswith("/api/") and origin
+                and self.origin_allowed(origin)):
+            return  # options() answers the preflight
         raise ApiError(404, "Not found", f"No endpoint at {self.request.path}.")
 
 

@@ -15,12 +15,16 @@ from models.common import ErrorOut
 from models.workspaces import (CREATED_MSG, EXISTS_MSG, CreateWorkspaceIn, WorkspaceCreatedOut, WorkspaceDeletedOut,
                                WorkspaceOut, event_message, snapshot_message, workspace_model)
 from services.errors import ApiError, NotFound, field_error
+from proxy.owner_url import owner_url
 from services.workspaces.events import SubscriptionEnded
 
 log = logging.getLogger("apranova.workspaces")
 TAGS = ("workspaces",)
 AS_USER = {"user_id": "Admins only: act on this user's workspace (each such request is in the audit log)."}
 COMMON = {401: ErrorOut, 403: ErrorOut, 502: ErrorOut, 503: ErrorOut}
+OWNER_URL = ("Behind the proxy (WORKSPACE_EXPOSURE=network) the owner's `url` carries a one-time `?ticket=` "
+             "(PROXY_URL_TICKET_SECONDS, bound to this login), so opening it signs in to the IDE; an admin's "
+             "?user_id= read gets the bare origin.")
 class WorkspaceBase(APIHandler):
     acting_for: int | None = None  # the other user an admin acts for through ?user_id=
 
@@ -46,10 +50,13 @@ class WorkspaceBase(APIHandler):
         if self.acting_for is not None:
             await self.services.admin.audit_acting_for(self.user, self.acting_for, action, **details)
 
-    def render(self, doc: dict, msg: str | None = None, status: int = 200) -> None:
+    async def render(self, doc: dict, msg: str | None = None, status: int = 200, ticket: bool = False) -> None:
+        """`ticket`: the owner's url opens the IDE by itself (proxy/owner_url.py)."""
         workspaces = self.services.workspaces
-        self.send(workspace_model(doc, workspaces.address(doc), workspaces.password(doc), msg,
-                                  workspaces.estimate()), status)
+        url, port = workspaces.address(doc)
+        if ticket:
+            url = await owner_url(self.services, self.user, doc, url)
+        self.send(workspace_model(doc, (url, port), workspaces.password(doc), msg, workspaces.estimate()), status)
 
 
 class CreateWorkspaceHandler(WorkspaceBase):
@@ -60,7 +67,7 @@ class CreateWorkspaceHandler(WorkspaceBase):
                     "(bounded by WORKSPACE_WAIT_TIMEOUT) for running or failed. RATE_LIMIT_WORKSPACE (10/hour) "
                     "counts only the requests that create a workspace (answered 201: none existed, or it was "
                     "deleted or failed); starting a stopped one and repeating the request on a provisioning or "
-                    "running one (200) do not count.",
+                    "running one (200) do not count. " + OWNER_URL,
         responses={201: WorkspaceCreatedOut, 200: WorkspaceCreatedOut, 400: ErrorOut, 404: ErrorOut,
                    409: ErrorOut, 429: ErrorOut, **COMMON})}
 
@@ -70,12 +77,12 @@ class CreateWorkspaceHandler(WorkspaceBase):
         doc, created = await self.services.workspaces.create_counted(target, request.wait, self.services.ratelimits,
                                                                      str(self.user_id))
         await self.audit("workspace.start", created=created)
-        self.render(doc, CREATED_MSG if created else EXISTS_MSG, 201 if created else 200)
+        await self.render(doc, CREATED_MSG if created else EXISTS_MSG, 201 if created else 200, ticket=True)
 
 
 class WorkspaceHandler(WorkspaceBase):
     operations = {
-        "get": Operation("The caller's workspace", auth=True, query=AS_USER, tags=TAGS,
+        "get": Operation("The caller's workspace", auth=True, query=AS_USER, tags=TAGS, description=OWNER_URL,
                          responses={200: WorkspaceOut, 404: ErrorOut, **COMMON}),
         "delete": Operation("Delete the workspace container (the files volume stays unless purge=true)",
                             auth=True, tags=TAGS, query={**AS_USER, "purge": "true: delete the files volume too."},
@@ -86,7 +93,7 @@ class WorkspaceHandler(WorkspaceBase):
         target = await self.target_user()
         doc = await self.services.workspaces.get(target)
         await self.audit("workspace.read")
-        self.render(doc)
+        await self.render(doc, ticket=True)
 
     async def delete(self) -> None:
         target = await self.target_user()
@@ -104,7 +111,7 @@ class StopWorkspaceHandler(WorkspaceBase):
         target = await self.target_user()
         doc = await self.services.workspaces.stop(target, "student" if target == self.user_id else "admin")
         await self.audit("workspace.stop")
-        self.render(doc)
+        await self.render(doc)
 
 
 class KeepAliveHandler(WorkspaceBase):
@@ -119,7 +126,7 @@ class KeepAliveHandler(WorkspaceBase):
         target = await self.target_user()
         doc = await self.services.workspaces.keep_running(target)
         await self.audit("workspace.keepalive")
-        self.render(doc)
+        await self.render(doc)
 
 
 STATUS_SOCKET_TEXT = """A WebSocket (`ws://` or `wss://`): open it with an `Upgrade: websocket` GET.

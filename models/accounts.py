@@ -8,6 +8,7 @@ from typing import Literal, Optional, get_args
 from pydantic import Field, field_validator
 
 from models.base import RequestModel, ResponseModel, iso
+from models.enrollment import EnrollmentStatus, enrollment_of
 
 # local@domain.tld; unicode letters allowed; no spaces or control characters; one @.
 EMAIL_RE = re.compile(r"^[^\s@\x00-\x1f\x7f]{1,64}@[^\s@.\x00-\x1f\x7f]+(\.[^\s@.\x00-\x1f\x7f]+)+$")
@@ -138,7 +139,7 @@ class StudentOut(ResponseModel):
     name: str
     email: str
     track: Optional[str] = None
-    enrollment_status: str
+    enrollment_status: EnrollmentStatus
 
 
 class StudentListOut(ResponseModel):
@@ -152,8 +153,14 @@ class LoginOut(AuthOut):
 class ProfileOut(UserOut):
     created_at: str
     updated_at: str
-    enrollment_status: Optional[str] = None
+    enrollment_status: EnrollmentStatus = Field(description="The original platform's vocabulary; PENDING_PAYMENT "
+                                                            "until a confirmed payment makes it ENROLLED.")
+    enrolled_at: Optional[str] = Field(default=None, description="When the first confirmed payment enrolled the user.")
     payment_verified: bool = False
+    privacy_accepted: bool = Field(default=False, description="The sign-up accepted the privacy policy.")
+    privacy_accepted_at: Optional[str] = None
+    username: str = Field(description="The sign-in name: the email address (there is no other).")
+    workspace_url: str = Field(default="", description="The student's workspace origin; empty without a workspace.")
     assigned_trainer: Optional[TrainerOut] = Field(default=None, description="A student's trainer (none: null).")
 
 
@@ -182,11 +189,17 @@ def user_model(user: dict) -> dict:
 
 
 def profile_model(user: dict) -> dict:
+    """The profile without the parts other services know (trainer, workspace_url)."""
+    consent = user.get("consent") or {}
     model = user_model(user)
     model.update({
         "created_at": iso(user["created_at"]),
         "updated_at": iso(user["updated_at"]),
-        "enrollment_status": user.get("enrollment_status", "NOT_ENROLLED"),
+        "enrollment_status": enrollment_of(user),
+        "enrolled_at": iso(user.get("enrolled_at")),
         "payment_verified": bool(user.get("payment_verified", False)),
+        "privacy_accepted": bool(consent.get("privacy_accepted")),
+        "privacy_accepted_at": iso(consent.get("privacy_accepted_at")),
+        "username": user["email"],
     })
     return model

@@ -8,6 +8,7 @@ from pydantic import Field, RootModel, field_validator
 
 from models.accounts import EmailField, Role, not_blank
 from models.base import RequestModel, ResponseModel, iso
+from models.enrollment import EnrollmentStatus, enrollment_of
 from services.workspaces.quota import disk_fields
 
 MAX_PAGE_SIZE = 100
@@ -50,7 +51,7 @@ class AdminUserOut(ResponseModel):
     name: str
     role: str
     track: Optional[str] = None
-    enrollment_status: Optional[str] = None
+    enrollment_status: EnrollmentStatus = "PENDING_PAYMENT"
     payment_verified: bool = False
     disabled: bool = False
     created_at: Optional[str] = None
@@ -151,7 +152,7 @@ class TrainerStudentOut(ResponseModel):
     name: str
     email: str
     track: Optional[str] = None
-    enrollment_status: Optional[str] = None
+    enrollment_status: EnrollmentStatus = "PENDING_PAYMENT"
     created_at: Optional[str] = None
     last_login: Optional[str] = None
     trainer_id: Optional[int] = None
@@ -165,7 +166,7 @@ class StudentPage(Page[TrainerStudentOut]):
 
 def admin_user_model(user: dict) -> dict:
     return {"id": user["_id"], "email": user["email"], "name": user["name"], "role": user["role"],
-            "track": user.get("track"), "enrollment_status": user.get("enrollment_status", "NOT_ENROLLED"),
+            "track": user.get("track"), "enrollment_status": enrollment_of(user),
             "payment_verified": bool(user.get("payment_verified", False)), "disabled": bool(user.get("disabled")),
             "created_at": iso(user.get("created_at")), "last_login": iso(user.get("last_login_at")),
             "trainer_id": user.get("trainer_id")}
@@ -213,7 +214,7 @@ def event_model(event: dict) -> dict:
 def student_model(user: dict, workspace: Optional[dict]) -> dict:
     state = None if workspace is None or workspace["state"] == "deleted" else workspace["state"]
     return {"id": user["_id"], "name": user["name"], "email": user["email"], "track": user.get("track"),
-            "enrollment_status": user.get("enrollment_status", "NOT_ENROLLED"),
+            "enrollment_status": enrollment_of(user),
             "created_at": iso(user.get("created_at")), "last_login": iso(user.get("last_login_at")),
             "trainer_id": user.get("trainer_id"), "workspace_state": state,
             "workspace_since": workspace_since(workspace) if state else None}

@@ -54,9 +54,50 @@ class CreatePaymentOut(ResponseModel):
     currency: str
 
 
+class CheckoutRequest(RequestModel):
+    """The original "Get started" page's body. The amount is the track's
+    price (TRACK_PRICES), never the client's."""
+    track: str = Field(max_length=32, description="A TRACK_PRICES code.")
+    success_url: str = Field(max_length=2048, description="Where Stripe sends the paying user back; may hold "
+                             "Stripe's {CHECKOUT_SESSION_ID}. Only under CHECKOUT_RETURN_ORIGINS.")
+    cancel_url: str = Field(max_length=2048, description="Where Stripe sends a user who gives up; same origins.")
+    amount: None = Field(default=None, description="Refused: the price is the track's.")
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _no_amount(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError("The amount is the track's price (TRACK_PRICES); do not send one.")
+        return None
+
+
+class CheckoutOut(ResponseModel):
+    url: str = Field(description="The Stripe-hosted Checkout page to send the browser to.")
+    sessionId: str
+
+
+class CheckoutVerifyOut(ResponseModel):
+    """`success` is what the original success page reads. The tokens come
+    once, to the first verify of a guest payment that made its account."""
+    success: bool = Field(description="Paid, and the student enrolled.")
+    session_id: str
+    status: Optional[str] = Field(default=None, description="Stripe's session status: open, complete or expired.")
+    payment_status: Optional[str] = Field(default=None, description="Stripe's: paid, unpaid or no_payment_required.")
+    paid: bool
+    enrolled: bool = Field(description="The payment is settled and the student enrolled in `track`.")
+    enrollment_status: str
+    track: Optional[str] = None
+    amount: int = Field(description="In minor units.")
+    currency: str
+    access: Optional[str] = None
+    refresh: Optional[str] = None
+    user: Optional[dict[str, Any]] = None
+
+
 class PaymentOut(ResponseModel):
     id: str
-    paymentIntentId: str
+    paymentIntentId: str = Field(description="Empty for a Checkout payment until Stripe has made its intent.")
+    checkoutSessionId: Optional[str] = Field(default=None, description="Only on a Stripe Checkout payment.")
     amount: int = Field(description="In minor units.")
     currency: str
     status: str = Field(description="created, succeeded, failed or refunded.")
@@ -81,7 +122,7 @@ def payment_model(payment: dict) -> dict:
     secret or the idempotency key)."""
     return {
         "id": str(payment["_id"]),
-        "paymentIntentId": payment["payment_intent_id"],
+        "paymentIntentId": payment.get("payment_intent_id") or "",
         "amount": int(payment["amount"]),
         "currency": payment["currency"],
         "status": payment["status"],
@@ -89,6 +130,8 @@ def payment_model(payment: dict) -> dict:
         "amount_refunded": int(payment.get("amount_refunded") or 0),
         "created_at": iso(payment["created_at"]),
         "updated_at": iso(payment.get("updated_at") or payment["created_at"]),
+        # Only on Checkout payments: the PaymentIntent list keeps its shape.
+        **({"checkoutSessionId": payment["checkout_session_id"]} if payment.get("checkout_session_id") else {}),
     }
 
 
@@ -99,3 +142,12 @@ def parse_limit(raw: str | None) -> int:
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIST_LIMIT:
         raise field_error("limit", f"Must be a whole number from 1 to {MAX_LIST_LIMIT}.")
     return int(raw)
+
+
+def checkout_verify_model(session: dict, payment: dict) -> dict:
+    """A retrieved Checkout Session and our record of it as the verify answer."""
+    settled = payment["status"] == "succeeded" and payment.get("user_id") is not None
+    return {"success": settled, "session_id": session["id"], "status": session.get("status"),
+            "payment_status": session.get("payment_status"), "paid": session.get("payment_status") == "paid",
+            "enrolled": settled, "enrollment_status": "ENROLLED" if settled else "PENDING_PAYMENT",
+            "track": payment.get("track"), "amount": int(payment["amount"]), "currency": payment["currency"]}

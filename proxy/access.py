@@ -105,16 +105,17 @@ class ProxyAccess:
         self._sweeper: asyncio.Task | None = None
 
     # -- tickets ---------------------------------------------------------------------------
-    async def issue_ticket(self, viewer: dict, owner_id: int) -> str:
+    async def issue_ticket(self, viewer: dict, owner_id: int, seconds: int | None = None) -> str:
         """A one-time ticket for `viewer` (an authenticated user) to open
-        `owner_id`'s workspace; an admin opening someone else's is logged."""
+        `owner_id`'s workspace, for `seconds` (default PROXY_TICKET_SECONDS);
+        an admin opening someone else's is logged."""
         admin = viewer["_id"] != owner_id
         ticket = secrets.token_urlsafe(32)
         now = utcnow()
         await self.tickets.insert_one({
             "_id": _digest(ticket), "user_id": viewer["_id"], "session_id": viewer["_session_id"],
             "owner_id": owner_id, "admin": admin,
-            "expires_at": now + dt.timedelta(seconds=self.settings.proxy_ticket_seconds)})
+            "expires_at": now + dt.timedelta(seconds=seconds or self.settings.proxy_ticket_seconds)})
         if admin:
             await self.access_log.insert_one({"action": "open workspace", "actor_id": viewer["_id"],
                                               "actor_email": viewer.get("email"), "owner_id": owner_id, "at": now})

@@ -14,6 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from models.accounts import ROLES, email_key, normalize_email
+from models.enrollment import DEFAULT_ENROLLMENT
 from services.authstate import AuthState
 from services.errors import ApiError, Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from services.passwords import PasswordHasher, password_problems
@@ -68,7 +69,7 @@ class AccountService:
         user = {
             "email": email, "email_key": email_key(email), "name": name, "role": role, "track": track,
             "password_hash": await self.hasher.hash(password) if password is not None else None,
-            "created_at": now, "updated_at": now, "enrollment_status": "NOT_ENROLLED",
+            "created_at": now, "updated_at": now, "enrollment_status": DEFAULT_ENROLLMENT,
             "payment_verified": False, "email_verified": False, **extra,
         }
         if await self.users.find_one({"email_key": user["email_key"]}, {"_id": 1}):

@@ -13,6 +13,7 @@ from pymongo.errors import PyMongoError
 from services import db as dbmod
 from services.accounts import AccountService
 from services.db_supervisor import Supervisor
+from services.enrollment import migrate_enrollment
 from services.authstate import AuthState
 from services.passwords import PasswordHasher
 from services.ratelimit import MemoryBackend, MongoBackend, RateLimits
@@ -52,6 +53,7 @@ class Services:
         self.client, self.db = dbmod.connect(uri, settings.mongodb_db, settings.db_timeout_ms)
         await self._wait_for_database()
         await dbmod.ensure_indexes(self.db)
+        await migrate_enrollment(self.db)
         self.authstate = AuthState(self.db, settings.auth_cache_size)
         await self.authstate.start()
         self.on_close(self.authstate.close)
@@ -135,6 +137,8 @@ from services import metrics as _metrics  # noqa: E402
 STARTERS.append(_metrics.start)
 from services import payments as _payments  # noqa: E402
 STARTERS.append(_payments.start)
+from services import checkout as _checkout  # noqa: E402 - after payments: it extends services.payments
+STARTERS.append(_checkout.start)
 from services import oauth as _oauth  # noqa: E402
 STARTERS.append(_oauth.start)
 from services import admin as _admin  # noqa: E402

@@ -36,6 +36,7 @@ INDEXES: dict[str, list[IndexModel]] = {
                    IndexModel([("port", ASCENDING)], unique=True, sparse=True)],
     "workspace_events": [IndexModel([("workspace_id", ASCENDING), ("seq", ASCENDING)], unique=True)],
     "payments": [IndexModel([("payment_intent_id", ASCENDING)], unique=True, sparse=True),
+                 IndexModel([("checkout_session_id", ASCENDING)], unique=True, sparse=True),
                  IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)])],
     "workspace_tickets": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
     "stripe_events": [IndexModel([("event_id", ASCENDING)], unique=True)],

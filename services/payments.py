@@ -109,6 +109,8 @@ class PaymentService:
         self.payments = db.payments
         self.events = db.stripe_events
         self.accounts = accounts  # enrolment changes the user through it, never `users` directly
+        # Webhook event types applied elsewhere (services/checkout.py): type -> async (object, event id).
+        self.extra_events: dict[str, Any] = {}
         self.settings = settings
         self.client = client
         self.currencies = [code.lower() for code in settings.payment_currencies]
@@ -265,14 +267,15 @@ class PaymentService:
         applied (the transitions are idempotent, so a rare double apply is
         harmless)."""
         event_id, event_type = event["id"], event["type"]
-        if event_type not in TRANSITIONS:
+        apply = self.extra_events.get(event_type) or (self._apply_intent if event_type in TRANSITIONS else None)
+        if apply is None:
             return {"received": True, "ignored": True}
         try:
             await self.events.insert_one({"event_id": event_id, "type": event_type, "received_at": utcnow()})
         except DuplicateKeyError:
             return {"received": True, "duplicate": True}
         try:
-            await self._apply(event_type, event["data"]["object"], event_id)
+            await apply(event_type, event["data"]["object"], event_id)
         except BaseException:
             try:
                 await self.events.delete_one({"event_id": event_id})
@@ -281,7 +284,7 @@ class PaymentService:
             raise
         return {"received": True}
 
-    async def _apply(self, event_type: str, obj: dict, event_id: str) -> None:
+    async def _apply_intent(self, event_type: str, obj: dict, event_id: str) -> None:
         new_status, from_statuses = TRANSITIONS[event_type]
         intent_id = obj.get("payment_intent") if event_type.startswith("charge.") else obj.get("id")
         if not isinstance(intent_id, str):

@@ -132,3 +132,27 @@ def byte_size(value: str) -> int:
     if not match or match[2] not in BYTE_UNITS:
         raise ValueError(f"not a size like 2GiB, 512MiB or a number of bytes: {value!r}")
     return int(float(match[1]) * BYTE_UNITS[match[2]])
+
+
+def link_template(*fields: str):
+    """A parser of a mailed link's template: an http(s) URL, or a path
+    (starting with /) that PUBLIC_BASE_URL is put before, holding each of
+    `fields` ({uid}, {token}, {key}) once and no other placeholder."""
+    import string
+
+    def parse(value: str) -> str:
+        value = value.strip()
+        try:
+            parsed = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(value)
+                      if name is not None]
+            found = [name if not spec and not conversion else "" for name, spec, conversion in parsed]
+        except ValueError:
+            raise ValueError(f"unbalanced braces in {value!r}") from None
+        if sorted(found) != sorted(fields):
+            wanted = ", ".join("{" + f + "}" for f in fields)
+            raise ValueError(f"needs exactly {wanted} (and no other placeholder): {value!r}")
+        if not value.startswith("/"):
+            http_url(value.replace("{", "").replace("}", ""))
+        return value
+    parse.__name__ = f"link_template({', '.join(fields)})"
+    return parse

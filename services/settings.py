@@ -17,8 +17,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable
 
-from services.setting_parsers import (boolean, byte_size, csv_list, http_url, networks, number, optional_http_url, origins, port,
-                                      prices, rate, statuses, tracks, whole_number)
+from services.setting_parsers import (boolean, byte_size, csv_list, http_url, link_template, networks, number,
+                                      optional_http_url, origins, port, prices, rate, statuses, tracks, whole_number)
 
 DEFAULT_TRACKS = "DP=Data Professional,FSD=Full-Stack Developer"
 
@@ -71,8 +71,9 @@ SETTINGS: list[Setting] = [
     S("JWT_SECRET", "", "HS256 signing key. Empty in development: generated once and kept in DATA_DIR.", secret=True, group="auth"),
     S("JWT_ACCESS_MINUTES", "60", "Access-token lifetime in minutes.", whole_number, group="auth"),
     S("JWT_REFRESH_DAYS", "7", "Refresh-token lifetime in days.", whole_number, group="auth"),
-    S("JWT_REFRESH_REUSE_SECONDS", "10", "Seconds after a refresh during which the same refresh token gets the same "
-      "new pair again (concurrent refreshes); later reuse revokes the login. 0: off.", whole_number, group="auth"),
+    S("JWT_REFRESH_REUSE_SECONDS", "10", "Seconds after a refresh token's rotation during which it (any token of "
+      "the login's recent chain) gets the login's current pair again (concurrent refreshes, several tabs); later "
+      "reuse revokes the login. 0: off.", whole_number, group="auth"),
     S("BCRYPT_ROUNDS", "12", "bcrypt cost factor (4-31).", whole_number, group="auth"),
     S("AUTH_CACHE_SIZE", "10000", "Sessions (and as many users) whose auth state each process caches; 0: read the "
       "database on every request. Other processes' changes reach the cache within 1 s.", whole_number, group="auth"),
@@ -95,6 +96,12 @@ SETTINGS: list[Setting] = [
     S("SMTP_TIMEOUT", "10", "Seconds one mail may take to send.", number, group="email"),
     S("PUBLIC_BASE_URL", "http://localhost:8000", "Address users reach the site at; links in mail start with it.",
       http_url, group="email"),
+    S("EMAIL_VERIFY_URL", "/verify-email?key={key}", "Link mailed to verify an email address; {key} is filled in. "
+      "A path is put after PUBLIC_BASE_URL; a full http(s) URL is used as it is.", link_template("key"),
+      group="email"),
+    S("PASSWORD_RESET_URL", "/reset-password?uid={uid}&token={token}", "Link mailed to reset a password; {uid} "
+      "and {token} are filled in (the original frontend: /reset-password/confirm?uid={uid}&token={token}).",
+      link_template("uid", "token"), group="email"),
     S("EMAIL_VERIFY_HOURS", "48", "Lifetime of an email-verification link.", whole_number, group="email"),
     S("PASSWORD_RESET_MINUTES", "60", "Lifetime of a password-reset link.", whole_number, group="email"),
     # workspaces
@@ -157,6 +164,9 @@ SETTINGS: list[Setting] = [
       group="workspace proxy"),
     S("PROXY_TICKET_SECONDS", "60", "Lifetime of the one-time ticket in a workspace URL from /api/users/workspace/open/.",
       whole_number, group="workspace proxy"),
+    S("PROXY_URL_TICKET_SECONDS", "300", "Lifetime of the one-time ticket minted into the workspace url of its "
+      "owner's create and GET answers, so that opening that url signs in (the original frontend's Open button); "
+      "0: bare urls, open through /api/users/workspace/open/.", whole_number, group="workspace proxy"),
     S("PROXY_FAST_LANE", "true", "Serve plain GET/HEAD requests of workspace hosts below Tornado's HTTP layer (C "
       "parser, same checks); false: every proxied request through Tornado.", boolean, group="workspace proxy"),
     S("PROXY_COOKIE_HOURS", "12", "Lifetime of the workspace cookie (it also dies with the login session).", number,
@@ -171,6 +181,8 @@ SETTINGS: list[Setting] = [
     S("PAYMENT_CURRENCIES", "usd", "Comma-separated allowed currencies.", csv_list, group="payments"),
     S("PAYMENT_MAX_AMOUNT", "10000", "Largest amount accepted, in major units.", group="payments"),
     S("TRACK_PRICES", "DP=499.00,FSD=599.00", "Comma-separated TRACK=price in the first allowed currency.", prices, group="payments"),
+    S("CHECKOUT_RETURN_ORIGINS", "", "Comma-separated origins a Stripe Checkout success_url or cancel_url may lead "
+      "to (empty: the origins named in CORS_ORIGINS and PUBLIC_BASE_URL's).", origins, group="payments"),
     # oauth
     S("GOOGLE_CLIENT_ID", "", "Google OAuth client id (empty: Google sign-in answers 503).", group="oauth"),
     S("GOOGLE_CLIENT_SECRET", "", "Google OAuth client secret.", secret=True, group="oauth"),
@@ -185,6 +197,8 @@ SETTINGS: list[Setting] = [
     S("GITHUB_API_BASE", "https://api.github.com", "GitHub API base URL.", http_url, group="oauth"),
     S("OAUTH_REDIRECT_URIS", "http://localhost:3000/auth/callback,http://localhost:8000/auth/callback",
       "Comma-separated redirect URIs that OAuth sign-in accepts.", csv_list, group="oauth"),
+    S("OAUTH_LOGIN_REDIRECT", "/login", "Page that /accounts/<provider>/login/callback/ sends a signed-in browser "
+      "to, with the tokens in the URL fragment (relative: on PUBLIC_URL or this server).", group="oauth"),
     S("OAUTH_TIMEOUT", "10", "Seconds each call to Google or GitHub may take before sign-in answers 502.", number, group="oauth"),
 ]
 del S

@@ -25,6 +25,7 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
+from models.enrollment import enrollment_of
 from services.errors import Forbidden
 
 NOT_DELETED = {"deleted_at": {"$exists": False}}
@@ -53,7 +54,7 @@ def trainer_model(trainer: dict) -> dict:
 
 def student_model(student: dict) -> dict:
     return {"id": student["_id"], "name": student["name"], "email": student["email"], "track": student.get("track"),
-            "enrollment_status": student.get("enrollment_status", "NOT_ENROLLED")}
+            "enrollment_status": enrollment_of(student)}
 
 
 def trainer_students_filter(trainer: dict) -> dict:

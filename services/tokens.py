@@ -9,10 +9,12 @@ one refresh token that may be used next (``current_jti``):
 * presenting a refresh token that is no longer current means it was copied:
   the whole session is revoked (every access and refresh token of that login);
 * except within the *reuse window* (JWT_REFRESH_REUSE_SECONDS) after its
-  rotation: clients that refresh on every 401 without single-flight send one
-  refresh token twice at once, so the token just rotated gets the very same
-  successor pair again. The session keeps what re-encodes that pair (the
-  successor's jtis and issue second), never the tokens: they need the key;
+  rotation: clients that refresh on every 401 without single-flight (the
+  original frontend, in several tabs) send the tokens of one login's recent
+  chain (R2, R3, R4...) at once and late, so any token of that recent chain
+  gets the login's *current* pair, the very same bytes again. The session
+  keeps what re-encodes that pair (its jtis and issue second) and the jtis
+  rotated within the window, never the tokens: they need the key;
 * logout revokes the session.
 
 Revocations live in MongoDB and expire with the session (TTL index). Every
@@ -35,6 +37,9 @@ from services.errors import Forbidden, Unauthorized
 ALGORITHM = "HS256"
 ALGORITHMS = [ALGORITHM]  # pinned: never trust the token's own "alg"
 VERIFIED_TOKENS = 4096  # access tokens remembered as verified (about 1 MiB)
+# Rotated refresh jtis a login remembers for the reuse window: bounds the
+# document when a client refreshes in a tight loop.
+RECENT_CHAIN = 32
 
 
 def utcnow() -> dt.datetime:
@@ -134,35 +139,49 @@ class TokenService:
         user_id, session_id, jti = int(claims["sub"]), claims["sid"], claims["jti"]
         # Whole seconds, as a JWT's iat holds them: the pair re-encodes identically.
         now = utcnow().replace(microsecond=0)
-        successor = {"used_jti": jti, "refresh_jti": uuid.uuid4().hex, "access_jti": uuid.uuid4().hex,
-                     "iat": int(now.timestamp())}
-        swapped = await self.sessions.update_one(
-            {"_id": session_id, "user_id": user_id, "current_jti": jti, "revoked": False},
-            {"$set": {"current_jti": successor["refresh_jti"], "expires_at": now + self.refresh_lifetime,
-                      "successor": successor},
-             "$currentDate": {"refreshed_at": True}})
-        if swapped.modified_count != 1:
-            session = await self.sessions.find_one({"_id": session_id})
-            if session and not session.get("revoked"):
-                again = self._reusable_successor(session, user_id, jti)
-                if again is not None:
-                    return self._pair(user_id, session_id, again["refresh_jti"],
-                                      dt.datetime.fromtimestamp(again["iat"], dt.timezone.utc), again["access_jti"])
-                # A refresh token that was already rotated: someone kept a copy.
-                await self.revoke_session(session_id, reason="refresh token reuse")
-                raise Unauthorized("Refresh token was already used; this login has been revoked.",
-                                   error="Token reused")
+        session = await self.sessions.find_one({"_id": session_id, "user_id": user_id})
+        if session and not session.get("revoked") and session.get("current_jti") == jti:
+            pair = {"refresh_jti": uuid.uuid4().hex, "access_jti": uuid.uuid4().hex, "iat": int(now.timestamp())}
+            # The compare-and-set on current_jti makes the list read above the one being extended.
+            swapped = await self.sessions.update_one(
+                {"_id": session_id, "user_id": user_id, "current_jti": jti, "revoked": False},
+                {"$set": {"current_jti": pair["refresh_jti"], "expires_at": now + self.refresh_lifetime,
+                          "pair": pair, "recent": self._recent(session, jti, pair["iat"])},
+                 "$currentDate": {"refreshed_at": True}})
+            if swapped.modified_count == 1:
+                return self._pair(user_id, session_id, pair["refresh_jti"], now, pair["access_jti"])
+            session = await self.sessions.find_one({"_id": session_id, "user_id": user_id})
+        if not session or session.get("revoked"):
             raise Unauthorized("Refresh token has been revoked.", error="Token revoked")
-        return self._pair(user_id, session_id, successor["refresh_jti"], now, successor["access_jti"])
+        current = self._reusable_pair(session, jti)
+        if current is None:
+            # A refresh token rotated outside the window: someone kept a copy.
+            await self.revoke_session(session_id, reason="refresh token reuse")
+            raise Unauthorized("Refresh token was already used; this login has been revoked.",
+                               error="Token reused")
+        return self._pair(user_id, session_id, current["refresh_jti"],
+                          dt.datetime.fromtimestamp(current["iat"], dt.timezone.utc), current["access_jti"])
 
-    def _reusable_successor(self, session: dict, user_id: int, jti: str) -> dict | None:
-        """The successor of refresh token `jti` if `jti` is the one rotated
-        last and within the reuse window; None means a reuse to punish."""
-        successor = session.get("successor")
-        if (self.reuse_seconds <= 0 or not isinstance(successor, dict) or successor.get("used_jti") != jti
-                or session.get("user_id") != user_id or session.get("current_jti") != successor.get("refresh_jti")):
+    def _recent(self, session: dict, jti: str, rotated_at: int) -> list[dict]:
+        """The session's chain of refresh jtis rotated within the window, `jti` added (newest last)."""
+        if self.reuse_seconds <= 0:
+            return []
+        kept = [entry for entry in session.get("recent") or []
+                if isinstance(entry, dict) and rotated_at - entry.get("at", 0) <= self.reuse_seconds]
+        return (kept + [{"jti": jti, "at": rotated_at}])[-RECENT_CHAIN:]
+
+    def _reusable_pair(self, session: dict, jti: str) -> dict | None:
+        """The login's current pair if refresh token `jti` is of its chain and
+        was rotated within the window; None means a reuse to punish."""
+        current = session.get("pair")
+        if self.reuse_seconds <= 0 or not isinstance(current, dict) \
+                or session.get("current_jti") != current.get("refresh_jti"):
             return None
-        return successor if utcnow().timestamp() - successor["iat"] <= self.reuse_seconds else None
+        now = utcnow().timestamp()
+        for entry in session.get("recent") or []:
+            if isinstance(entry, dict) and entry.get("jti") == jti:
+                return current if now - entry.get("at", 0) <= self.reuse_seconds else None
+        return None
 
     async def logout(self, refresh_token: str, user_id: int) -> None:
         """Revoke the login that a refresh token belongs to; it must be the caller's."""

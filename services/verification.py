@@ -60,8 +60,11 @@ class EmailLinks:
         if self.mailer is None:
             raise ServiceUnavailable(message="Email is not configured on this server (SMTP_HOST).")
 
-    def link(self, path: str, **params: str) -> str:
-        return f"{self.settings.public_base_url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
+    def link(self, template: str, **params: str) -> str:
+        """EMAIL_VERIFY_URL or PASSWORD_RESET_URL filled in (values URL-quoted);
+        a path template starts at PUBLIC_BASE_URL."""
+        filled = template.format(**{name: urllib.parse.quote(value, safe="") for name, value in params.items()})
+        return f"{self.settings.public_base_url.rstrip('/')}{filled}" if filled.startswith("/") else filled
 
     async def may_mail(self, user: dict) -> bool:
         """Within RATE_LIMIT_MAIL for this account? Past it nothing is sent
@@ -100,7 +103,7 @@ class EmailLinks:
         key = await self._issue(VERIFY, user, dt.timedelta(hours=self.settings.email_verify_hours))
         self.mailer.send_later(user["email"], "Confirm your email address", (
             f"Hello {user['name']},\n\nConfirm that this is your email address by opening:\n\n"
-            f"{self.link('/verify-email', key=key)}\n\nThe link works once and expires in "
+            f"{self.link(self.settings.email_verify_url, key=key)}\n\nThe link works once and expires in "
             f"{self.settings.email_verify_hours} hours. If you did not sign up, ignore this mail.\n"))
         return True
 
@@ -128,7 +131,7 @@ class EmailLinks:
         token = await self._issue(RESET, user, dt.timedelta(minutes=minutes))
         self.mailer.send_later(user["email"], "Reset your password", (
             f"Hello {user['name']},\n\nSomeone (hopefully you) asked to reset the password of this account. "
-            f"Choose a new password here:\n\n{self.link('/reset-password', uid=encode_uid(user['_id']), token=token)}"
+            f"Choose a new password here:\n\n{self.link(self.settings.password_reset_url, uid=encode_uid(user['_id']), token=token)}"
             f"\n\nThe link works once and expires in {minutes} minutes. If you did not ask, ignore this mail: "
             "your password stays as it is.\n"))
 

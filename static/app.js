@@ -112,4 +112,17 @@ document.addEventListener("click", (event) => {
   navigate(link.getAttribute("href"));
 });
 window.addEventListener("popstate", () => render());
+
+// A Google/GitHub sign-in finished by /accounts/<provider>/login/callback/ hands
+// the tokens over in the fragment (never sent to a server); take them and drop it.
+const handed = new URLSearchParams(location.hash.slice(1));
+if (handed.get("access") && handed.get("refresh")) {
+  history.replaceState({}, "", location.pathname + location.search);
+  try {
+    session.start({ access: handed.get("access"), refresh: handed.get("refresh"),
+      user: JSON.parse(handed.get("user") || "null") });
+  } catch {
+    // A malformed hand-over: stay logged out.
+  }
+}
 render();

@@ -180,7 +180,7 @@ async def test_registration_ignores_fields_a_client_may_not_set(client, server):
     response = await client.post("/api/auth/registration/", json=body)
     assert response.status_code == 201, response.text
     data = (await profile(client, response.json())).json()
-    assert data["payment_verified"] is False and data["enrollment_status"] == "NOT_ENROLLED"
+    assert data["payment_verified"] is False and data["enrollment_status"] == "PENDING_PAYMENT"
     assert not data["created_at"].startswith("2000")
     stored = await server.db.users.find_one({"_id": response.json()["user"]["id"]})
     assert stored["password_hash"].startswith("$2")

@@ -149,14 +149,14 @@ async def test_the_window_in_real_time(start_server):
         assert (await client.get("/api/users/profile/", headers=auth(pair))).status_code == 401
 
 
-async def test_only_the_last_rotated_token_is_forgiven(client):
+async def test_an_older_token_of_the_chain_gets_the_current_pair(client):
     data = await register(client)
     second = (await refresh(client, data["refresh"])).json()
     third = (await refresh(client, second["refresh"])).json()
-    # The first token was rotated two generations ago: a copy, even within seconds.
-    reused = await refresh(client, data["refresh"])
-    assert reused.status_code == 401 and reused.json()["error"] == "Token reused"
-    assert (await client.get("/api/users/profile/", headers=auth(third))).status_code == 401
+    # Rotated two generations ago but within the window: another tab's late refresh.
+    late = await refresh(client, data["refresh"])
+    assert late.status_code == 200 and late.json() == third
+    await assert_logged_in(client, third)
 
 
 async def test_window_off_revokes_at_once(start_server):
@@ -272,7 +272,7 @@ async def test_signup_records_consent_and_ignores_payment_verified(server, clien
     for stamp in ("privacy_accepted_at", "marketing_consent_at", "recorded_at"):
         assert abs((consent[stamp] - stored["created_at"]).total_seconds()) < 60, stamp  # real datetimes
     profile = (await client.get("/api/users/profile/", headers=auth(body))).json()
-    assert profile["payment_verified"] is False and profile["enrollment_status"] == "NOT_ENROLLED"
+    assert profile["payment_verified"] is False and profile["enrollment_status"] == "PENDING_PAYMENT"
     assert profile["assigned_trainer"] is None
     # The contract's body records no consent at all.
     plain = await register(client)
@@ -318,7 +318,7 @@ async def test_students_get_the_least_loaded_trainer_of_their_track(server, clie
     assert await students_of(client, fsd) == [d["user"]["id"]]
     listed = (await client.get("/api/users/my-students/", headers=auth(first))).json()["students"][0]
     assert listed == {"id": a["user"]["id"], "name": "Grace Hopper", "email": a["user"]["email"], "track": "DP",
-                      "enrollment_status": "NOT_ENROLLED"}
+                      "enrollment_status": "PENDING_PAYMENT"}
     profile = (await client.get("/api/users/profile/", headers=auth(b))).json()
     assert profile["assigned_trainer"] == {"id": second["user"]["id"], "name": "Second Trainer",
                                            "email": second["user"]["email"]}
@@ -353,6 +353,6 @@ async def test_workspace_page_post_without_body_gets_a_url_to_open_at_once(start
             data = response.json()
             assert data["url"] and data["port"], data
             if exposure == "network":
-                assert data["url"] == f"http://ws-{user['user']['id']}.localhost:{data['port']}/"
+                assert data["url"].split("?ticket=")[0] == f"http://ws-{user['user']['id']}.localhost:{data['port']}/"
             else:
                 assert data["url"] == f"http://localhost:{data['port']}" and 40100 <= data["port"] <= 40149

@@ -279,7 +279,7 @@ async def me(client: httpx.AsyncClient, tokens: dict) -> dict:
 async def test_payment_succeeded_enrolls_the_user_in_the_paid_track(pay, pay_server, fake_stripe):
     tokens = await register(pay, track="DP")
     before = await me(pay, tokens)
-    assert before["payment_verified"] is False and before["enrollment_status"] == "NOT_ENROLLED"
+    assert before["payment_verified"] is False and before["enrollment_status"] == "PENDING_PAYMENT"
     intent_id = await new_payment(pay, tokens, {"track": "FSD"})
     response = await deliver(pay, fake_stripe.intent_event("payment_intent.succeeded", intent_id))
     assert response.status_code == 200 and response.json()["received"] is True

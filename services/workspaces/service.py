@@ -155,6 +155,12 @@ class WorkspaceService:
         doc = await self.store.of_owner(user_id)
         return None if doc is None or doc["state"] == State.DELETED else doc
 
+    async def origin_of(self, user_id: int) -> str:
+        """The origin of the user's workspace (the profile's workspace_url), "" without one."""
+        doc = await self.find(user_id)
+        url = self.address(doc)[0] if doc is not None else None
+        return url.rstrip("/") if url else ""
+
     async def get(self, user_id: int) -> dict:
         doc = await self.find(user_id)
         if doc is None:

@@ -5,10 +5,13 @@ from typing import Any, AsyncIterator
 
 import httpx
 import pytest
+from tornado import web
 
 from tests.support.app import docker_available, require_or_skip
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, Tab
 from tests.support.workspaces import TEST_IMAGE, WorkspaceServers, containers_of, docker, ensure_test_image
+from tests.support.fake_server import close, listen
+from tests.support.browser import PageHandler
 
 
 # -- fixtures ---------------------------------------------------------------------------
@@ -76,3 +79,12 @@ async def docker_servers(mongo, tmp_path) -> AsyncIterator[WorkspaceServers]:
     finally:
         await manager.close()
         assert containers_of(manager.instance) == []
+
+
+@pytest.fixture
+async def page_origin() -> AsyncIterator[str]:
+    """A page on another origin: `localhost` and its own port, while the API
+    is on 127.0.0.1 (another host and port: cross-origin both ways)."""
+    http, url = listen(web.Application([(r"/", PageHandler)]))
+    yield url.replace("127.0.0.1", "localhost")
+    await close(http)

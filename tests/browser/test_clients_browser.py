@@ -8,71 +8,18 @@ failed that client.
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
 
 import pytest
-from tornado import web
 
 from tests.support.app import register, unique_email
-from tests.support.fake_server import close, listen
 from tests.support.browser import log_in, PASSWORD
+from tests.support.browser import FETCH, open_page
+from tests.support.browser import XHR_REQUEST
 
 pytestmark = pytest.mark.browser
 
-PAGE = "<!doctype html><title>other origin</title><p>client"
 
-# The axios adapter's XHR: its default Accept, JSON Content-Type on bodies,
-# and withCredentials set before send; resolves with {status, data}.
-XHR_REQUEST = """(method, url, body, token) => new Promise((resolve) => {
-  const xhr = new XMLHttpRequest();
-  xhr.open(method, url, true);
-  xhr.withCredentials = true;
-  xhr.setRequestHeader("Accept", "application/json, text/plain, */*");
-  if (body !== null) xhr.setRequestHeader("Content-Type", "application/json");
-  if (token) xhr.setRequestHeader("Authorization", "Bearer " + token);
-  xhr.onload = () => resolve({status: xhr.status, data: JSON.parse(xhr.responseText),
-                              requestId: xhr.getResponseHeader("X-Request-Id")});
-  xhr.onerror = () => resolve({status: 0, error: "network error"});
-  xhr.send(body === null ? null : JSON.stringify(body));
-})"""
 AXIOS_XHR = "([method, url, body, token]) => (" + XHR_REQUEST + ")(method, url, body, token)"
-
-FETCH = """
-async ([method, url, body, token, credentials]) => {
-  const headers = {"Content-Type": "application/json"};
-  if (token) headers.Authorization = "Bearer " + token;
-  try {
-    const response = await fetch(url, {method, credentials, headers,
-                                       body: body === null ? undefined : JSON.stringify(body)});
-    return {status: response.status, data: await response.json()};
-  } catch (error) {
-    return {status: 0, error: String(error)};
-  }
-}
-"""
-
-
-class PageHandler(web.RequestHandler):
-    def get(self) -> None:
-        self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.write(PAGE)
-
-
-@pytest.fixture
-async def page_origin() -> AsyncIterator[str]:
-    """A page on another origin: `localhost` and its own port, while the API
-    is on 127.0.0.1 (another host and port: cross-origin both ways)."""
-    http, url = listen(web.Application([(r"/", PageHandler)]))
-    yield url.replace("127.0.0.1", "localhost")
-    await close(http)
-
-
-async def open_page(browser: Any, url: str) -> Any:  # noqa: F811
-    context = await browser.new_context()
-    context.set_default_timeout(15000)
-    page = await context.new_page()
-    await page.goto(url + "/")
-    return page
 
 
 async def test_credentialed_calls_from_another_origin(browser, start_server, page_origin) -> None:  # noqa: F811

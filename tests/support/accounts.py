@@ -71,8 +71,9 @@ async def age_refresh_rotations(db: Any, user_id: int, seconds: int = 3600) -> N
     """Move the last refresh of each of the user's logins `seconds` into the
     past: a replay of the rotated token is then outside the reuse window
     (JWT_REFRESH_REUSE_SECONDS), without the test sleeping through it."""
-    await db.sessions.update_many({"user_id": user_id, "successor": {"$exists": True}},
-                                  {"$inc": {"successor.iat": -seconds}})
+    async for session in db.sessions.find({"user_id": user_id, "recent": {"$exists": True}}):
+        recent = [{**entry, "at": entry["at"] - seconds} for entry in session["recent"]]
+        await db.sessions.update_one({"_id": session["_id"]}, {"$set": {"recent": recent}})
 
 
 def claims_of(token: str) -> dict[str, Any]:

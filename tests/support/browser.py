@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tornado import web
 
 from tests.support.app import ARTIFACTS, register, unique_email
 
@@ -117,3 +118,51 @@ async def student_tab(server: Any, open_tab: Any, viewport: dict = DESKTOP, **op
     await log_in(tab, user["user"]["email"])
     await tab.page.locator("#workspace").wait_for()
     return tab, user
+
+
+FETCH = """
+async ([method, url, body, token, credentials]) => {
+  const headers = {"Content-Type": "application/json"};
+  if (token) headers.Authorization = "Bearer " + token;
+  try {
+    const response = await fetch(url, {method, credentials, headers,
+                                       body: body === null ? undefined : JSON.stringify(body)});
+    return {status: response.status, data: await response.json()};
+  } catch (error) {
+    return {status: 0, error: String(error)};
+  }
+}
+"""
+
+
+async def open_page(browser: Any, url: str) -> Any:  # noqa: F811
+    context = await browser.new_context()
+    context.set_default_timeout(15000)
+    page = await context.new_page()
+    await page.goto(url + "/")
+    return page
+
+
+PAGE = "<!doctype html><title>other origin</title><p>client"
+
+
+class PageHandler(web.RequestHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.write(PAGE)
+
+
+# The axios adapter's XHR: its default Accept, JSON Content-Type on bodies,
+# and withCredentials set before send; resolves with {status, data}.
+XHR_REQUEST = """(method, url, body, token) => new Promise((resolve) => {
+  const xhr = new XMLHttpRequest();
+  xhr.open(method, url, true);
+  xhr.withCredentials = true;
+  xhr.setRequestHeader("Accept", "application/json, text/plain, */*");
+  if (body !== null) xhr.setRequestHeader("Content-Type", "application/json");
+  if (token) xhr.setRequestHeader("Authorization", "Bearer " + token);
+  xhr.onload = () => resolve({status: xhr.status, data: JSON.parse(xhr.responseText),
+                              requestId: xhr.getResponseHeader("X-Request-Id")});
+  xhr.onerror = () => resolve({status: 0, error: "network error"});
+  xhr.send(body === null ? null : JSON.stringify(body));
+})"""

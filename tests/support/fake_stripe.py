@@ -2,6 +2,13 @@
 Stripe's wire format (form-encoded requests, JSON answers, error objects,
 `Idempotency-Key` replay), plus Stripe's webhook signing scheme.
 
+Checkout Sessions too: creating and retrieving them, and the hosted payment
+page their `url` leads to (`/pay/<id>`, a plain HTML form standing in for
+checkout.stripe.com): "Pay" marks the session paid, sends the signed
+`checkout.session.completed` webhook when `webhook_url` is set, and redirects
+to the session's success_url (with `{CHECKOUT_SESSION_ID}` filled in);
+"Cancel" leads to its cancel_url.
+
 The server reaches it only through STRIPE_API_BASE, with the official
 `stripe` package, unchanged.
 """
@@ -9,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 import re
 import secrets
@@ -16,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tornado import web
+from tornado import httpclient, web
 
 from tests.support.fake_server import close, listen, Recorded
 
@@ -42,11 +50,17 @@ class FakeStripe:
     idempotent: dict[str, tuple[dict, int, dict]] = field(default_factory=dict)  # key -> (params, status, body)
     fail_next: list[str] = field(default_factory=list)  # error modes, consumed one per request
     url: str = ""
+    sessions: dict[str, dict] = field(default_factory=dict)  # Checkout Sessions by id
+    webhook_url: str = ""  # where the hosted page's "Pay" sends checkout.session.completed (empty: nowhere)
+    webhook_secret: str = ""
 
     async def start(self) -> "FakeStripe":
         self._http, self.url = listen(web.Application([
             (r"/v1/payment_intents", IntentsHandler, {"fake": self}),
             (r"/v1/payment_intents/([A-Za-z0-9_]+)", IntentHandler, {"fake": self}),
+            (r"/v1/checkout/sessions", SessionsHandler, {"fake": self}),
+            (r"/v1/checkout/sessions/([A-Za-z0-9_]+)", SessionHandler, {"fake": self}),
+            (r"/pay/([A-Za-z0-9_]+)", HostedCheckoutPage, {"fake": self}),
         ], default_handler_class=NotFound, default_handler_args={"fake": self}))
         return self
 
@@ -73,6 +87,22 @@ class FakeStripe:
             intent["last_payment_error"] = {"code": "card_declined", "message": "Your card was declined."}
         intent.update(changes)
         return self.event(event_type, intent)
+
+    def pay_session(self, session_id: str, email: str | None = None, name: str | None = None) -> dict:
+        """What paying on the hosted page does: the session complete and
+        paid, with a succeeded PaymentIntent and the customer's details
+        (the email the session was made for, or the one typed)."""
+        session = self.sessions[session_id]
+        session["customer_details"] = {"email": session.get("customer_email") or email, "name": name}
+        if session["payment_status"] != "paid":
+            intent_id = f"pi_{secrets.token_hex(12)}"
+            self.intents[intent_id] = {"id": intent_id, "object": "payment_intent", "amount": session["amount_total"],
+                                       "amount_received": session["amount_total"], "currency": session["currency"],
+                                       "status": "succeeded", "metadata": session["metadata"], "livemode": False,
+                                       "client_secret": f"{intent_id}_secret_{secrets.token_hex(12)}",
+                                       "created": int(time.time())}
+            session.update(payment_status="paid", status="complete", payment_intent=intent_id)
+        return session
 
     def refund_event(self, intent_id: str, amount_refunded: int | None = None) -> dict:
         intent = self.intents[intent_id]
@@ -179,3 +209,79 @@ class IntentHandler(StripeHandler):
 class NotFound(StripeHandler):
     def prepare(self) -> None:
         self.answer(404, {"error": {"type": "invalid_request_error", "message": "Unrecognized request URL."}})
+
+
+class SessionsHandler(StripeHandler):
+    def post(self) -> None:
+        key = self.request.headers.get("Idempotency-Key")
+        if key in self.fake.idempotent:
+            params, status, body = self.fake.idempotent[key]
+            if params != self.params:
+                return self.answer(400, {"error": {"type": "idempotency_error", "message": "Keys for idempotent "
+                                                   "requests can only be used with the same parameters."}})
+            return self.answer(status, body)
+        status, body = self.create()
+        if key:
+            self.fake.idempotent[key] = (self.params, status, body)
+        self.answer(status, body)
+
+    def create(self) -> tuple[int, dict]:
+        item = self.params.get("line_items", {}).get("0", {})
+        price = item.get("price_data", {})
+        amount, currency = price.get("unit_amount", ""), price.get("currency", "")
+        missing = [name for name in ("success_url", "cancel_url", "mode") if not self.params.get(name)]
+        if missing or not amount.isdigit() or not currency or item.get("quantity") != "1":
+            return 400, {"error": {"type": "invalid_request_error", "code": "parameter_missing",
+                                   "param": (missing or ["line_items"])[0], "message": "Missing required param."}}
+        session_id = f"cs_test_{secrets.token_hex(16)}"
+        session = {"id": session_id, "object": "checkout.session", "mode": self.params["mode"],
+                   "amount_total": int(amount) * int(item["quantity"]), "currency": currency,
+                   "client_reference_id": self.params.get("client_reference_id"),
+                   "customer_email": self.params.get("customer_email"), "metadata": self.params.get("metadata", {}),
+                   "payment_status": "unpaid", "status": "open", "payment_intent": None,
+                   "success_url": self.params["success_url"], "cancel_url": self.params["cancel_url"],
+                   "url": f"{self.fake.url}/pay/{session_id}", "livemode": False, "created": int(time.time())}
+        self.fake.sessions[session_id] = session
+        return 200, session
+
+
+class SessionHandler(StripeHandler):
+    def get(self, session_id: str) -> None:
+        session = self.fake.sessions.get(session_id)
+        if session is None:
+            return self.answer(404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                               "param": "session", "message": f"No such checkout.session: '{session_id}'"}})
+        self.answer(200, session)
+
+
+class HostedCheckoutPage(web.RequestHandler):
+    """The browser's side of Stripe Checkout (no API key: a customer's page)."""
+    def initialize(self, fake: FakeStripe) -> None:
+        self.fake = fake
+
+    def get(self, session_id: str) -> None:
+        session = self.fake.sessions.get(session_id)
+        if session is None:
+            raise web.HTTPError(404)
+        total = f"{session['amount_total'] / 100:.2f} {session['currency'].upper()}"
+        self.write(f"""<!doctype html><html lang="en"><title>Fake Stripe Checkout</title>
+<h1>Pay ApraNova</h1><p id="total">{html.escape(total)}</p>
+<form method="post"><label>Email <input id="email" name="email" type="email"></label>
+<label>Name <input id="name" name="name"></label><button id="pay" type="submit">Pay</button></form>
+<a id="cancel" href="{html.escape(session['cancel_url'])}">Cancel</a></html>""")
+
+    async def post(self, session_id: str) -> None:
+        if session_id not in self.fake.sessions:
+            raise web.HTTPError(404)
+        session = self.fake.pay_session(session_id, self.get_body_argument("email", None) or None,
+                                        self.get_body_argument("name", None) or None)
+        if self.fake.webhook_url:
+            payload = json.dumps(self.fake.event("checkout.session.completed", dict(session))).encode()
+            await httpclient.AsyncHTTPClient().fetch(
+                self.fake.webhook_url, method="POST", body=payload, raise_error=False,
+                headers={"Content-Type": "application/json",
+                         "Stripe-Signature": sign(payload, self.fake.webhook_secret)})
+        self.redirect(session["success_url"].replace("{CHECKOUT_SESSION_ID}", session_id), status=303)
+
+    def check_xsrf_cookie(self) -> None:  # a stand-in page; Stripe's own has its protections
+        return None
