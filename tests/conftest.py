@@ -14,14 +14,15 @@ from tests.support.app import RunningServer, app_settings, serve
 
 # Fixtures of the support modules, for every test module: workspace servers
 # (servers, ws_server, http), the SMTP catcher (smtp), the in-memory engine
-# (fake), Stripe on loopback (fake_stripe, pay_server, pay) and server
-# processes (workers), the disk images' directory (disk_dir), the IDE's
-# loopback stand-in (upstream), and the two-node test swarm (swarm_cluster, a session
-# fixture: registered here once, never imported into a test module, which
-# would make a second swarm in the same run).
+# (fake), Stripe on loopback (fake_stripe, pay_server, pay), server processes
+# (workers), the disk images' directory (disk_dir), the IDE's loopback
+# stand-in (upstream), the fake Google and GitHub (google, github), and the
+# two-node test swarm (swarm_cluster, a session fixture: registered here
+# once, never imported into a test module, which would make a second swarm in
+# the same run).
 pytest_plugins = ["tests.support.workspaces", "tests.support.fake_smtp", "tests.support.lifecycle",
                   "tests.support.payments", "tests.support.processes", "tests.support.swarm_env",
-                  "tests.support.disks", "tests.support.proxy"]
+                  "tests.support.disks", "tests.support.proxy", "tests.support.oauth"]
 
 
 @pytest.fixture(scope="session")

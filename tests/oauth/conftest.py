@@ -1,24 +1,11 @@
+"""The sign-in tests' app with the fake Google and GitHub (their fixtures,
+`google` and `github`, come from tests/support/oauth.py for every test)."""
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from tests.support.fake_oauth import FakeGitHub, FakeGoogle
 from tests.support.oauth import provider_settings
-
-
-@pytest.fixture
-async def google():
-    fake = await FakeGoogle().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def github():
-    fake = await FakeGitHub().start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ from __future__ import annotations
 import socket
 
 import httpx
+import pytest
 
 from tests.support.fake_oauth import FakeGitHub, FakeGoogle
 
@@ -44,3 +45,17 @@ def closed_port_url() -> str:
 
 async def post(api: httpx.AsyncClient, provider: str, code: str, redirect_uri: str = REDIRECT, **extra) -> httpx.Response:
     return await api.post(f"/api/auth/{provider}/", json={"code": code, "redirect_uri": redirect_uri, **extra})
+
+
+@pytest.fixture
+async def google():
+    fake = await FakeGoogle().start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def github():
+    fake = await FakeGitHub().start()
+    yield fake
+    await fake.stop()
