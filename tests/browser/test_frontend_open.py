@@ -21,8 +21,8 @@ from tornado.testing import bind_unused_port
 from handlers import make_app
 from proxy.server import ProxyHTTPServer
 from services.container import Services
-from tests import conftest
-from tests.support.app import auth, make_admin, register, RunningServer
+
+from tests.support.app import app_settings, auth, make_admin, register, RunningServer
 from tests.support.fake_server import close, listen
 from tests.support.proxy import NO_DOCKER, redeem, workspace_get
 from tests.support.proxy import give_workspace as give_bare_workspace
@@ -157,7 +157,7 @@ async def on_its_port(mongo, tmp_path, upstream) -> AsyncIterator[RunningServer]
     """The app listening on the very PORT its settings name, so that the
     contract's url (http://ws-<id>.localhost:<PORT>/) reaches it."""
     sock, port = bind_unused_port()
-    settings = conftest.test_settings(mongo, tmp_path, port=str(port), cors_origins="*", **NO_DOCKER,
+    settings = app_settings(mongo, tmp_path, port=str(port), cors_origins="*", **NO_DOCKER,
                              instance_name=f"opn{random.randrange(16**8):08x}")
     services = await Services(settings).start()
     http = ProxyHTTPServer(make_app(services), max_body_size=64 * 1024 * 1024)
