@@ -47,6 +47,13 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
+# Users in the order they were created. Not by `_id` alone: nx-27017 sorts
+# an integer `_id` as text (1, 10, 11, 2: measured, pinned in
+# tests/test_mongo_conformance.py), while `created_at` is a datetime written
+# at insert, which sorts right on both servers; `_id` only breaks ties.
+CREATION_ORDER = [("created_at", ASCENDING), ("_id", ASCENDING)]
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when an exception means 'the database cannot be reached now':
     a connection failure (ServerSelectionTimeoutError and AutoReconnect
