@@ -145,5 +145,7 @@ from services import mail as _mail  # noqa: E402
 STARTERS.append(_mail.start)
 from services import verification as _verification  # noqa: E402 - after mail: it uses services.mailer
 STARTERS.append(_verification.start)
+from services import retention as _retention  # noqa: E402
+STARTERS.append(_retention.start)
 from services import proxy_auth as _proxy_auth  # noqa: E402 - after workspaces: it reads services.workspaces
 STARTERS.append(_proxy_auth.start)
