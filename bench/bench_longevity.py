@@ -1,0 +1,259 @@
+"""Longevity benchmark: weeks of a course compressed into minutes, through
+the API; prints numbers (not a test).
+
+    .venv/bin/python bench/bench_longevity.py [--scale 1] [--weeks 3] [--idle 10]
+
+Starts `python server.py` (its own embedded nx-27017 and DATA_DIR, the
+in-memory workspace engine tests.fake_backend, BCRYPT_ROUNDS=4, retention
+compressed: RETENTION_INTERVAL=5, SESSION_REVOKED_KEEP_HOURS=0,
+WORKSPACE_EVENT_RUNS=2). Measures the fresh server, then per "week":
+--sessions x scale logins, each refreshed then logged out (a session, an
+auth change, a revoked session to sweep), and --cycles x scale workspace
+start/stop cycles over --users students (events), with --concurrency
+requests at once; then waits for a retention sweep and measures again:
+
+* the embedded database's CPU while the server stands idle (--idle s);
+* GET /api/users/profile/ p50 and p90 over 400 sequential requests
+  (cache warm), against the fresh server's;
+* the size of DATA_DIR, and the documents left in each collection
+  (read through a client of the embedded database's own port).
+
+--scale 10 gives about 100,000 sessions and 200,000 changes (tens of
+minutes on 2 cores).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.bench_common import percentile  # noqa: E402
+from services.db import connect  # noqa: E402
+
+PASSWORD = "Correct-Horse-42"
+# --tracemalloc: the server under tracemalloc; each SIGUSR1 writes the 15
+# biggest growths since the first SIGUSR1 to DATA_DIR/tracemalloc.txt.
+TRACED = """
+import runpy, signal, sys, tracemalloc
+tracemalloc.start(8)
+first = []
+def dump(*_):
+    snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    if not first:
+        first.append(snap)
+        return
+    with open(sys.argv[2], "a") as out:
+        out.write("---\\n")
+        for stat in snap.compare_to(first[0], "traceback")[:15]:
+            out.write(f"{stat.size_diff / 1024:+.0f} KiB {stat.count_diff:+d} blocks\\n")
+            out.write("".join(f"    {line}\\n" for line in stat.traceback.format()[-6:]))
+signal.signal(signal.SIGUSR1, dump)
+sys.argv = [sys.argv[1]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+COLLECTIONS = ("sessions", "auth_change_ring", "workspace_events", "users", "workspaces", "rate_limits")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class Server:
+    def __init__(self, traced: bool = False, **settings: str):
+        self.port = free_port()
+        self.data = Path(tempfile.mkdtemp(prefix="bench-longevity-"))
+        env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "DATA_DIR": str(self.data),
+               "JWT_SECRET": "bench-" + "k" * 40, "BCRYPT_ROUNDS": "4", "LOG_LEVEL": "WARNING",
+               "RATE_LIMIT_ANON": "100000000/hour", "RATE_LIMIT_USER": "100000000/hour",
+               "RATE_LIMIT_WORKSPACE": "100000000/hour", "RATE_LIMIT_LOGIN_FAILURES": "100000000/hour",
+               "INSTANCE_NAME": f"benchlong{uuid.uuid4().hex[:6]}",
+               "WORKSPACE_BACKEND": "tests.fake_backend:FakeBackend", "RETENTION_INTERVAL": "5",
+               "SESSION_REVOKED_KEEP_HOURS": "0", "WORKSPACE_EVENT_RUNS": "2", **settings}
+        command = [sys.executable, str(ROOT / "server.py")]
+        if traced:
+            command = [sys.executable, "-c", TRACED, str(ROOT / "server.py"), str(self.data / "tracemalloc.txt")]
+        self.process = subprocess.Popen(command, env=env, cwd=ROOT,
+                                        stdout=subprocess.DEVNULL, stderr=open(self.data / "server.err", "w"))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def database_pid(self) -> int:
+        return int((self.data / "db" / "nx-27017.pid").read_text().strip())
+
+    def database_uri(self) -> str:
+        return f"mongodb://127.0.0.1:{int((self.data / 'db' / 'nx-27017.port').read_text().strip())}/"
+
+    async def ready(self) -> None:
+        async with httpx.AsyncClient(timeout=2) as client:
+            for _ in range(600):
+                try:
+                    if (await client.get(self.url + "/ready")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"server did not start; see {self.data}/server.err")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+        if not os.environ.get("BENCH_KEEP_DATA"):
+            shutil.rmtree(self.data, ignore_errors=True)
+
+
+async def register(client: httpx.AsyncClient, tag: str) -> dict:
+    body = {"name": "Bench", "email": f"{tag}-{uuid.uuid4().hex[:10]}@example.com", "password1": PASSWORD,
+            "password2": PASSWORD, "role": "student", "track": "DP"}
+    response = await client.post("/api/auth/registration/", json=body)
+    response.raise_for_status()
+    return response.json()
+
+
+async def pool(count: int, concurrency: int, job) -> None:
+    """Run job(i) for i in range(count), `concurrency` at a time."""
+    numbers = iter(range(count))
+
+    async def worker() -> None:
+        for n in numbers:
+            await job(n)
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+
+
+async def sessions(client: httpx.AsyncClient, users: list[dict], count: int, concurrency: int) -> None:
+    async def one(n: int) -> None:
+        email = users[n % len(users)]["user"]["email"]
+        login = await client.post("/api/auth/login/", json={"email": email, "password": PASSWORD})
+        login.raise_for_status()
+        renewed = await client.post("/api/auth/token/refresh/", json={"refresh": login.json()["refresh"]})
+        renewed.raise_for_status()
+        pair = renewed.json()
+        out = await client.post("/api/users/logout/", json={"refresh": pair["refresh"]},
+                                headers={"Authorization": f"Bearer {pair['access']}"})
+        out.raise_for_status()
+    await pool(count, concurrency, one)
+
+
+async def cycles(client: httpx.AsyncClient, users: list[dict], count: int) -> None:
+    """Each user's workspace started and stopped in turn, all users at once."""
+    async def user_cycles(user: dict, rounds: int) -> None:
+        headers = {"Authorization": f"Bearer {user['access']}"}
+        for _ in range(rounds):
+            (await client.post("/api/users/workspace/create/", headers=headers, json={"wait": True})).raise_for_status()
+            (await client.post("/api/users/workspace/stop/", headers=headers)).raise_for_status()
+    per_user = max(1, count // len(users))
+    await asyncio.gather(*[user_cycles(user, per_user) for user in users])
+
+
+async def measure(server: Server, client: httpx.AsyncClient, probe: dict, idle: float, db) -> dict:
+    headers = {"Authorization": f"Bearer {probe['access']}"}
+    for _ in range(20):
+        (await client.get("/api/users/profile/", headers=headers)).raise_for_status()
+    times = []
+    for _ in range(400):
+        started = time.perf_counter()
+        (await client.get("/api/users/profile/", headers=headers)).raise_for_status()
+        times.append((time.perf_counter() - started) * 1000)
+    pid = server.database_pid()
+    before = cpu_seconds(pid)
+    await asyncio.sleep(idle)
+    cpu = (cpu_seconds(pid) - before) / idle * 100
+    counts = {name: await db[name].count_documents({}) for name in COLLECTIONS}
+    return {"p50": statistics.median(times), "p90": percentile(times, 90), "db_cpu": cpu,
+            "data": dir_bytes(server.data) / 1e6, "server_rss": rss_kib(server.process.pid) / 1024,
+            "db_rss": rss_kib(pid) / 1024, "counts": counts}
+
+
+def row(label: str, made: str, m: dict, fresh: dict) -> str:
+    counts = ", ".join(f"{name} {count:,}" for name, count in m["counts"].items())
+    return (f"| {label} | {made} | {m['db_cpu']:.1f}% | {m['p50']:.2f} / {m['p90']:.2f} ms "
+            f"({m['p50'] / fresh['p50']:.2f}x) | {m['data']:.1f} MB | {m['server_rss']:.0f} / {m['db_rss']:.0f} MiB | "
+            f"{counts} |")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--weeks", type=int, default=3)
+    parser.add_argument("--sessions", type=int, default=4000, help="logins a week (x scale)")
+    parser.add_argument("--cycles", type=int, default=300, help="workspace start/stop cycles a week (x scale)")
+    parser.add_argument("--users", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--idle", type=float, default=10.0)
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server, e.g. AUTH_CACHE_SIZE=200")
+    parser.add_argument("--tracemalloc", action="store_true", help="print the server's biggest allocation growths")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start (shared)")
+    extra = dict(item.split("=", 1) for item in args.env)
+    if extra:
+        print("server settings:", " ".join(args.env))
+    server = Server(args.tracemalloc, **extra)
+    try:
+        await server.ready()
+        mongo_client, db = connect(server.database_uri(), "apranova", 60000)
+        async with httpx.AsyncClient(base_url=server.url, timeout=120,
+                                     limits=httpx.Limits(max_connections=64)) as client:
+            users = [await register(client, f"u{n}") for n in range(args.users)]
+            probe = await register(client, "probe")
+            fresh = await measure(server, client, probe, args.idle, db)
+            if args.tracemalloc:
+                server.process.send_signal(signal.SIGUSR1)  # the baseline
+            print("| after | made through the API | idle database CPU | profile GET p50 / p90 (x fresh) | "
+                  "DATA_DIR | RSS server / database | documents |")
+            print("|---|---|---|---|---|---|---|")
+            print(row("fresh", "-", fresh, fresh), flush=True)
+            total_s = total_c = 0
+            for week in range(1, args.weeks + 1):
+                started = time.monotonic()
+                n_sessions, n_cycles = int(args.sessions * args.scale), int(args.cycles * args.scale)
+                await asyncio.gather(sessions(client, users, n_sessions, args.concurrency),
+                                     cycles(client, users, n_cycles))
+                total_s, total_c = total_s + n_sessions, total_c + n_cycles
+                took = time.monotonic() - started
+                await asyncio.sleep(12)  # a retention sweep (every 5 s) comes and finishes
+                after = await measure(server, client, probe, args.idle, db)
+                made = f"{total_s:,} sessions, {total_c:,} cycles ({took:.0f} s)"
+                print(row(f"week {week}", made, after, fresh), flush=True)
+                if args.tracemalloc:
+                    server.process.send_signal(signal.SIGUSR1)
+        await mongo_client.close()
+        if args.tracemalloc:
+            await asyncio.sleep(3)
+            print((server.data / "tracemalloc.txt").read_text())
+    finally:
+        server.stop()
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
