@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_common import percentile  # noqa: E402
-from services import authstate  # noqa: E402
+from services import authring, authstate  # noqa: E402
 from services.db import EmbeddedMongo, connect  # noqa: E402
 
 
@@ -47,8 +47,8 @@ async def timed(call, count: int) -> tuple[float, float]:
 async def ring_at(db, size: int) -> None:
     """The feed after `size` changes: the head at `size`, the last slots filled."""
     await db.counters.replace_one({"_id": "auth_changes"}, {"_id": "auth_changes", "seq": size}, upsert=True)
-    docs = [{"_id": seq % authstate.RING_SIZE, "seq": seq, "session_id": f"s{seq}"}
-            for seq in range(max(1, size - authstate.RING_SIZE + 1), size + 1)]
+    docs = [{"_id": seq % authring.RING_SIZE, "seq": seq, "session_id": f"s{seq}"}
+            for seq in range(max(1, size - authring.RING_SIZE + 1), size + 1)]
     await db.auth_change_ring.delete_many({})
     if docs:
         await db.auth_change_ring.insert_many(docs)
@@ -56,13 +56,13 @@ async def ring_at(db, size: int) -> None:
 
 async def feed(mongo: EmbeddedMongo, sizes: list[int], polls: int) -> None:
     client, db = connect(mongo.uri, "feed")
-    print(f"ring ({authstate.RING_SIZE} slots): poll cost after N past changes")
+    print(f"ring ({authring.RING_SIZE} slots): poll cost after N past changes")
     print("| past changes | ring documents | idle poll p50 / p99 | poll with 1 new change p50 / p99 |")
     print("|---|---|---|---|")
     for size in sizes:
         await ring_at(db, size)
         reader, writer = authstate.AuthState(db, 100), authstate.AuthState(db, 100)
-        reader.floor = await reader.head()
+        reader.floor = await reader.ring.head()
         idle = await timed(reader.poll, polls)
 
         async def one_change():

@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,15 +39,17 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench import bench_workspaces  # noqa: E402
 from bench.bench_common import percentile  # noqa: E402
+from bench.bench_workspaces import PASSWORD, free_port, register  # noqa: E402
 from services.db import connect  # noqa: E402
 
-PASSWORD = "Correct-Horse-42"
-# --tracemalloc: the server under tracemalloc; each SIGUSR1 writes the 15
-# biggest growths since the first SIGUSR1 to DATA_DIR/tracemalloc.txt.
+# --tracemalloc: the server under tracemalloc (one frame: cheap enough for a
+# loaded machine); each SIGUSR1 after the first writes the 15 lines whose
+# allocations grew most since the first to DATA_DIR/tracemalloc.txt.
 TRACED = """
 import runpy, signal, sys, tracemalloc
-tracemalloc.start(8)
+tracemalloc.start(1)
 first = []
 def dump(*_):
     snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
@@ -58,20 +58,14 @@ def dump(*_):
         return
     with open(sys.argv[2], "a") as out:
         out.write("---\\n")
-        for stat in snap.compare_to(first[0], "traceback")[:15]:
+        for stat in snap.compare_to(first[0], "lineno")[:15]:
             out.write(f"{stat.size_diff / 1024:+.0f} KiB {stat.count_diff:+d} blocks\\n")
-            out.write("".join(f"    {line}\\n" for line in stat.traceback.format()[-6:]))
+            out.write(f"    {stat.traceback}\\n")
 signal.signal(signal.SIGUSR1, dump)
 sys.argv = [sys.argv[1]]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 COLLECTIONS = ("sessions", "auth_change_ring", "workspace_events", "users", "workspaces", "rate_limits")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -90,11 +84,15 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-class Server:
-    def __init__(self, traced: bool = False, **settings: str):
+class Server(bench_workspaces.Server):
+    """`python server.py` (or under tracemalloc) with its own DATA_DIR and
+    embedded database, the in-memory engine and compressed retention."""
+
+    def __init__(self, traced: bool = False, **settings: str):  # noqa: D107 - the parent's start, other command
         self.port = free_port()
-        self.data = Path(tempfile.mkdtemp(prefix="bench-longevity-"))
-        env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "DATA_DIR": str(self.data),
+        self.data = tempfile.mkdtemp(prefix="bench-longevity-")  # text, as the parent's ready() and stop() use it
+        self.path = Path(self.data)
+        env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "DATA_DIR": self.data,
                "JWT_SECRET": "bench-" + "k" * 40, "BCRYPT_ROUNDS": "4", "LOG_LEVEL": "WARNING",
                "RATE_LIMIT_ANON": "100000000/hour", "RATE_LIMIT_USER": "100000000/hour",
                "RATE_LIMIT_WORKSPACE": "100000000/hour", "RATE_LIMIT_LOGIN_FAILURES": "100000000/hour",
@@ -103,41 +101,25 @@ class Server:
                "SESSION_REVOKED_KEEP_HOURS": "0", "WORKSPACE_EVENT_RUNS": "2", **settings}
         command = [sys.executable, str(ROOT / "server.py")]
         if traced:
-            command = [sys.executable, "-c", TRACED, str(ROOT / "server.py"), str(self.data / "tracemalloc.txt")]
+            command = [sys.executable, "-c", TRACED, str(ROOT / "server.py"), str(self.path / "tracemalloc.txt")]
         self.process = subprocess.Popen(command, env=env, cwd=ROOT,
-                                        stdout=subprocess.DEVNULL, stderr=open(self.data / "server.err", "w"))
+                                        stdout=subprocess.DEVNULL, stderr=open(self.path / "server.err", "w"))
         self.url = f"http://127.0.0.1:{self.port}"
 
+    async def ready(self) -> None:
+        """The parent's 30 s, a few times: under tracemalloc on a busy machine the start takes longer."""
+        for attempt in range(6):
+            try:
+                return await super().ready()
+            except RuntimeError:
+                if self.process.poll() is not None or attempt == 5:
+                    raise
+
     def database_pid(self) -> int:
-        return int((self.data / "db" / "nx-27017.pid").read_text().strip())
+        return int((self.path / "db" / "nx-27017.pid").read_text().strip())
 
     def database_uri(self) -> str:
-        return f"mongodb://127.0.0.1:{int((self.data / 'db' / 'nx-27017.port').read_text().strip())}/"
-
-    async def ready(self) -> None:
-        async with httpx.AsyncClient(timeout=2) as client:
-            for _ in range(600):
-                try:
-                    if (await client.get(self.url + "/ready")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError(f"server did not start; see {self.data}/server.err")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
-        if not os.environ.get("BENCH_KEEP_DATA"):
-            shutil.rmtree(self.data, ignore_errors=True)
-
-
-async def register(client: httpx.AsyncClient, tag: str) -> dict:
-    body = {"name": "Bench", "email": f"{tag}-{uuid.uuid4().hex[:10]}@example.com", "password1": PASSWORD,
-            "password2": PASSWORD, "role": "student", "track": "DP"}
-    response = await client.post("/api/auth/registration/", json=body)
-    response.raise_for_status()
-    return response.json()
+        return f"mongodb://127.0.0.1:{int((self.path / 'db' / 'nx-27017.port').read_text().strip())}/"
 
 
 async def pool(count: int, concurrency: int, job) -> None:
@@ -190,8 +172,19 @@ async def measure(server: Server, client: httpx.AsyncClient, probe: dict, idle: 
     cpu = (cpu_seconds(pid) - before) / idle * 100
     counts = {name: await db[name].count_documents({}) for name in COLLECTIONS}
     return {"p50": statistics.median(times), "p90": percentile(times, 90), "db_cpu": cpu,
-            "data": dir_bytes(server.data) / 1e6, "server_rss": rss_kib(server.process.pid) / 1024,
+            "data": dir_bytes(server.path) / 1e6, "server_rss": rss_kib(server.process.pid) / 1024,
             "db_rss": rss_kib(pid) / 1024, "counts": counts}
+
+
+async def dumps(path: Path, count: int, timeout: float = 300) -> str:
+    """The server's tracemalloc dumps, once all `count` are written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if text.count("---") >= count:
+            return text
+        await asyncio.sleep(1)
+    return text + "(not all dumps came)"
 
 
 def row(label: str, made: str, m: dict, fresh: dict) -> str:
@@ -248,8 +241,7 @@ async def main() -> None:
                     server.process.send_signal(signal.SIGUSR1)
         await mongo_client.close()
         if args.tracemalloc:
-            await asyncio.sleep(3)
-            print((server.data / "tracemalloc.txt").read_text())
+            print(await dumps(server.path / "tracemalloc.txt", args.weeks))
     finally:
         server.stop()
     print(f"load average {os.getloadavg()[0]:.2f} at the end")

@@ -7,18 +7,12 @@ What keeps it correct:
 * this process's own writes (logout, revocation, role or profile change,
   disabling, enrolment) call ``session_changed`` / ``user_changed`` /
   ``sessions_of_user_changed``: the entry is dropped at once and the change
-  is written to the change ring ``auth_change_ring``: a sequence number from
-  ``counters`` (the head), stored in slot ``seq % RING_SIZE``;
-* every process polls every POLL_INTERVAL: it reads the head (one document
-  by primary key) and, when it moved, the slots it has not seen (``$in`` on
-  the primary key), and drops what others changed. Every read is by
-  equality, so a poll costs the same after 1 or 1,000,000 changes
-  (nx-27017 answers a ``$gt`` range on ``_id`` by scanning the whole
-  collection: 98 ms at 20,000 entries, measured) and the ring never grows,
-  so there is nothing to trim. A reader more than RING_SIZE changes behind
-  (a stall), or that finds a slot already overwritten, drops its whole
-  cache instead of replaying. nx-27017 0.8 has change streams, but a
-  standalone MongoDB (MONGODB_URI) has none; equality reads work on both;
+  is appended to the change feed (services/authring.py: a fixed ring read
+  by primary key, so a poll costs the same after 1 or 1,000,000 changes);
+* every process polls the feed every POLL_INTERVAL and drops what others
+  changed. A reader more than RING_SIZE changes behind (a stall), or that
+  finds a slot already overwritten, drops its whole cache instead of
+  replaying;
 * the cache is trusted only while the last successful poll started less than
   STALE_AFTER ago, so "another process's write takes effect within 1 s"
   holds; when it is stale, a read waits for the poll in flight (late under
@@ -41,9 +35,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
+
+from services import authring
 
 log = logging.getLogger("apranova.authstate")
 
@@ -51,8 +46,6 @@ POLL_INTERVAL = 0.1  # seconds between two reads of the change log (a loaded loo
 STALE_AFTER = 0.9  # the cache is bypassed when no poll succeeded for this long (the promise is 1 s)
 MAX_AGE = 60.0  # seconds an entry lives at most (edits outside the server)
 GAP_GIVE_UP = 5.0  # a change log sequence number still missing after this was never written
-RING_SIZE = 1024  # slots of the change ring: far more changes than a poll interval sees
-HEAD = {"_id": "auth_changes"}  # the ring's head: the newest sequence number, in `counters`
 
 
 @dataclass(frozen=True)
@@ -106,7 +99,8 @@ class _LRU:
 class AuthState:
     def __init__(self, db: AsyncDatabase, size: int = 10000):
         self.db = db
-        self.session_docs, self.user_docs, self.ring = db.sessions, db.users, db.auth_change_ring  # made once
+        self.session_docs, self.user_docs = db.sessions, db.users  # made once
+        self.ring = authring.ChangeRing(db)
         self.size = size
         self.sessions = _LRU(size)
         self.users = _LRU(size)
@@ -212,20 +206,7 @@ class AuthState:
         # Dropped here first: the next request of this process rereads. A read
         # that started before the write sees the new generation and stores nothing.
         self._apply(change)
-        counter = await self.db.counters.find_one_and_update(
-            HEAD, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER)
-        await self.log_change(int(counter["seq"]), change)
-
-    async def log_change(self, seq: int, change: dict) -> None:
-        """Store change `seq` in its slot, unless a newer one (seq + k *
-        RING_SIZE, a writer that overtook this one) is there already: then
-        readers that missed `seq` find the newer one and drop everything."""
-        slot = seq % RING_SIZE
-        try:
-            await self.ring.replace_one({"_id": slot, "seq": {"$lt": seq}}, {"_id": slot, "seq": seq, **change},
-                                        upsert=True)
-        except DuplicateKeyError:
-            pass  # the slot holds a newer change (the filter missed, the upsert's insert collided)
+        await self.ring.append(change)
 
     def _apply(self, change: dict) -> None:
         self.generation += 1
@@ -255,7 +236,7 @@ class AuthState:
     async def start(self) -> None:
         if self.size <= 0:
             return  # nothing cached, nothing to invalidate
-        self.floor = await self.head()
+        self.floor = await self.ring.head()
         await self.db.drop_collection("auth_changes")  # the log of older versions (read by range: it grew)
         self.fresh_until = time.monotonic() + STALE_AFTER
         self._poller = asyncio.create_task(self._poll_loop(), name="auth-state-poller")
@@ -282,27 +263,16 @@ class AuthState:
                     self._polling.set_result(None)  # waiters see trusted() still False
             await asyncio.sleep(POLL_INTERVAL)
 
-    async def head(self) -> int:
-        doc = await self.db.counters.find_one(HEAD, {"seq": 1})
-        return int(doc["seq"]) if doc else 0
-
     async def poll(self) -> None:
         """Apply what other processes changed since the last poll."""
-        head = await self.head()
-        if head < self.floor or head - self.floor > RING_SIZE:  # a reset database, or too far behind
-            self._drop_all(head)
-            return
+        head = await self.ring.head()
+        if head < self.floor or head - self.floor > authring.RING_SIZE:  # a reset database, or too far behind
+            return self._drop_all(head)
         wanted = [seq for seq in range(self.floor + 1, head + 1) if seq not in self.seen]
-        if not wanted:
-            return self._advance_floor(head)
-        slots = {doc["_id"]: doc async for doc in self.ring.find({"_id": {"$in": [s % RING_SIZE for s in wanted]}})}
-        for seq in wanted:
-            change = dict(slots.get(seq % RING_SIZE) or {"seq": 0})
-            found = int(change.pop("seq", 0))
+        for seq, (found, change) in (await self.ring.read(wanted) if wanted else {}).items():
             if found > seq:  # overwritten before this process read it
                 return self._drop_all(head)
-            if found == seq:  # (found < seq: its writer is between the counter and the slot)
-                del change["_id"]
+            if found == seq:  # (lower: its writer is between the counter and the slot)
                 self.seen.add(seq)
                 self._apply(change)
         self._advance_floor(head)

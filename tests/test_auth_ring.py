@@ -1,5 +1,5 @@
-"""The auth-state change feed (services/authstate.py) as a fixed ring read by
-equality: two AuthState instances on one real nx-27017 database stand for
+"""The auth-state change feed (services/authring.py) as a fixed ring read
+by equality: two AuthState instances on one real nx-27017 database stand for
 two server processes. Its cost does not grow with history: the ring never
 holds more than RING_SIZE documents, and a poll sends no range query or
 sort (nx-27017 scans the whole collection for a range on `_id`)."""
@@ -10,7 +10,7 @@ import uuid
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
-from services import authstate as authstate_mod
+from services import authring, authstate as authstate_mod
 from services.authstate import AuthState, SessionState
 
 
@@ -31,13 +31,13 @@ class Commands(monitoring.CommandListener):
 @pytest.fixture
 async def two(mongo, monkeypatch):
     """(writer, reader, commands the reader sent, database), ring of 8."""
-    monkeypatch.setattr(authstate_mod, "RING_SIZE", 8)
+    monkeypatch.setattr(authring, "RING_SIZE", 8)
     commands = Commands()
     name = f"ring_{uuid.uuid4().hex[:8]}"
     client = AsyncMongoClient(mongo.uri, tz_aware=True, retryWrites=False)
     watched = AsyncMongoClient(mongo.uri, tz_aware=True, retryWrites=False, event_listeners=[commands])
     writer, reader = AuthState(client[name], 100), AuthState(watched[name], 100)
-    reader.floor = await reader.head()
+    reader.floor = await reader.ring.head()
     yield writer, reader, commands, client[name]
     await client.drop_database(name)
     await client.close()
@@ -88,7 +88,7 @@ async def test_a_reader_too_far_behind_drops_its_whole_cache(two):
 async def test_a_slot_overwritten_before_it_was_read_drops_everything(two):
     writer, reader, _, db = two
     await db.counters.update_one({"_id": "auth_changes"}, {"$inc": {"seq": 1}}, upsert=True)
-    await writer.log_change(9, {"session_id": "newer"})  # seq 1's slot, taken by 9 (1 never landed)
+    await writer.ring.write(9, {"session_id": "newer"})  # seq 1's slot, taken by 9 (1 never landed)
     reader.users.entries[7] = (1e12, {"_id": 7})
     await reader.poll()
     assert not reader.users.entries and reader.floor == 1
@@ -96,11 +96,11 @@ async def test_a_slot_overwritten_before_it_was_read_drops_everything(two):
 
 async def test_a_late_writer_does_not_overwrite_a_newer_slot(two):
     writer, _, _, db = two
-    await writer.log_change(9, {"session_id": "newer"})
-    await writer.log_change(1, {"session_id": "older"})  # the same slot, lower number: kept out
+    await writer.ring.write(9, {"session_id": "newer"})
+    await writer.ring.write(1, {"session_id": "older"})  # the same slot, lower number: kept out
     slot = await db.auth_change_ring.find_one({"_id": 1})
     assert (slot["seq"], slot["session_id"]) == (9, "newer")
-    await writer.log_change(17, {"user_id": 4})  # a newer one replaces the whole document
+    await writer.ring.write(17, {"user_id": 4})  # a newer one replaces the whole document
     assert await db.auth_change_ring.find_one({"_id": 1}) == {"_id": 1, "seq": 17, "user_id": 4}
 
 

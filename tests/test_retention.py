@@ -35,7 +35,8 @@ async def seed(db) -> None:
     await db.sessions.insert_many([{"_id": "expired", "user_id": 99, "revoked": False, "expires_at": NOW - HOUR},
                                    {"_id": "live", "user_id": 99, "revoked": False, "expires_at": NOW + HOUR}])
     for name in ("workspace_tickets", "email_tokens", "rate_limits"):
-        await db[name].insert_many([{"_id": "dead", "expires_at": NOW - HOUR}, {"_id": "alive", "expires_at": NOW + HOUR}])
+        await db[name].insert_many([{"_id": "dead", "expires_at": NOW - HOUR},
+                                    {"_id": "alive", "expires_at": NOW + HOUR}])
     await db.audit_log.insert_many([{"at": NOW - dt.timedelta(days=40), "action": "old"},
                                     {"at": NOW - dt.timedelta(days=1), "action": "new"}])
     await db.workspaces.insert_one({"_id": "ws1", "owner_id": 99, "state": "running", "run": 6, "seq": 12})
