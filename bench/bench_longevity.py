@@ -16,10 +16,15 @@ requests at once; then waits for a retention sweep and measures again:
 * GET /api/users/profile/ p50 and p90 over 400 sequential requests
   (cache warm), against the fresh server's;
 * the size of DATA_DIR, and the documents left in each collection
-  (read through a client of the embedded database's own port).
+  (read through a client of the embedded database's own port);
+* the server's and the database's RSS.
 
---scale 10 gives about 100,000 sessions and 200,000 changes (tens of
-minutes on 2 cores).
+At the end, the aged server's profile GET against a fresh server started
+then, in alternating rounds (a shared machine's load hits both alike).
+
+The defaults make 6,000 sessions, 12,000 auth changes and about 2,700
+workspace events (a few minutes); --scale 5 gives 30,000 sessions and
+60,000 changes. --env AUTH_CACHE_SIZE=200 runs past the cache's bound.
 """
 from __future__ import annotations
 
@@ -157,15 +162,19 @@ async def cycles(client: httpx.AsyncClient, users: list[dict], count: int) -> No
     await asyncio.gather(*[user_cycles(user, per_user) for user in users])
 
 
-async def measure(server: Server, client: httpx.AsyncClient, probe: dict, idle: float, db) -> dict:
+async def profile_times(client: httpx.AsyncClient, probe: dict, count: int) -> list[float]:
     headers = {"Authorization": f"Bearer {probe['access']}"}
-    for _ in range(20):
-        (await client.get("/api/users/profile/", headers=headers)).raise_for_status()
     times = []
-    for _ in range(400):
+    for _ in range(count):
         started = time.perf_counter()
         (await client.get("/api/users/profile/", headers=headers)).raise_for_status()
         times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+async def measure(server: Server, client: httpx.AsyncClient, probe: dict, idle: float, db) -> dict:
+    await profile_times(client, probe, 20)
+    times = await profile_times(client, probe, 400)
     pid = server.database_pid()
     before = cpu_seconds(pid)
     await asyncio.sleep(idle)
@@ -173,7 +182,29 @@ async def measure(server: Server, client: httpx.AsyncClient, probe: dict, idle: 
     counts = {name: await db[name].count_documents({}) for name in COLLECTIONS}
     return {"p50": statistics.median(times), "p90": percentile(times, 90), "db_cpu": cpu,
             "data": dir_bytes(server.path) / 1e6, "server_rss": rss_kib(server.process.pid) / 1024,
-            "db_rss": rss_kib(pid) / 1024, "counts": counts}
+            "db_rss": rss_kib(pid) / 1024, "counts": counts, "load": os.getloadavg()[0]}
+
+
+async def side_by_side(aged: Server, aged_probe: dict, extra: dict, rounds: int = 5) -> None:
+    """The profile GET of the aged server against a fresh one started now,
+    alternating rounds of 200 (the shared machine's load hits both alike)."""
+    fresh = Server(**extra)
+    try:
+        await fresh.ready()
+        async with httpx.AsyncClient(base_url=aged.url, timeout=60) as old, \
+                httpx.AsyncClient(base_url=fresh.url, timeout=60) as new:
+            fresh_probe = await register(new, "probe")
+            await profile_times(new, fresh_probe, 50)
+            aged_p50, fresh_p50 = [], []
+            for _ in range(rounds):
+                aged_p50.append(statistics.median(await profile_times(old, aged_probe, 200)))
+                fresh_p50.append(statistics.median(await profile_times(new, fresh_probe, 200)))
+        a, f = statistics.median(aged_p50), statistics.median(fresh_p50)
+        print(f"profile GET p50, alternating rounds of 200 against a fresh server started now: aged {a:.2f} ms, "
+              f"fresh {f:.2f} ms: {a / f:.2f}x (rounds: aged {', '.join(f'{x:.2f}' for x in aged_p50)}; "
+              f"fresh {', '.join(f'{x:.2f}' for x in fresh_p50)})")
+    finally:
+        fresh.stop()
 
 
 async def dumps(path: Path, count: int, timeout: float = 300) -> str:
@@ -191,15 +222,44 @@ def row(label: str, made: str, m: dict, fresh: dict) -> str:
     counts = ", ".join(f"{name} {count:,}" for name, count in m["counts"].items())
     return (f"| {label} | {made} | {m['db_cpu']:.1f}% | {m['p50']:.2f} / {m['p90']:.2f} ms "
             f"({m['p50'] / fresh['p50']:.2f}x) | {m['data']:.1f} MB | {m['server_rss']:.0f} / {m['db_rss']:.0f} MiB | "
-            f"{counts} |")
+            f"{counts} | {m['load']:.1f} |")
+
+
+async def run_weeks(server: Server, args: argparse.Namespace, db) -> dict:
+    """The fresh server's figures, then each week's; returns the probe user."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=httpx.Limits(max_connections=64)) as client:
+        users = [await register(client, f"u{n}") for n in range(args.users)]
+        probe = await register(client, "probe")
+        fresh = await measure(server, client, probe, args.idle, db)
+        if args.tracemalloc:
+            server.process.send_signal(signal.SIGUSR1)  # the baseline
+        print("| after | made through the API | idle database CPU | profile GET p50 / p90 (x fresh) | "
+              "DATA_DIR | RSS server / database | documents | load average |")
+        print("|---|---|---|---|---|---|---|---|")
+        print(row("fresh", "-", fresh, fresh), flush=True)
+        total_s = total_c = 0
+        for week in range(1, args.weeks + 1):
+            started = time.monotonic()
+            n_sessions, n_cycles = int(args.sessions * args.scale), int(args.cycles * args.scale)
+            await asyncio.gather(sessions(client, users, n_sessions, args.concurrency),
+                                 cycles(client, users, n_cycles))
+            total_s, total_c = total_s + n_sessions, total_c + n_cycles
+            took = time.monotonic() - started
+            await asyncio.sleep(12)  # a retention sweep (every 5 s) comes and finishes
+            after = await measure(server, client, probe, args.idle, db)
+            print(row(f"week {week}", f"{total_s:,} sessions, {total_c:,} cycles ({took:.0f} s)", after, fresh),
+                  flush=True)
+            if args.tracemalloc:
+                server.process.send_signal(signal.SIGUSR1)
+    return probe
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--weeks", type=int, default=3)
-    parser.add_argument("--sessions", type=int, default=4000, help="logins a week (x scale)")
-    parser.add_argument("--cycles", type=int, default=300, help="workspace start/stop cycles a week (x scale)")
+    parser.add_argument("--sessions", type=int, default=2000, help="logins a week (x scale)")
+    parser.add_argument("--cycles", type=int, default=150, help="workspace start/stop cycles a week (x scale)")
     parser.add_argument("--users", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--idle", type=float, default=10.0)
@@ -214,32 +274,9 @@ async def main() -> None:
     try:
         await server.ready()
         mongo_client, db = connect(server.database_uri(), "apranova", 60000)
-        async with httpx.AsyncClient(base_url=server.url, timeout=120,
-                                     limits=httpx.Limits(max_connections=64)) as client:
-            users = [await register(client, f"u{n}") for n in range(args.users)]
-            probe = await register(client, "probe")
-            fresh = await measure(server, client, probe, args.idle, db)
-            if args.tracemalloc:
-                server.process.send_signal(signal.SIGUSR1)  # the baseline
-            print("| after | made through the API | idle database CPU | profile GET p50 / p90 (x fresh) | "
-                  "DATA_DIR | RSS server / database | documents |")
-            print("|---|---|---|---|---|---|---|")
-            print(row("fresh", "-", fresh, fresh), flush=True)
-            total_s = total_c = 0
-            for week in range(1, args.weeks + 1):
-                started = time.monotonic()
-                n_sessions, n_cycles = int(args.sessions * args.scale), int(args.cycles * args.scale)
-                await asyncio.gather(sessions(client, users, n_sessions, args.concurrency),
-                                     cycles(client, users, n_cycles))
-                total_s, total_c = total_s + n_sessions, total_c + n_cycles
-                took = time.monotonic() - started
-                await asyncio.sleep(12)  # a retention sweep (every 5 s) comes and finishes
-                after = await measure(server, client, probe, args.idle, db)
-                made = f"{total_s:,} sessions, {total_c:,} cycles ({took:.0f} s)"
-                print(row(f"week {week}", made, after, fresh), flush=True)
-                if args.tracemalloc:
-                    server.process.send_signal(signal.SIGUSR1)
+        probe = await run_weeks(server, args, db)
         await mongo_client.close()
+        await side_by_side(server, probe, extra)
         if args.tracemalloc:
             print(await dumps(server.path / "tracemalloc.txt", args.weeks))
     finally:
