@@ -25,6 +25,8 @@ then, in alternating rounds (a shared machine's load hits both alike).
 The defaults make 6,000 sessions, 12,000 auth changes and about 2,700
 workspace events (a few minutes); --scale 5 gives 30,000 sessions and
 60,000 changes. --env AUTH_CACHE_SIZE=200 runs past the cache's bound.
+BENCH_SERVER_SCRIPT=/tmp/old/server.py measures another version (e.g.
+`git archive` of main unpacked there).
 """
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ signal.signal(signal.SIGUSR1, dump)
 sys.argv = [sys.argv[1]]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
-COLLECTIONS = ("sessions", "auth_change_ring", "workspace_events", "users", "workspaces", "rate_limits")
+COLLECTIONS = ("sessions", "auth_change_ring", "auth_changes", "workspace_events", "users", "workspaces", "rate_limits")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -104,7 +106,7 @@ class Server(bench_workspaces.Server):
                "INSTANCE_NAME": f"benchlong{uuid.uuid4().hex[:6]}",
                "WORKSPACE_BACKEND": "tests.fake_backend:FakeBackend", "RETENTION_INTERVAL": "5",
                "SESSION_REVOKED_KEEP_HOURS": "0", "WORKSPACE_EVENT_RUNS": "2", **settings}
-        command = [sys.executable, str(ROOT / "server.py")]
+        command = [sys.executable, os.environ.get("BENCH_SERVER_SCRIPT", str(ROOT / "server.py"))]  # another version
         if traced:
             command = [sys.executable, "-c", TRACED, str(ROOT / "server.py"), str(self.path / "tracemalloc.txt")]
         self.process = subprocess.Popen(command, env=env, cwd=ROOT,
@@ -251,6 +253,9 @@ async def run_weeks(server: Server, args: argparse.Namespace, db) -> dict:
                   flush=True)
             if args.tracemalloc:
                 server.process.send_signal(signal.SIGUSR1)
+    files = sorted(((f.stat().st_size, f.relative_to(server.path)) for f in server.path.rglob("*") if f.is_file()),
+                   reverse=True)
+    print("DATA_DIR's files:", ", ".join(f"{name} {size / 1e6:.2f} MB" for size, name in files[:6]))
     return probe
 
 
