@@ -32,7 +32,7 @@ from services.db import connect  # noqa: E402
 class Load:
     def __init__(self, client: httpx.AsyncClient, users: list[dict]):
         self.client, self.users = client, users
-        self.requests = self.errors = 0
+        self.requests = self.errors = self.late = 0
         self.stopping = False
 
     async def call(self, method: str, path: str, **kwargs) -> httpx.Response:
@@ -52,9 +52,15 @@ class Load:
         await self.call("GET", "/api/users/profile/", headers=headers)
         await self.call("POST", "/api/users/logout/", json={"refresh": pair["refresh"]}, headers=headers)
 
-    async def visits(self, rate: float) -> None:
+    async def visits(self, rate: float, most: int) -> None:
+        """`rate` visits a second, at most `most` at once: on a machine too
+        busy for the rate the load waits instead of piling up open sessions."""
         started, n, running = time.monotonic(), 0, set()
         while not self.stopping:
+            if len(running) >= most:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                self.late += 1
+                continue
             n += 1
             task = asyncio.create_task(self.visit(n))
             running.add(task)
@@ -74,6 +80,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--rate", type=float, default=8.0, help="visits started a second (9 requests each)")
+    parser.add_argument("--most", type=int, default=16, help="visits in flight at most")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--cyclers", type=int, default=4, help="students cycling their workspaces")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
@@ -86,12 +93,12 @@ async def main() -> None:
         async with httpx.AsyncClient(base_url=server.url, timeout=120,
                                      limits=httpx.Limits(max_connections=100)) as client:
             load = Load(client, [await register(client, f"s{n}") for n in range(args.users)])
-            tasks = [asyncio.create_task(load.visits(args.rate))]
+            tasks = [asyncio.create_task(load.visits(args.rate, args.most))]
             tasks += [asyncio.create_task(load.cycles(user)) for user in load.users[:args.cyclers]]
             db_pid, server_pid = server.database_pid(), server.process.pid
             print("| minute | requests | 5xx | database CPU / request | server CPU / request | RSS server / database "
-                  "| DATA_DIR | sessions | load average |")
-            print("|---|---|---|---|---|---|---|---|---|")
+                  "| DATA_DIR | sessions | visits held back | load average |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
             for minute in range(1, args.minutes + 1):
                 requests, db_cpu, server_cpu = load.requests, cpu_seconds(db_pid), cpu_seconds(server_pid)
                 await asyncio.sleep(60)
@@ -100,7 +107,8 @@ async def main() -> None:
                 print(f"| {minute} | {done:,} | {load.errors} | {(cpu_seconds(db_pid) - db_cpu) / done * 1000:.2f} ms "
                       f"| {(cpu_seconds(server_pid) - server_cpu) / done * 1000:.2f} ms "
                       f"| {rss_kib(server_pid) / 1024:.1f} / {rss_kib(db_pid) / 1024:.1f} MiB "
-                      f"| {dir_bytes(server.path) / 1e6:.1f} MB | {sessions:,} | {os.getloadavg()[0]:.1f} |", flush=True)
+                      f"| {dir_bytes(server.path) / 1e6:.1f} MB | {sessions:,} | {load.late} | {os.getloadavg()[0]:.1f} |",
+                      flush=True)
             load.stopping = True
             await asyncio.wait(tasks, timeout=60)
         await mongo_client.close()
