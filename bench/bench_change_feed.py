@@ -55,7 +55,7 @@ async def ring_at(db, size: int) -> None:
 
 
 async def feed(mongo: EmbeddedMongo, sizes: list[int], polls: int) -> None:
-    client, db = connect(mongo.uri, "feed")
+    client, db = connect(mongo.uri, "feed", 60000)  # filling the ring takes seconds on a busy machine
     print(f"ring ({authring.RING_SIZE} slots): poll cost after N past changes")
     print("| past changes | ring documents | idle poll p50 / p99 | poll with 1 new change p50 / p99 |")
     print("|---|---|---|---|")
