@@ -27,6 +27,7 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.accounts import ADMIN_ROLES, AccountService
+from services.db import CREATION_ORDER
 from services.errors import ApiError, Forbidden, NotFound, ValidationFailed
 from services.students import NOT_DELETED, trainer_students_filter
 from services.tokens import TokenService, utcnow
@@ -120,7 +121,7 @@ class AdminService:
         if role:
             query["role"] = role
         count = await self.users.count_documents(query)
-        cursor = self.users.find(query, {"password_hash": 0}).sort("_id", 1).skip(skip)
+        cursor = self.users.find(query, {"password_hash": 0}).sort(CREATION_ORDER).skip(skip)
         if limit is not None:
             cursor = cursor.limit(limit)
         return [user async for user in cursor], count
@@ -267,7 +268,8 @@ class AdminService:
         if q:
             query = {"$and": [query, text_filter(q, ("email", "name"))]}
         count = await self.users.count_documents(query)
-        users = [user async for user in self.users.find(query, {"password_hash": 0}).sort("name", 1)
+        users = [user async for user in self.users.find(query, {"password_hash": 0})
+                 .sort([("name", 1), *CREATION_ORDER])
                  .skip(skip).limit(limit)]
         workspaces = {doc["owner_id"]: doc async for doc in self.db.workspaces.find(
             {"owner_id": {"$in": [user["_id"] for user in users]}}, {"password": 0})}

@@ -7,12 +7,12 @@ What keeps it correct:
 * this process's own writes (logout, revocation, role or profile change,
   disabling, enrolment) call ``session_changed`` / ``user_changed`` /
   ``sessions_of_user_changed``: the entry is dropped at once and the change
-  is appended to the change log ``auth_changes`` (a sequence number from
-  ``counters``);
-* every process polls that log every POLL_INTERVAL and drops what others
-  changed. nx-27017 0.8 has change streams, but a standalone MongoDB
-  (MONGODB_URI) has none; a poll of one small collection by primary key
-  works on both, like the workspace event poll;
+  is appended to the change feed (services/authring.py: a fixed ring read
+  by primary key, so a poll costs the same after 1 or 1,000,000 changes);
+* every process polls the feed every POLL_INTERVAL and drops what others
+  changed. A reader more than RING_SIZE changes behind (a stall), or that
+  finds a slot already overwritten, drops its whole cache instead of
+  replaying;
 * the cache is trusted only while the last successful poll started less than
   STALE_AFTER ago, so "another process's write takes effect within 1 s"
   holds; when it is stale, a read waits for the poll in flight (late under
@@ -35,9 +35,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
+
+from services import authring
 
 log = logging.getLogger("apranova.authstate")
 
@@ -45,8 +46,6 @@ POLL_INTERVAL = 0.1  # seconds between two reads of the change log (a loaded loo
 STALE_AFTER = 0.9  # the cache is bypassed when no poll succeeded for this long (the promise is 1 s)
 MAX_AGE = 60.0  # seconds an entry lives at most (edits outside the server)
 GAP_GIVE_UP = 5.0  # a change log sequence number still missing after this was never written
-PURGE_EVERY = 300.0  # seconds between two trims of the change log
-LOG_KEEP = 10000  # change log entries kept (tiny; far more than a poll interval's worth)
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,8 @@ class _LRU:
 class AuthState:
     def __init__(self, db: AsyncDatabase, size: int = 10000):
         self.db = db
-        self.session_docs, self.user_docs, self.changes = db.sessions, db.users, db.auth_changes  # made once
+        self.session_docs, self.user_docs = db.sessions, db.users  # made once
+        self.ring = authring.ChangeRing(db)
         self.size = size
         self.sessions = _LRU(size)
         self.users = _LRU(size)
@@ -114,7 +114,6 @@ class AuthState:
         self._polling: asyncio.Future | None = None  # the poll in flight (stale readers wait for it)
         self._reads: dict[tuple, tuple[float, int, asyncio.Future]] = {}  # key -> (started, generation, read)
         self._stopping = False
-        self._last_purge = time.monotonic()
 
     # -- reads ---------------------------------------------------------------------
     def trusted(self) -> bool:
@@ -207,9 +206,7 @@ class AuthState:
         # Dropped here first: the next request of this process rereads. A read
         # that started before the write sees the new generation and stores nothing.
         self._apply(change)
-        counter = await self.db.counters.find_one_and_update(
-            {"_id": "auth_changes"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER)
-        await self.changes.insert_one({"_id": int(counter["seq"]), **change})
+        await self.ring.append(change)
 
     def _apply(self, change: dict) -> None:
         self.generation += 1
@@ -225,12 +222,22 @@ class AuthState:
                                if state.user_id == change["sessions_of"]]:
                 self.sessions.entries.pop(session_id, None)
 
+    def _drop_all(self, head: int) -> None:
+        """Forget every entry and continue from `head`: for a reader that
+        cannot know what it missed (too far behind, a slot overwritten, a
+        change that never landed)."""
+        self.generation += 1
+        self.sessions.entries.clear()
+        self.users.entries.clear()
+        self.floor, self.gap_since = head, None
+        self.seen.clear()
+
     # -- the change log poller --------------------------------------------------------
     async def start(self) -> None:
         if self.size <= 0:
             return  # nothing cached, nothing to invalidate
-        last = await self.changes.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
-        self.floor = int(last["_id"]) if last else 0
+        self.floor = await self.ring.head()
+        await self.db.drop_collection("auth_changes")  # the log of older versions (read by range: it grew)
         self.fresh_until = time.monotonic() + STALE_AFTER
         self._poller = asyncio.create_task(self._poll_loop(), name="auth-state-poller")
 
@@ -248,9 +255,6 @@ class AuthState:
                 await self.poll()
                 self.fresh_until = started + STALE_AFTER
                 self._polling.set_result(None)
-                if started - self._last_purge > PURGE_EVERY:
-                    self._last_purge = started
-                    await self.purge_log()
             except PyMongoError as exc:
                 log.warning("auth state poll failed (%s); reading from the database until it works",
                             type(exc).__name__)
@@ -261,32 +265,29 @@ class AuthState:
 
     async def poll(self) -> None:
         """Apply what other processes changed since the last poll."""
-        async for change in self.changes.find({"_id": {"$gt": self.floor}}).sort("_id", 1):
-            seq = int(change.pop("_id"))
-            if seq not in self.seen:
+        head = await self.ring.head()
+        if head < self.floor or head - self.floor > authring.RING_SIZE:  # a reset database, or too far behind
+            return self._drop_all(head)
+        wanted = [seq for seq in range(self.floor + 1, head + 1) if seq not in self.seen]
+        for seq, (found, change) in (await self.ring.read(wanted) if wanted else {}).items():
+            if found > seq:  # overwritten before this process read it
+                return self._drop_all(head)
+            if found == seq:  # (lower: its writer is between the counter and the slot)
                 self.seen.add(seq)
                 self._apply(change)
-        self._advance_floor()
+        self._advance_floor(head)
 
-    def _advance_floor(self) -> None:
+    def _advance_floor(self, head: int) -> None:
         """Move the floor over applied entries. A missing number (a writer
-        between its counter and its insert) holds the floor back, so that
-        entry is still read when it lands; after GAP_GIVE_UP it is skipped."""
+        between its counter and its slot) holds the floor back, so that
+        entry is still read when it lands; after GAP_GIVE_UP its writer is
+        taken for dead and the whole cache is dropped."""
         while self.floor + 1 in self.seen:
             self.floor += 1
             self.seen.discard(self.floor)
-        if not self.seen:
+        if self.floor >= head:
             self.gap_since = None
         elif self.gap_since is None:
             self.gap_since = time.monotonic()
-        elif time.monotonic() - self.gap_since > GAP_GIVE_UP:
-            self.floor = min(self.seen) - 1
-            self.gap_since = None
-            self._advance_floor()
-
-    async def purge_log(self) -> None:
-        """Drop old change log entries (purged here, on a timer, rather than
-        by a TTL index, which nx-27017 would run on every poll)."""
-        newest = await self.changes.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
-        if newest:
-            await self.changes.delete_many({"_id": {"$lte": int(newest["_id"]) - LOG_KEEP}})
+        elif time.monotonic() - self.gap_since > GAP_GIVE_UP:  # what the lost change touched is unknown
+            self._drop_all(head)

@@ -149,4 +149,6 @@ from services import mail as _mail  # noqa: E402
 STARTERS.append(_mail.start)
 from services import verification as _verification  # noqa: E402 - after mail: it uses services.mailer
 STARTERS.append(_verification.start)
+from services import retention as _retention  # noqa: E402
+STARTERS.append(_retention.start)
 # The workspace proxy (proxy/) is above the services: server.py starts it (`proxy.start`).

@@ -67,6 +67,14 @@ SETTINGS: list[Setting] = [
     S("MONGODB_URI", "", "MongoDB URI. Empty: start the embedded nx-27017 server under DATA_DIR.", group="database"),
     S("MONGODB_DB", "apranova", "Database name.", group="database"),
     S("DB_TIMEOUT_MS", "2000", "How long a request waits for the database before answering 503.", whole_number, group="database"),
+    # retention (services/retention.py)
+    S("RETENTION_INTERVAL", "900", "Seconds between two retention sweeps (one process of several does each); 0: no "
+      "sweeps (expired sessions, tickets and mail links still go by their TTL index).", number, group="database"),
+    S("SESSION_REVOKED_KEEP_HOURS", "24", "Hours a revoked session (logout, password change, reused refresh token) is "
+      "kept after its last refresh; expired sessions are deleted at once.", whole_number, group="database"),
+    S("WORKSPACE_EVENT_RUNS", "10", "Runs (a start to its stop) of each workspace whose events are kept; older runs' "
+      "events are deleted. 0: keep them all.", whole_number, group="database"),
+    S("AUDIT_LOG_DAYS", "0", "Days an admin audit log entry is kept; 0: forever.", whole_number, group="database"),
     # auth
     S("JWT_SECRET", "", "HS256 signing key. Empty in development: generated once and kept in DATA_DIR.", secret=True, group="auth"),
     S("JWT_ACCESS_MINUTES", "60", "Access-token lifetime in minutes.", whole_number, group="auth"),

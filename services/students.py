@@ -22,10 +22,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from models.enrollment import enrollment_of
+from services.db import CREATION_ORDER
 from services.errors import Forbidden
 
 NOT_DELETED = {"deleted_at": {"$exists": False}}
@@ -76,11 +76,11 @@ class TrainerAssignments:
         if student.get("role") != "student" or not student.get("track"):
             return None
         trainers = self.users.find({"role": "trainer", "track": student["track"], "disabled": {"$ne": True}},
-                                   {"name": 1, "email": 1}).sort("_id", ASCENDING)
+                                   {"name": 1, "email": 1}).sort(CREATION_ORDER)
         best: tuple[int, dict] | None = None
         async for trainer in trainers:
             load = await self.users.count_documents({"role": "student", "trainer_id": trainer["_id"]})
-            if best is None or load < best[0]:  # ascending ids: a tie keeps the lower id
+            if best is None or load < best[0]:  # oldest first: a tie keeps the older trainer
                 best = (load, trainer)
         if best is None:
             return None
@@ -94,11 +94,11 @@ class TrainerAssignments:
         return await self.users.find_one({"_id": user["trainer_id"], "role": "trainer"}, {"name": 1, "email": 1})
 
     async def students_of(self, trainer: dict) -> list[dict]:
-        """A trainer's students (trainer_students_filter), by id. Only trainers have students."""
+        """A trainer's students (trainer_students_filter), oldest first. Only trainers have students."""
         if trainer.get("role") != "trainer":
             raise Forbidden("Only trainers have students.")
         cursor = self.users.find(trainer_students_filter(trainer),
-                                 {"name": 1, "email": 1, "track": 1, "enrollment_status": 1}).sort("_id", ASCENDING)
+                                 {"name": 1, "email": 1, "track": 1, "enrollment_status": 1}).sort(CREATION_ORDER)
         return [student_model(student) async for student in cursor]
 
 

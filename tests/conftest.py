@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from services.db import EmbeddedMongo
-from tests.support.app import RunningServer, app_settings, serve
+from tests.support.app import NO_DOCKER, RunningServer, app_settings, serve
 
 # Fixtures of the support modules, for every test module: workspace servers
 # (servers, ws_server, http), the SMTP catcher (smtp), the in-memory engine
@@ -52,7 +52,12 @@ async def start_server(mongo, tmp_path) -> AsyncIterator[Callable[..., Awaitable
 
 
 @pytest.fixture
-async def server(start_server) -> RunningServer:
+async def server(start_server, request) -> RunningServer:
+    """The app with default settings; under the `without_docker` marker with
+    no Docker engine, so that workspace documents a test writes stay as
+    written (no reconciliation against containers)."""
+    if request.node.get_closest_marker("without_docker"):
+        return await start_server(docker_host=NO_DOCKER)
     return await start_server()
 
 

@@ -10,14 +10,10 @@ import pytest
 from models.admin import WORKSPACE_STATES
 from tests.support.accounts import assert_envelope, assert_field_error, login, PASSWORD
 from tests.support.app import auth, make_admin, register, unique_email
-from tests.support.admin import insert_workspace, NO_DOCKER, user_path, USERS
+from tests.support.admin import insert_workspace, user_path, USERS
 
-
-@pytest.fixture
-async def server(start_server):
-    """Without Docker: the workspace documents these tests write stay as
-    written (no reconciliation against containers)."""
-    return await start_server(docker_host=NO_DOCKER)
+# No Docker engine: the workspace documents these tests write stay as written.
+pytestmark = pytest.mark.without_docker
 
 
 # Every admin operation, with a body where it takes one (ids filled in per test).

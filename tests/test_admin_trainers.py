@@ -7,13 +7,10 @@ from __future__ import annotations
 import pytest
 
 from tests.support.app import auth, make_admin, register
-from tests.support.admin import NO_DOCKER, insert_workspace, user_path
+from tests.support.admin import insert_workspace, user_path
 
-
-@pytest.fixture
-async def server(start_server):
-    """Without Docker, as in test_admin.py: the workspace documents written here stay as written."""
-    return await start_server(docker_host=NO_DOCKER)
+# No Docker engine: the workspace documents these tests write stay as written.
+pytestmark = pytest.mark.without_docker
 
 
 async def test_trainers_see_their_tracks_students_read_only(server, client):

@@ -86,11 +86,12 @@ async def test_a_change_log_entry_written_late_is_still_applied(server, client):
     data = await register(client)
     assert (await profile(client, data)).status_code == 200
     floor = state.floor
-    await server.db.auth_changes.insert_one({"_id": floor + 2, "session_id": "unrelated"})
+    await server.db.counters.update_one({"_id": "auth_changes"}, {"$inc": {"seq": 2}}, upsert=True)  # 2 writers
+    await state.ring.write(floor + 2, {"session_id": "unrelated"})
     await state.poll()
     assert state.floor == floor  # held back by the missing floor + 1
     await server.db.users.update_one({"_id": data["user"]["id"]}, {"$set": {"name": "Late"}})
-    await server.db.auth_changes.insert_one({"_id": floor + 1, "user_id": data["user"]["id"]})
+    await state.ring.write(floor + 1, {"user_id": data["user"]["id"]})
     await state.poll()
     assert state.floor == floor + 2
     assert (await profile(client, data)).json()["name"] == "Late"

@@ -9,7 +9,7 @@ import pytest
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from services.db import INDEXES, connect, ensure_indexes
+from services.db import CREATION_ORDER, INDEXES, connect, ensure_indexes
 
 
 @pytest.fixture
@@ -121,9 +121,10 @@ async def test_current_date_stamps_a_real_datetime(db):
 async def test_known_gap_datetime_in_set_is_only_used_for_ttl(db):
     """nx-27017 stores a datetime given to $set in an update as a string.
     Our code $sets datetimes only into `expires_at` fields that exist for
-    MongoDB's TTL index (nx-27017 has no TTL reaper, so there they are
-    inert); every value it reads back is stamped with $currentDate or
-    written by insert. This pins the gap so that a fix upstream is noticed."""
+    the TTL index (which nx-27017 honours for text too: see
+    test_ttl_index_is_honoured_on_the_next_read); every other value it reads
+    back is stamped with $currentDate or written by insert. This pins the
+    gap so that a fix upstream is noticed."""
     when = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     await db.sessions.insert_one({"_id": "gap"})
     await db.sessions.update_one({"_id": "gap"}, {"$set": {"expires_at": when}})
@@ -132,3 +133,81 @@ async def test_known_gap_datetime_in_set_is_only_used_for_ttl(db):
         assert stored.startswith("2030-01-02")
     else:  # pragma: no cover - real MongoDB, or a fixed nx-27017
         assert stored == when
+
+
+async def test_ttl_index_is_honoured_on_the_next_read(db):
+    """nx-27017 (0.8.1, neosqlite 1.17) has no background reaper, but every
+    read or write of a collection with a TTL index first deletes its expired
+    documents (two indexed range deletes), whether the date was inserted or
+    $set (stored as text). So sessions, tickets, mail links and rate limits
+    go without a sweep of ours; services/retention.py deletes them too,
+    because a collection nobody reads keeps its dead (and MongoDB's reaper
+    runs once a minute)."""
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
+    future = past + dt.timedelta(hours=1)
+    await db.sessions.insert_many([{"_id": "inserted", "expires_at": past}, {"_id": "live", "expires_at": future},
+                                   {"_id": "set"}])
+    await db.sessions.update_one({"_id": "set"}, {"$set": {"expires_at": past}})
+    assert [doc["_id"] async for doc in db.sessions.find({})] == ["live"]
+
+
+def plan_of(explained: dict) -> str:
+    return repr(explained["queryPlanner"]["winningPlan"])
+
+
+def uses_index(plan: str) -> bool:
+    return any(word in plan for word in ("USING INDEX", "IXSCAN", "IDHACK", "EXPRESS"))  # nx-27017, MongoDB
+
+
+async def test_known_gap_a_range_on_id_scans_the_whole_collection(db):
+    """nx-27017 answers a range on `_id` by reading every document (SQLite
+    "SCAN"; measured: 5.6 ms at 1,000 documents, 98 ms at 20,000, and the
+    index on `_id` does not help), while equality and $in on `_id`, and a
+    range on another indexed field, use an index ("SEARCH ... USING
+    INDEX"). So no hot or periodic path reads by a range on `_id`: the
+    auth-state feed reads a ring by primary key (services/authstate.py)."""
+    await db.workspace_events.insert_many([{"_id": n, "workspace_id": "w", "seq": n} for n in range(1, 13)])
+
+    async def plan(query: dict) -> str:
+        return plan_of(await db.command("explain", {"find": "workspace_events", "filter": query}))
+    by_range = await plan({"_id": {"$gt": 5}})
+    if "'SCAN workspace_events'" in by_range:  # nx-27017 today
+        assert not uses_index(by_range)
+    else:  # pragma: no cover - real MongoDB, or a fixed nx-27017
+        assert uses_index(by_range)
+    for indexed in ({"_id": 5}, {"_id": {"$in": [5, 6]}}, {"workspace_id": "w", "seq": {"$gt": 5}}):
+        assert uses_index(await plan(indexed)), indexed  # (the last by the single-field index: see below)
+
+
+async def test_known_gap_a_compound_index_is_never_read(db):
+    """nx-27017 enforces a compound unique index but does not read by it: a
+    query on its first field scans the collection. services/db.py gives
+    such fields an index of their own (workspace events by workspace,
+    payments by user, identities by subject)."""
+    await db.compound.create_index([("a", 1), ("b", 1)])
+    await db.compound.insert_one({"a": "x", "b": 1})
+    explained = plan_of(await db.command("explain", {"find": "compound", "filter": {"a": "x", "b": {"$gt": 0}}}))
+    if not uses_index(explained):  # nx-27017 today
+        assert "'SCAN compound'" in explained
+    for collection, query in (("workspace_events", {"workspace_id": "w"}), ("payments", {"user_id": 1}),
+                              ("oauth_identities", {"provider": "google", "subject": "1"})):
+        assert uses_index(plan_of(await db.command("explain", {"find": collection, "filter": query}))), collection
+
+
+async def test_known_gap_an_integer_id_sorts_as_text(db):
+    """nx-27017 sorts an integer `_id` as text (1, 10, 11, 2; the newest of
+    1..1000 by sort("_id", -1) is 999) when the query is plain; a query it
+    evaluates itself ($or) sorts numerically. Other integer fields sort as
+    numbers. So no list is ordered by an integer `_id`: users come in
+    services.db.CREATION_ORDER (inserted `created_at`, then `_id`)."""
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    await db.users.insert_many([{"_id": n, "email_key": f"{n}@example.com", "n": n,
+                                 "created_at": base + dt.timedelta(seconds=n)} for n in range(1, 13)])
+    by_id = [doc["_id"] async for doc in db.users.find({}).sort("_id", 1)]
+    newest = (await db.users.find_one({}, sort=[("_id", -1)]))["_id"]
+    if by_id != sorted(by_id):  # nx-27017 today
+        assert by_id[:3] == [1, 10, 11] and newest == 9
+    else:  # pragma: no cover - real MongoDB, or a fixed nx-27017
+        assert newest == 12
+    assert [doc["_id"] async for doc in db.users.find({}).sort("n", 1)] == list(range(1, 13))
+    assert [doc["_id"] async for doc in db.users.find({}).sort(CREATION_ORDER)] == list(range(1, 13))

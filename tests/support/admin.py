@@ -3,7 +3,6 @@ from __future__ import annotations
 USERS = "/api/admin/users/"
 
 
-NO_DOCKER = "unix:///nonexistent/apranova-admin-tests.sock"
 
 
 def user_path(user_id: int) -> str:

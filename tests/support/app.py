@@ -28,6 +28,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_SECRET = "test-signing-key-" + "x" * 32
 _counter = itertools.count(1)
+NO_DOCKER = "unix:///nonexistent/apranova-tests.sock"  # an engine that is not there
 
 # Defaults for a test server: fast hashing, limits out of the way (tests of
 # the limits set their own), a fixed key.
