@@ -1,8 +1,8 @@
+"""Admin API test helpers: user paths and workspace documents written as
+the lifecycle leaves them."""
 from __future__ import annotations
 
 USERS = "/api/admin/users/"
-
-
 
 
 def user_path(user_id: int) -> str:
