@@ -32,6 +32,12 @@ class BackendError(Exception):
         self.message = message
 
 
+class BackendRefused(BackendError):
+    """The engine itself refused a request (its words in the message), as
+    opposed to a workspace that was made but did not run: the student is
+    told which of the two happened."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where the server (not the browser) connects to reach a workspace's IDE."""

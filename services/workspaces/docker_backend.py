@@ -15,12 +15,14 @@ import logging
 import time
 from typing import AsyncIterator
 
-from services.docker import DockerEngine, DockerError, DockerUnavailable, container_config, is_port_taken
+from services.docker import (DockerEngine, DockerError, DockerUnavailable, container_config, is_ambiguous_network,
+                             is_port_taken)
 from services.settings import Settings, ide_password_on, without_ide_password
 from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
                                          LifecycleEvent, PortBook, Progress, Usage, WorkspaceSpec)
 from services.workspaces.docker_support import (HOME, ICC_OFF, chown_config, engine_errors, lifecycle_events,
                                                 network_ip, published_port, usage_of)
+from services.workspaces.docker_network import WorkspaceNetwork
 from services.workspaces.probe import http_status
 from services.workspaces.pull import PullProgress
 
@@ -41,6 +43,8 @@ class DockerBackend:
             self.engine = None
         self._bad_ports: dict[int, float] = {}
         self._oom: set[str] = set()
+        self.workspace_network = WorkspaceNetwork(self.network, {"apranova.instance": self.instance,
+                                                                 "apranova.role": "workspace-network"}, ICC_OFF)
 
     @property
     def errors(self) -> int:
@@ -164,9 +168,8 @@ class DockerBackend:
         if not await engine.volume_exists(home):
             raise BackendError("The workspace's home volume was removed while it was starting; try again.")
         mounts = [(home, HOME)] + ([(legacy, f"{HOME}/project")] if await engine.volume_exists(legacy) else [])
-        if not self.direct:  # made idempotently, labelled for cleanup, before the first container joins
-            await engine.ensure_network(self.network, {"apranova.instance": self.instance,
-                                                       "apranova.role": "workspace-network"}, ICC_OFF)
+        if not self.direct:  # made once, labelled for cleanup, unique, before the first container joins
+            await self.workspace_network.ensure(engine)
         cmd, env = s.workspace_argv, {"PASSWORD": spec.password}
         if not ide_password_on(s):  # only the server reaches it: the proxy is the lock (WORKSPACE_IDE_PASSWORD)
             cmd, env = without_ide_password(cmd or await engine.image_cmd(s.workspace_image)) or None, {}
@@ -189,6 +192,8 @@ class DockerBackend:
                         await engine.remove_container(name)
                         await asyncio.sleep(0.2)  # a removal already in progress elsewhere takes a moment
                         continue
+                    if is_ambiguous_network(exc):
+                        continue  # another process made a duplicate network a moment ago: _config heals it
                     raise
                 try:
                     await engine.start_container(container_id)
@@ -201,6 +206,8 @@ class DockerBackend:
                     return Launched(container_id, endpoint, port)
                 except (DockerError, BackendError) as exc:
                     await engine.remove_container(container_id)
+                    if isinstance(exc, DockerError) and is_ambiguous_network(exc):
+                        continue  # as above: the next _config heals the duplicate
                     if not (isinstance(exc, DockerError) and is_port_taken(exc)) or port is None:
                         raise
                 log.info("host port %s is taken outside ApraNova; choosing another", port)
@@ -271,7 +278,12 @@ class DockerBackend:
     async def check(self) -> list[str]:
         """What an operator should know at start-up, before a student finds out."""
         image, policy = self.settings.workspace_image, self.settings.workspace_pull_policy
-        if self.engine is None or not await self.engine.ping() or await self.engine.image_exists(image):
+        if self.engine is None or not await self.engine.ping():
+            return []
+        if not self.direct:  # duplicates left by an earlier burst would fail every launch
+            with engine_errors("Docker refused to list the workspace networks"):
+                await self.workspace_network.heal(self.engine)
+        if await self.engine.image_exists(image):
             return []
         if policy == "never":
             return [f"WORKSPACE_IMAGE {image} is not on the Docker host and WORKSPACE_PULL_POLICY is 'never': "

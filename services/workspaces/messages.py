@@ -13,6 +13,7 @@ START_FAILED = {
     "image": "Your workspace could not start: its software could not be prepared.",
     "volume": "Your workspace could not start: the storage for your files could not be prepared.",
     "container": "Your workspace could not start: its container did not start.",
+    "refused": "Your workspace could not start: {engine} refused to create the workspace.",
     "ide": "Your workspace could not start: its IDE did not start.",
     "engine": "Your workspace could not start: the workspace service stopped answering.",
     "internal": "Your workspace could not start because of an error on the server.",
@@ -25,8 +26,9 @@ def reference(doc: dict) -> str:
     return f"ws-{doc['owner_id']}-{doc.get('run', 1)}"
 
 
-def start_failed(doc: dict, phase: str) -> str:
-    return (f"{START_FAILED.get(phase, START_FAILED['internal'])} Try again; if it fails again, tell your "
+def start_failed(doc: dict, phase: str, engine: str = "the server") -> str:
+    """`phase`: a key of START_FAILED; `engine` names the engine in "refused"."""
+    return (f"{START_FAILED.get(phase, START_FAILED['internal']).format(engine=engine)} Try again; if it fails again, tell your "
             f"trainer: reference {reference(doc)}.")
 
 

@@ -20,7 +20,8 @@ from pymongo.errors import DuplicateKeyError
 
 from services.settings import Settings
 from services.workspaces import messages
-from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Launched, WorkspaceSpec
+from services.workspaces.backend import (Backend, BackendError, BackendRefused, BackendUnavailable, Launched,
+                                         WorkspaceSpec)
 from services.workspaces.lifecycle import Lifecycle, State, Superseded
 from services.workspaces.store import WorkspaceStore, ide_password
 
@@ -162,8 +163,9 @@ class Provisioner:
             await self._abandon(doc["_id"], launched)
         except asyncio.CancelledError:
             raise  # shutdown: the next start's reconciliation finishes the run
-        except BackendError as exc:
-            await self.fail(doc, phase, exc.message)
+        except BackendError as exc:  # the engine refusing to create is not a container that did not start
+            refused = phase == "container" and isinstance(exc, BackendRefused)
+            await self.fail(doc, phase, exc.message, cause="refused" if refused else None)
         except BackendUnavailable:
             await self.fail(doc, "engine", f"{self.backend.title} stopped answering while the workspace was being "
                                            f"prepared ({phase}).")
@@ -220,12 +222,13 @@ class Provisioner:
         except (BackendUnavailable, BackendError) as exc:
             log.warning("could not undo an abandoned run of %s: %s", workspace_id, exc)
 
-    async def fail(self, doc: dict, phase: str, detail: str) -> dict | None:
+    async def fail(self, doc: dict, phase: str, detail: str, cause: str | None = None) -> dict | None:
         """The run failed in `phase`: the student reads what to do (with a
         reference), the operator's `detail` goes to the note and the log."""
         log.warning("workspace %s of user %s failed (reference %s): %s", doc["_id"], doc["owner_id"],
                     messages.reference(doc), detail)
-        return await self.lifecycle.change(doc, "fail", messages.start_failed(doc, phase), when=same_run(doc),
+        return await self.lifecycle.change(doc, "fail", messages.start_failed(doc, cause or phase, self.backend.title),
+                                           when=same_run(doc),
                                            note=messages.failure(detail, step=phase))
 
     async def stop_instance(self, doc: dict) -> None:
