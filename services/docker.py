@@ -136,7 +136,10 @@ class DockerEngine:
         await self._json("volumes/create", "POST", body={"Name": name, "Labels": labels})
 
     async def volume_exists(self, name: str) -> bool:
-        return await self._json_unless((404,), f"volumes/{name}") is not None
+        return await self.inspect_volume(name) is not None
+
+    async def inspect_volume(self, name: str) -> dict | None:
+        return await self._json_unless((404,), f"volumes/{name}")
 
     async def inspect_network(self, name: str) -> dict | None:
         return await self._json_unless((404,), f"networks/{name}")

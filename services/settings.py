@@ -97,8 +97,12 @@ SETTINGS: list[Setting] = [
     S("EMAIL_VERIFY_HOURS", "48", "Lifetime of an email-verification link.", whole_number, group="email"),
     S("PASSWORD_RESET_MINUTES", "60", "Lifetime of a password-reset link.", whole_number, group="email"),
     # workspaces
-    S("INSTANCE_NAME", "apranova", "Names this deployment: containers are '<name>-ws-<user id>' and carry it as a label; "
-      "start-up reconciliation only touches containers with this label.", group="workspaces"),
+    S("INSTANCE_NAME", "apranova", "Names this deployment: containers are '<name>-ws-<user id>' and carry it as a label, "
+      "with the deployment's id (kept in its database); reconciliation only touches containers with both.",
+      group="workspaces"),
+    S("WORKSPACE_TAKE_OVER", "false", "A server refuses to start when another deployment (another database) has "
+      "workspaces under its INSTANCE_NAME; true: take them over instead (reconciled as its own: those its database "
+      "does not know are removed, their files kept).", boolean, group="workspaces"),
     S("WORKSPACE_BACKEND", "docker", "Container engine that runs workspaces: 'docker', or a 'module:Class' path to a class "
       "implementing services/workspaces/backend.py's Backend.", group="workspaces"),
     S("DOCKER_HOST", "", "Docker Engine address, as the docker CLI reads it (empty: unix:///var/run/docker.sock).", group="workspaces"),

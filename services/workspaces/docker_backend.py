@@ -23,6 +23,7 @@ from services.workspaces.backend import (BackendError, BackendUnavailable, Endpo
 from services.workspaces.docker_support import (HOME, ICC_OFF, chown_config, engine_errors, lifecycle_events,
                                                 network_ip, published_port, usage_of)
 from services.workspaces.docker_network import WorkspaceNetwork
+from services.workspaces.identity import Ownership
 from services.workspaces.probe import http_status
 from services.workspaces.pull import PullProgress
 
@@ -43,6 +44,7 @@ class DockerBackend:
             self.engine = None
         self._bad_ports: dict[int, float] = {}
         self._oom: set[str] = set()
+        self.owner = Ownership(self.instance)  # until identify: INSTANCE_NAME alone
         self.workspace_network = WorkspaceNetwork(self.network, {"apranova.instance": self.instance,
                                                                  "apranova.role": "workspace-network"}, ICC_OFF)
 
@@ -72,8 +74,21 @@ class DockerBackend:
         return f"{self.ref(spec)}-home", f"{self.ref(spec)}-project"
 
     def labels(self, spec: WorkspaceSpec) -> dict[str, str]:
-        return {"apranova.managed": "true", "apranova.instance": self.instance,
+        return {"apranova.managed": "true", **self.owner.labels(),
                 "apranova.user_id": str(spec.owner_id), "apranova.workspace_id": spec.workspace_id}
+
+    # -- whose: the deployment's identity (services/workspaces/identity.py) --------------------
+    def identify(self, deployment: str, take_over: bool) -> None:
+        self.owner = Ownership(self.instance, deployment, take_over)
+        self.workspace_network.labels.update(self.owner.labels())
+
+    async def _containers(self) -> list[dict]:
+        with engine_errors("Docker refused to list the workspaces"):
+            return await self._engine().list_containers({"apranova.instance": self.instance,
+                                                         "apranova.managed": "true"})
+
+    async def foreign(self) -> dict[str, int]:
+        return self.owner.foreign(await self._containers())
 
     @property
     def network(self) -> str:
@@ -116,13 +131,15 @@ class DockerBackend:
         chown may not have finished: it runs again."""
         engine, (home, _), setup = self._engine(), self.volumes(spec), f"{self.ref(spec)}-home-setup"
         with engine_errors("Docker refused to prepare the workspace's home volume"):
-            if await engine.volume_exists(home):
+            found = await engine.inspect_volume(home)
+            self.owner.refuse_foreign(found, f"The volume {home}")  # another installation's student's files
+            if found is not None:
                 if await engine.inspect_container(setup) is None:
                     return
             else:
                 await engine.ensure_volume(home, self.labels(spec))
             config = chown_config(self.settings.workspace_image, home, self.settings.workspace_user,
-                                  {"apranova.instance": self.instance, "apranova.role": "home-setup"})
+                                  {**self.owner.labels(), "apranova.role": "home-setup"})
             try:
                 code = await engine.run_once(setup, config)
             except BaseException:
@@ -135,7 +152,8 @@ class DockerBackend:
     async def remove_storage(self, spec: WorkspaceSpec) -> None:
         with engine_errors("Docker refused the operation"):
             for volume in self.volumes(spec):
-                await self._engine().remove_volume(volume)
+                if self.owner.mine(await self._engine().inspect_volume(volume) or {}):
+                    await self._engine().remove_volume(volume)
 
     async def prepare_image(self) -> AsyncIterator[Progress]:
         engine, image, policy = self._engine(), self.settings.workspace_image, self.settings.workspace_pull_policy
@@ -182,6 +200,7 @@ class DockerBackend:
     async def launch(self, spec: WorkspaceSpec, ports: PortBook) -> Launched:
         engine, name = self._engine(), self.ref(spec)
         with engine_errors("Docker refused to create the workspace"):
+            self.owner.refuse_foreign(await engine.inspect_container(name), f"The container {name}")
             await engine.remove_container(name)  # the leftover of an earlier run
             port = await self.reserve(spec, ports)
             for _ in range(10):
@@ -240,11 +259,22 @@ class DockerBackend:
 
     async def stop(self, ref: str) -> None:
         with engine_errors("Docker refused the operation"):
-            await self._engine().stop_container(ref)
+            if await self._ours(ref):
+                await self._engine().stop_container(ref)
 
     async def remove(self, ref: str) -> None:
         with engine_errors("Docker refused the operation"):
-            await self._engine().remove_container(ref)
+            if await self._ours(ref):
+                await self._engine().remove_container(ref)
+
+    async def _ours(self, ref: str) -> bool:
+        """Stops and removes go by name too: never another deployment's
+        container of that name (gone: nothing to do either way)."""
+        found = await self._engine().inspect_container(ref)
+        if found is not None and not self.owner.mine(found):
+            log.warning("leaving %s alone: it belongs to deployment %s", ref, self.owner.deployment_of(found))
+            return False
+        return found is not None
 
     def _instance(self, container: dict, running: bool) -> Instance:
         labels = (container.get("Config") or {}).get("Labels") or container.get("Labels") or {}
@@ -256,9 +286,7 @@ class DockerBackend:
         return None if info is None else self._instance(info, bool(info["State"].get("Running")))
 
     async def list_managed(self) -> list[Instance]:
-        with engine_errors("Docker refused to list the workspaces"):
-            found = await self._engine().list_containers({"apranova.instance": self.instance,
-                                                          "apranova.managed": "true"})
+        found = [c for c in await self._containers() if self.owner.mine(c)]
         return [self._instance(c, c.get("State") == "running") for c in found]
 
     async def stats(self, ref: str) -> Usage | None:
