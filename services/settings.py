@@ -107,6 +107,9 @@ SETTINGS: list[Setting] = [
       "implementing services/workspaces/backend.py's Backend.", group="workspaces"),
     S("DOCKER_HOST", "", "Docker Engine address, as the docker CLI reads it (empty: unix:///var/run/docker.sock).", group="workspaces"),
     S("WORKSPACE_IMAGE", "apranova/workspace:latest", "Image of the per-user code-server container.", group="workspaces"),
+    S("WORKSPACE_IMAGE_BUILD_DIR", "/var/cache/apranova-build", "Where ./scripts/run's build of the workspace image "
+      "(workspace-image/build-offline.sh) keeps its cache and says how it goes: while it builds WORKSPACE_IMAGE, a "
+      "create waits for it with progress instead of failing. Empty: never wait for a build.", group="workspaces"),
     S("WORKSPACE_PULL_POLICY", "if-not-present", "'if-not-present', 'always' or 'never'.", group="workspaces"),
     S("WORKSPACE_CONTAINER_PORT", "8080", "The IDE's port inside the container.", port, group="workspaces"),
     S("WORKSPACE_HOST_IP", "127.0.0.1", "Host address the IDE port is published on.", group="workspaces"),

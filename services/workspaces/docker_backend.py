@@ -22,6 +22,7 @@ from services.workspaces.backend import (BackendError, BackendUnavailable, Endpo
                                          LifecycleEvent, PortBook, Progress, Usage, WorkspaceSpec)
 from services.workspaces.docker_support import (HOME, ICC_OFF, chown_config, engine_errors, lifecycle_events,
                                                 network_ip, published_port, usage_of)
+from services.workspaces import image_build
 from services.workspaces.docker_network import WorkspaceNetwork
 from services.workspaces.identity import Ownership
 from services.workspaces.probe import http_status
@@ -160,6 +161,11 @@ class DockerBackend:
         yield Progress(0, f"Checking the image {image}")
         with engine_errors("Docker refused to create the workspace"):
             present = await engine.image_exists(image)
+        if not present:  # ./scripts/run may be building it behind the server (a first run)
+            async for progress in self._wait_for_build(engine, image):
+                yield progress
+            with engine_errors("Docker refused to create the workspace"):
+                present = await engine.image_exists(image)
         if not present and policy == "never":
             raise BackendError(f"The workspace image {image} is not on the Docker host and the pull policy "
                                "is 'never'.")
@@ -177,6 +183,23 @@ class DockerBackend:
                     raise BackendError(f"The workspace image {image} could not be pulled: {exc.message}") from None
                 log.warning("pull of %s failed (%s); using the local copy", image, exc.message)
         yield Progress(100, "Image is available")
+
+    async def _wait_for_build(self, engine: DockerEngine, image: str) -> AsyncIterator[Progress]:
+        """While this server builds `image` (image_build), its progress:
+        elapsed and an estimate, until the image is there."""
+        directory = self.settings.workspace_image_build_dir
+        while (build := image_build.current(directory, image)) is not None:
+            if build.failed:
+                raise BackendError(f"The build of the workspace image {image} failed; see {build.log}.")
+            with engine_errors("Docker refused to create the workspace"):
+                if await engine.image_exists(image):
+                    return
+            elapsed = time.time() - build.started
+            percent = min(95, int(elapsed * 100 / max(build.estimate, 1)))
+            yield Progress(percent, f"Building the image {image} on this server ({image_build.words(elapsed)} "
+                                    f"so far, about {image_build.words(max(build.estimate - elapsed, 60))} left): "
+                                    f"{percent}%")
+            await asyncio.sleep(2)
 
     # -- containers -------------------------------------------------------------------------
     async def _config(self, spec: WorkspaceSpec, port: int | None) -> dict:
@@ -313,6 +336,10 @@ class DockerBackend:
                 await self.workspace_network.heal(self.engine)
         if await self.engine.image_exists(image):
             return []
+        build = image_build.current(self.settings.workspace_image_build_dir, image)
+        if build is not None and not build.failed:
+            return [f"WORKSPACE_IMAGE {image} is being built on this server (log: {build.log}); workspaces "
+                    "created meanwhile wait for it."]
         if policy == "never":
             return [f"WORKSPACE_IMAGE {image} is not on the Docker host and WORKSPACE_PULL_POLICY is 'never': "
                     "every workspace will fail until the image is built or loaded there."]

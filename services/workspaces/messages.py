@@ -67,6 +67,11 @@ def image_step(message: str) -> tuple[str, dict]:
         _, _, percent = message.rpartition(": ")
         text = "Downloading the workspace software" + (f": {percent}" if percent.endswith("%") else "")
         return text, step("download", detail=message)
+    if message.startswith("Building"):  # "Building the image <name> on this server (3 min so far, ...): 20%"
+        _, _, times = message.partition(" on this server ")
+        times = times.rpartition(":")[0] if ":" in times else times
+        return f"Preparing the IDE software on this server for the first time {times}".rstrip(), \
+            step("image-build", detail=message)
     if message.startswith("Checking"):
         return "Checking the workspace software", step("image", detail=message)
     if message == "Image is available":
