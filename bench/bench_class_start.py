@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 
@@ -57,6 +58,16 @@ def memory_mib(instance: str, owners: list[int] | None = None) -> list[float]:
         unit = next(u for u in ("KiB", "MiB", "GiB", "B") if used.endswith(u))
         values.append(float(used[: -len(unit)]) * units[unit])
     return values
+
+
+def print_failures(server: Server) -> None:
+    """The operator's detail of each failed start, from the server's log (once each)."""
+    log = Path(server.data) / "server.err"
+    lines = [line for line in log.read_text(errors="replace").splitlines() if "failed (reference" in line]
+    seen = getattr(server, "failures_shown", 0)
+    for line in lines[seen:]:
+        print("  failed:", line.split("): ", 1)[-1])
+    server.failures_shown = len(lines)
 
 
 def stats(values: list[float], unit: str = "s") -> str:
@@ -97,13 +108,25 @@ async def type_in_terminal(page, line: str, expect: str, timeout: float = 60) ->
         if typed and any(row.strip() == expect for row in text.splitlines()):
             return
         if not typed and "$" in text:
-            await page.locator(".terminal-wrapper.active .xterm").click()
-            await page.keyboard.type(line)
-            await page.keyboard.press("Enter")
-            typed = True
+            typed = await type_line(page, rows, line)
         await page.wait_for_timeout(200)
     await page.screenshot(path="/tmp/bench-terminal.png")
     raise RuntimeError(f"the terminal never showed {expect!r}: {text[-300:]!r}")
+
+
+async def type_line(page, rows, line: str) -> bool:
+    """Type `line` and Enter once the prompt shows all of it (keys typed
+    while the terminal was still starting are lost: clear and type again)."""
+    for _ in range(5):
+        await page.locator(".terminal-wrapper.active .xterm").click()
+        await page.keyboard.press("Control+U")
+        await page.keyboard.type(line)
+        await page.wait_for_timeout(300)
+        shown = "".join(await rows.all_inner_texts()).replace("\xa0", " ").replace(" ", "")
+        if shown.endswith(line.replace(" ", "")):
+            await page.keyboard.press("Enter")
+            return True
+    return False
 
 
 async def usable_workbench(server: Server, client: httpx.AsyncClient, browser, user: dict) -> float:
@@ -138,8 +161,8 @@ async def main() -> None:
                                            return_exceptions=True)
             times = [r for r in results if isinstance(r, float)]
             failures = [str(r) for r in results if not isinstance(r, float)]
-            print(f"{args.students} creates at once, create -> running: {stats(times)}; failures: {len(failures)} "
-                  f"{failures[:3]}")
+            print(f"{args.students} creates at once, create -> running: {stats(times)}; failures: {len(failures)}")
+            print_failures(server)
             await asyncio.sleep(args.idle)
             idle = memory_mib(instance)
             print(f"memory per idle workspace ({args.idle:g} s after the burst): {stats(idle, 'MiB')}, "
@@ -167,6 +190,7 @@ async def part_browsers(server: Server, client: httpx.AsyncClient, instance: str
         failures = [repr(r) for r in results if not isinstance(r, float)]
         print(f"{count} browsers at once, create -> usable workbench (a terminal command ran): {stats(times)}; "
               f"failures: {len(failures)} {failures[:3]}")
+        print_failures(server)
         await asyncio.sleep(10)
         open_ = memory_mib(instance, [u["user"]["id"] for u in users])
         print(f"memory per workspace with its workbench open: {stats(open_, 'MiB')}")

@@ -17,14 +17,6 @@ from tests.workspaces_helpers import CREATE, WORKSPACE, containers_of, docker
 pytestmark = pytest.mark.docker
 
 
-def process_env(servers) -> dict[str, str]:
-    """A real server process under the test's INSTANCE_NAME and port slice."""
-    settings = servers.settings()
-    return {"INSTANCE_NAME": servers.instance, "WORKSPACE_IMAGE": settings.workspace_image,
-            "WORKSPACE_PORT_RANGE": servers.port_range, "WORKSPACE_MEMORY": "64m", "WORKSPACE_PIDS": "64",
-            "WORKSPACE_CPUS": "0.5", "RATE_LIMIT_ANON": "100000/hour", "RATE_LIMIT_WORKSPACE": "100000/hour"}
-
-
 async def running_workspaces(url: str, count: int) -> list[dict]:
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         users = [await register(client) for _ in range(count)]
@@ -47,7 +39,7 @@ def running_containers(instance: str) -> set[str]:
 def test_create_user_beside_a_running_server_leaves_every_workspace_running(tmp_path, servers, instance_name):
     from tests.test_server_process import PASSWORD, ServerProcess, server_env
 
-    env = process_env(servers)
+    env = servers.process_env()
     server = ServerProcess(tmp_path / "data", **env)
     try:
         server.wait_ready()
@@ -77,12 +69,13 @@ def test_create_user_beside_a_running_server_leaves_every_workspace_running(tmp_
 
 
 async def test_two_installations_on_one_engine_never_touch_each_others_workspaces(servers):
-    """Two databases (test_settings gives each server its own), one
+    """Two databases, one
     INSTANCE_NAME, one engine, both started before either had a workspace
     (a later start refuses: see the next test). Their users' ids, hence
     their containers' and volumes' names, collide: the second may not take
     the first's container or files for its own."""
-    first, second = await servers.start(), await servers.start()
+    first = await servers.start()
+    second = await servers.start(mongodb_db=f"t_{servers.instance}_second")  # another installation
     assert first.services.settings.mongodb_db != second.services.settings.mongodb_db
     ours = await running_workspaces(first.url, 2)  # users 1 and 2 of the first
     containers = running_containers(servers.instance)
@@ -115,7 +108,7 @@ async def test_two_installations_on_one_engine_never_touch_each_others_workspace
 def test_a_third_installation_under_the_same_name_refuses_to_start_in_one_line(tmp_path, servers):
     from tests.test_server_process import ServerProcess
 
-    env = process_env(servers)
+    env = servers.process_env()
     first = ServerProcess(tmp_path / "one", **env)
     try:
         first.wait_ready()

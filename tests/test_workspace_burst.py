@@ -49,7 +49,7 @@ async def create_all(client: httpx.AsyncClient, users: list[dict]) -> list[dict]
 async def test_twenty_first_creates_at_once_across_two_servers_all_run_on_one_network(servers):
     settings = {"workspace_wait_timeout": "120", "workspace_ready_timeout": "90"}
     first = await servers.start(**settings)
-    second = await servers.start(**settings, mongodb_db=first.services.settings.mongodb_db)  # one deployment
+    second = await servers.start(**settings)  # the same database: one deployment
     async with httpx.AsyncClient(base_url=first.url, timeout=150) as one, \
             httpx.AsyncClient(base_url=second.url, timeout=150) as two:
         users = [await register(one) for _ in range(20)]
@@ -95,9 +95,7 @@ async def test_a_refusal_by_the_engine_is_named_as_such_to_the_student(servers):
 def test_kill_9_while_five_provision_then_restart_all_five_run_with_no_orphan(tmp_path, servers):
     from tests.test_server_process import ServerProcess, children_using
 
-    env = {"INSTANCE_NAME": servers.instance, "WORKSPACE_IMAGE": servers.settings().workspace_image,
-           "WORKSPACE_PORT_RANGE": servers.port_range, "WORKSPACE_MEMORY": "64m", "WORKSPACE_PIDS": "64",
-           "WORKSPACE_CPUS": "0.5", "RATE_LIMIT_ANON": "100000/hour", "RATE_LIMIT_WORKSPACE": "100000/hour"}
+    env = servers.process_env()
     data_dir = tmp_path / "data"
     server = ServerProcess(data_dir, **env)
     try:

@@ -85,5 +85,5 @@ class Ownership:
         another deployment's: two installations under one INSTANCE_NAME
         give the same names to their users' containers and volumes."""
         if found is not None and not self.mine(found):
-            raise BackendRefused(f"{what} belongs to another ApraNova deployment ({self.deployment_of(found)}) "
-                                 f"under INSTANCE_NAME {self.instance!r}; give this installation its own INSTANCE_NAME.")
+            raise BackendRefused(f"{what} belongs to another ApraNova deployment ({self.deployment_of(found)}) under "
+                                 f"INSTANCE_NAME {self.instance!r}; give this installation its own INSTANCE_NAME.")
