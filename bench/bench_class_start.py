@@ -70,6 +70,15 @@ def print_failures(server: Server) -> None:
     server.failures_shown = len(lines)
 
 
+def show_logs(instance: str, owners: list[int]) -> None:
+    """The last lines a failed workspace's IDE printed (the engine keeps a
+    failed container until its next start)."""
+    for owner in owners:
+        out = subprocess.run(["docker", "logs", "--tail", "8", f"{instance}-ws-{owner}"], capture_output=True,
+                             text=True)
+        print(f"  last lines of {instance}-ws-{owner}:", (out.stdout + out.stderr).strip()[-800:])
+
+
 def stats(values: list[float], unit: str = "s") -> str:
     if not values:
         return "n=0"
@@ -163,6 +172,7 @@ async def main() -> None:
             failures = [str(r) for r in results if not isinstance(r, float)]
             print(f"{args.students} creates at once, create -> running: {stats(times)}; failures: {len(failures)}")
             print_failures(server)
+            show_logs(instance, [u["user"]["id"] for u, r in zip(users, results) if not isinstance(r, float)][:1])
             await asyncio.sleep(args.idle)
             idle = memory_mib(instance)
             print(f"memory per idle workspace ({args.idle:g} s after the burst): {stats(idle, 'MiB')}, "

@@ -140,3 +140,22 @@ async def _wait_running(url: str, users: list[dict]) -> list[dict]:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         return [await wait_for_state(client, auth(user), {"running", "failed"}, timeout=90) for user in users]
 
+
+
+# The IDE exits on its first start (code-server's own start timing out on a
+# busy host), and starts the second time: the home volume remembers the try.
+EXITS_ON_FIRST_START = ("/bin/busybox sh -c 'if [ -e /home/coder/.tried ]; then exec /bin/busybox httpd -f -p 8080 "
+                        "-h /www; fi; /bin/busybox touch /home/coder/.tried; exit 1'")
+
+
+async def test_an_ide_that_exits_while_starting_is_started_again_within_the_run(servers):
+    server = await servers.start(workspace_cmd=EXITS_ON_FIRST_START)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        user = await register(client)
+        body = (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()
+    assert body["state"] == "running" and body["run"] == 1, body
+    doc = await server.services.workspaces.find(user["user"]["id"])
+    steps = [e.get("step") async for e in server.db.workspace_events.find({"workspace_id": doc["_id"]})]
+    assert steps.count("container") == 2, steps  # two launches in one run, no failure between
+    assert "failure" not in [e async for e in server.db.workspace_events.find({"workspace_id": doc["_id"],
+                                                                              "kind": "failure"})]

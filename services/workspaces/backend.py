@@ -32,6 +32,12 @@ class BackendError(Exception):
         self.message = message
 
 
+class BackendExited(BackendError):
+    """The instance started, then exited before it was ready. Often
+    transient: code-server gives up ("timed out") when its own start takes
+    more than 10 s, as on a host busy with a class's burst."""
+
+
 class BackendRefused(BackendError):
     """The engine itself refused a request (its words in the message), as
     opposed to a workspace that was made but did not run: the student is

@@ -18,8 +18,8 @@ from typing import AsyncIterator
 from services.docker import (DockerEngine, DockerError, DockerUnavailable, container_config, is_ambiguous_network,
                              is_port_taken)
 from services.settings import Settings, ide_password_on, without_ide_password
-from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
-                                         LifecycleEvent, PortBook, Progress, Usage, WorkspaceSpec)
+from services.workspaces.backend import (BackendError, BackendExited, BackendUnavailable, Endpoint, Instance,
+                                         Launched, LifecycleEvent, PortBook, Progress, Usage, WorkspaceSpec)
 from services.workspaces.docker_support import (HOME, ICC_OFF, chown_config, engine_errors, lifecycle_events,
                                                 network_ip, published_port, usage_of)
 from services.workspaces import image_build
@@ -354,7 +354,7 @@ class DockerBackend:
             await self.engine.close()
 
 
-def exited(info: dict | None) -> BackendError:
+def exited(info: dict | None) -> BackendExited:
     """The error of a container that stopped (or vanished) while starting."""
     code = ((info or {}).get("State") or {}).get("ExitCode")
-    return BackendError(f"The workspace container exited while starting (exit code {code}).")
+    return BackendExited(f"The workspace container exited while starting (exit code {code}).")

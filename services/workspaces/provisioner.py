@@ -20,12 +20,13 @@ from pymongo.errors import DuplicateKeyError
 
 from services.settings import Settings
 from services.workspaces import messages
-from services.workspaces.backend import (Backend, BackendError, BackendRefused, BackendUnavailable, Launched,
-                                         WorkspaceSpec)
+from services.workspaces.backend import (Backend, BackendError, BackendExited, BackendRefused, BackendUnavailable,
+                                         Launched, WorkspaceSpec)
 from services.workspaces.lifecycle import Lifecycle, State, Superseded
 from services.workspaces.store import WorkspaceStore, ide_password
 
 log = logging.getLogger("apranova.workspaces")
+START_ATTEMPTS = 3  # launches of one run whose IDE exits while starting, before the run fails
 
 
 def same_run(doc: dict) -> Callable[[dict], bool]:
@@ -144,17 +145,21 @@ class Provisioner:
             phase = "volume"
             doc = await self.step(doc, 72, "Preparing the storage for your files", "volume")
             await self.backend.ensure_storage(self.spec(doc))
-            phase = "container"
-            doc = await self.step(doc, 74, "Creating the container", "container", fields={"container_id": None})
-            ports = RunPorts(self, doc)
-            launched = await self.backend.launch(self.spec(doc), ports)
-            fields: dict[str, Any] = {"container_id": launched.ref, "endpoint": launched.endpoint.as_dict()}
-            if launched.port is not None:
-                fields["port"] = launched.port
-            phase = "ide"
-            doc = await self.step(ports.doc, 90, f"Waiting for the IDE to answer (up to {self._limit()})", "ide",
-                                  fields=fields)
-            await self.backend.wait_ready(launched)
+            for attempt in range(1, START_ATTEMPTS + 1):
+                phase = "container"
+                doc = await self.step(doc, 74, "Creating the container", "container", fields={"container_id": None})
+                ports = RunPorts(self, doc)
+                try:
+                    launched = await self.backend.launch(self.spec(doc), ports)
+                    phase = "ide"
+                    doc = await self._launched(ports.doc, launched)
+                    await self.backend.wait_ready(launched)
+                    break
+                except BackendExited as exc:  # transient on a busy host: start it once more
+                    if attempt == START_ATTEMPTS:
+                        raise
+                    log.info("workspace %s: %s Starting it again (attempt %d of %d).", doc["_id"], exc.message,
+                             attempt + 1, START_ATTEMPTS)
             await self.lifecycle.change(doc, "ready", "Workspace is running", progress=100, when=same_run(doc),
                                         note=messages.step("running")) or self._superseded()
             self.provision_seconds.append(time.monotonic() - started)
@@ -172,6 +177,13 @@ class Provisioner:
         except Exception:  # noqa: BLE001 - a run must end in a state, never hang in provisioning
             log.exception("provisioning workspace %s failed", doc["_id"])
             await self.fail(doc, "internal", f"Provisioning failed because of an internal error ({phase}).")
+
+    async def _launched(self, doc: dict, launched: Launched) -> dict:
+        """The instance `launch` made, recorded on the document."""
+        fields: dict[str, Any] = {"container_id": launched.ref, "endpoint": launched.endpoint.as_dict()}
+        if launched.port is not None:
+            fields["port"] = launched.port
+        return await self.step(doc, 90, f"Waiting for the IDE to answer (up to {self._limit()})", "ide", fields=fields)
 
     def _limit(self) -> str:
         """WORKSPACE_READY_TIMEOUT in words ("2 min", "45 s")."""
