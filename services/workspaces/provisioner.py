@@ -160,6 +160,8 @@ class Provisioner:
                         raise
                     log.info("workspace %s: %s Starting it again (attempt %d of %d).", doc["_id"], exc.message,
                              attempt + 1, START_ATTEMPTS)
+                    # Spread out: the starts of one burst failed together and would again.
+                    await asyncio.sleep(random.uniform(0, 5 * attempt))
             await self.lifecycle.change(doc, "ready", "Workspace is running", progress=100, when=same_run(doc),
                                         note=messages.step("running")) or self._superseded()
             self.provision_seconds.append(time.monotonic() - started)
