@@ -3,7 +3,7 @@
 # Docker engine (scripts/docker-engine.sh, shared with scripts/test-env.sh)
 # and WORKSPACE_IMAGE, the full IDE image, built offline by
 # workspace-image/build-offline.sh (cached: an up-to-date image costs under a
-# second). A build that is needed runs BEHIND the server, detached (setsid),
+# second, which the script waits for). A build that is needed runs BEHIND the server, detached (setsid),
 # so that the server answers at once; it says how it goes in
 # $WORKSPACE_IMAGE_BUILD_DIR/status/<image>.json, which the server reads
 # (services/workspaces/image_build.py): a student's Create meanwhile shows
@@ -32,16 +32,18 @@ building() {  # a build of IMAGE under way (another ./scripts/run's, or one left
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
-build_job() {  # runs detached: engine when it had to be installed, then the image
+build_job() {  # runs detached: the engine when it had to be installed, then the image
   started=$(date +%s)
+  printf '{"image": "%s", "pid": %d, "started": %d, "estimate_seconds": %d, "log": "%s"}\n' \
+    "$IMAGE" "$BASHPID" "$started" "$ESTIMATE" "$LOG" >"$STATUS"
   if ! docker info >/dev/null 2>&1 && ! bash "$ROOT/scripts/docker-engine.sh" run; then
     printf '{"image": "%s", "failed": true, "log": "%s"}\n' "$IMAGE" "$LOG" >"$STATUS"
     return 1
   fi
+  # Idempotent: an up-to-date image (its label holds the build's hash) is done in under a second.
   if BUILD_PYTHON="$PY" APRANOVA_BUILD_CACHE="$CACHE" bash "$ROOT/workspace-image/build-offline.sh" "$IMAGE"; then
-    echo $(( $(date +%s) - started )) >"$TOOK"
+    [ $(( $(date +%s) - started )) -gt 5 ] && echo $(( $(date +%s) - started )) >"$TOOK"
     rm -f "$STATUS"
-    say "the IDE image $IMAGE is ready ($(( $(date +%s) - started )) s); workspaces start now"
   else
     printf '{"image": "%s", "failed": true, "log": "%s"}\n' "$IMAGE" "$LOG" >"$STATUS"
     say "building the IDE image $IMAGE failed; see $LOG; fix what it says, then ./scripts/run again"
@@ -53,14 +55,14 @@ start_build() {
   mkdir -p "$CACHE/status"
   # An estimate for the students' progress: the last build here, else a cold
   # build of the full image on 2 cores (the slim one's cache cuts it to minutes).
-  estimate=1200
-  [ -f "$TOOK" ] && estimate="$(cat "$TOOK")"
-  ls "$CACHE"/code-server/*.tar.gz >/dev/null 2>&1 && [ ! -f "$TOOK" ] && estimate=420
-  export -f build_job say; export ROOT IMAGE CACHE STATUS LOG TOOK PY
+  ESTIMATE=1200
+  if [ -f "$TOOK" ]; then ESTIMATE="$(cat "$TOOK")"
+  elif ls "$CACHE"/code-server/*.tar.gz >/dev/null 2>&1; then ESTIMATE=420; fi
+  export -f build_job say; export ROOT IMAGE CACHE STATUS LOG TOOK PY ESTIMATE
   setsid nohup bash -c build_job >"$LOG" 2>&1 </dev/null &
-  printf '{"image": "%s", "pid": %d, "started": %d, "estimate_seconds": %d, "log": "%s"}\n' \
-    "$IMAGE" "$!" "$(date +%s)" "$estimate" "$LOG" >"$STATUS"
-  say "building the IDE image $IMAGE behind the server (about $((estimate / 60)) min the first time; log: $LOG)"
+  local job=$!
+  for _ in $(seq 1 15); do kill -0 "$job" 2>/dev/null || return 0; sleep 0.1; done  # up to date: done at once
+  say "building the IDE image $IMAGE behind the server (about $((ESTIMATE / 60)) min the first time; log: $LOG)"
 }
 
 if ! command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1 && $root && command -v apt-get >/dev/null; then
@@ -71,12 +73,11 @@ if ! command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1 && $roo
   exit 0
 fi
 bash "$ROOT/scripts/docker-engine.sh" run || exit 0  # it said what is missing and how to fix it
-if APRANOVA_BUILD_CACHE="$CACHE" bash "$ROOT/workspace-image/build-offline.sh" --check "$IMAGE" 2>/dev/null; then
-  exit 0  # up to date
-fi
 if $root; then
   start_build
-else
+# Not root: the build script answers at once whether the image is up to date
+# (and refuses to build without root).
+elif ! APRANOVA_BUILD_CACHE="$CACHE" bash "$ROOT/workspace-image/build-offline.sh" "$IMAGE" >/dev/null 2>&1; then
   say "the IDE image $IMAGE is not built; fix: sudo $ROOT/workspace-image/build-offline.sh $IMAGE (or sudo ./scripts/run)"
 fi
 exit 0

@@ -2,8 +2,7 @@
 # Builds the real workspace image (code-server) on a machine that reaches only
 # Debian's mirror, PyPI and npm: no Docker Hub, no GitHub.
 #
-#   usage: workspace-image/build-offline.sh [--check] [--slim] [image-name]
-#     --check: build nothing; exit 0 when the image is up to date, 1 otherwise;
+#   usage: workspace-image/build-offline.sh [--slim] [image-name]
 #     full (default, apranova/workspace:latest): code-server + Python, Node.js,
 #       Java and gcc, like the Dockerfile;
 #     --slim (apranova/workspace-slim:latest): code-server only (the tests').
@@ -21,8 +20,7 @@
 # (/var/cache/apranova-build), outside the repository.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VARIANT=full CHECK=false
-if [ "${1:-}" = "--check" ]; then CHECK=true; shift; fi
+VARIANT=full
 if [ "${1:-}" = "--slim" ]; then VARIANT=slim; shift; fi
 if [ "$VARIANT" = slim ]; then IMAGE="${1:-apranova/workspace-slim:latest}"; else IMAGE="${1:-apranova/workspace:latest}"; fi
 CACHE="${APRANOVA_BUILD_CACHE:-/var/cache/apranova-build}"
@@ -163,7 +161,6 @@ main() {
     log "$IMAGE is up to date ($HASH)"
     exit 0
   fi
-  if $CHECK; then log "$IMAGE is missing or out of date"; exit 1; fi
   [ "$(id -u)" = 0 ] || { log "run as root (debootstrap and the image's file ownership need it)"; exit 1; }
   started=$SECONDS
   mkdir -p "$CACHE"/{debs,rootfs,node,npm,code-server,apt}
