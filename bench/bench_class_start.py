@@ -158,10 +158,11 @@ async def main() -> None:
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--browsers", type=int, default=5)
     parser.add_argument("--idle", type=float, default=20, help="seconds the workspaces settle before part 2")
+    parser.add_argument("--image", default=IMAGE, help=f"workspace image (default {IMAGE})")
     args = parser.parse_args()
     print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
     instance = f"bench{uuid.uuid4().hex[:6]}"
-    server = Server(instance, **SETTINGS)
+    server = Server(instance, **{**SETTINGS, "WORKSPACE_IMAGE": args.image})
     try:
         await server.ready()
         async with httpx.AsyncClient(base_url=server.url, timeout=600) as client:
