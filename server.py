@@ -185,7 +185,7 @@ async def create_user(settings, args, data_dir_given: bool) -> int:
     else:
         password = sys.stdin.readline().rstrip("\n")
     try:  # with a server running on this DATA_DIR, its database is used
-        services = await Services(settings, share_embedded=True).start()
+        services = await Services(settings, share_embedded=True, features=False).start()
     except RuntimeError as exc:
         print(f"create-user: cannot open the database: {exc}", file=sys.stderr)
         return 2

@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# What the tests need outside Python: a Docker engine with the local test
-# workspace images (the busybox stand-in and the slim real code-server),
-# Debian's Chromium, docker-registry and nginx. Installs with
-# apt-get when run as root and something is missing; starts dockerd when none
-# answers (its pid goes to .ci/dockerd.pid so that .ci/run can stop what it
-# started).
+# What the tests need outside Python: a Docker engine (scripts/docker-engine.sh,
+# shared with ./scripts/run) with the local workspace images (the busybox
+# stand-in, the slim real code-server, and the full image ./scripts/run
+# builds), Debian's Chromium, docker-registry and nginx. Installs with apt-get
+# when run as root and something is missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 need=()
-command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)  # the README's curl examples are run by a test
@@ -44,15 +42,7 @@ fi
 python="$ROOT/.venv/bin/python"; [ -x "$python" ] || python=python3
 (cd "$ROOT" && "$python" -m tests.support.axe) || echo "test-env: fetching axe-core failed; tests/browser/test_browser_axe.py will fail (CI) or skip" >&2
 
-if command -v docker >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null; then
-    echo "test-env: starting dockerd"
-    mkdir -p "$ROOT/.ci"
-    nohup dockerd >"$ROOT/.ci/dockerd.log" 2>&1 &
-    echo $! >"$ROOT/.ci/dockerd.pid"
-    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
-  fi
-fi
+bash "$ROOT/scripts/docker-engine.sh" test-env || true
 
 if docker info >/dev/null 2>&1; then
   bash "$ROOT/workspace-image/build-test-image.sh"
@@ -68,6 +58,15 @@ if docker info >/dev/null 2>&1; then
     echo "test-env: code-server image ready in $((SECONDS - started)) s"
   else
     echo "test-env: building $slim failed after $((SECONDS - started)) s; tests/browser/test_code_server.py will fail (CI) or skip" >&2
+  fi
+  # The full image, the default WORKSPACE_IMAGE ./scripts/run builds (the slim
+  # one's cache makes it the extra packages only): tests/test_full_image.py.
+  full="${WORKSPACE_FULL_IMAGE:-apranova/workspace:latest}"
+  started=$SECONDS
+  if BUILD_PYTHON="$python" bash "$ROOT/workspace-image/build-offline.sh" "$full"; then
+    echo "test-env: full image $full ready in $((SECONDS - started)) s"
+  else
+    echo "test-env: building $full failed after $((SECONDS - started)) s; tests/test_full_image.py will fail (CI) or skip" >&2
   fi
 else
   echo "test-env: no Docker engine answers; workspace tests will fail (CI) or skip (locally)" >&2

@@ -26,8 +26,12 @@ log = logging.getLogger("apranova")
 class Services:
     """Everything a handler may call, built once per process."""
 
-    def __init__(self, settings: Settings, share_embedded: bool = False):
+    def __init__(self, settings: Settings, share_embedded: bool = False, features: bool = True):
         self.settings = settings
+        # False for command-line tasks (create-user): the database and the
+        # account rules only; never the workspace engine, its reconciliation,
+        # the culler or event watchers, which would act beside a running server.
+        self.features = features
         # create-user: use the embedded database of a server running on this
         # DATA_DIR instead of refusing (a server refuses: DatabaseInUse).
         self.share_embedded = share_embedded
@@ -72,8 +76,12 @@ class Services:
             "workspace": settings.rate_limit_workspace, "login_failures": settings.rate_limit_login_failures,
             "mail": settings.rate_limit_mail,
         }, backend)
-        for starter in STARTERS:
-            await starter(self)
+        try:
+            for starter in STARTERS if self.features else ():
+                await starter(self)
+        except BaseException:
+            await self.close()  # what started so far, and the embedded database
+            raise
         return self
 
     async def _wait_for_database(self, attempts: int = 15) -> None:

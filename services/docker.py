@@ -34,6 +34,11 @@ def label_filter(labels: dict[str, str]) -> list[str]:
     return [f"{key}={value}" for key, value in labels.items()]
 
 
+def is_ambiguous_network(exc: DockerError) -> bool:
+    """Docker's refusal to use a network name that several networks share."""
+    return "is ambiguous" in str(exc.message)
+
+
 def is_port_taken(exc: DockerError) -> bool:
     """Docker's refusal to publish a host port something else holds."""
     text = str(exc.message).lower()
@@ -147,15 +152,27 @@ class DockerEngine:
     async def inspect_network(self, name: str) -> dict | None:
         return await self._json_unless((404,), f"networks/{name}")
 
-    async def ensure_network(self, name: str, labels: dict[str, str], options: dict[str, str]) -> dict:
-        """The bridge network `name`, created when missing (a simultaneous
-        create by another process is fine)."""
-        found = await self.inspect_network(name)
-        if found is None:
-            await self._json_unless((409,), "networks/create", "POST", body={
-                "Name": name, "Driver": "bridge", "Labels": labels, "Options": options, "CheckDuplicate": True})
-            found = await self.inspect_network(name) or {}
-        return found
+    async def list_networks(self, name: str) -> list[dict]:
+        """The networks named exactly `name` (Docker lets several share a
+        name; its own `name` filter also matches parts of names)."""
+        found = await self._json("networks", params={"filters": json.dumps({"name": [name]})})
+        return [network for network in found if network.get("Name") == name]
+
+    async def create_network(self, name: str, labels: dict[str, str], options: dict[str, str]) -> None:
+        """A bridge network. Docker's duplicate check is not atomic: several
+        creates at once can all succeed (see workspaces/docker_network.py)."""
+        await self._json_unless((409,), "networks/create", "POST", body={
+            "Name": name, "Driver": "bridge", "Labels": labels, "Options": options, "CheckDuplicate": True})
+
+    async def remove_network(self, ref: str) -> bool:
+        """Remove a network; False when the engine refuses (it has endpoints)."""
+        try:
+            await self._json_unless((404,), f"networks/{ref}", "DELETE")
+        except DockerError as exc:
+            if exc.status not in (403, 409) and "active endpoints" not in str(exc.message):
+                raise
+            return False
+        return True
 
     async def run_once(self, name: str, config: dict, timeout: float = 60) -> int:
         """Create, start and wait for a one-shot container; always removed.

@@ -113,11 +113,18 @@ SETTINGS: list[Setting] = [
     S("EMAIL_VERIFY_HOURS", "48", "Lifetime of an email-verification link.", whole_number, group="email"),
     S("PASSWORD_RESET_MINUTES", "60", "Lifetime of a password-reset link.", whole_number, group="email"),
     # workspaces
-    S("INSTANCE_NAME", "apranova", "Names this deployment: containers are '<name>-ws-<user id>' and carry it as a label; "
-      "start-up reconciliation only touches containers with this label.", group="workspaces"),
+    S("INSTANCE_NAME", "apranova", "Names this deployment: containers are '<name>-ws-<user id>' and carry it as a label, "
+      "with the deployment's id (kept in its database); reconciliation only touches containers with both.",
+      group="workspaces"),
+    S("WORKSPACE_TAKE_OVER", "false", "A server refuses to start when another deployment (another database) has "
+      "workspaces under its INSTANCE_NAME; true: take them over instead (reconciled as its own: those its database "
+      "does not know are removed, their files kept).", boolean, group="workspaces"),
     S("WORKSPACE_BACKEND", "docker", "Container engine that runs workspaces: 'docker', or a 'module:Class' path to a class "
       "implementing services/workspaces/backend.py's Backend.", group="workspaces"),
     S("WORKSPACE_IMAGE", "apranova/workspace:latest", "Image of the per-user code-server container.", group="workspaces"),
+    S("WORKSPACE_IMAGE_BUILD_DIR", "/var/cache/apranova-build", "Where ./scripts/run's build of the workspace image "
+      "(workspace-image/build-offline.sh) keeps its cache and says how it goes: while it builds WORKSPACE_IMAGE, a "
+      "create waits for it with progress instead of failing. Empty: never wait for a build.", group="workspaces"),
     S("WORKSPACE_PULL_POLICY", "if-not-present", "'if-not-present', 'always' or 'never'.", group="workspaces"),
     S("WORKSPACE_CONTAINER_PORT", "8080", "The IDE's port inside the container.", port, group="workspaces"),
     S("WORKSPACE_URL_TEMPLATE", "http://localhost:{port}", "URL shown to the user; {port}, {host_ip}, {user_id} are filled in.", group="workspaces"),

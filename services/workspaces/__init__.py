@@ -12,7 +12,11 @@ Where each rule lives (dependencies run one way, down this list):
   across processes.
 * `store`: the documents and the event log.
 * `backend`: the interface to a container engine (`Backend` Protocol); it
-  imports nothing above. `docker`: the Docker engine behind it (a sub-package).
+  imports nothing above. `docker`: the Docker engine behind it (a sub-package,
+  with `docker/network.py`: the one workspace network, duplicates healed),
+  `swarm`: Docker Swarm. `image_build`: waiting for ./scripts/run's image build.
+* `identity`: the deployment's id (kept in the database) and which engine
+  objects are its own, by label.
 """
 from services.workspaces.backend import Endpoint
 from services.workspaces.lifecycle import State

@@ -37,6 +37,18 @@ class BackendError(Exception):
         self.message = message
 
 
+class BackendExited(BackendError):
+    """The instance started, then exited before it was ready. Often
+    transient: code-server gives up ("timed out") when its own start takes
+    more than 10 s, as on a host busy with a class's burst."""
+
+
+class BackendRefused(BackendError):
+    """The engine itself refused a request (its words in the message), as
+    opposed to a workspace that was made but did not run: the student is
+    told which of the two happened."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where the server (not the browser) connects to reach a workspace's IDE."""
@@ -166,7 +178,18 @@ class Backend(Protocol):
         """The instance now, or None when it does not exist."""
 
     async def list_managed(self) -> list[Instance]:
-        """Every instance this deployment (INSTANCE_NAME) manages."""
+        """Every instance this deployment manages (INSTANCE_NAME and its
+        identity, see `identify`)."""
+
+    def identify(self, deployment: str, take_over: bool) -> None:
+        """Called once before anything else: `deployment` is the id kept in
+        the database (services/workspaces/identity.py). Everything made
+        from now on carries it; only instances carrying it (or made before
+        ids existed) are this deployment's, unless `take_over`."""
+
+    async def foreign(self) -> dict[str, int]:
+        """Instances of other deployments under this INSTANCE_NAME, counted
+        by their deployment id (start-up refuses to run beside them)."""
 
     async def stats(self, ref: str) -> Usage | None:
         """CPU and memory of a running instance now (None: not running or

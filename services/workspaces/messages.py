@@ -13,6 +13,7 @@ START_FAILED = {
     "image": "Your workspace could not start: its software could not be prepared.",
     "volume": "Your workspace could not start: the storage for your files could not be prepared.",
     "container": "Your workspace could not start: its container did not start.",
+    "refused": "Your workspace could not start: {engine} refused to create the workspace.",
     "ide": "Your workspace could not start: its IDE did not start.",
     "engine": "Your workspace could not start: the workspace service stopped answering.",
     "internal": "Your workspace could not start because of an error on the server.",
@@ -25,8 +26,9 @@ def reference(doc: dict) -> str:
     return f"ws-{doc['owner_id']}-{doc.get('run', 1)}"
 
 
-def start_failed(doc: dict, phase: str) -> str:
-    return (f"{START_FAILED.get(phase, START_FAILED['internal'])} Try again; if it fails again, tell your "
+def start_failed(doc: dict, phase: str, engine: str = "the server") -> str:
+    """`phase`: a key of START_FAILED; `engine` names the engine in "refused"."""
+    return (f"{START_FAILED.get(phase, START_FAILED['internal']).format(engine=engine)} Try again; if it fails again, tell your "
             f"trainer: reference {reference(doc)}.")
 
 
@@ -68,6 +70,11 @@ def image_step(message: str) -> tuple[str, dict]:
         _, _, percent = message.rpartition(": ")
         text = "Downloading the workspace software" + (f": {percent}" if percent.endswith("%") else "")
         return text, step("download", detail=message)
+    if message.startswith("Building"):  # "Building the image <name> on this server (3 min so far, ...): 20%"
+        _, _, times = message.partition(" on this server ")
+        times = times.rpartition(":")[0] if ":" in times else times
+        return f"Preparing the IDE software on this server for the first time {times}".rstrip(), \
+            step("image-build", detail=message)
     if message.startswith("Checking"):
         return "Checking the workspace software", step("image", detail=message)
     if message == "Image is available":

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from services.settings import Settings
-from services.workspaces.backend import Backend, BackendError, Instance, Launched
+from services.workspaces.backend import Backend, BackendError, BackendExited, Instance, Launched
 
 
 async def http_status(host: str, port: int, path: str, timeout: float = 2.0) -> int | None:
@@ -56,8 +56,8 @@ async def wait_ready(backend: Backend, launched: Launched, settings: Settings) -
         await asyncio.sleep(0.2)
 
 
-def exited(backend: Backend, instance: Instance | None) -> BackendError:
+def exited(backend: Backend, instance: Instance | None) -> BackendExited:
     """The error of an instance that stopped (or vanished) while starting."""
     why = instance.detail if instance is not None and instance.detail else \
         f"exit code {instance.exit_code if instance is not None else None}"
-    return BackendError(f"The workspace {backend.noun} exited while starting ({why}).")
+    return BackendExited(f"The workspace {backend.noun} exited while starting ({why}).")

@@ -12,18 +12,21 @@ import asyncio
 import collections
 import contextlib
 import logging
+import random
 import time
 from typing import Any, AsyncIterator, Callable
 
 from services.settings import Settings
 from services.workspaces import messages, spec
-from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Launched
+from services.workspaces.backend import (Backend, BackendError, BackendExited, BackendRefused, BackendUnavailable,
+                                         Launched)
 from services.workspaces.probe import wait_ready
 from services.workspaces.spec import IdeSpec
 from services.workspaces.lifecycle import Lifecycle, State, Superseded
 from services.workspaces.store import WorkspaceStore, ide_password
 
 log = logging.getLogger("apranova.workspaces")
+START_ATTEMPTS = 3  # launches of one run whose IDE exits while starting, before the run fails
 
 
 def same_run(doc: dict) -> Callable[[dict], bool]:
@@ -151,14 +154,24 @@ class Provisioner:
             run = RunRecord(self, doc)
             await self.backend.ensure_storage(self.spec(doc), run)
             doc = run.doc
-            phase = "container"  # the student's step name (an API value), whatever the engine's noun
-            doc = await self.step(doc, 74, f"Creating the {self.backend.noun}", "container", fields={REF: None})
-            run = RunRecord(self, doc)
-            launched = await self.backend.launch(self.spec(doc), run)
-            phase = "ide"
-            doc = await self.step(run.doc, 90, f"Waiting for the IDE to answer (up to {self._limit()})", "ide",
-                                  fields={REF: launched.ref, "endpoint": launched.endpoint.as_dict()})
-            await wait_ready(self.backend, launched, self.settings)
+            for attempt in range(1, START_ATTEMPTS + 1):
+                phase = "container"  # the student's step name (an API value), whatever the engine's noun
+                doc = await self.step(doc, 74, f"Creating the {self.backend.noun}", "container", fields={REF: None})
+                run = RunRecord(self, doc)
+                try:
+                    launched = await self.backend.launch(self.spec(doc), run)
+                    phase = "ide"
+                    doc = await self.step(run.doc, 90, f"Waiting for the IDE to answer (up to {self._limit()})", "ide",
+                                          fields={REF: launched.ref, "endpoint": launched.endpoint.as_dict()})
+                    await wait_ready(self.backend, launched, self.settings)
+                    break
+                except BackendExited as exc:  # transient on a busy host: start it once more
+                    if attempt == START_ATTEMPTS:
+                        raise
+                    log.info("workspace %s: %s Starting it again (attempt %d of %d).", doc["_id"], exc.message,
+                             attempt + 1, START_ATTEMPTS)
+                    # Spread out: the starts of one burst failed together and would again.
+                    await asyncio.sleep(random.uniform(0, 5 * attempt))
             await self.lifecycle.change(doc, "ready", "Workspace is running", progress=100, when=same_run(doc),
                                         note=messages.step("running")) or self._superseded()
             self.provision_seconds.append(time.monotonic() - started)
@@ -167,8 +180,9 @@ class Provisioner:
             await self._abandon(doc["_id"], launched)
         except asyncio.CancelledError:
             raise  # shutdown: the next start's reconciliation finishes the run
-        except BackendError as exc:
-            await self.fail(doc, phase, exc.message)
+        except BackendError as exc:  # the engine refusing to create is not a container that did not start
+            refused = phase == "container" and isinstance(exc, BackendRefused)
+            await self.fail(doc, phase, exc.message, cause="refused" if refused else None)
         except BackendUnavailable:
             await self.fail(doc, "engine", f"{self.backend.title} stopped answering while the workspace was being "
                                            f"prepared ({phase}).")
@@ -225,12 +239,13 @@ class Provisioner:
         except (BackendUnavailable, BackendError) as exc:
             log.warning("could not undo an abandoned run of %s: %s", workspace_id, exc)
 
-    async def fail(self, doc: dict, phase: str, detail: str) -> dict | None:
+    async def fail(self, doc: dict, phase: str, detail: str, cause: str | None = None) -> dict | None:
         """The run failed in `phase`: the student reads what to do (with a
         reference), the operator's `detail` goes to the note and the log."""
         log.warning("workspace %s of user %s failed (reference %s): %s", doc["_id"], doc["owner_id"],
                     messages.reference(doc), detail)
-        return await self.lifecycle.change(doc, "fail", messages.start_failed(doc, phase), when=same_run(doc),
+        return await self.lifecycle.change(doc, "fail", messages.start_failed(doc, cause or phase, self.backend.title),
+                                           when=same_run(doc),
                                            note=messages.failure(detail, step=phase))
 
     async def stop_instance(self, doc: dict) -> None:

@@ -18,7 +18,7 @@ from services.accounts import ADMIN_ROLES
 from services.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable
 from services.settings import Settings, backend_class, ide_password_on
 from services.workspace_hosts import workspace_origin
-from services.workspaces import spec
+from services.workspaces import identity, spec
 from services.workspaces.backend import Backend, BackendError, BackendUnavailable, Endpoint, Usage
 from services.workspaces.culler import Culler
 from services.workspaces.usage import UsageSampler
@@ -298,12 +298,29 @@ class WorkspaceService:
             return await self.provisioner.finish_delete(doc, purge or doc.get("purge", False))
 
 
+async def refuse_beside_others(backend: Backend, settings: Settings) -> None:
+    """Raise RuntimeError (the server does not start) when another
+    deployment's workspaces carry this INSTANCE_NAME: reconciling beside
+    them is safe, but two deployments under one name is a mistake to say
+    now. An engine that does not answer is not a reason to refuse."""
+    try:
+        others = await asyncio.wait_for(backend.foreign(), 5)
+    except (BackendUnavailable, BackendError, TimeoutError):
+        return
+    if others:
+        await backend.close()
+        raise RuntimeError(identity.refusal(settings, sorted(others), sum(others.values())))
+
+
 async def start(services: Any) -> None:
     """Container starter: an unreachable engine does not stop the server;
     the workspace endpoints answer 503 until it comes back."""
     # The IDE passwords derive from the signing key (a key of their own, not the key itself).
     key = hashlib.sha256(b"apranova workspace passwords:" + services.tokens.secret.encode()).digest()
-    workspaces = WorkspaceService(services.db, services.settings, load_backend(services.settings), key)
+    backend = load_backend(services.settings)
+    backend.identify(await identity.deployment_id(services.db), services.settings.workspace_take_over)
+    await refuse_beside_others(backend, services.settings)
+    workspaces = WorkspaceService(services.db, services.settings, backend, key)
     services.workspaces = workspaces
     workspaces.start()
     services.on_close(workspaces.close)

@@ -236,5 +236,11 @@ class FakeBackend:
     async def check(self) -> list[str]:
         return []
 
+    def identify(self, deployment: str, take_over: bool) -> None:
+        self.deployment = deployment
+
+    async def foreign(self) -> dict[str, int]:
+        return {}
+
     async def close(self) -> None:
         self.end_event_streams()

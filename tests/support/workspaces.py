@@ -91,11 +91,22 @@ class WorkspaceServers:
         self.defaults: dict[str, Any] = {}  # a test module's own defaults (e.g. the direct exposure)
 
     def settings(self, **overrides: Any) -> Any:
-        values = {"instance_name": self.instance, "workspace_image": TEST_IMAGE,
+        # One database per test: its servers are one deployment (as --workers
+        # are), since another database under the same INSTANCE_NAME is another
+        # installation, which refuses to start beside this one's workspaces.
+        values = {"instance_name": self.instance, "mongodb_db": f"t_{self.instance}", "workspace_image": TEST_IMAGE,
                   "workspace_port_range": self.port_range, "workspace_ready_timeout": "20",
                   "workspace_wait_timeout": "30", "workspace_memory": "64m", "workspace_pids": "64",
                   "workspace_cpus": "0.5", **self.defaults, **overrides}
         return app_settings(self.mongo, self.tmp_path, **values)
+
+    def process_env(self) -> dict[str, str]:
+        """The environment of a real server process (tests/test_server_process.py's
+        ServerProcess) under this test's INSTANCE_NAME, image and port slice."""
+        settings = self.settings()
+        return {"INSTANCE_NAME": self.instance, "WORKSPACE_IMAGE": settings.workspace_image,
+                "WORKSPACE_PORT_RANGE": self.port_range, "WORKSPACE_MEMORY": "64m", "WORKSPACE_PIDS": "64",
+                "WORKSPACE_CPUS": "0.5", "RATE_LIMIT_ANON": "100000/hour", "RATE_LIMIT_WORKSPACE": "100000/hour"}
 
     async def start(self, **overrides: Any) -> RunningServer:
         server = await serve(self.settings(**overrides))

@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import AsyncIterator, Awaitable, Callable
 
 from services import host_wall
-from services.docker import DockerEngine, DockerError, DockerUnavailable, container_config, is_port_taken
+from services.docker import (DockerEngine, DockerError, DockerUnavailable, container_config, is_ambiguous_network,
+                             is_port_taken)
 from services.settings import Settings, SettingsError, without_ide_password
-from services.workspaces.backend import (BackendError, BackendUnavailable, Endpoint, Instance, Launched,
+from services.workspaces.backend import (BackendError, BackendExited, BackendUnavailable, Endpoint, Instance, Launched,
                                          LifecycleEvent, Progress, Run, Usage)
+from services.workspaces import image_build
 from services.workspaces.docker.disk import DockerDisks
+from services.workspaces.docker.network import WorkspaceNetwork
 from services.workspaces.docker.ports import HostPorts
 from services.workspaces.docker.settings import SETTINGS
 from services.workspaces.docker.support import (ICC_OFF, chown_config, engine_errors, lifecycle_events,
                                                 network_ip, published_port, usage_of)
+from services.workspaces.identity import Ownership
 from services.workspaces.pull import PullProgress
 from services.workspaces.spec import IdeSpec
 
@@ -50,6 +55,9 @@ class DockerBackend:
             self.engine = None
         self.ports = HostPorts(*settings.workspace_ports)
         self.disks = self.disks_for(settings)  # disk quotas (docker/disk.py)
+        self.owner = Ownership(self.instance)  # until identify: INSTANCE_NAME alone
+        self.workspace_network = WorkspaceNetwork(self.network, {"apranova.instance": self.instance,
+                                                                 "apranova.role": "workspace-network"}, ICC_OFF)
         self._oom: set[str] = set()
 
     @property
@@ -86,6 +94,29 @@ class DockerBackend:
     def ref(self, spec: IdeSpec) -> str:
         return spec.name
 
+    def labels_of(self, spec: IdeSpec) -> dict[str, str]:
+        """What the spec's instance and volumes carry here: the spec's labels
+        and the deployment's id (identity.py)."""
+        return {**spec.labels, **self.owner.labels()}
+
+    # -- whose: the deployment's identity (services/workspaces/identity.py) ------------------
+    def identify(self, deployment: str, take_over: bool) -> None:
+        self.owner = Ownership(self.instance, deployment, take_over)
+        self.workspace_network.labels.update(self.owner.labels())
+
+    async def foreign(self) -> dict[str, int]:
+        with engine_errors(f"{self.title} refused to list the workspaces"):
+            return self.owner.foreign(await self.list_objects())
+
+    async def _ours(self, ref: str) -> bool:
+        """Stops and removes go by name too: never another deployment's
+        instance of that name (gone: nothing to do either way)."""
+        found = await self.get_object(ref)
+        if found is not None and not self.owner.mine(found):
+            log.warning("leaving %s alone: it belongs to deployment %s", ref, self.owner.deployment_of(found))
+            return False
+        return found is not None
+
     @property
     def network(self) -> str:
         if self.direct:
@@ -120,15 +151,16 @@ class DockerBackend:
         engine, home, setup = self._engine(), spec.home_volume, f"{spec.name}-home-setup"
         with engine_errors("Docker refused to prepare the workspace's home volume"):
             # Disk quota (docker/disk.py): the ext4 image's device, or None for an unlimited home.
-            options = await self.disks.prepare(home, spec.disk_quota, spec.name, dict(spec.labels)) \
+            found = await engine.inspect_volume(home)
+            self.owner.refuse_foreign(found, f"The volume {home}")  # another installation's student's files
+            options = await self.disks.prepare(home, spec.disk_quota, spec.name, self.labels_of(spec)) \
                 if self.disks else None
-            if await engine.volume_exists(home):
+            if found is not None:
                 if await engine.inspect_container(setup) is None:
                     return
             else:
-                await engine.ensure_volume(home, dict(spec.labels), options)
-            config = chown_config(spec.image, home, spec.user,
-                                  {"apranova.instance": self.instance, "apranova.role": "home-setup"})
+                await engine.ensure_volume(home, self.labels_of(spec), options)
+            config = chown_config(spec.image, home, spec.user, {**self.owner.labels(), "apranova.role": "home-setup"})
             try:
                 code = await engine.run_once(setup, config)
             except BaseException:
@@ -140,10 +172,11 @@ class DockerBackend:
 
     async def remove_storage(self, spec: IdeSpec) -> None:
         with engine_errors("Docker refused the operation"):
-            home = spec.home_volume
-            quota = ((await self._engine().inspect_volume(home) or {}).get("Options") or {}).get("device")
+            home, engine = spec.home_volume, self._engine()
+            quota = ((await engine.inspect_volume(home) or {}).get("Options") or {}).get("device")
             for volume in (home, spec.legacy_volume):
-                await self._engine().remove_volume(volume)
+                if self.owner.mine(await engine.inspect_volume(volume) or {}):  # never another deployment's
+                    await engine.remove_volume(volume)
             if (quota or self.settings.workspace_disk_quota) and self.disks:  # its disk image too
                 await self.disks.remove([home])
 
@@ -165,6 +198,11 @@ class DockerBackend:
         yield Progress(0, f"Checking the image {image}")
         with engine_errors(f"{self.title} refused to create the workspace"):
             present = await engine.image_exists(image)
+        if not present:  # ./scripts/run may be building it behind the server (a first run)
+            async for progress in self._wait_for_build(engine, image):
+                yield progress
+            with engine_errors(f"{self.title} refused to create the workspace"):
+                present = await engine.image_exists(image)
         if not present and policy == "never":
             raise BackendError(f"The workspace image {image} is not on the Docker host and the pull policy "
                                "is 'never'.")
@@ -182,6 +220,23 @@ class DockerBackend:
                     raise BackendError(f"The workspace image {image} could not be pulled: {exc.message}") from None
                 log.warning("pull of %s failed (%s); using the local copy", image, exc.message)
         yield Progress(100, "Image is available")
+
+    async def _wait_for_build(self, engine: DockerEngine, image: str) -> AsyncIterator[Progress]:
+        """While ./scripts/run builds `image` on this host (image_build), its
+        progress: elapsed and an estimate, until the image is there."""
+        directory = self.settings.workspace_image_build_dir
+        while (build := image_build.current(directory, image)) is not None:
+            if build.failed:
+                raise BackendError(f"The build of the workspace image {image} failed; see {build.log}.")
+            with engine_errors(f"{self.title} refused to create the workspace"):
+                if await engine.image_exists(image):
+                    return
+            elapsed = time.time() - build.started
+            percent = min(95, int(elapsed * 100 / max(build.estimate, 1)))
+            yield Progress(percent, "Preparing the IDE software on this server for the first time "
+                                    f"({image_build.words(elapsed)} so far, about "
+                                    f"{image_build.words(max(build.estimate - elapsed, 60))} left): {percent}%")
+            await asyncio.sleep(2)
 
     # -- object hooks (DockerSpawner's style; Swarm overrides these) --------------------------
     async def command(self, spec: IdeSpec) -> list[str] | None:
@@ -201,16 +256,15 @@ class DockerBackend:
         if await engine.volume_exists(spec.legacy_volume):
             mounts.append((spec.legacy_volume, f"{spec.home_path}/project"))
         s = self.settings
-        if not self.direct:  # made idempotently, labelled for cleanup, before the first container joins
-            network = await engine.ensure_network(self.network, {"apranova.instance": self.instance,
-                                                                 "apranova.role": "workspace-network"}, ICC_OFF)
+        if not self.direct:  # made once, labelled for cleanup, unique, before the first container joins
+            network = await self.workspace_network.ensure(engine)
             if s.workspace_host_wall:  # fail closed: no workspace without the wall it was asked for
                 try:
                     await host_wall.ensure(host_wall.bridge_of(network))
                 except host_wall.WallError as exc:
                     raise BackendError(f"WORKSPACE_HOST_WALL is on, but {exc}.") from None
         return container_config(
-            image=spec.image, labels=dict(spec.labels), env=dict(spec.environment), container_port=spec.port,
+            image=spec.image, labels=self.labels_of(spec), env=dict(spec.environment), container_port=spec.port,
             host_ip=s.workspace_host_ip, host_port=port, mounts=mounts, cpus=spec.cpus, memory=spec.memory_bytes,
             pids=spec.pids, user=spec.user, network=self.network, cmd=await self.command(spec))
 
@@ -218,6 +272,7 @@ class DockerBackend:
         """A new, started container (any earlier one removed). Direct mode
         moves to another port when Docker cannot bind the recorded one."""
         engine, name = self._engine(), spec.name
+        self.owner.refuse_foreign(await engine.inspect_container(name), f"The container {name}")
         await engine.remove_container(name)  # the leftover of an earlier run
         port = spec.placement.get("port") if self.direct else None
         if self.direct and port is None:
@@ -230,6 +285,8 @@ class DockerBackend:
                     await engine.remove_container(name)
                     await asyncio.sleep(0.2)  # a removal already in progress elsewhere takes a moment
                     continue
+                if is_ambiguous_network(exc):
+                    continue  # another process made a duplicate network a moment ago: _body heals it
                 raise
             try:
                 await engine.start_container(container_id)
@@ -242,6 +299,8 @@ class DockerBackend:
                 return Launched(container_id, endpoint)
             except (DockerError, BackendError) as exc:
                 await engine.remove_container(container_id)
+                if isinstance(exc, DockerError) and is_ambiguous_network(exc):
+                    continue  # as above: the next _body heals the duplicate
                 if not (isinstance(exc, DockerError) and is_port_taken(exc)) or port is None:
                     raise
             log.info("host port %s is taken outside ApraNova; choosing another", port)
@@ -250,9 +309,9 @@ class DockerBackend:
         raise BackendError("Could not start the workspace container; try again.")
 
     @staticmethod
-    def _exited(info: dict) -> BackendError:
+    def _exited(info: dict) -> BackendExited:
         code = (info.get("State") or {}).get("ExitCode")
-        return BackendError(f"The workspace container exited while starting (exit code {code}).")
+        return BackendExited(f"The workspace container exited while starting (exit code {code}).")
 
     async def get_object(self, ref: str) -> dict | None:
         return await self._engine().inspect_container(ref)
@@ -282,11 +341,13 @@ class DockerBackend:
 
     async def stop(self, ref: str) -> None:
         with engine_errors(f"{self.title} refused the operation"):
-            await self.stop_object(ref)
+            if await self._ours(ref):
+                await self.stop_object(ref)
 
     async def remove(self, ref: str) -> None:
         with engine_errors(f"{self.title} refused the operation"):
-            await self.remove_object(ref)
+            if await self._ours(ref):
+                await self.remove_object(ref)
 
     async def inspect(self, ref: str) -> Instance | None:
         with engine_errors(f"{self.title} refused to inspect the workspace"):
@@ -295,7 +356,7 @@ class DockerBackend:
 
     async def list_managed(self) -> list[Instance]:
         with engine_errors(f"{self.title} refused to list the workspaces"):
-            return [await self.instance_of(found) for found in await self.list_objects()]
+            return [await self.instance_of(found) for found in await self.list_objects() if self.owner.mine(found)]
 
     async def stats(self, ref: str) -> Usage | None:
         with engine_errors("Docker refused to read the workspace's stats"):
@@ -314,8 +375,17 @@ class DockerBackend:
     async def check(self) -> list[str]:
         """What an operator should know at start-up, before a student finds out."""
         image, policy = self.settings.workspace_image, self.settings.workspace_pull_policy
-        if self.engine is None or not await self.engine.ping() or await self.engine.image_exists(image):
+        if self.engine is None or not await self.engine.ping():
             return []
+        if not self.direct:  # duplicates left by an earlier burst would fail every launch
+            with engine_errors("Docker refused to list the workspace networks"):
+                await self.workspace_network.heal(self.engine)
+        if await self.engine.image_exists(image):
+            return []
+        build = image_build.current(self.settings.workspace_image_build_dir, image)
+        if build is not None and not build.failed:
+            return [f"WORKSPACE_IMAGE {image} is being built on this server (log: {build.log}); workspaces "
+                    "created meanwhile wait for it."]
         if policy == "never":
             return [f"WORKSPACE_IMAGE {image} is not on the Docker host and WORKSPACE_PULL_POLICY is 'never': "
                     "every workspace will fail until the image is built or loaded there."]

@@ -7,7 +7,7 @@ import contextlib
 from typing import Iterator
 
 from services.docker import DockerError, DockerUnavailable
-from services.workspaces.backend import BackendError, BackendUnavailable, LifecycleEvent, Usage
+from services.workspaces.backend import BackendRefused, BackendUnavailable, LifecycleEvent, Usage
 from services.workspaces.spec import HOME
 ICC_OFF = {"com.docker.network.bridge.enable_icc": "false"}  # containers on it cannot reach each other
 
@@ -20,7 +20,7 @@ def engine_errors(refusal: str) -> Iterator[None]:
     except DockerUnavailable as exc:
         raise BackendUnavailable(str(exc)) from None
     except DockerError as exc:
-        raise BackendError(f"{refusal}: {exc.message}") from None
+        raise BackendRefused(f"{refusal}: {exc.message}") from None
 
 
 def chown_config(image: str, volume: str, user: str, labels: dict[str, str]) -> dict:
