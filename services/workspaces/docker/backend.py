@@ -103,6 +103,8 @@ class DockerBackend:
     def identify(self, deployment: str, take_over: bool) -> None:
         self.owner = Ownership(self.instance, deployment, take_over)
         self.workspace_network.labels.update(self.owner.labels())
+        if self.disks:
+            self.disks.labels.update(self.owner.labels())
 
     async def foreign(self) -> dict[str, int]:
         with engine_errors(f"{self.title} refused to list the workspaces"):
@@ -233,9 +235,10 @@ class DockerBackend:
                     return
             elapsed = time.time() - build.started
             percent = min(95, int(elapsed * 100 / max(build.estimate, 1)))
-            yield Progress(percent, "Preparing the IDE software on this server for the first time "
-                                    f"({image_build.words(elapsed)} so far, about "
-                                    f"{image_build.words(max(build.estimate - elapsed, 60))} left): {percent}%")
+            # messages.image_step words it for the student ("Preparing the IDE software ... first time").
+            yield Progress(percent, f"Building the image {image} on this server ({image_build.words(elapsed)} "
+                                    f"so far, about {image_build.words(max(build.estimate - elapsed, 60))} left): "
+                                    f"{percent}%")
             await asyncio.sleep(2)
 
     # -- object hooks (DockerSpawner's style; Swarm overrides these) --------------------------
@@ -377,9 +380,11 @@ class DockerBackend:
         image, policy = self.settings.workspace_image, self.settings.workspace_pull_policy
         if self.engine is None or not await self.engine.ping():
             return []
-        if not self.direct:  # duplicates left by an earlier burst would fail every launch
-            with engine_errors("Docker refused to list the workspace networks"):
+        with engine_errors("Docker refused to list the workspace networks and helpers"):
+            if not self.direct:  # duplicates left by an earlier burst would fail every launch
                 await self.workspace_network.heal(self.engine)
+            if self.disks:
+                await self.disks.remove_leftovers()
         if await self.engine.image_exists(image):
             return []
         build = image_build.current(self.settings.workspace_image_build_dir, image)

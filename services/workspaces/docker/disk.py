@@ -93,6 +93,16 @@ class DockerDisks:
         self.settings, self.engine = settings, engine
         self._dir = settings.workspace_disk_dir
         self._free: tuple[float, int] | None = None  # (when read, free bytes)
+        # What the helpers carry (the backend adds the deployment's id): a
+        # helper left by a killed server is found by them and removed.
+        self.labels = {"apranova.instance": settings.instance_name, "apranova.role": "disk-helper"}
+
+    async def remove_leftovers(self) -> None:
+        """Helpers that exited and were never removed (their server was
+        killed while it waited for them)."""
+        for found in await self.engine.list_containers(self.labels):
+            if found.get("State") == "exited":
+                await self.engine.remove_container(found["Id"])
 
     async def directory(self) -> str:
         if not self._dir:  # beside Docker's own volumes: the file system whose free space matters
@@ -111,7 +121,7 @@ class DockerDisks:
             binds = [f"{(await self.engine.root_dir()).rstrip('/')}/volumes:/disks:ro"]
         config: dict = {
             "Image": s.workspace_disk_tools_image or s.workspace_image, "User": "0:0", "Tty": True,
-            "Labels": {"apranova.instance": s.instance_name, "apranova.role": "disk-helper"},
+            "Labels": self.labels,
             "Entrypoint": ["/bin/sh", "-c", script], "Cmd": [], "Env": [f"{k}={v}" for k, v in env.items()],
             "HostConfig": {"Binds": binds, "NetworkMode": "none", "CapDrop": ["ALL"],
                            "SecurityOpt": ["no-new-privileges"]},
