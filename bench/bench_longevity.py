@@ -57,13 +57,13 @@ from services.db import connect  # noqa: E402
 TRACED = """
 import runpy, signal, sys, tracemalloc
 tracemalloc.start(1)
-first = []
+first, dump_path = [], sys.argv[2]
 def dump(*_):
     snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
     if not first:
         first.append(snap)
         return
-    with open(sys.argv[2], "a") as out:
+    with open(dump_path, "a") as out:
         out.write("---\\n")
         for stat in snap.compare_to(first[0], "lineno")[:15]:
             out.write(f"{stat.size_diff / 1024:+.0f} KiB {stat.count_diff:+d} blocks\\n")

@@ -7,7 +7,7 @@ Rules, each in one place:
 * `consent_record`: what a sign-up's consent fields become; nothing when the
   client sent none (the contract's own body has none).
 * `TrainerAssignments.assign`: the trainer of the student's track with the
-  fewest students, ties by the lowest id; none when the track has no trainer.
+  fewest students, ties by the oldest account; none when the track has no trainer.
   Two sign-ups at the same instant may both pick the same trainer: the
   balance is best effort, never a correctness rule.
 * `trainer_students_filter`: who a trainer's students are, the one rule behind
