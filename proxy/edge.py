@@ -28,6 +28,7 @@ PAGES = {  # reason -> (title, what to do)
     "too_large": ("Upload too large", "This upload is larger than the server accepts."),
     "framing": ("Request refused", "The request's body is framed in a way the server does not accept."),
     "no_body": ("Request refused", "This address takes no request body."),
+    "method": ("Method Not Allowed", "This address does not take that method."),
     "too_many": ("Too many connections", "Close some of this workspace's tabs or terminals, then try again."),
 }
 

@@ -8,7 +8,8 @@ before any handler runs and before a byte of its body is read
   workspace;
 * a body sent to a handler that takes none (one that does not stream its
   body: the pages, the static files, every WebSocket handshake) is refused
-  with 400 too, instead of being read into memory first, without a login.
+  with 400 too (405 when the handler has no such method at all), instead
+  of being read into memory first, without a login.
 
 The refusal is the proxy's page (HTML for a browser, else the contract's
 error envelope), and the connection is closed after it (its body unread)."""
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tornado import httputil
+from tornado import httputil, web
 from tornado.web import _HandlerDelegate
 
 from proxy.headers import FramingError, body_framing, request_port, request_scheme
@@ -36,6 +37,8 @@ class BodyGuard(httputil.HTTPMessageDelegate):
         handler = _handler_of(self.delegate)
         # A handler that does not stream has only been found, not run, yet (Tornado runs it once the body is in).
         if framing != 0 and handler is not None and not handler.stream_request_body:
+            if not _implements(handler.handler_class, start_line.method):
+                return self._refuse(start_line, headers, "method", 405)
             return self._refuse(start_line, headers, "no_body")
         return answer
 
@@ -52,7 +55,7 @@ class BodyGuard(httputil.HTTPMessageDelegate):
         if not self.refused:
             self.delegate.on_connection_close()
 
-    def _refuse(self, start_line: Any, headers: httputil.HTTPHeaders, reason: str) -> None:
+    def _refuse(self, start_line: Any, headers: httputil.HTTPHeaders, reason: str, status: int = 400) -> None:
         """Answer 400 on the raw connection and close it: Tornado's own
         connection is detached, so it neither reads the body nor answers."""
         from proxy.edge import refusal  # the page's text lives with the other refusals
@@ -60,9 +63,9 @@ class BodyGuard(httputil.HTTPMessageDelegate):
         self.refused = True
         config = self.services.settings
         request = httputil.HTTPServerRequest(connection=self.request_conn, start_line=start_line, headers=headers)
-        extra, body = refusal(config, 400, reason, headers.get("Accept", ""),
+        extra, body = refusal(config, status, reason, headers.get("Accept", ""),
                               request_scheme(request, config.trusted_proxies), request_port(request))
-        lines = ["HTTP/1.1 400 Bad Request", *(f"{name}: {value}" for name, value in extra),
+        lines = [f"HTTP/1.1 {status} {httputil.responses[status]}", *(f"{name}: {value}" for name, value in extra),
                  f"Content-Length: {len(body)}", "Connection: close"]
         stream = self.request_conn.detach()
         written = stream.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
@@ -73,6 +76,13 @@ def _close(stream: Any, written: Any) -> None:
     if not written.cancelled():
         written.exception()  # a browser that left before reading it: nothing to do
     stream.close()
+
+
+def _implements(handler_class: Any, method: str) -> bool:
+    """The handler answers `method` itself (else Tornado's 405 would)."""
+    name = method.lower()
+    return method in handler_class.SUPPORTED_METHODS and \
+        getattr(handler_class, name, None) is not getattr(web.RequestHandler, name, None)
 
 
 def _handler_of(delegate: Any) -> _HandlerDelegate | None:

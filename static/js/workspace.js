@@ -28,6 +28,19 @@ function emptyModel() {
     estimate: null };
 }
 
+
+/**
+ * The workspace's origin without a ticket: the owner's answers carry one
+ * for clients that open `url` as it is (the original frontend); this page
+ * asks /api/users/workspace/open/ for a fresh one at each click instead, and
+ * shows no credential in its link.
+ */
+function withoutTicket(url) {
+  const parsed = new URL(url, window.location.href);
+  parsed.searchParams.delete("ticket");
+  return parsed.toString();
+}
+
 export class WorkspacePanel extends WorkspaceView {
   constructor(user) {
     super();
@@ -84,7 +97,7 @@ export class WorkspacePanel extends WorkspaceView {
   /** The REST object or the socket's snapshot. */
   applySnapshot(snapshot, { fromSocket = false } = {}) {
     const model = this.model;
-    if (snapshot.url) model.url = snapshot.url;
+    if (snapshot.url) model.url = withoutTicket(snapshot.url);
     if (snapshot.password) model.password = snapshot.password;
     if ("estimate_seconds" in snapshot) model.estimate = snapshot.estimate_seconds;
     const seq = snapshot.seq;
@@ -183,7 +196,7 @@ export class WorkspacePanel extends WorkspaceView {
   async refreshDetails() {
     try {
       const workspace = await api("/api/users/workspace/");
-      if (workspace.url) this.model.url = workspace.url;
+      if (workspace.url) this.model.url = withoutTicket(workspace.url);
       if (workspace.password) this.model.password = workspace.password;
       this.render();
     } catch { /* the socket keeps the state; details come on the next load */ }

@@ -489,8 +489,8 @@ async def test_failure_shows_the_server_message_and_retry_works(docker_servers, 
     await tab.shot("workspace-failed")
 
     # The operator fixes the image's command; "Try again" now succeeds.
-    backend = server.services.workspaces.backend
-    backend.settings = backend.settings.replace(workspace_cmd="")
+    provisioner = server.services.workspaces.provisioner  # it builds each run's IDE spec (spec.py)
+    provisioner.settings = provisioner.settings.replace(workspace_cmd="")
     await page.get_by_role("button", name="Try again").click()
     await page.get_by_role("link", name="Open the IDE").wait_for(timeout=30000)
     assert await error.is_hidden()

@@ -31,7 +31,7 @@ from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.proxy import NO_DOCKER
 from tests.support.tls import DOMAIN, goto, RESOLVER_RULES, wildcard_certificate
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "deploy" / "nginx" / "apranova.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
