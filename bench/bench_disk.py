@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_disk.py [--workspaces 10] [--rounds 5]
 
 What a class costs the engine for disk quotas (services/workspaces/quota.py,
-docker_disk.py), on the real Docker engine with the busybox stand-in image
+docker/disk.py), on the real Docker engine with the busybox stand-in image
 and the disk-tools image (workspace-image/build-disk-tools-image.sh):
 1. preparing N quota'd homes (64 MiB images: make, mkfs, attach; one helper
    container each), sequentially: seconds per home;
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from services import settings as settings_mod  # noqa: E402
 from services.docker import DockerEngine  # noqa: E402
-from services.workspaces.docker_disk import DockerDisks  # noqa: E402
+from services.workspaces.docker.disk import DockerDisks  # noqa: E402
 from services.workspaces.quota import MEASURE_LANES  # noqa: E402
 
 TEST_IMAGE, TOOLS = "apranova/workspace-test:2", "apranova/disk-tools:1"

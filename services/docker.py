@@ -160,7 +160,7 @@ class DockerEngine:
 
     async def create_network(self, name: str, labels: dict[str, str], options: dict[str, str]) -> None:
         """A bridge network. Docker's duplicate check is not atomic: several
-        creates at once can all succeed (see workspaces/docker_network.py)."""
+        creates at once can all succeed (see workspaces/docker/network.py)."""
         await self._json_unless((409,), "networks/create", "POST", body={
             "Name": name, "Driver": "bridge", "Labels": labels, "Options": options, "CheckDuplicate": True})
 
