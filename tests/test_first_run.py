@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -130,12 +132,19 @@ def test_not_root_is_one_line_with_the_fix_and_no_failure(tmp_path):
     """As an unprivileged user (nobody) on a host whose engine is root's."""
     if not Path("/var/run/docker.sock").exists() or os.geteuid() != 0:
         pytest.skip("needs root to become nobody, and a Docker socket")
-    cache = tmp_path / "cache"
-    os.chmod(tmp_path, 0o777)
-    result = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "bash",
-                             "scripts/workspace-host.sh", "apranova/workspace:latest"], cwd=ROOT,
-                            env={**os.environ, "WORKSPACE_IMAGE_BUILD_DIR": str(cache)}, capture_output=True,
-                            text=True, timeout=30)
+    # A copy of the scripts nobody may read: the checkout itself may sit in a
+    # directory only root enters (a CI clone under mktemp -d, pytest's tmp).
+    repo = Path(tempfile.mkdtemp(prefix="apranova-nobody-"))
+    try:
+        os.chmod(repo, 0o755)
+        for part in ("scripts", "workspace-image"):
+            shutil.copytree(ROOT / part, repo / part)
+        result = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "bash",
+                                 "scripts/workspace-host.sh", "apranova/workspace:latest"], cwd=repo,
+                                env={**os.environ, "WORKSPACE_IMAGE_BUILD_DIR": str(repo / "cache")},
+                                capture_output=True, text=True, timeout=30)
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
     assert result.returncode == 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not let nobody in" in lines[0] and "fix: sudo" in lines[0], result.stderr

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -68,6 +69,13 @@ def server_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def instance_of(data_dir: Path) -> str:
+    """A test server's INSTANCE_NAME, one per data directory (its database):
+    the processes of one test are one deployment, and none of them meets a
+    real deployment's workspaces under the default name on this engine."""
+    return "tp" + hashlib.sha1(str(data_dir).encode()).hexdigest()[:10]
+
+
 class ServerProcess:
     def __init__(self, data_dir: Path, **env: str):
         self.port = free_port()
@@ -77,7 +85,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "server.py", "--port", str(self.port), "--host", "127.0.0.1",
              "--data-dir", str(data_dir)],
-            cwd=ROOT, env=server_env(**env), stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+            cwd=ROOT, env=server_env(**{"INSTANCE_NAME": instance_of(data_dir), **env}), stdout=open(self.log, "wb"),
+            stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
