@@ -162,7 +162,13 @@ class StripeHandler(web.RequestHandler):
         self.finish(json.dumps(body))
 
 
-class IntentsHandler(StripeHandler):
+class CreateHandler(StripeHandler):
+    """A create (a PaymentIntent, a Checkout Session) with Stripe's
+    Idempotency-Key rules; subclasses say what `create` makes."""
+
+    def create(self) -> tuple[int, dict]:
+        raise NotImplementedError
+
     def post(self) -> None:
         key = self.request.headers.get("Idempotency-Key")
         if key in self.fake.idempotent:
@@ -178,6 +184,8 @@ class IntentsHandler(StripeHandler):
             self.fake.idempotent[key] = (self.params, status, body)
         self.answer(status, body)
 
+
+class IntentsHandler(CreateHandler):
     def create(self) -> tuple[int, dict]:
         amount, currency = self.params.get("amount", ""), self.params.get("currency", "")
         if not amount.isdigit() or int(amount) < 1:
@@ -211,20 +219,7 @@ class NotFound(StripeHandler):
         self.answer(404, {"error": {"type": "invalid_request_error", "message": "Unrecognized request URL."}})
 
 
-class SessionsHandler(StripeHandler):
-    def post(self) -> None:
-        key = self.request.headers.get("Idempotency-Key")
-        if key in self.fake.idempotent:
-            params, status, body = self.fake.idempotent[key]
-            if params != self.params:
-                return self.answer(400, {"error": {"type": "idempotency_error", "message": "Keys for idempotent "
-                                                   "requests can only be used with the same parameters."}})
-            return self.answer(status, body)
-        status, body = self.create()
-        if key:
-            self.fake.idempotent[key] = (self.params, status, body)
-        self.answer(status, body)
-
+class SessionsHandler(CreateHandler):
     def create(self) -> tuple[int, dict]:
         item = self.params.get("line_items", {}).get("0", {})
         price = item.get("price_data", {})
