@@ -4,7 +4,7 @@ the API; prints numbers (not a test).
     .venv/bin/python bench/bench_longevity.py [--scale 1] [--weeks 3] [--idle 10]
 
 Starts `python server.py` (its own embedded nx-27017 and DATA_DIR, the
-in-memory workspace engine tests.fake_backend, BCRYPT_ROUNDS=4, retention
+in-memory workspace engine tests.support.fake_backend, BCRYPT_ROUNDS=4, retention
 compressed: RETENTION_INTERVAL=5, SESSION_REVOKED_KEEP_HOURS=0,
 WORKSPACE_EVENT_RUNS=2). Measures the fresh server, then per "week":
 --sessions x scale logins, each refreshed then logged out (a session, an
@@ -104,7 +104,7 @@ class Server(bench_workspaces.Server):
                "RATE_LIMIT_ANON": "100000000/hour", "RATE_LIMIT_USER": "100000000/hour",
                "RATE_LIMIT_WORKSPACE": "100000000/hour", "RATE_LIMIT_LOGIN_FAILURES": "100000000/hour",
                "INSTANCE_NAME": f"benchlong{uuid.uuid4().hex[:6]}",
-               "WORKSPACE_BACKEND": "tests.fake_backend:FakeBackend", "RETENTION_INTERVAL": "5",
+               "WORKSPACE_BACKEND": "tests.support.fake_backend:FakeBackend", "RETENTION_INTERVAL": "5",
                "SESSION_REVOKED_KEEP_HOURS": "0", "WORKSPACE_EVENT_RUNS": "2", **settings}
         command = [sys.executable, os.environ.get("BENCH_SERVER_SCRIPT", str(ROOT / "server.py"))]  # another version
         if traced:

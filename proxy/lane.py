@@ -74,7 +74,7 @@ class Lane:
                     return await self._give_up(watch)  # too long, or bare LFs: Tornado's parser answers
                 # During the exchange only PROXY_IDLE_TIMEOUT applies (the workspace's
                 # silence), as on Tornado's path: a long answer is never cut here.
-                watch.cancel()
+                watch.pause()
                 kept_alive = await self._serve(raw)
                 if kept_alive is None:
                     return await self._give_up(watch)
@@ -83,7 +83,7 @@ class Lane:
                     conn.transport.close()
                     return
                 del conn.buffer[:end]
-                watch = IdleWatch(conn, self.idle_seconds)
+                watch.resume()
         except Closed:
             conn.close()
         except Exception:  # noqa: BLE001 - a bug here must cost one connection, never the server

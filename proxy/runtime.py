@@ -127,15 +127,25 @@ class IdleWatch:
         self.stream, self.seconds = stream, seconds
         self.last = asyncio.get_running_loop().time()
         self.timer = asyncio.get_running_loop().call_later(seconds, self._check)
-        self.fired = False
+        self.fired = self.paused = False
 
     def touch(self) -> None:
         self.last = asyncio.get_running_loop().time()
 
+    def pause(self) -> None:
+        """Not counting (a keep-alive connection while its request is served), without a new timer."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.touch()
+
     def _check(self) -> None:
         loop = asyncio.get_running_loop()
         due = self.last + self.seconds
-        if loop.time() >= due:
+        if self.paused:
+            self.timer = loop.call_later(self.seconds, self._check)
+        elif loop.time() >= due:
             self.fired = True
             self.stream.close()
         else:

@@ -11,7 +11,7 @@ from tornado import httputil, web
 from tornado.iostream import StreamClosedError, UnsatisfiableReadError
 
 from proxy.edge import ProxyEdge, refuse
-from proxy.tunnel import Tunnel
+from proxy.tunnel import open_tunnel
 from proxy.headers import forwarded_headers, response_headers, without_ticket
 
 HANDSHAKE_HEAD_BYTES = 64 * 1024
@@ -48,7 +48,8 @@ class WorkspaceProxySocket(ProxyEdge, web.RequestHandler):
         self.set_header("Connection", "Upgrade")
         self.finish()
         workspace_id = self.workspace_id
-        tunnel = Tunnel(self.detach(), upstream, self.grant, lambda: proxy.on_activity(workspace_id))  # detached at once, as Tornado's own WebSockets do
+        tunnel = open_tunnel(self.detach(), upstream, self.grant,  # detached at once, as Tornado's own WebSockets do
+                             lambda: proxy.on_activity(workspace_id))
         proxy.sockets.add(tunnel)
         asyncio.ensure_future(tunnel.run(proxy.sockets.discard))
 

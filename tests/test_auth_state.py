@@ -5,12 +5,15 @@ on one database)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
+import types
 import uuid
 
 import httpx
 import pytest
 
+from services.tokens import TokenService
 from tests.support.app import auth, register
 from tests.support.processes import PASSWORD, ServerProcess
 from tests.support.processes import refused_within
@@ -210,3 +213,16 @@ def test_a_profile_change_in_one_process_shows_in_the_other_within_1s(two_server
                              timeout=10).json()["name"]) != "Robert":
         assert name == "Bob" and time.monotonic() - since < 1.0, "the other process kept the old name after 1 s"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("size", [0, 3])
+def test_the_verified_token_cache_holds_at_most_token_cache_size(size):
+    service = TokenService(types.SimpleNamespace(sessions=None), "s" * 32, dt.timedelta(minutes=5), dt.timedelta(days=1), verified_tokens=size)
+    now = dt.datetime.now(dt.timezone.utc)
+    tokens = [service._pair(7, uuid.uuid4().hex, uuid.uuid4().hex, now).access for _ in range(10)]
+    for token in tokens:
+        assert service.access_claims(token).user_id == 7
+    assert list(service._verified) == tokens[len(tokens) - size:] if size else not service._verified
+    expired = service._pair(7, "sid", "jti", now - dt.timedelta(minutes=10)).access
+    with pytest.raises(Exception, match="expired"):
+        service.access_claims(expired)

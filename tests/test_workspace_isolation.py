@@ -88,6 +88,10 @@ def image_without_home():
     try:
         yield tag
     finally:
+        # Its workspaces first (the servers fixture ends after this one): an image
+        # still in use would only lose its tag, left behind untagged.
+        for container in docker("ps", "-aq", "--filter", f"ancestor={tag}", check=False).split():
+            docker("rm", "-f", "-v", container, check=False)
         docker("rmi", "-f", tag, check=False)
 
 
