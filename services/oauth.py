@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import logging
 import re
 import secrets
+import ssl
 import time
 import warnings
 from dataclasses import dataclass
@@ -500,10 +502,18 @@ class OAuthService:
         return user
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """httpx's default trust (SSL_CERT_FILE, SSL_CERT_DIR, else certifi's
+    bundle), made once a process: loading the bundle costs about 60 ms."""
+    return httpx.create_ssl_context()
+
+
 async def start(services: Any) -> None:
     """One HTTP client for the providers' JWKS and APIs (the token exchange
     uses Authlib's own client per sign-in), closed with the server."""
-    http = httpx.AsyncClient(timeout=httpx.Timeout(services.settings.oauth_timeout), follow_redirects=False)
+    http = httpx.AsyncClient(timeout=httpx.Timeout(services.settings.oauth_timeout), follow_redirects=False,
+                             verify=_tls())
     services.on_close(http.aclose)
     services.oauth = OAuthService(services.db, services.settings, services.accounts, services.tokens, http,
                                   services.record_dependency_error)
