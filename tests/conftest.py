@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from services.db import EmbeddedMongo
-from tests.support.app import NO_DOCKER, RunningServer, app_settings, serve
+from tests.support.app import NO_DOCKER, RunningServer, app_settings, serve, share_default_tls_context
 
 # Fixtures of the support modules, for every test module: workspace servers
 # (servers, ws_server, http), the SMTP catcher (smtp), the in-memory engine
@@ -23,6 +23,10 @@ from tests.support.app import NO_DOCKER, RunningServer, app_settings, serve
 pytest_plugins = ["tests.support.workspaces", "tests.support.fake_smtp", "tests.support.lifecycle",
                   "tests.support.payments", "tests.support.processes", "tests.support.swarm_env",
                   "tests.support.disks", "tests.support.proxy", "tests.support.oauth"]
+
+
+def pytest_configure(config) -> None:
+    share_default_tls_context()
 
 
 @pytest.fixture(scope="session")

@@ -151,3 +151,24 @@ async def app_on_own_database(start_server, tmp_path):
             yield database, client, await register(client)
     finally:
         database.stop()
+
+
+def share_default_tls_context() -> None:
+    """Every httpx client of the run shares one default TLS context: httpx
+    loads the CA bundle (about 60 ms of CPU) for each client it makes, and
+    the tests make hundreds, nearly all for plain HTTP on loopback. Only the
+    default (verify=True, no client certificate) is shared; a client given
+    its own context, or verify=False, gets what it asked for."""
+    from httpx._transports import default
+
+    original = default.create_ssl_context
+    shared: list = []
+
+    def create(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is not True or cert is not None or not trust_env:
+            return original(verify=verify, cert=cert, trust_env=trust_env)
+        if not shared:
+            shared.append(original())
+        return shared[0]
+
+    default.create_ssl_context = create
