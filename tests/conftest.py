@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from services.db import EmbeddedMongo
+from tests.support import fake_backend
 from tests.support.app import NO_DOCKER, RunningServer, app_settings, serve, share_default_tls_context
 
 # Fixtures of the support modules, for every test module: workspace servers
@@ -53,6 +54,8 @@ async def start_server(mongo, tmp_path) -> AsyncIterator[Callable[..., Awaitable
     yield start
     for server in reversed(running):
         await server.stop()
+    for name in {server.services.settings.instance_name for server in running}:
+        fake_backend.discard(name)  # the in-memory engine's IDEs, if the test had one
 
 
 @pytest.fixture

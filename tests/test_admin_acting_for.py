@@ -3,7 +3,7 @@
 log as the console's actions: create/start, stop, delete, and the reads that
 hand out the IDE's password or a way in (GET, the status socket, open).
 Nothing is written for one's own workspace or for a request that failed.
-Real app over HTTP and WebSocket, in-memory backend (tests/fake_backend.py)."""
+Real app over HTTP and WebSocket, in-memory backend (tests/support/fake_backend.py)."""
 from __future__ import annotations
 
 import random

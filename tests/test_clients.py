@@ -344,7 +344,7 @@ async def test_workspace_page_post_without_body_gets_a_url_to_open_at_once(start
     real-Docker tests prove the same answer on dockerd."""
     for exposure in ("network", "direct"):
         server = await start_server(workspace_backend="tests.support.fake_backend:FakeBackend", workspace_exposure=exposure,
-                                    workspace_port_range="40100-40149")
+                                    workspace_port_range="28100-28149")
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             user = await register(client)
             response = await client.post("/api/users/workspace/create/",
@@ -355,4 +355,4 @@ async def test_workspace_page_post_without_body_gets_a_url_to_open_at_once(start
             if exposure == "network":
                 assert data["url"].split("?ticket=")[0] == f"http://ws-{user['user']['id']}.localhost:{data['port']}/"
             else:
-                assert data["url"] == f"http://localhost:{data['port']}" and 40100 <= data["port"] <= 40149
+                assert data["url"] == f"http://localhost:{data['port']}" and 28100 <= data["port"] <= 28149

@@ -18,7 +18,7 @@ from tests.support.processes import PASSWORD
 from tests.support.processes import wait_for, workers_of
 
 CULLING = {"WORKSPACE_BACKEND": "tests.support.fake_backend:FakeBackend", "WORKSPACE_EXPOSURE": "direct",
-           "WORKSPACE_PORT_RANGE": "45100-45149", "WORKSPACE_IDLE_TIMEOUT": "3", "WORKSPACE_IDLE_WARNING": "2",
+           "WORKSPACE_PORT_RANGE": "28200-28249", "WORKSPACE_IDLE_TIMEOUT": "3", "WORKSPACE_IDLE_WARNING": "2",
            "WORKSPACE_CULL_INTERVAL": "0.1"}
 
 

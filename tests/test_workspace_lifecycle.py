@@ -1,4 +1,4 @@
-"""The workspace lifecycle against the in-memory backend (tests/fake_backend.py):
+"""The workspace lifecycle against the in-memory backend (tests/support/fake_backend.py):
 the real app over HTTP and WebSocket, the real database, no engine and no
 sleeps. The Docker backend's own behaviour is proven by test_workspaces*.py."""
 from __future__ import annotations
@@ -191,7 +191,9 @@ async def test_a_restart_reconciles_documents_and_instances(fake):
     client, db = connect(fake.mongo.uri, fake.db_name)
     gone, stopping, deleting, interrupted = (u["user"]["id"] for u in users)
     docs = {uid: await db.workspaces.find_one({"owner_id": uid}) for uid in (gone, stopping, deleting, interrupted)}
-    del backend.engine.instances[backend.of(docs[gone]["_id"]).ref]  # removed while nobody watched
+    removed = backend.of(docs[gone]["_id"])
+    removed.halt(137)  # removed while nobody watched: its port is free again
+    del backend.engine.instances[removed.ref]
     await db.workspaces.update_one({"owner_id": stopping}, {"$set": {"state": "stopping"}})
     await db.workspaces.update_one({"owner_id": deleting}, {"$set": {"state": "deleting"}})
     await db.workspaces.update_one({"owner_id": interrupted}, {"$set": {"state": "provisioning", "worker": "dead"}})

@@ -1,7 +1,7 @@
 """axe-core (WCAG 2.1 A/AA, the npm package fetched by scripts/test-env.sh)
 on every page of the app in Chromium, and the /api/docs page on a phone:
 zero violations, printed rule by rule when there are some. Workspaces come
-from the in-memory backend (tests/fake_backend.py): these tests look at
+from the in-memory backend (tests/support/fake_backend.py): these tests look at
 pages, not at Docker."""
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ failed start with the student's message (a reference, no operator detail)
 and a visible retry as run 2, the stopping bar, Restart, the remembered
 auto-open choice, no console 404 for a new student, and the one live region.
 
-Most journeys run on the in-memory backend (tests/fake_backend.py, its
+Most journeys run on the in-memory backend (tests/support/fake_backend.py, its
 `fail_with` and `gate` switches) for speed; Restart and auto-open run on
 real Docker and open the real IDE through the proxy. Screenshots at
 1280x800 and 390x844 go to test-artifacts/progress-*.png."""

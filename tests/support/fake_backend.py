@@ -69,6 +69,15 @@ ENGINES: dict[str, Engine] = {}
 _ids = itertools.count(1)
 
 
+def discard(instance_name: str) -> None:
+    """End a test's fake engine: its IDEs stop listening. A listener left
+    behind would hold its port of the range into the next test (a one-port
+    range there then finds no free port)."""
+    engine = ENGINES.pop(instance_name, None)
+    for instance in (engine.instances.values() if engine else ()):
+        instance.halt(instance.exit_code)
+
+
 class FakeBackend:
     title = "Docker"  # the contract's messages name Docker
     noun = "container"
@@ -175,12 +184,20 @@ class FakeBackend:
             try:
                 if port in self.taken:  # publishing it fails, as Docker's does
                     raise OSError("taken outside")
-                listener = await asyncio.start_server(self._answer, "127.0.0.1", port or 0)
+                listener = await asyncio.start_server(self._answer, "127.0.0.1", port or 0, start_serving=False)
                 break
             except OSError:
                 if port is None:
                     raise
                 port = await self._allocate(run)  # choose another, as the Docker backend does
+        try:
+            await listener.start_serving()
+        except BaseException:
+            # A run cancelled here (its server stopping) would leave the port
+            # bound for the rest of the test session: asyncio's start_server
+            # does not close what it bound when cancelled at its last await.
+            listener.close()
+            raise
         instance = FakeInstance(spec.name, f"fake{next(_ids)}", spec.workspace_id, port, listener=listener)
         self.engine.instances[instance.ref] = instance
         assert instance.endpoint is not None
