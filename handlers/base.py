@@ -20,7 +20,7 @@ from tornado import httputil, web
 
 from models.base import parse
 from services.db import is_unavailable
-from services.errors import ApiError, DatabaseUnavailable, Unauthorized, field_error
+from services.errors import ApiError, DatabaseUnavailable, ShuttingDown, Unauthorized, field_error
 from services.netutil import client_ip
 from services.tokens import AccessClaims
 
@@ -238,14 +238,24 @@ class APIHandler(web.RequestHandler):
         """Every failure becomes the envelope (see `render_error`)."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
         error = error_of(exc, status_code, getattr(self, "request_id", None))
+        if error.status >= 500 and self.ended_by_shutdown(exc):
+            error = ShuttingDown()
         if error.status == 405:
             self.set_header("Allow", ", ".join(sorted(self.allowed_methods())))
         if getattr(self, "before_body", False):
             self.set_header("Connection", "close")  # else keep-alive clients reuse a closing connection
         render_error(self, error)
 
+    def ended_by_shutdown(self, exc: BaseException | None) -> bool:
+        """A failure of ours (not an ApiError) while the services close: the
+        shutdown's doing (a closed database client), not a bug to trace."""
+        return self.services.closing and not isinstance(exc, ApiError)
+
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError) or (isinstance(value, web.HTTPError) and value.status_code < 500):
+            return
+        if self.ended_by_shutdown(value):
+            log.info("request %s ended by the shutdown (%s)", getattr(self, "request_id", "-"), typ.__name__)
             return
         if value is not None and is_unavailable(value):
             log.warning("database unavailable: %s", type(value).__name__)

@@ -39,6 +39,9 @@ class Services:
         self.supervisor: Supervisor | None = None
         self.dependency_errors: Counter[str] = Counter()
         self._closers: list[Any] = []
+        # Set when close() begins: a request still running then may fail on a
+        # closed service, and answers 503 "Shutting down" (handlers/base.py).
+        self.closing = False
 
     async def start(self) -> "Services":
         settings = self.settings
@@ -110,6 +113,7 @@ class Services:
         """Close every service, then stop the embedded database. With a
         `deadline` (time.monotonic()), the services get what is left of it
         minus the database's own stop time, so the whole close fits."""
+        self.closing = True
         if self.supervisor:  # first, or it would restart the child being stopped
             await self.supervisor.close()
         budget = None

@@ -80,6 +80,13 @@ class ServiceUnavailable(ApiError):
         super().__init__(503, error, message, details, headers={"Retry-After": str(retry_after)})
 
 
+class ShuttingDown(ServiceUnavailable):
+    """The process is stopping: the request could not be finished."""
+
+    def __init__(self) -> None:
+        super().__init__("Shutting down", "The server is restarting. Try again in a moment.", retry_after=2)
+
+
 class DatabaseUnavailable(ServiceUnavailable):
     def __init__(self) -> None:
         super().__init__("Database unavailable", "The database is not reachable. Try again shortly.")

@@ -19,7 +19,7 @@ from typing import Any
 
 import bcrypt
 
-from services.errors import ServiceUnavailable
+from services.errors import ShuttingDown
 
 MIN_LENGTH = 8
 BCRYPT_MAX_BYTES = 72
@@ -116,14 +116,14 @@ class PasswordHasher:
 
     async def _run(self, function: Any, *args: Any) -> Any:
         if self.closing:
-            raise _shutting_down()
+            raise ShuttingDown()
         future = self.executor.submit(function, *args)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if future.cancelled() and self.closing and not (task and task.cancelling()):
-                raise _shutting_down() from None  # cancelled by shed(), not this request's own cancellation
+                raise ShuttingDown() from None  # cancelled by shed(), not this request's own cancellation
             raise
 
     async def hash(self, password: str) -> str:
@@ -133,6 +133,3 @@ class PasswordHasher:
         matches = await self._run(_check, password, hashed or self._dummy)
         return matches and bool(hashed)
 
-
-def _shutting_down() -> ServiceUnavailable:
-    return ServiceUnavailable("Shutting down", "The server is restarting. Try again in a moment.", retry_after=2)

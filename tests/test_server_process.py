@@ -4,6 +4,7 @@ when the database goes away and comes back."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from services.settings import declared
-from tests.support.app import auth, ROOT
+from tests.support.app import auth, register, ROOT
 from tests.support.app import app_on_own_database
 from tests.support.processes import children_using, PASSWORD, server_env, ServerProcesses
 
@@ -128,6 +129,23 @@ def test_sigterm_with_logins_queued_for_bcrypt_answers_503_not_500(process):
     refused = next(response for response in answers if response.status_code == 503)
     assert refused.json()["error"] == "Shutting down" and refused.headers["Retry-After"] == "2"
     assert "CancelledError" not in server.output() and "unhandled error" not in server.output()
+
+
+async def test_a_request_still_running_when_the_services_close_answers_503_without_a_traceback(start_server, caplog):
+    """What the drain cannot wait for (a login whose bcrypt ends after it)
+    meets a closed database client: that is the shutdown, answered with the
+    503 envelope and one info line, never a 500 with an "unhandled error"
+    traceback."""
+    caplog.set_level(logging.INFO, "apranova.http")
+    server = await start_server()
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        user = await register(client)
+        await server.services.close()  # as server.py once the drain is over
+        response = await client.get("/api/users/profile/", headers=auth(user))
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "Shutting down" and response.headers["Retry-After"] == "2"
+    assert "unhandled error" not in caplog.text and "Traceback" not in caplog.text
+    assert "ended by the shutdown (InvalidOperation)" in caplog.text
 
 
 def test_create_user_makes_an_admin_who_can_log_in(process, tmp_path):
