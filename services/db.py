@@ -104,13 +104,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM this child process (the embedded database, or a
-    worker of services/workers.py) if its parent dies without cleaning up
-    (kill -9), so no orphan keeps the data files or the port open."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to send `sig` to this child process (the embedded database,
+    or a worker of services/workers.py) if its parent dies without cleaning
+    up (kill -9), so no orphan keeps the data files or the port open."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
@@ -128,9 +128,12 @@ def make_private(root: Path) -> None:
             log.warning("cannot make %s private: %s", path, exc)
 
 
-def _private_umask() -> None:  # pragma: no cover - runs in the child
+def database_child_setup() -> None:  # pragma: no cover - runs in the child
     os.umask(0o077)  # the database's new files (SQLite journal, logs) are 0600 from the start
-    die_with_parent()
+    # SIGKILL, not SIGTERM: nx-27017 at times outlives a SIGTERM (stop() then
+    # kills it after term_grace), and with the server gone nobody would. Its
+    # SQLite files are safe from a kill, as stop()'s own escalation relies on.
+    die_with_parent(signal.SIGKILL)
     os.setpgrp()  # Ctrl-C on the terminal goes to the server, which stops the child in order
 
 
@@ -226,7 +229,7 @@ class EmbeddedMongo:
         log_file = os.fdopen(os.open(self.data_dir / "nx-27017.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
                              "ab")
         self.process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        preexec_fn=_private_umask, close_fds=True)
+                                        preexec_fn=database_child_setup, close_fds=True)
         log_file.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

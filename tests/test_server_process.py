@@ -84,6 +84,54 @@ def test_embedded_database_lifecycle_and_persistent_dev_secret(process, tmp_path
     assert not children_using(tmp_path / "data")
 
 
+def test_a_server_killed_with_sigkill_leaves_no_database_behind(process, tmp_path):
+    """kill -9 of the server: its embedded database goes too."""
+    server = process()
+    server.wait_ready()
+    assert children_using(tmp_path / "data")
+    server.proc.kill()
+    server.proc.wait()
+    assert not left_after(lambda: children_using(tmp_path / "data"))
+
+
+# A child that does not act on SIGTERM (nx-27017 at times outlives one).
+DEAF_CHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+PARENT = ("import subprocess, sys, time; from services.db import database_child_setup; "
+          f"child = subprocess.Popen([sys.executable, '-c', {DEAF_CHILD!r}], preexec_fn=database_child_setup); "
+          "print(child.pid, flush=True); time.sleep(60)")
+
+
+def test_the_database_child_dies_with_its_parent_even_deaf_to_sigterm():
+    """With its server gone, nobody follows a SIGTERM up with SIGKILL: the
+    embedded database's child setup asks Linux for SIGKILL on its parent's
+    death, so not even a child that ignores SIGTERM keeps DATA_DIR."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    assert parent.stdout.readline().strip() == "ready"  # its SIGTERM is ignored from here on (one shared pipe)
+    parent.kill()
+    parent.wait()
+    left = left_after(lambda: [child] if Path(f"/proc/{child}").exists() and not zombie(child) else [])
+    assert not left, "the child outlived its parent"
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return " Z " in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:4]
+    except OSError:
+        return True
+
+
+def left_after(alive, seconds: float = 10) -> list[int]:
+    """The pids `alive()` still names after up to `seconds`; those are
+    killed, so a failure leaves the machine as it was."""
+    deadline = time.monotonic() + seconds
+    while (left := alive()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
 def test_sigterm_drains_in_flight_requests(process):
     server = process(BCRYPT_ROUNDS="14")  # a login that takes about a second
     server.wait_ready(timeout=60)
