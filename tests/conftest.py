@@ -4,7 +4,7 @@ tests call live in tests/support/ (app.py first); browser fixtures in
 tests/browser/conftest.py."""
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import httpx
 import pytest
@@ -40,6 +40,14 @@ def mongo(tmp_path_factory) -> EmbeddedMongo:
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def fake_engines() -> Iterator[None]:
+    """The in-memory engines a test made end with it (autouse: set up first,
+    so torn down after the servers that used them)."""
+    yield
+    fake_backend.discard_all()
+
+
 @pytest.fixture
 async def start_server(mongo, tmp_path) -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
     """Factory: start the app with setting overrides; everything is stopped
@@ -54,8 +62,6 @@ async def start_server(mongo, tmp_path) -> AsyncIterator[Callable[..., Awaitable
     yield start
     for server in reversed(running):
         await server.stop()
-    for name in {server.services.settings.instance_name for server in running}:
-        fake_backend.discard(name)  # the in-memory engine's IDEs, if the test had one
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from services.settings import declared
 from tests.support.app import auth, register, ROOT
 from tests.support.app import app_on_own_database
-from tests.support.processes import children_using, PASSWORD, server_env, ServerProcesses
+from tests.support.processes import alive, children_using, PASSWORD, server_env, ServerProcesses, wait_gone
 
 
 @pytest.fixture
@@ -88,10 +88,11 @@ def test_a_server_killed_with_sigkill_leaves_no_database_behind(process, tmp_pat
     """kill -9 of the server: its embedded database goes too."""
     server = process()
     server.wait_ready()
-    assert children_using(tmp_path / "data")
+    database = children_using(tmp_path / "data")
+    assert database
     server.proc.kill()
     server.proc.wait()
-    assert not left_after(lambda: children_using(tmp_path / "data"))
+    assert not gone_or_killed(database)
 
 
 # A child that does not act on SIGTERM (nx-27017 at times outlives one).
@@ -110,23 +111,14 @@ def test_the_database_child_dies_with_its_parent_even_deaf_to_sigterm():
     assert parent.stdout.readline().strip() == "ready"  # its SIGTERM is ignored from here on (one shared pipe)
     parent.kill()
     parent.wait()
-    left = left_after(lambda: [child] if Path(f"/proc/{child}").exists() and not zombie(child) else [])
-    assert not left, "the child outlived its parent"
+    assert not gone_or_killed([child]), "the child outlived its parent"
 
 
-def zombie(pid: int) -> bool:
-    try:
-        return " Z " in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:4]
-    except OSError:
-        return True
-
-
-def left_after(alive, seconds: float = 10) -> list[int]:
-    """The pids `alive()` still names after up to `seconds`; those are
-    killed, so a failure leaves the machine as it was."""
-    deadline = time.monotonic() + seconds
-    while (left := alive()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+def gone_or_killed(pids: list[int], seconds: float = 10) -> list[int]:
+    """Those of `pids` still alive after up to `seconds`; they are killed,
+    so a failure leaves the machine as it was."""
+    wait_gone(pids, seconds)
+    left = [pid for pid in pids if alive(pid)]
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     return left

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import alive
 from tests.support.swarm_env import SwarmCluster, SwarmEnv, missing_tools
-from tests.support.swarm_node import CGROUP_ROOT, alive
+from tests.support.swarm_node import CGROUP_ROOT
 from tests.support.workspaces import TEST_IMAGE, ensure_test_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.support import fake_backend
 from tests.support.app import RunningServer, app_settings, auth, serve
 from tests.support.workspaces import TEST_IMAGE, WorkspaceServers, docker
 
@@ -60,10 +59,6 @@ class FakeEngine(Engine):
 
     async def kill(self, server: RunningServer, doc: dict) -> None:
         server.services.workspaces.backend.die(doc["_id"], 137)
-
-    async def close(self) -> None:
-        await super().close()
-        fake_backend.discard(getattr(self, "instance", ""))
 
 
 class DockerEngine(Engine):

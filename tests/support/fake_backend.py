@@ -69,13 +69,14 @@ ENGINES: dict[str, Engine] = {}
 _ids = itertools.count(1)
 
 
-def discard(instance_name: str) -> None:
-    """End a test's fake engine: its IDEs stop listening. A listener left
-    behind would hold its port of the range into the next test (a one-port
-    range there then finds no free port)."""
-    engine = ENGINES.pop(instance_name, None)
-    for instance in (engine.instances.values() if engine else ()):
-        instance.halt(instance.exit_code)
+def discard_all() -> None:
+    """End the test's fake engines: their IDEs stop listening. A listener
+    left behind would hold its port of the range into the next test (a
+    one-port range there then finds no free port)."""
+    for engine in ENGINES.values():
+        for instance in engine.instances.values():
+            instance.halt(instance.exit_code)
+    ENGINES.clear()
 
 
 class FakeBackend:

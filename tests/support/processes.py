@@ -16,6 +16,21 @@ from services.settings import declared
 from tests.support.app import ROOT, auth
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+
+
 def children_of(pid: int) -> list[tuple[int, str]]:
     """(pid, command line) of a process's direct children."""
     found = []

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.app import require_or_skip
+from tests.support.processes import alive
 from tests.support.swarm_net import HostSnapshot, Net, free_subnet
-from tests.support.swarm_node import Node, alive
+from tests.support.swarm_node import Node
 from tests.support.swarm_registry import Registry, free_port
 
 RUN_ROOT = Path("/run/apranova-swarm")

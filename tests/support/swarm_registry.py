@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.swarm_node import Node, alive, wait_gone
+from tests.support.processes import alive, wait_gone
+from tests.support.swarm_node import Node
 
 _CONFIG = """version: 0.1
 log:
