@@ -110,6 +110,10 @@ class DockerEngine:
     async def image_exists(self, image: str) -> bool:
         return await self._json_unless((404,), f"images/{image}/json") is not None
 
+    async def image_id(self, image: str) -> str:
+        """The image's id (its content's digest: what the name points at now)."""
+        return str((await self._json(f"images/{image}/json"))["Id"])
+
     async def image_cmd(self, image: str) -> list[str]:
         """The image's own command (CMD), [] when it has none."""
         info = await self._json(f"images/{image}/json")

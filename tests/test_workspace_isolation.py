@@ -5,11 +5,13 @@ home even on an image without that directory, and a readiness probe that a
 mere answer does not fool."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import subprocess
 import tempfile
+import time
 import uuid
 
 import httpx
@@ -65,34 +67,65 @@ async def test_network_exposure_isolates_workspaces_and_publishes_no_port(server
         assert not reaches(names[1], endpoints[0].host, 8080)
 
 
+def busybox_image(root: str, home_owner: tuple[int, int] | None, applets: tuple[str, ...]) -> str:
+    """A busybox stand-in serving /www on 8080, with /home/coder owned by
+    `home_owner` (None: no /home at all) and `applets` on PATH; its tag."""
+    tag = f"apranova/workspace-test-home:{uuid.uuid4().hex[:8]}"
+    os.chmod(root, 0o755)
+    os.makedirs(f"{root}/bin")
+    os.makedirs(f"{root}/www", mode=0o755)
+    os.makedirs(f"{root}/tmp")
+    os.chmod(f"{root}/tmp", 0o1777)
+    subprocess.run(["cp", "/bin/busybox", f"{root}/bin/busybox"], check=True)
+    for applet in applets:
+        os.symlink("busybox", f"{root}/bin/{applet}")
+    with open(f"{root}/www/healthz", "w") as handle:
+        handle.write("ok\n")
+    os.chmod(f"{root}/www/healthz", 0o644)
+    if home_owner is not None:
+        os.makedirs(f"{root}/home/coder/project")
+        with open(f"{root}/home/coder/.profile", "w") as handle:
+            handle.write("# from the image\n")
+        for path in (f"{root}/home/coder", f"{root}/home/coder/project", f"{root}/home/coder/.profile"):
+            os.chown(path, *home_owner)
+    tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+    command = 'CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]'
+    subprocess.run(["docker", "import", "--change", command, "-", tag], stdin=tar.stdout, check=True, capture_output=True,
+                   timeout=120)
+    tar.wait()
+    return tag
+
+
 @pytest.fixture
-def image_without_home():
-    """A second stand-in with no /home at all (busybox only, serving / as its page)."""
-    tag = f"apranova/workspace-test-nohome:{uuid.uuid4().hex[:8]}"
-    with tempfile.TemporaryDirectory() as root:
-        os.chmod(root, 0o755)
-        os.makedirs(f"{root}/bin")
-        os.makedirs(f"{root}/www", mode=0o755)
-        os.makedirs(f"{root}/tmp")
-        os.chmod(f"{root}/tmp", 0o1777)
-        subprocess.run(["cp", "/bin/busybox", f"{root}/bin/busybox"], check=True)
-        for applet in ("sh", "chown"):
-            os.symlink("busybox", f"{root}/bin/{applet}")
-        with open(f"{root}/www/healthz", "w") as handle:
-            handle.write("ok\n")
-        os.chmod(f"{root}/www/healthz", 0o644)
-        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        command = 'CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]'
-        subprocess.run(["docker", "import", "--change", command, "-", tag], stdin=tar.stdout, check=True, capture_output=True, timeout=120)
-        tar.wait()
-    try:
-        yield tag
-    finally:
+def images():
+    """`images(home_owner, applets)`: busybox stand-ins made for the test, removed after it."""
+    made: list[str] = []
+
+    def make(home_owner: tuple[int, int] | None, applets: tuple[str, ...] = ("sh", "chown")) -> str:
+        with tempfile.TemporaryDirectory() as root:
+            made.append(busybox_image(root, home_owner, applets))
+        return made[-1]
+    yield make
+    for tag in made:
         # Its workspaces first (the servers fixture ends after this one): an image
         # still in use would only lose its tag, left behind untagged.
         for container in docker("ps", "-aq", "--filter", f"ancestor={tag}", check=False).split():
             docker("rm", "-f", "-v", container, check=False)
         docker("rmi", "-f", tag, check=False)
+
+
+@pytest.fixture
+def image_without_home(images):
+    """A second stand-in with no /home at all (busybox only, serving / as its page)."""
+    return images(None)
+
+
+def created_since(since: float, role: str) -> list[str]:
+    """The names of the containers of `role` (apranova.role) created since `since`."""
+    out = docker("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}", "--filter", "type=container",
+                 "--filter", "event=create", "--filter", f"label=apranova.role={role}", "--format",
+                 "{{.Actor.Attributes.name}}")
+    return out.split()
 
 
 @pytest.mark.docker
@@ -124,6 +157,47 @@ async def test_the_non_root_user_owns_its_home_on_an_image_without_that_director
         assert again["state"] == "running", again
         assert docker("exec", name, "/bin/busybox", "stat", "-c", "%u", "/home/coder/x") == "1000"
         assert docker("ps", "-aq", "--filter", f"name={name}-home-setup") == ""
+
+
+async def create_at_once(client: httpx.AsyncClient, count: int) -> list[tuple[dict, dict]]:
+    users = [await register(client) for _ in range(count)]
+    bodies = await asyncio.gather(*(client.post(CREATE, headers=auth(u), json={"wait": True}) for u in users))
+    return [(user, body.json()) for user, body in zip(users, bodies)]
+
+
+@pytest.mark.docker
+async def test_a_burst_on_an_image_whose_home_is_the_users_runs_one_probe_and_no_chown(servers, images):
+    """Docker copies the image's HOME, owners and all, into a fresh volume:
+    no chown container is needed, and a burst of creates shares one probe."""
+    image = images((1000, 1000), ("sh", "chown", "find"))
+    since = time.time()
+    server = await servers.start(workspace_image=image, workspace_pull_policy="never")
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+        created = await create_at_once(client, 8)
+        assert [body["state"] for _, body in created] == ["running"] * 8, created
+        for user, _ in created:
+            name = f"{servers.instance}-ws-{user['user']['id']}"
+            assert docker("exec", name, "/bin/busybox", "stat", "-c", "%u:%g", "/home/coder") == "1000:1000"
+            docker("exec", name, "/bin/busybox", "sh", "-c", "echo mine > /home/coder/x && mkdir /home/coder/.ssh")
+            assert docker("exec", name, "/bin/busybox", "cat", "/home/coder/.profile") == "# from the image"
+    assert len(created_since(since, "home-probe")) == 1
+    assert created_since(since, "home-setup") == []
+
+
+@pytest.mark.docker
+async def test_a_burst_on_an_image_whose_home_is_roots_chowns_each_fresh_home(servers, images):
+    image = images((0, 0), ("sh", "chown", "find"))
+    since = time.time()
+    server = await servers.start(workspace_image=image, workspace_pull_policy="never")
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+        created = await create_at_once(client, 4)
+        assert [body["state"] for _, body in created] == ["running"] * 4, created
+        for user, _ in created:
+            name = f"{servers.instance}-ws-{user['user']['id']}"
+            assert docker("exec", name, "/bin/busybox", "stat", "-c", "%u:%g", "/home/coder/.profile") == "1000:1000"
+            docker("exec", name, "/bin/busybox", "sh", "-c", "echo mine > /home/coder/x")
+    assert len(created_since(since, "home-probe")) == 1
+    assert len(created_since(since, "home-setup")) == 4
 
 
 @pytest.mark.docker

@@ -156,7 +156,7 @@ code_server_tree() {
 
 main() {
   BUILD_HASH="$(cat "$HERE/offline/build-code-server.sh" <(echo "$CODE_SERVER_VERSION $NODE_VERSION $SUITE $BUILDER") | sha)"
-  HASH="$(cat "$0" "$HERE/entrypoint.sh" <(echo "$VARIANT $BUILD_HASH $RUNTIME $EXTRAS") | sha)"
+  HASH="$(cat "$0" "$HERE/entrypoint.sh" "$HERE/one-process.js" <(echo "$VARIANT $BUILD_HASH $RUNTIME $EXTRAS") | sha)"
   if [ "$(docker image inspect -f '{{index .Config.Labels "apranova.build"}}' "$IMAGE" 2>/dev/null || true)" = "$HASH" ]; then
     log "$IMAGE is up to date ($HASH)"
     exit 0
@@ -187,6 +187,7 @@ main() {
   printf '#!/bin/sh\nexec /usr/local/bin/node /usr/lib/code-server/out/node/entry.js "$@"\n' \
     >"$root/usr/bin/code-server"
   install -m 0755 "$HERE/entrypoint.sh" "$root/usr/bin/entrypoint.sh"
+  install -D -m 0644 "$HERE/one-process.js" "$root/usr/lib/apranova/code-server-one-process.js"
   chmod 0755 "$root/usr/bin/code-server"
   chroot "$root" useradd --uid 1000 --user-group --create-home --shell /bin/bash coder
   mkdir -p "$root/home/coder/project"

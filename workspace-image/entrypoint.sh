@@ -34,5 +34,11 @@ for file in .bashrc .profile .bash_logout; do
   if [ -e "/etc/skel/$file" ] && ! [ -e "$HOME/$file" ]; then cp "/etc/skel/$file" "$HOME/$file"; fi
 done
 # dumb-init forwards signals to code-server and reaps zombies when the
-# container runs without --init.
+# container runs without --init. code-server runs in one process where the
+# image has our launcher (one-process.js says why: half the CPU and memory
+# of code-server's own two-process start).
+launcher=/usr/lib/apranova/code-server-one-process.js
+if [ -e "$launcher" ]; then
+  exec dumb-init /usr/lib/code-server/lib/node "$launcher" "$@"
+fi
 exec dumb-init /usr/bin/code-server "$@"

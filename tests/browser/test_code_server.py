@@ -300,6 +300,9 @@ async def test_image_home_volume_and_password(label) -> None:
     # as coder and the entrypoint makes what the IDE needs.
     first = Container(label, home)
     await first.healthy()
+    # One code-server process (workspace-image/one-process.js), not code-server's parent and child.
+    nodes = [line for line in first.sh("ps -eo args").splitlines() if line.split()[0].endswith("/node")]
+    assert len(nodes) == 1 and "one-process.js" in nodes[0], nodes
     async with httpx.AsyncClient(base_url=first.url, timeout=10) as client:
         assert first.sh("id -u; id -g; stat -c %u:%g ~ ~/project") == "1000\n1000\n1000:1000\n1000:1000"
         assert '"security.workspace.trust.enabled": false' in first.sh(
@@ -312,7 +315,13 @@ async def test_image_home_volume_and_password(label) -> None:
         assert response.status_code == 302 and response.cookies
     first.sh("echo '{\"editor.fontSize\": 19}' > ~/.local/share/code-server/User/settings.json;"
              " echo '[user]' > ~/.gitconfig; echo kept > ~/project/kept.txt")
+    # A stop is a clean exit (dumb-init hands SIGTERM to code-server), well within Docker's 10 s.
+    started = time.monotonic()
+    docker("stop", first.id)
+    assert docker("inspect", "-f", "{{.State.ExitCode}}", first.id) == "0" and time.monotonic() - started < 8
     docker("rm", "-f", first.id)
+    # What is not a server start goes to code-server's own entry, unchanged.
+    assert "with Code" in docker("run", "--rm", "--label", label, CODE_SERVER_IMAGE, "--version")
 
     # The next container on the same volume finds everything, untouched.
     second = Container(label, home)

@@ -31,8 +31,9 @@ from services.workspaces.docker.disk import DockerDisks
 from services.workspaces.docker.network import WorkspaceNetwork
 from services.workspaces.docker.ports import HostPorts
 from services.workspaces.docker.settings import SETTINGS
-from services.workspaces.docker.support import (ICC_OFF, chown_config, engine_errors, lifecycle_events,
-                                                network_ip, published_port, usage_of)
+from services.workspaces.docker.home import HomeOwner, chown_config
+from services.workspaces.docker.support import (ICC_OFF, engine_errors, lifecycle_events, network_ip, published_port,
+                                                usage_of)
 from services.workspaces.identity import Ownership
 from services.workspaces.pull import PullProgress
 from services.workspaces.spec import IdeSpec
@@ -56,6 +57,7 @@ class DockerBackend:
         self.ports = HostPorts(*settings.workspace_ports)
         self.disks = self.disks_for(settings)  # disk quotas (docker/disk.py)
         self.owner = Ownership(self.instance)  # until identify: INSTANCE_NAME alone
+        self.homes = HomeOwner(self.instance)  # whether a fresh home needs its chown (docker/home.py)
         self.workspace_network = WorkspaceNetwork(self.network, {"apranova.instance": self.instance,
                                                                  "apranova.role": "workspace-network"}, ICC_OFF)
         self._oom: set[str] = set()
@@ -146,8 +148,9 @@ class DockerBackend:
 
     # -- storage and image ----------------------------------------------------------------
     async def ensure_storage(self, spec: IdeSpec, run: Run) -> None:
-        """The home volume, given to the IDE's user when first made. A volume
-        whose chown failed is removed, so that the next run tries again; a
+        """The home volume, given to the IDE's user when first made (unless
+        the image's own HOME, which Docker copies into it, is the user's:
+        docker/home.py). A volume whose chown failed is removed, so that the next run tries again; a
         one-shot container left over (the server died during it) means the
         chown may not have finished: it runs again."""
         engine, home, setup = self._engine(), spec.home_volume, f"{spec.name}-home-setup"
@@ -162,6 +165,9 @@ class DockerBackend:
                     return
             else:
                 await engine.ensure_volume(home, self.labels_of(spec), options)
+                probe_labels = {**self.owner.labels(), "apranova.role": "home-probe"}
+                if options is None and not await self.homes.chown_needed(engine, spec.image, spec.user, probe_labels):
+                    return  # Docker's copy of the image's HOME is the user's already
             config = chown_config(spec.image, home, spec.user, {**self.owner.labels(), "apranova.role": "home-setup"})
             try:
                 code = await engine.run_once(setup, config)

@@ -1,5 +1,4 @@
 """Pieces of the Docker backend that are plain data: error translation, the
-one-shot container that gives a fresh home volume to the IDE's user, the
 address of a container, and Docker's events as the backend's."""
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from typing import Iterator
 
 from services.docker import DockerError, DockerUnavailable
 from services.workspaces.backend import BackendRefused, BackendUnavailable, LifecycleEvent, Usage
-from services.workspaces.spec import HOME
+
 ICC_OFF = {"com.docker.network.bridge.enable_icc": "false"}  # containers on it cannot reach each other
 
 
@@ -21,20 +20,6 @@ def engine_errors(refusal: str) -> Iterator[None]:
         raise BackendUnavailable(str(exc)) from None
     except DockerError as exc:
         raise BackendRefused(f"{refusal}: {exc.message}") from None
-
-
-def chown_config(image: str, volume: str, user: str, labels: dict[str, str]) -> dict:
-    """A fresh volume mounted where the image has no directory (or a
-    root-owned one) comes out root-owned: chown it once, as root with only
-    CAP_CHOWN (and CAP_DAC_READ_SEARCH, to walk into the user's own 0700
-    directories when it runs again after an interrupted first run), no
-    network, from the workspace image itself (which has chown)."""
-    return {
-        "Image": image, "Labels": labels, "User": "0:0", "Entrypoint": ["chown"], "Cmd": ["-R", user, HOME],
-        "HostConfig": {"Mounts": [{"Type": "volume", "Source": volume, "Target": HOME,
-                                   "VolumeOptions": {"Labels": labels}}], "CapDrop": ["ALL"],
-                       "CapAdd": ["CHOWN", "DAC_READ_SEARCH"], "SecurityOpt": ["no-new-privileges"], "NetworkMode": "none"},
-    }
 
 
 def network_ip(container: dict, network: str) -> str | None:
