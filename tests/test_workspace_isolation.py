@@ -201,6 +201,21 @@ async def test_a_burst_on_an_image_whose_home_is_roots_chowns_each_fresh_home(se
 
 
 @pytest.mark.docker
+async def test_a_home_probe_left_by_a_killed_server_is_removed_at_start_up(servers):
+    server = await servers.start()
+    backend = server.services.workspaces.backend
+    labels = [arg for key, value in {**backend.owner.labels(), "apranova.role": "home-probe"}.items()
+              for arg in ("--label", f"{key}={value}")]
+    left = docker("create", "--name", f"{servers.instance}-home-probe-left", *labels, TEST_IMAGE)
+    others = docker("create", "--name", f"{servers.instance}-home-probe-others", "--label",
+                    f"apranova.instance={servers.instance}", "--label", "apranova.role=home-probe",
+                    "--label", "apranova.deployment=another-installation", TEST_IMAGE)
+    await backend.check()  # what start-up runs
+    assert docker("ps", "-aq", "--no-trunc", "--filter", f"label=apranova.instance={servers.instance}",
+                  "--filter", "label=apranova.role=home-probe").split() == [others]
+
+
+@pytest.mark.docker
 async def test_a_403_from_something_else_is_not_ready_and_statuses_are_a_setting(servers):
     # 8 s: the 403 must be seen before the deadline even on a busy machine.
     strict = await servers.start(workspace_cmd=FORBIDS_ALL, workspace_ready_timeout="8")

@@ -31,7 +31,7 @@ from services.workspaces.docker.disk import DockerDisks
 from services.workspaces.docker.network import WorkspaceNetwork
 from services.workspaces.docker.ports import HostPorts
 from services.workspaces.docker.settings import SETTINGS
-from services.workspaces.docker.home import HomeOwner, chown_config
+from services.workspaces.docker.home import ROLE as HOME_PROBE, HomeOwner, chown_config
 from services.workspaces.docker.support import (ICC_OFF, engine_errors, lifecycle_events, network_ip, published_port,
                                                 usage_of)
 from services.workspaces.identity import Ownership
@@ -150,9 +150,9 @@ class DockerBackend:
     async def ensure_storage(self, spec: IdeSpec, run: Run) -> None:
         """The home volume, given to the IDE's user when first made (unless
         the image's own HOME, which Docker copies into it, is the user's:
-        docker/home.py). A volume whose chown failed is removed, so that the next run tries again; a
-        one-shot container left over (the server died during it) means the
-        chown may not have finished: it runs again."""
+        docker/home.py). A volume whose chown failed is removed, so that the
+        next run tries again; a one-shot container left over (the server
+        died during it) means the chown may not have finished: it runs again."""
         engine, home, setup = self._engine(), spec.home_volume, f"{spec.name}-home-setup"
         with engine_errors("Docker refused to prepare the workspace's home volume"):
             # Disk quota (docker/disk.py): the ext4 image's device, or None for an unlimited home.
@@ -164,9 +164,12 @@ class DockerBackend:
                 if await engine.inspect_container(setup) is None:
                     return
             else:
+                # Asked before the volume exists: a server killed during the probe leaves no volume
+                # that the next run would take for a chowned one.
+                chown = options is not None or await self.homes.chown_needed(
+                    engine, spec.image, spec.user, {**self.owner.labels(), **HOME_PROBE})
                 await engine.ensure_volume(home, self.labels_of(spec), options)
-                probe_labels = {**self.owner.labels(), "apranova.role": "home-probe"}
-                if options is None and not await self.homes.chown_needed(engine, spec.image, spec.user, probe_labels):
+                if not chown:
                     return  # Docker's copy of the image's HOME is the user's already
             config = chown_config(spec.image, home, spec.user, {**self.owner.labels(), "apranova.role": "home-setup"})
             try:
@@ -391,6 +394,7 @@ class DockerBackend:
                 await self.workspace_network.heal(self.engine)
             if self.disks:
                 await self.disks.remove_leftovers()
+            await self.homes.remove_leftovers(self.engine, {**self.owner.labels(), **HOME_PROBE})
         if await self.engine.image_exists(image):
             return []
         build = image_build.current(self.settings.workspace_image_build_dir, image)

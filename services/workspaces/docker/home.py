@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import time
 
 from services.docker import DockerEngine, DockerError, DockerUnavailable
 from services.workspaces.spec import HOME
 
 log = logging.getLogger("apranova.workspaces")
 _known: dict[tuple[str, str], bool] = {}  # (image id, user) -> a fresh home needs the chown
+PROBE_TIMEOUT = 60.0  # seconds a probe may run
+LEFTOVER_AGE = 2 * PROBE_TIMEOUT  # an older probe container is no live process's
+ROLE = {"apranova.role": "home-probe"}
 
 
 def chown_config(image: str, volume: str, user: str, labels: dict[str, str]) -> dict:
@@ -63,6 +66,15 @@ class HomeOwner:
         self.instance = instance
         self._probing: dict[tuple[str, str], asyncio.Task[bool]] = {}  # this loop's probes in flight
 
+    async def remove_leftovers(self, engine: DockerEngine, labels: dict[str, str]) -> None:
+        """Probes a killed server left behind (`labels`: this deployment's
+        and the probe's role): any not running, and any older than a probe
+        may run. One that another process of this deployment was about to
+        start (or had just seen exit) may go too: that process then chowns."""
+        for found in await engine.list_containers(labels):
+            if found.get("State") != "running" or found.get("Created", 0) < time.time() - LEFTOVER_AGE:
+                await engine.remove_container(found["Id"])
+
     async def chown_needed(self, engine: DockerEngine, image: str, user: str, labels: dict[str, str]) -> bool:
         key = (await engine.image_id(image), user)
         if key in _known:
@@ -75,9 +87,11 @@ class HomeOwner:
 
     async def _probe(self, engine: DockerEngine, key: tuple[str, str], labels: dict[str, str]) -> bool:
         image_id, user = key
-        name = f"{self.instance}-home-probe-{uuid.uuid4().hex[:8]}"
+        # One name per image: a probe left by a killed server is removed by the next one's run
+        # (and by remove_leftovers at start-up); a second process probing at once fails, and chowns.
+        name = f"{self.instance}-home-probe-{image_id.rsplit(':', 1)[-1][:12]}"
         try:
-            code, output = await engine.run_capture(name, probe_config(image_id, user, labels), timeout=60)
+            code, output = await engine.run_capture(name, probe_config(image_id, user, labels), timeout=PROBE_TIMEOUT)
         except DockerUnavailable:
             raise  # no answer about the image: ask again next time (the chown will say what is wrong)
         except (DockerError, TimeoutError) as exc:  # no find in the image, say
