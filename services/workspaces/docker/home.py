@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 from services.docker import DockerEngine, DockerError, DockerUnavailable
@@ -70,7 +71,8 @@ class HomeOwner:
         """Probes a killed server left behind (`labels`: this deployment's
         and the probe's role): any not running, and any older than a probe
         may run. One that another process of this deployment was about to
-        start (or had just seen exit) may go too: that process then chowns."""
+        start (or had just seen exit) may go too: that process then chowns
+        (its probe failed), which is safe."""
         for found in await engine.list_containers(labels):
             if found.get("State") != "running" or found.get("Created", 0) < time.time() - LEFTOVER_AGE:
                 await engine.remove_container(found["Id"])
@@ -87,9 +89,10 @@ class HomeOwner:
 
     async def _probe(self, engine: DockerEngine, key: tuple[str, str], labels: dict[str, str]) -> bool:
         image_id, user = key
-        # One name per image: a probe left by a killed server is removed by the next one's run
-        # (and by remove_leftovers at start-up); a second process probing at once fails, and chowns.
-        name = f"{self.instance}-home-probe-{image_id.rsplit(':', 1)[-1][:12]}"
+        # A name per image and process: two processes of one deployment probing at once must not
+        # remove each other's (run_capture removes a container of its name first). What a killed
+        # server left is remove_leftovers' at the next start.
+        name = f"{self.instance}-home-probe-{image_id.rsplit(':', 1)[-1][:12]}-{os.getpid()}"
         try:
             code, output = await engine.run_capture(name, probe_config(image_id, user, labels), timeout=PROBE_TIMEOUT)
         except DockerUnavailable:
