@@ -185,6 +185,20 @@ async def test_a_burst_on_an_image_whose_home_is_the_users_runs_one_probe_and_no
 
 
 @pytest.mark.docker
+async def test_two_servers_of_one_deployment_probing_at_once_both_skip_the_chown(servers, images):
+    """Each server's probe has a name of its own: neither removes the other's."""
+    image = images((1000, 1000), ("sh", "chown", "find"))
+    since = time.time()
+    first, second = [await servers.start(workspace_image=image, workspace_pull_policy="never") for _ in range(2)]
+    async with httpx.AsyncClient(base_url=first.url, timeout=120) as one, \
+            httpx.AsyncClient(base_url=second.url, timeout=120) as two:
+        halves = await asyncio.gather(create_at_once(one, 4), create_at_once(two, 4))
+    assert [body["state"] for half in halves for _, body in half] == ["running"] * 8, halves
+    assert 1 <= len(created_since(since, "home-probe")) <= 2
+    assert created_since(since, "home-setup") == []
+
+
+@pytest.mark.docker
 async def test_a_burst_on_an_image_whose_home_is_roots_chowns_each_fresh_home(servers, images):
     image = images((0, 0), ("sh", "chown", "find"))
     since = time.time()

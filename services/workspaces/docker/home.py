@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
+import uuid
 
 from services.docker import DockerEngine, DockerError, DockerUnavailable
 from services.workspaces.spec import HOME
@@ -65,6 +65,7 @@ class HomeOwner:
 
     def __init__(self, instance: str):
         self.instance = instance
+        self.tag = uuid.uuid4().hex[:8]  # this backend's probes' names
         self._probing: dict[tuple[str, str], asyncio.Task[bool]] = {}  # this loop's probes in flight
 
     async def remove_leftovers(self, engine: DockerEngine, labels: dict[str, str]) -> None:
@@ -89,10 +90,10 @@ class HomeOwner:
 
     async def _probe(self, engine: DockerEngine, key: tuple[str, str], labels: dict[str, str]) -> bool:
         image_id, user = key
-        # A name per image and process: two processes of one deployment probing at once must not
+        # A name per image and backend: two servers of one deployment probing at once must not
         # remove each other's (run_capture removes a container of its name first). What a killed
         # server left is remove_leftovers' at the next start.
-        name = f"{self.instance}-home-probe-{image_id.rsplit(':', 1)[-1][:12]}-{os.getpid()}"
+        name = f"{self.instance}-home-probe-{image_id.rsplit(':', 1)[-1][:12]}-{self.tag}"
         try:
             code, output = await engine.run_capture(name, probe_config(image_id, user, labels), timeout=PROBE_TIMEOUT)
         except DockerUnavailable:
