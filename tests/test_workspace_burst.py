@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.app import auth, register
-from tests.support.workspaces import containers_of, CREATE, docker, DOCKER_SOCKET, wait_for_state, WORKSPACE
+from tests.support.workspaces import containers_of, CREATE, create_all, docker, DOCKER_SOCKET, wait_for_state, WORKSPACE
 
 pytestmark = pytest.mark.docker
 
@@ -38,12 +38,6 @@ async def make_duplicates(name: str, instance: str) -> list[str]:
             if len(found := networks_named(name)) > 1:
                 return found
     raise AssertionError("the engine never made a duplicate network; this engine's check may be atomic")
-
-
-async def create_all(client: httpx.AsyncClient, users: list[dict]) -> list[dict]:
-    answers = await asyncio.gather(*(client.post(CREATE, headers=auth(user), json={"wait": True})
-                                     for user in users))
-    return [answer.json() for answer in answers]
 
 
 async def test_twenty_first_creates_at_once_across_two_servers_all_run_on_one_network(servers):

@@ -19,7 +19,7 @@ import pytest
 
 from services import settings as settings_mod
 from tests.support.app import auth, register
-from tests.support.workspaces import docker, TEST_IMAGE
+from tests.support.workspaces import create_all, docker, TEST_IMAGE
 
 CREATE = "/api/users/workspace/create/"
 # Every request answered 403 (busybox httpd's deny-all rule): "something
@@ -131,7 +131,7 @@ def created_since(since: float, role: str) -> list[str]:
 @pytest.mark.docker
 async def test_the_non_root_user_owns_its_home_on_an_image_without_that_directory(servers, image_without_home):
     assert docker("run", "--rm", image_without_home, "/bin/busybox", "ls", "/home", check=False) == ""
-    server = await servers.start(workspace_image=image_without_home, workspace_pull_policy="never")
+    server = await on_image(servers, image_without_home)
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
         user = await register(client)
         body = (await client.post(CREATE, headers=auth(user), json={"wait": True})).json()
@@ -159,10 +159,19 @@ async def test_the_non_root_user_owns_its_home_on_an_image_without_that_director
         assert docker("ps", "-aq", "--filter", f"name={name}-home-setup") == ""
 
 
-async def create_at_once(client: httpx.AsyncClient, count: int) -> list[tuple[dict, dict]]:
-    users = [await register(client) for _ in range(count)]
-    bodies = await asyncio.gather(*(client.post(CREATE, headers=auth(u), json={"wait": True}) for u in users))
-    return [(user, body.json()) for user, body in zip(users, bodies)]
+async def on_image(servers, image: str):
+    """A server whose workspaces run `image` (made by the test: never pulled)."""
+    return await servers.start(workspace_image=image, workspace_pull_policy="never")
+
+
+async def running_at_once(server, count: int) -> list[str]:
+    """`count` new students' first Creates at once on `server`, all running:
+    their containers' names."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+        users = [await register(client) for _ in range(count)]
+        bodies = await create_all(client, users)
+    assert [body["state"] for body in bodies] == ["running"] * count, bodies
+    return [f"{server.services.settings.instance_name}-ws-{user['user']['id']}" for user in users]
 
 
 @pytest.mark.docker
@@ -171,15 +180,10 @@ async def test_a_burst_on_an_image_whose_home_is_the_users_runs_one_probe_and_no
     no chown container is needed, and a burst of creates shares one probe."""
     image = images((1000, 1000), ("sh", "chown", "find"))
     since = time.time()
-    server = await servers.start(workspace_image=image, workspace_pull_policy="never")
-    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
-        created = await create_at_once(client, 8)
-        assert [body["state"] for _, body in created] == ["running"] * 8, created
-        for user, _ in created:
-            name = f"{servers.instance}-ws-{user['user']['id']}"
-            assert docker("exec", name, "/bin/busybox", "stat", "-c", "%u:%g", "/home/coder") == "1000:1000"
-            docker("exec", name, "/bin/busybox", "sh", "-c", "echo mine > /home/coder/x && mkdir /home/coder/.ssh")
-            assert docker("exec", name, "/bin/busybox", "cat", "/home/coder/.profile") == "# from the image"
+    for name in await running_at_once(await on_image(servers, image), 8):
+        assert docker("exec", name, "/bin/busybox", "stat", "-c", "%u:%g", "/home/coder") == "1000:1000"
+        docker("exec", name, "/bin/busybox", "sh", "-c", "echo mine > /home/coder/x && mkdir /home/coder/.ssh")
+        assert docker("exec", name, "/bin/busybox", "cat", "/home/coder/.profile") == "# from the image"
     assert len(created_since(since, "home-probe")) == 1
     assert created_since(since, "home-setup") == []
 
@@ -189,11 +193,8 @@ async def test_two_servers_of_one_deployment_probing_at_once_both_skip_the_chown
     """Each server's probe has a name of its own: neither removes the other's."""
     image = images((1000, 1000), ("sh", "chown", "find"))
     since = time.time()
-    first, second = [await servers.start(workspace_image=image, workspace_pull_policy="never") for _ in range(2)]
-    async with httpx.AsyncClient(base_url=first.url, timeout=120) as one, \
-            httpx.AsyncClient(base_url=second.url, timeout=120) as two:
-        halves = await asyncio.gather(create_at_once(one, 4), create_at_once(two, 4))
-    assert [body["state"] for half in halves for _, body in half] == ["running"] * 8, halves
+    first, second = [await on_image(servers, image) for _ in range(2)]
+    await asyncio.gather(running_at_once(first, 4), running_at_once(second, 4))
     assert 1 <= len(created_since(since, "home-probe")) <= 2
     assert created_since(since, "home-setup") == []
 
@@ -202,14 +203,9 @@ async def test_two_servers_of_one_deployment_probing_at_once_both_skip_the_chown
 async def test_a_burst_on_an_image_whose_home_is_roots_chowns_each_fresh_home(servers, images):
     image = images((0, 0), ("sh", "chown", "find"))
     since = time.time()
-    server = await servers.start(workspace_image=image, workspace_pull_policy="never")
-    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
-        created = await create_at_once(client, 4)
-        assert [body["state"] for _, body in created] == ["running"] * 4, created
-        for user, _ in created:
-            name = f"{servers.instance}-ws-{user['user']['id']}"
-            assert docker("exec", name, "/bin/busybox", "stat", "-c", "%u:%g", "/home/coder/.profile") == "1000:1000"
-            docker("exec", name, "/bin/busybox", "sh", "-c", "echo mine > /home/coder/x")
+    for name in await running_at_once(await on_image(servers, image), 4):
+        assert docker("exec", name, "/bin/busybox", "stat", "-c", "%u:%g", "/home/coder/.profile") == "1000:1000"
+        docker("exec", name, "/bin/busybox", "sh", "-c", "echo mine > /home/coder/x")
     assert len(created_since(since, "home-probe")) == 1
     assert len(created_since(since, "home-setup")) == 4
 
@@ -220,7 +216,7 @@ async def test_a_home_probe_left_by_a_killed_server_is_removed_at_start_up(serve
     backend = server.services.workspaces.backend
     labels = [arg for key, value in {**backend.owner.labels(), "apranova.role": "home-probe"}.items()
               for arg in ("--label", f"{key}={value}")]
-    left = docker("create", "--name", f"{servers.instance}-home-probe-left", *labels, TEST_IMAGE)
+    docker("create", "--name", f"{servers.instance}-home-probe-left", *labels, TEST_IMAGE)
     others = docker("create", "--name", f"{servers.instance}-home-probe-others", "--label",
                     f"apranova.instance={servers.instance}", "--label", "apranova.role=home-probe",
                     "--label", "apranova.deployment=another-installation", TEST_IMAGE)

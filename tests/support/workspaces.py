@@ -154,6 +154,13 @@ async def open_websockets(client: httpx.AsyncClient) -> float:
     return float(next(line.split()[1] for line in text.splitlines() if line.startswith("apranova_websockets_open ")))
 
 
+async def create_all(client: httpx.AsyncClient, users: list[dict]) -> list[dict]:
+    """Every user's Create (waiting for the outcome) at once; the answers' bodies."""
+    answers = await asyncio.gather(*(client.post(CREATE, headers=auth(user), json={"wait": True})
+                                     for user in users))
+    return [answer.json() for answer in answers]
+
+
 async def users_with_running_workspaces(client: httpx.AsyncClient, count: int) -> list[dict]:
     """`count` registered users, each with a workspace created and running."""
     users = [await register(client) for _ in range(count)]

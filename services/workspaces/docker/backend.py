@@ -31,7 +31,7 @@ from services.workspaces.docker.disk import DockerDisks
 from services.workspaces.docker.network import WorkspaceNetwork
 from services.workspaces.docker.ports import HostPorts
 from services.workspaces.docker.settings import SETTINGS
-from services.workspaces.docker.home import ROLE as HOME_PROBE, HomeOwner, chown_config
+from services.workspaces.docker.home import HomeOwner, chown_config
 from services.workspaces.docker.support import (ICC_OFF, engine_errors, lifecycle_events, network_ip, published_port,
                                                 usage_of)
 from services.workspaces.identity import Ownership
@@ -166,8 +166,8 @@ class DockerBackend:
             else:
                 # Asked before the volume exists: a server killed during the probe leaves no volume
                 # that the next run would take for a chowned one.
-                chown = options is not None or await self.homes.chown_needed(
-                    engine, spec.image, spec.user, {**self.owner.labels(), **HOME_PROBE})
+                chown = options is not None or await self.homes.chown_needed(engine, spec.image, spec.user,
+                                                                             self.owner.labels())
                 await engine.ensure_volume(home, self.labels_of(spec), options)
                 if not chown:
                     return  # Docker's copy of the image's HOME is the user's already
@@ -394,7 +394,7 @@ class DockerBackend:
                 await self.workspace_network.heal(self.engine)
             if self.disks:
                 await self.disks.remove_leftovers()
-            await self.homes.remove_leftovers(self.engine, {**self.owner.labels(), **HOME_PROBE})
+            await self.homes.remove_leftovers(self.engine, self.owner.labels())
         if await self.engine.image_exists(image):
             return []
         build = image_build.current(self.settings.workspace_image_build_dir, image)

@@ -68,23 +68,25 @@ class HomeOwner:
         self.tag = uuid.uuid4().hex[:8]  # this backend's probes' names
         self._probing: dict[tuple[str, str], asyncio.Task[bool]] = {}  # this loop's probes in flight
 
-    async def remove_leftovers(self, engine: DockerEngine, labels: dict[str, str]) -> None:
-        """Probes a killed server left behind (`labels`: this deployment's
-        and the probe's role): any not running, and any older than a probe
+    async def remove_leftovers(self, engine: DockerEngine, owner: dict[str, str]) -> None:
+        """Probes a killed server left behind (`owner`: this deployment's
+        labels): any not running, and any older than a probe
         may run. One that another process of this deployment was about to
         start (or had just seen exit) may go too: that process then chowns
         (its probe failed), which is safe."""
-        for found in await engine.list_containers(labels):
+        for found in await engine.list_containers({**owner, **ROLE}):
             if found.get("State") != "running" or found.get("Created", 0) < time.time() - LEFTOVER_AGE:
                 await engine.remove_container(found["Id"])
 
-    async def chown_needed(self, engine: DockerEngine, image: str, user: str, labels: dict[str, str]) -> bool:
+    async def chown_needed(self, engine: DockerEngine, image: str, user: str, owner: dict[str, str]) -> bool:
+        """Whether a fresh home of `image` needs the chown to `user`;
+        `owner`: the deployment's labels, which the probe carries."""
         key = (await engine.image_id(image), user)
         if key in _known:
             return _known[key]
         task = self._probing.get(key)
         if task is None:
-            task = self._probing[key] = asyncio.ensure_future(self._probe(engine, key, labels))
+            task = self._probing[key] = asyncio.ensure_future(self._probe(engine, key, {**owner, **ROLE}))
             task.add_done_callback(lambda _: self._probing.pop(key, None))
         return await asyncio.shield(task)  # a cancelled caller leaves the probe to the others
 
