@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 
+from tests.support.app import port_range
 from tests.support.accounts import age_refresh_rotations, auth, login, register, unique_email
 from tests.support.payments import create, deliver, MINE
 
@@ -342,9 +343,11 @@ async def test_workspace_page_post_without_body_gets_a_url_to_open_at_once(start
     carry the url and port, in the default (proxied) exposure and in the
     direct one. The in-memory backend stands in for the engine here; the
     real-Docker tests prove the same answer on dockerd."""
+    ports = port_range(28100)
+    low, high = map(int, ports.split("-"))
     for exposure in ("network", "direct"):
         server = await start_server(workspace_backend="tests.support.fake_backend:FakeBackend", workspace_exposure=exposure,
-                                    workspace_port_range="28100-28149")
+                                    workspace_port_range=ports)
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             user = await register(client)
             response = await client.post("/api/users/workspace/create/",
@@ -355,4 +358,4 @@ async def test_workspace_page_post_without_body_gets_a_url_to_open_at_once(start
             if exposure == "network":
                 assert data["url"].split("?ticket=")[0] == f"http://ws-{user['user']['id']}.localhost:{data['port']}/"
             else:
-                assert data["url"] == f"http://localhost:{data['port']}" and 28100 <= data["port"] <= 28149
+                assert data["url"] == f"http://localhost:{data['port']}" and low <= data["port"] <= high

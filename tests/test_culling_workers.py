@@ -13,12 +13,12 @@ import httpx
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from tests.support.app import auth
+from tests.support.app import auth, port_range
 from tests.support.processes import PASSWORD
 from tests.support.processes import wait_for, workers_of
 
 CULLING = {"WORKSPACE_BACKEND": "tests.support.fake_backend:FakeBackend", "WORKSPACE_EXPOSURE": "direct",
-           "WORKSPACE_PORT_RANGE": "28200-28249", "WORKSPACE_IDLE_TIMEOUT": "3", "WORKSPACE_IDLE_WARNING": "2",
+           "WORKSPACE_PORT_RANGE": port_range(28200), "WORKSPACE_IDLE_TIMEOUT": "3", "WORKSPACE_IDLE_WARNING": "2",
            "WORKSPACE_CULL_INTERVAL": "0.1"}
 
 

@@ -29,6 +29,21 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_SECRET = "test-signing-key-" + "x" * 32
 _counter = itertools.count(1)
 NO_DOCKER = "unix:///nonexistent/apranova-tests.sock"  # an engine that is not there
+# pytest-xdist's worker (gw0, gw1...) when the fast suite runs in several
+# processes; 0 in a plain run.
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+
+
+def port_range(low: int, size: int = 50) -> str:
+    """A fixed host-port range for the in-memory engine's listeners (the
+    fixed ones start at 28000, 28100 and 28200), one slice per xdist worker:
+    two workers binding one range would take each other's ports. Below
+    Linux's ephemeral range (32768-60999) for up to 16 workers: a range
+    inside it can collide with any loopback client's source port, and a
+    one-port range then fails at random."""
+    low += 300 * WORKER
+    assert low + size <= 32768, f"port range {low}-{low + size - 1} reaches the ephemeral ports: fewer workers"
+    return f"{low}-{low + size - 1}"
 
 # Defaults for a test server: fast hashing, limits out of the way (tests of
 # the limits set their own), a fixed key.

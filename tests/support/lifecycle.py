@@ -5,14 +5,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.app import RunningServer
+from tests.support.app import RunningServer, port_range
 
 FAKE = "tests.support.fake_backend:FakeBackend"
 
-
-# Below Linux's ephemeral range (32768-60999): a range inside it can collide with
-# any loopback client's source port, and a one-port range then fails at random.
-LOW = 28000
+RANGE = port_range(28000)
+LOW = int(RANGE.split("-")[0])
 
 
 class Fake:
@@ -27,7 +25,7 @@ class Fake:
         # The direct exposure (host ports) unless a test says otherwise: most
         # of these tests are about the port book.
         values = {"workspace_backend": FAKE, "instance_name": self.instance, "mongodb_db": self.db_name,
-                  "workspace_exposure": "direct", "workspace_port_range": f"{LOW}-{LOW + 49}",
+                  "workspace_exposure": "direct", "workspace_port_range": RANGE,
                   "workspace_wait_timeout": "5", **overrides}
         return await self.start_server(**values)
 
