@@ -6,8 +6,8 @@ import asyncio
 
 import httpx
 
-from tests.support.app import port_range
 from tests.support.accounts import age_refresh_rotations, auth, login, register, unique_email
+from tests.support.app import port_range
 from tests.support.payments import create, deliver, MINE
 
 ALLOWED = "http://localhost:3000"
