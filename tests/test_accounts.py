@@ -239,24 +239,22 @@ async def test_wrong_password_and_unknown_email_get_the_same_401(client):
 async def test_unknown_email_costs_a_password_hash_like_a_known_one(start_server):
     """Compared against a dummy hash, so response time does not reveal whether
     an email is registered. With bcrypt cost 10 (~50 ms) a login that skipped
-    hashing would take a few milliseconds."""
+    hashing would take a few milliseconds. The two kinds of login alternate
+    and each keeps its fastest of five, so a burst of load from other tests
+    (the fast suite runs in several processes) slows both alike."""
     server = await start_server(bcrypt_rounds="10")
     import httpx
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         data = await register(client)
-
-        async def fastest(email: str) -> float:
-            times = []
-            for _ in range(3):
+        emails = {"known": data["user"]["email"], "unknown": unique_email("ghost")}
+        fastest = {"known": float("inf"), "unknown": float("inf")}
+        for _ in range(5):
+            for kind, email in emails.items():
                 started = time.perf_counter()
                 response = await login(client, email, "Not-The-Password-1")
-                times.append(time.perf_counter() - started)
+                fastest[kind] = min(fastest[kind], time.perf_counter() - started)
                 assert response.status_code == 401
-            return min(times)
-
-        known = await fastest(data["user"]["email"])
-        unknown = await fastest(unique_email("ghost"))
-    assert unknown > known * 0.5, (known, unknown)
+    assert fastest["unknown"] > fastest["known"] * 0.5, fastest
 
 
 async def test_role_mismatch_is_403_with_the_contract_body(client):
