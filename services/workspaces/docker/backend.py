@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import AsyncIterator, Awaitable, Callable
 
 from services import host_wall
@@ -26,16 +25,15 @@ from services.docker import (DockerEngine, DockerError, DockerUnavailable, conta
 from services.settings import Settings, SettingsError, without_ide_password
 from services.workspaces.backend import (BackendError, BackendExited, BackendUnavailable, Endpoint, Instance, Launched,
                                          LifecycleEvent, Progress, Run, Usage)
-from services.workspaces import image_build
 from services.workspaces.docker.disk import DockerDisks
 from services.workspaces.docker.network import WorkspaceNetwork
 from services.workspaces.docker.ports import HostPorts
 from services.workspaces.docker.settings import SETTINGS
 from services.workspaces.docker.home import HomeOwner, chown_config
+from services.workspaces.docker.image import ensure_image, image_notes
 from services.workspaces.docker.support import (ICC_OFF, engine_errors, lifecycle_events, network_ip, published_port,
                                                 usage_of)
 from services.workspaces.identity import Ownership
-from services.workspaces.pull import PullProgress
 from services.workspaces.spec import IdeSpec
 
 log = logging.getLogger("apranova.workspaces")
@@ -205,50 +203,8 @@ class DockerBackend:
             return await self.disks.remove_orphans(f"{self.instance}-ws-", owners) if self.disks else []
 
     async def prepare_image(self) -> AsyncIterator[Progress]:
-        engine, image, policy = self._engine(), self.settings.workspace_image, self.settings.workspace_pull_policy
-        yield Progress(0, f"Checking the image {image}")
-        with engine_errors(f"{self.title} refused to create the workspace"):
-            present = await engine.image_exists(image)
-        if not present:  # ./scripts/run may be building it behind the server (a first run)
-            async for progress in self._wait_for_build(engine, image):
-                yield progress
-            with engine_errors(f"{self.title} refused to create the workspace"):
-                present = await engine.image_exists(image)
-        if not present and policy == "never":
-            raise BackendError(f"The workspace image {image} is not on the Docker host and the pull policy "
-                               "is 'never'.")
-        if not present or policy == "always":
-            yield Progress(4, f"Pulling the image {image}")
-            progress = PullProgress()
-            try:
-                async for message in engine.pull(image):
-                    percent = progress.update(message)
-                    yield Progress(4 + percent * 96 // 100, f"Pulling the image {image}: {percent}%")
-            except DockerUnavailable as exc:
-                raise BackendUnavailable(str(exc)) from None
-            except DockerError as exc:
-                if not await engine.image_exists(image):
-                    raise BackendError(f"The workspace image {image} could not be pulled: {exc.message}") from None
-                log.warning("pull of %s failed (%s); using the local copy", image, exc.message)
-        yield Progress(100, "Image is available")
-
-    async def _wait_for_build(self, engine: DockerEngine, image: str) -> AsyncIterator[Progress]:
-        """While ./scripts/run builds `image` on this host (image_build), its
-        progress: elapsed and an estimate, until the image is there."""
-        directory = self.settings.workspace_image_build_dir
-        while (build := image_build.current(directory, image)) is not None:
-            if build.failed:
-                raise BackendError(f"The build of the workspace image {image} failed; see {build.log}.")
-            with engine_errors(f"{self.title} refused to create the workspace"):
-                if await engine.image_exists(image):
-                    return
-            elapsed = time.time() - build.started
-            percent = min(95, int(elapsed * 100 / max(build.estimate, 1)))
-            # messages.image_step words it for the student ("Preparing the IDE software ... first time").
-            yield Progress(percent, f"Building the image {image} on this server ({image_build.words(elapsed)} "
-                                    f"so far, about {image_build.words(max(build.estimate - elapsed, 60))} left): "
-                                    f"{percent}%")
-            await asyncio.sleep(2)
+        async for progress in ensure_image(self._engine(), self.settings, self.title):  # docker/image.py
+            yield progress
 
     # -- object hooks (DockerSpawner's style; Swarm overrides these) --------------------------
     async def command(self, spec: IdeSpec) -> list[str] | None:
@@ -386,7 +342,6 @@ class DockerBackend:
 
     async def check(self) -> list[str]:
         """What an operator should know at start-up, before a student finds out."""
-        image, policy = self.settings.workspace_image, self.settings.workspace_pull_policy
         if self.engine is None or not await self.engine.ping():
             return []
         with engine_errors("Docker refused to list the workspace networks and helpers"):
@@ -395,16 +350,7 @@ class DockerBackend:
             if self.disks:
                 await self.disks.remove_leftovers()
             await self.homes.remove_leftovers(self.engine, self.owner.labels())
-        if await self.engine.image_exists(image):
-            return []
-        build = image_build.current(self.settings.workspace_image_build_dir, image)
-        if build is not None and not build.failed:
-            return [f"WORKSPACE_IMAGE {image} is being built on this server (log: {build.log}); workspaces "
-                    "created meanwhile wait for it."]
-        if policy == "never":
-            return [f"WORKSPACE_IMAGE {image} is not on the Docker host and WORKSPACE_PULL_POLICY is 'never': "
-                    "every workspace will fail until the image is built or loaded there."]
-        return [f"WORKSPACE_IMAGE {image} is not on the Docker host; the first workspace will pull it."]
+        return await image_notes(self.engine, self.settings)
 
     def end_event_streams(self) -> None:
         if self.engine is not None:
