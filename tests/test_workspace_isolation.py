@@ -19,9 +19,8 @@ import pytest
 
 from services import settings as settings_mod
 from tests.support.app import auth, register
-from tests.support.workspaces import create_all, docker, TEST_IMAGE
+from tests.support.workspaces import CREATE, create_all, docker, TEST_IMAGE
 
-CREATE = "/api/users/workspace/create/"
 # Every request answered 403 (busybox httpd's deny-all rule): "something
 # else" on the IDE's address, which must not count as a ready IDE.
 FORBIDS_ALL = ("/bin/busybox sh -c 'echo D:* > /tmp/httpd.conf; "
